@@ -1,0 +1,43 @@
+"""Packaging for the Deep Consensus Scipion plugin.
+
+TensorFlow is a plain pip dependency (CPU and GPU from the same wheel on
+Linux); no conda environment is created.  pyworkflow pins numpy 1.26, so
+install with ``constraints.txt`` (see README.rst) to keep pip from upgrading
+numpy under Scipion when it resolves TensorFlow.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="scipion-em-deepconsensus",
+    version="0.1.0",
+    description="Deep Consensus particle pruning for Scipion on current TensorFlow",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    license="GPLv3",
+    python_requires=">=3.9",
+    packages=find_packages(include=["deepconsensus_plugin", "deepconsensus_plugin.*"]),
+    package_data={
+        "deepconsensus_plugin": [
+            "protocols.conf",
+            "demo_data/*.md",
+            "demo_data/micrographs/*.mrc",
+            "demo_data/coordinates/*/*.box",
+            "demo_data/ground_truth/*.csv",
+            "templates/*.json.template",
+        ],
+    },
+    install_requires=[
+        "scipion-pyworkflow>=3.11",
+        "scipion-em>=3.11",
+        "numpy>=1.23",
+        "scipy>=1.9",
+        "mrcfile>=1.4",
+        "tensorflow>=2.16",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Bio-Informatics",
+    ],
+)
