@@ -1,0 +1,368 @@
+"""Readers for particle-picker coordinate files (EMAN .box, RELION .star, .csv, Xmipp .pos).
+
+Every reader returns particle *centres* in pixels with x = column and y = row of
+the micrograph array ``data[row, col]``, so that callers never have to know which
+picker wrote the file or whether it stored corners or centres.
+
+The module is deliberately free of Scipion and TensorFlow: it works on paths and
+numpy arrays only.  STAR files (RELION and Xmipp) are parsed by a small loop
+parser here rather than with ``emtable`` because ``emtable`` raises bare
+``Exception`` without line numbers, turns column names into namedtuple fields
+and cannot pick a data block by the columns it contains.
+
+Malformed content raises :class:`CoordinateFileError` naming the file and the
+line, so a user can open the file and fix it; a missing file raises the usual
+:class:`FileNotFoundError`, whose message already contains the path.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+#: Minimum number of columns of an EMAN box line: x y width height.
+_BOX_MIN_COLUMNS = 4
+_BOX_SCORE_COLUMN = 4
+
+_RELION_X, _RELION_Y = 'rlnCoordinateX', 'rlnCoordinateY'
+_RELION_SCORE = 'rlnAutopickFigureOfMerit'
+_XMIPP_X, _XMIPP_Y = 'xcoor', 'ycoor'
+_XMIPP_SCORE = 'cost'
+
+
+class CoordinateFileError(ValueError):
+    """Raised for a malformed coordinate file.
+
+    The message names the file and, where known, the line, because the only
+    useful reaction to a broken picker output is to open it at that line.
+    """
+
+
+@dataclass(frozen=True, eq=False)
+class PickedCoordinates:
+    """Particle centres read from one coordinate file.
+
+    ``xy`` is an ``(n, 2)`` float64 array of centres in pixels, x = column and
+    y = row of ``data[row, col]``.  ``scores`` is an ``(n,)`` float64 array of
+    picker scores when the file has a score column (even if it has no rows),
+    else ``None``, so callers can tell "no scores" from "zero particles".
+    Equality is identity (``eq=False``) because element-wise array comparison
+    has no single truth value.
+    """
+
+    xy: np.ndarray
+    scores: np.ndarray | None
+
+
+def _error(path: PathLike, message: str, line: int | None = None) -> CoordinateFileError:
+    """Build an error whose message starts with the file and, if known, the line."""
+    where = os.fspath(path) if line is None else f'{os.fspath(path)}, line {line}'
+    return CoordinateFileError(f'{where}: {message}')
+
+
+def _read_lines(path: PathLike) -> list[str]:
+    """Return the file's lines (universal newlines, UTF-8 with optional BOM).
+
+    Decoding failures become CoordinateFileError: a binary file handed in by
+    mistake is a malformed coordinate file, not a programming error.
+    """
+    try:
+        with open(path, encoding='utf-8-sig') as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise _error(path, f'not a UTF-8 text file ({exc.reason} at byte {exc.start})') from None
+    return text.split('\n')
+
+
+def _tokens(line: str) -> list[str]:
+    """Split a line on whitespace, dropping a comment that starts with a '#' token."""
+    tokens = line.split()
+    for index, token in enumerate(tokens):
+        if token.startswith('#'):
+            return tokens[:index]
+    return tokens
+
+
+def _to_float_table(path: PathLike, rows: Sequence[Sequence[str]], line_numbers: Sequence[int],
+                    n_columns: int) -> np.ndarray:
+    """Convert equal-length rows of number strings to a finite ``(n, n_columns)`` float64 array.
+
+    The conversion is one vectorised numpy call; only when it fails is the slow
+    per-token pass run, to report the first bad token with its line number
+    (numpy parses strings with Python's ``float``, so both passes agree).
+    """
+    try:
+        table = np.array(rows, dtype=np.float64).reshape(len(rows), n_columns)
+    except ValueError:
+        for row, line in zip(rows, line_numbers):
+            for token in row:
+                try:
+                    float(token)
+                except ValueError:
+                    raise _error(path, f'{token!r} is not a number', line) from None
+        raise  # numpy rejected what float() accepts: surface numpy's own error
+    _check_finite(path, table, line_numbers)
+    return table
+
+
+def _check_finite(path: PathLike, table: np.ndarray, line_numbers: Sequence[int]) -> None:
+    """Reject NaN and infinities, which would silently poison every later step."""
+    bad = ~np.isfinite(table)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise _error(path, f'non-finite value ({table[row, column]})', line_numbers[row])
+
+
+def _coordinates(xy: np.ndarray, scores: np.ndarray | None) -> PickedCoordinates:
+    """Wrap arrays into PickedCoordinates with the documented dtypes and shapes."""
+    xy = np.ascontiguousarray(xy, dtype=np.float64).reshape(-1, 2)
+    if scores is not None:
+        scores = np.ascontiguousarray(scores, dtype=np.float64).reshape(-1)
+    return PickedCoordinates(xy=xy, scores=scores)
+
+
+def read_box(path: PathLike) -> PickedCoordinates:
+    """Read an EMAN ``.box`` file: ``x y width height [score ...]`` per line.
+
+    EMAN stores the lower-left corner of the box, so the centre is
+    ``(x + width / 2, y + height / 2)``.  A fifth column is the picker score;
+    further columns are accepted (and must be numbers) but ignored.  All lines
+    must have the same number of columns, since a score on only some lines
+    cannot be represented.  Blank lines and ``#`` comments are skipped.
+    """
+    rows: list[list[str]] = []
+    line_numbers: list[int] = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        tokens = _tokens(line)
+        if not tokens:
+            continue
+        if len(tokens) < _BOX_MIN_COLUMNS:
+            raise _error(path, 'expected at least 4 numbers (x y width height [score]), '
+                               f'got {len(tokens)}', number)
+        if rows and len(tokens) != len(rows[0]):
+            raise _error(path, f'expected {len(rows[0])} numbers like line {line_numbers[0]}, '
+                               f'got {len(tokens)}', number)
+        rows.append(tokens)
+        line_numbers.append(number)
+    if not rows:
+        return _coordinates(np.empty((0, 2)), None)
+
+    n_columns = len(rows[0])
+    table = _to_float_table(path, rows, line_numbers, n_columns)
+    sizes = table[:, 2:4]
+    not_positive = ~(sizes > 0).all(axis=1)
+    if not_positive.any():
+        row = int(np.argmax(not_positive))
+        raise _error(path, f'box width and height must be positive, got {sizes[row, 0]:g} '
+                           f'x {sizes[row, 1]:g}', line_numbers[row])
+    with np.errstate(over='ignore'):  # overflow is reported below, with its line
+        xy = table[:, 0:2] + sizes / 2
+    overflow = ~np.isfinite(xy).all(axis=1)
+    if overflow.any():
+        raise _error(path, 'box centre is too large to represent',
+                     line_numbers[int(np.argmax(overflow))])
+    scores = table[:, _BOX_SCORE_COLUMN] if n_columns > _BOX_SCORE_COLUMN else None
+    return _coordinates(xy, scores)
+
+
+@dataclass
+class _StarTable:
+    """One table of a STAR file: a ``loop_`` or the key-value pairs of a block.
+
+    Column names are stored without the leading underscore; each row keeps its
+    tokens as strings because only the needed columns are converted to numbers.
+    """
+
+    block: str
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    line_numbers: list[int] = field(default_factory=list)
+
+
+def _star_split(path: PathLike, line: str, number: int) -> list[str]:
+    """Tokenise a STAR line, honouring quotes only where the line has any (as RELION does)."""
+    if "'" not in line and '"' not in line:
+        return _tokens(line)
+    try:
+        return shlex.split(line, comments=True)
+    except ValueError as exc:
+        raise _error(path, f'cannot split line: {exc}', number) from None
+
+
+def _parse_star(path: PathLike) -> list[_StarTable]:
+    """Parse a STAR file into its tables, one per ``loop_`` and one per key-value block.
+
+    Supports what RELION and Xmipp write: ``data_<name>`` blocks, ``loop_``
+    tables with one row per line, ``_label value`` pairs, ``#`` comments and
+    a ``data_`` line directly after the last row of the previous loop.
+    """
+    tables: list[_StarTable] = []
+    block: str | None = None
+    loop: _StarTable | None = None  # the loop currently being read, if any
+    pairs: _StarTable | None = None  # the key-value table of the current block
+    for number, line in enumerate(_read_lines(path), start=1):
+        tokens = _star_split(path, line, number)
+        if not tokens:
+            continue
+        keyword = tokens[0]
+        if keyword.startswith('data_'):
+            block, loop, pairs = keyword[len('data_'):], None, None
+        elif block is None:
+            raise _error(path, f'{keyword!r} outside a data_ block', number)
+        elif keyword == 'loop_':
+            loop = _StarTable(block)
+            tables.append(loop)
+        elif keyword.startswith('_') and loop is not None and not loop.rows:
+            _add_column(path, loop, keyword[1:], number)
+        elif keyword.startswith('_') and loop is None:
+            if len(tokens) != 2:
+                raise _error(path, f'expected one value after {keyword}, got {len(tokens) - 1}',
+                             number)
+            if pairs is None:
+                pairs = _StarTable(block, rows=[[]], line_numbers=[number])
+                tables.append(pairs)
+            _add_column(path, pairs, keyword[1:], number)
+            pairs.rows[0].append(tokens[1])
+        elif keyword.startswith('_'):
+            raise _error(path, f'label {keyword} after the rows of a loop_', number)
+        elif loop is None or not loop.columns:
+            raise _error(path, f'value {keyword!r} outside a loop_ with labels', number)
+        elif len(tokens) != len(loop.columns):
+            raise _error(path, f'expected {len(loop.columns)} values, got {len(tokens)}', number)
+        else:
+            loop.rows.append(tokens)
+            loop.line_numbers.append(number)
+    return tables
+
+
+def _add_column(path: PathLike, table: _StarTable, name: str, number: int) -> None:
+    """Append a column label, rejecting duplicates, which would make a lookup ambiguous."""
+    if name in table.columns:
+        raise _error(path, f'duplicate label _{name}', number)
+    table.columns.append(name)
+
+
+def _read_star_columns(path: PathLike, x_name: str, y_name: str,
+                       score_name: str) -> PickedCoordinates:
+    """Read centres (and optional scores) from the first STAR table with the x and y columns.
+
+    Choosing the table by its columns lets one reader handle RELION 3.0
+    (``data_``), RELION 3.1+/4 (``data_optics`` + ``data_particles``) and Xmipp
+    (``data_header`` + ``data_particles``) without knowing block names.  A
+    file without any labels at all (empty, comments only) has no particles.
+    """
+    tables = _parse_star(path)
+    if not any(table.columns for table in tables):
+        return _coordinates(np.empty((0, 2)), None)
+    required = (x_name, y_name)
+    for table in tables:
+        if all(name in table.columns for name in required):
+            break
+    else:
+        best = max(tables, key=lambda t: sum(name in t.columns for name in required))
+        missing = ', '.join(f'_{name}' for name in required if name not in best.columns)
+        raise _error(path, f'missing required column {missing} (no data block has both '
+                           f'_{x_name} and _{y_name})')
+
+    names = [x_name, y_name] + ([score_name] if score_name in table.columns else [])
+    indices = [table.columns.index(name) for name in names]
+    rows = [[row[i] for i in indices] for row in table.rows]
+    values = _to_float_table(path, rows, table.line_numbers, len(names))
+    scores = values[:, 2] if len(names) == 3 else None
+    return _coordinates(values[:, :2], scores)
+
+
+def read_star(path: PathLike) -> PickedCoordinates:
+    """Read a RELION ``.star`` file: centres in ``_rlnCoordinateX``/``_rlnCoordinateY``.
+
+    ``_rlnAutopickFigureOfMerit``, when present, is the score.  The data block
+    may be a ``loop_`` or key-value pairs (a single particle) and may have any
+    name (``data_``, ``data_particles``), as RELION 3.0, 3.1 and 4 write.
+    """
+    return _read_star_columns(path, _RELION_X, _RELION_Y, _RELION_SCORE)
+
+
+def read_pos(path: PathLike) -> PickedCoordinates:
+    """Read an Xmipp ``.pos`` metadata file: centres in ``_xcoor``/``_ycoor``.
+
+    Xmipp writes a ``data_header`` block (picking state) before
+    ``data_particles``; the block holding ``_xcoor``/``_ycoor`` is used.
+    ``_cost``, written by Xmipp's automatic picker, is the score when present.
+    """
+    return _read_star_columns(path, _XMIPP_X, _XMIPP_Y, _XMIPP_SCORE)
+
+
+def read_csv(path: PathLike) -> PickedCoordinates:
+    """Read a comma-separated file whose header names ``x`` and ``y`` (and optionally ``score``).
+
+    Header names are matched case-insensitively after stripping spaces; other
+    columns are allowed and ignored.  Blank lines and lines starting with ``#``
+    are skipped; every other row must have as many fields as the header.
+    """
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    line_numbers: list[int] = []
+    reader = csv.reader(_read_lines(path))
+    try:
+        for fields in reader:
+            number = reader.line_num
+            if not fields or fields[0].lstrip().startswith('#') or not ''.join(fields).strip():
+                continue
+            if header is None:
+                header = [name.strip().lower() for name in fields]
+                indices = _csv_columns(path, header, number)
+            elif len(fields) != len(header):
+                raise _error(path, f'expected {len(header)} fields like the header, '
+                                   f'got {len(fields)}', number)
+            else:
+                rows.append([fields[i] for i in indices])
+                line_numbers.append(number)
+    except csv.Error as exc:
+        raise _error(path, f'invalid CSV: {exc}', reader.line_num) from None
+    if header is None:
+        return _coordinates(np.empty((0, 2)), None)
+    values = _to_float_table(path, rows, line_numbers, len(indices))
+    scores = values[:, 2] if len(indices) == 3 else None
+    return _coordinates(values[:, :2], scores)
+
+
+def _csv_columns(path: PathLike, header: list[str], number: int) -> list[int]:
+    """Return the indices of the x, y and (if present) score columns of a CSV header."""
+    indices = []
+    for name in ('x', 'y', 'score'):
+        count = header.count(name)
+        if count > 1:
+            raise _error(path, f'header has {count} columns named {name!r}', number)
+        if count == 1:
+            indices.append(header.index(name))
+        elif name != 'score':
+            raise _error(path, f'header has no {name!r} column (found {header})', number)
+    return indices
+
+
+_READERS: dict[str, Callable[[PathLike], PickedCoordinates]] = {
+    '.box': read_box,
+    '.star': read_star,
+    '.csv': read_csv,
+    '.pos': read_pos,
+}
+
+#: Lower-case file extensions understood by :func:`read_coordinates`.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_READERS)
+
+
+def read_coordinates(path: PathLike) -> PickedCoordinates:
+    """Read any supported coordinate file, choosing the reader by its extension (any case)."""
+    extension = os.path.splitext(os.fspath(path))[1].lower()
+    try:
+        reader = _READERS[extension]
+    except KeyError:
+        raise _error(path, f'unsupported coordinate file extension {extension!r}; supported: '
+                           f'{", ".join(SUPPORTED_EXTENSIONS)}') from None
+    return reader(path)
