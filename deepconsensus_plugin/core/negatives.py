@@ -1,0 +1,92 @@
+"""Negative examples: micrograph regions that no picker thought held a particle.
+
+The network learns "particle" from the AND set and "not a particle" from
+random boxes far from every pick (the NEG set).  A box centred at least half a
+box away from every OR coordinate overlaps no picked particle's centre, so it
+shows ice, carbon, contamination or particle edges: the kinds of image that
+pickers' false positives look like.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+logger = logging.getLogger(__name__)
+
+
+def allocate(total: int, n_bins: int) -> np.ndarray:
+    """Split ``total`` items over ``n_bins`` bins as evenly as possible."""
+    if n_bins <= 0:
+        return np.zeros(0, dtype=np.int64)
+    counts = np.full(n_bins, total // n_bins, dtype=np.int64)
+    counts[: total % n_bins] += 1
+    return counts
+
+
+def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
+                     count: int, min_distance: float,
+                     rng: np.random.Generator, max_rounds: int = 50) -> np.ndarray:
+    """Random box centres on one micrograph, away from every coordinate in ``avoid``.
+
+    Parameters
+    ----------
+    shape:
+        micrograph shape as (rows, columns).
+    box:
+        box size in pixels; every returned box lies wholly inside the micrograph.
+    avoid:
+        (n, 2) x/y coordinates (the OR set and known particles) to keep away from.
+    count:
+        how many centres to return.  Fewer are returned, with a warning, when
+        the micrograph is too crowded to hold them.
+    min_distance:
+        smallest allowed distance to ``avoid`` and between returned centres.
+    """
+    rows, cols = shape
+    half = box / 2.0
+    lo = np.array([half, half])
+    hi = np.array([cols - half, rows - half])
+    if count <= 0 or np.any(hi < lo):
+        return np.empty((0, 2))
+    avoid = np.asarray(avoid, dtype=np.float64).reshape(-1, 2)
+    avoid_tree = cKDTree(avoid) if len(avoid) else None
+    chosen = np.empty((0, 2))
+    for _ in range(max_rounds):
+        need = count - len(chosen)
+        if need <= 0:
+            break
+        candidates = rng.uniform(lo, hi, size=(max(4 * need, 64), 2))
+        if avoid_tree is not None:
+            dist, _ = avoid_tree.query(candidates)
+            candidates = candidates[dist >= min_distance]
+        chosen = _add_spread(chosen, candidates, min_distance)[:count]
+    if len(chosen) < count:
+        logger.warning("Only %d of %d negative boxes fit on a %dx%d micrograph "
+                       "at %.1f px from every pick", len(chosen), count, cols, rows,
+                       min_distance)
+    return chosen
+
+
+def _add_spread(chosen: np.ndarray, candidates: np.ndarray, min_distance: float) -> np.ndarray:
+    """Append candidates that keep ``min_distance`` from the chosen ones and each other.
+
+    Overlapping negatives would show the same patch twice; dropping them keeps
+    the NEG set as varied as the micrograph allows.
+    """
+    if len(chosen) and len(candidates):
+        dist, _ = cKDTree(chosen).query(candidates)
+        candidates = candidates[dist >= min_distance]
+    kept: list[np.ndarray] = []
+    if len(candidates):
+        tree = cKDTree(candidates)
+        taken = np.zeros(len(candidates), dtype=bool)
+        blocked = np.zeros(len(candidates), dtype=bool)
+        for i in range(len(candidates)):
+            if blocked[i]:
+                continue
+            taken[i] = True
+            blocked[tree.query_ball_point(candidates[i], min_distance)] = True
+        kept = [candidates[taken]]
+    return np.vstack([chosen, *kept]) if kept else chosen

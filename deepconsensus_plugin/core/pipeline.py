@@ -1,0 +1,132 @@
+"""The Deep Consensus pipeline over whole datasets, as tables of coordinates.
+
+A dataset is a list of micrographs (index -> file) and, for each picker, the
+picks per micrograph.  The stages pass :class:`CoordinateTable` objects,
+saved as ``.npz`` between Scipion steps so that a continued run can start
+from any of them.  Tables are kept sorted by micrograph so that extraction
+reads each micrograph once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .consensus import consensus
+from .negatives import allocate, sample_negatives
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoordinateTable:
+    """Coordinates of many micrographs: ``mic[i]`` is the micrograph index of ``xy[i]``.
+
+    ``voters`` (n, n_pickers) is set for consensus tables and says which
+    pickers picked each coordinate.
+    """
+
+    mic: np.ndarray
+    xy: np.ndarray
+    voters: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.mic)
+
+    @property
+    def votes(self) -> np.ndarray:
+        if self.voters is None:
+            return np.ones(len(self), dtype=np.int64)
+        return self.voters.sum(axis=1).astype(np.int64)
+
+    def save(self, path: str) -> None:
+        arrays = {"mic": self.mic, "xy": self.xy}
+        if self.voters is not None:
+            arrays["voters"] = self.voters
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str) -> "CoordinateTable":
+        with np.load(path) as data:
+            voters = data["voters"] if "voters" in data.files else None
+            return cls(mic=data["mic"], xy=data["xy"], voters=voters)
+
+    @classmethod
+    def from_picks(cls, picks: Mapping[int, np.ndarray]) -> "CoordinateTable":
+        """Table of one picker's (or a user's) picks given per micrograph index."""
+        keys = sorted(k for k, xy in picks.items() if len(xy))
+        if not keys:
+            return cls(mic=np.empty(0, dtype=np.int64), xy=np.empty((0, 2)))
+        mic = np.concatenate([np.full(len(picks[k]), k, dtype=np.int64) for k in keys])
+        xy = np.concatenate([np.asarray(picks[k], dtype=np.float64).reshape(-1, 2) for k in keys])
+        return cls(mic=mic, xy=xy)
+
+    def per_micrograph(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(micrograph index, row indices) for every micrograph present, in table order."""
+        if len(self) == 0:
+            return
+        starts = np.flatnonzero(np.r_[True, self.mic[1:] != self.mic[:-1]])
+        ends = np.r_[starts[1:], len(self)]
+        for start, end in zip(starts, ends):
+            yield int(self.mic[start]), np.arange(start, end)
+
+    def subset(self, rows: np.ndarray) -> "CoordinateTable":
+        voters = None if self.voters is None else self.voters[rows]
+        return CoordinateTable(mic=self.mic[rows], xy=self.xy[rows], voters=voters)
+
+
+def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) -> CoordinateTable:
+    """Consensus of several pickers, micrograph by micrograph.
+
+    ``pickers[p][m]`` holds picker p's (n, 2) coordinates on micrograph m, all
+    in one pixel size.  A micrograph missing from a picker counts as picked
+    by it with no particles.
+    """
+    mics = sorted(set().union(*(p.keys() for p in pickers)))
+    n_pickers = len(pickers)
+    empty = np.empty((0, 2))
+    parts_mic, parts_xy, parts_voters = [], [], []
+    for m in mics:
+        result = consensus([p.get(m, empty) for p in pickers], radius)
+        parts_mic.append(np.full(len(result), m, dtype=np.int64))
+        parts_xy.append(result.xy)
+        parts_voters.append(result.voters)
+    if not mics:
+        return CoordinateTable(np.empty(0, dtype=np.int64), empty,
+                               np.empty((0, n_pickers), dtype=bool))
+    return CoordinateTable(mic=np.concatenate(parts_mic), xy=np.concatenate(parts_xy),
+                           voters=np.concatenate(parts_voters))
+
+
+def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]], box: int,
+                    total: int, min_distance: float, seed: int) -> CoordinateTable:
+    """``total`` random negative centres spread evenly over the micrographs in ``shapes``.
+
+    Each lies wholly inside its micrograph and at least ``min_distance`` from
+    every coordinate of ``avoid`` on the same micrograph.  Micrographs whose
+    share cannot be met (crowded ones) pass the rest to the others.
+    """
+    rng = np.random.default_rng(seed)
+    mics = sorted(shapes)
+    rows_of = dict(avoid.per_micrograph())
+    wanted = allocate(total, len(mics))
+    picked: dict[int, np.ndarray] = {}
+    shortfall = 0
+    for m, count in zip(mics, wanted):
+        avoid_xy = avoid.xy[rows_of[m]] if m in rows_of else np.empty((0, 2))
+        picked[m] = sample_negatives(shapes[m], box, avoid_xy, int(count) + shortfall,
+                                     min_distance, rng)
+        shortfall = int(count) + shortfall - len(picked[m])
+    if shortfall:
+        logger.warning("%d of %d negatives could not be placed: the micrographs are crowded",
+                       shortfall, total)
+    return CoordinateTable.from_picks(picked)
+
+
+def extraction_jobs(table: CoordinateTable,
+                    paths: Mapping[int, str]) -> Iterator[tuple[str, np.ndarray]]:
+    """(micrograph file, centres) for :func:`extraction.extract_to_stack`, in table order."""
+    for m, rows in table.per_micrograph():
+        yield paths[m], table.xy[rows]

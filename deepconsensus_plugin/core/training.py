@@ -1,0 +1,222 @@
+"""Training the particle classifier on AND (positive) and NEG (negative) particles.
+
+Follows the paper's recipe: Adam at 1e-4, binary cross-entropy, L2 1e-5 and
+dropout 0.5 (in the model), balanced classes, 10% of the data held out for
+validation, random flips and 90-degree rotations (the symmetries of a square
+box, which change nothing a particle classifier should care about), the
+learning rate divided by 10 when the validation loss stalls, and early
+stopping that keeps the best weights.  Particles stream from the on-disk
+stacks in batches, so memory does not grow with the data.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training hyper-parameters; the defaults are the paper's where it gives them."""
+
+    architecture: str = "fast"
+    max_epochs: int = 30
+    patience: int = 4
+    lr_patience: int = 2
+    learning_rate: float = 1e-4
+    batch_size: int = 64
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Where the model went and how well it did on the held-out particles."""
+
+    model_path: str
+    history: dict
+    epochs: int
+    val_accuracy: float
+    val_loss: float
+    seconds: float
+
+
+class ParticleBatches:
+    """Balanced, shuffled, augmented batches drawn from a positive and a negative stack.
+
+    Each epoch visits every particle of the larger class once and cycles the
+    smaller class to the same count, so that batches are balanced without
+    discarding data.  Reading is done in sorted index order per batch, which
+    is what a memory-mapped stack reads fastest.
+    """
+
+    def __init__(self, positives: np.ndarray, negatives: np.ndarray,
+                 pos_index: np.ndarray, neg_index: np.ndarray,
+                 batch_size: int, seed: int, augment: bool, balance: bool = True):
+        self.stacks = (negatives, positives)
+        self.index = (np.asarray(neg_index), np.asarray(pos_index))
+        self.batch_size = batch_size
+        self.augment = augment
+        self.balance = balance
+        self.rng = np.random.default_rng(seed)
+
+    def epoch_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(label, stack index) of one epoch, shuffled."""
+        if self.balance:
+            per_class = max(len(i) for i in self.index)
+            chosen = [np.resize(self.rng.permutation(idx), per_class) if len(idx) else idx
+                      for idx in self.index]
+        else:
+            chosen = list(self.index)
+        labels = np.concatenate([np.full(len(c), lab, dtype=np.int64)
+                                 for lab, c in enumerate(chosen)])
+        samples = np.concatenate(chosen).astype(np.int64)
+        order = self.rng.permutation(len(labels)) if self.augment else np.arange(len(labels))
+        return labels[order], samples[order]
+
+    def __len__(self) -> int:
+        n = (2 * max(len(i) for i in self.index) if self.balance
+             else sum(len(i) for i in self.index))
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        labels, samples = self.epoch_samples()
+        for start in range(0, len(labels), self.batch_size):
+            lab = labels[start:start + self.batch_size]
+            idx = samples[start:start + self.batch_size]
+            images = np.empty((len(lab),) + self.stacks[0].shape[1:], dtype=np.float32)
+            for cls in (0, 1):
+                where = np.flatnonzero(lab == cls)
+                if len(where):
+                    order = np.argsort(idx[where])
+                    images[where[order]] = self.stacks[cls][idx[where][order]]
+            if self.augment:
+                images = dihedral_augment(images, self.rng)
+            yield images[..., None], lab.astype(np.float32)
+
+
+def dihedral_augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Apply a random one of the 8 flips/90-degree rotations to each image."""
+    turns = rng.integers(0, 4, len(images))
+    out = np.empty_like(images)
+    for k in range(4):
+        sel = turns == k
+        out[sel] = np.rot90(images[sel], k, axes=(1, 2))
+    flip = rng.random(len(images)) < 0.5
+    out[flip] = out[flip][:, :, ::-1]
+    return out
+
+
+def split_validation(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random train / validation split of ``range(n)``, at least one of each when n >= 2."""
+    order = rng.permutation(n)
+    n_val = int(round(n * fraction))
+    if n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _as_dataset(batches: ParticleBatches, size: int):
+    import tensorflow as tf
+
+    signature = (tf.TensorSpec((None, size, size, 1), tf.float32),
+                 tf.TensorSpec((None,), tf.float32))
+    return tf.data.Dataset.from_generator(lambda: iter(batches),
+                                          output_signature=signature).prefetch(2)
+
+
+def train_classifier(positives: np.ndarray, negatives: np.ndarray, config: TrainingConfig,
+                     model_path: str, history_path: str,
+                     gpus: Optional[Sequence[int]] = None) -> TrainingResult:
+    """Train a classifier of positives (label 1) vs negatives (label 0) and save it.
+
+    ``positives`` and ``negatives`` are (n, size, size) arrays, usually
+    memory-mapped stacks.  The best model by validation loss is written to
+    ``model_path`` (``.keras``) and the per-epoch history to ``history_path``.
+    """
+    from .runtime import configure_tensorflow
+
+    configure_tensorflow(gpus, config.seed)
+    import keras
+
+    from .model import build_model
+
+    n_pos, n_neg = len(positives), len(negatives)
+    if min(n_pos, n_neg) < 2:
+        raise ValueError(f"cannot train on {n_pos} positive and {n_neg} negative particles")
+    size = positives.shape[-1]
+    rng = np.random.default_rng(config.seed)
+    pos_train, pos_val = split_validation(n_pos, config.validation_fraction, rng)
+    neg_train, neg_val = split_validation(n_neg, config.validation_fraction, rng)
+    train = ParticleBatches(positives, negatives, pos_train, neg_train,
+                            config.batch_size, config.seed + 1, augment=True)
+    val = ParticleBatches(positives, negatives, pos_val, neg_val,
+                          max(config.batch_size, 256), config.seed + 2, augment=False,
+                          balance=False)
+    logger.info("Training a %s network on %d positive and %d negative particles "
+                "(%d + %d held out for validation), %d x %d px",
+                config.architecture, len(pos_train), len(neg_train),
+                len(pos_val), len(neg_val), size, size)
+
+    model = build_model(config.architecture, size, n_train=len(pos_train) + len(neg_train))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="binary_crossentropy", metrics=["accuracy"])
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1,
+                                          patience=config.lr_patience, min_lr=1e-7),
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
+                                      restore_best_weights=True),
+        keras.callbacks.CSVLogger(history_path),
+        _progress_callback(config.max_epochs),
+    ]
+    start = time.perf_counter()
+    fit = model.fit(_as_dataset(train, size), validation_data=_as_dataset(val, size),
+                    epochs=config.max_epochs, callbacks=callbacks, verbose=0)
+    seconds = time.perf_counter() - start
+    model.save(model_path)
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    best = int(np.argmin(history["val_loss"]))
+    logger.info("Training finished after %d epochs in %.0f s; best epoch %d: "
+                "validation loss %.4f, accuracy %.4f", len(history["val_loss"]), seconds,
+                best + 1, history["val_loss"][best], history["val_accuracy"][best])
+    return TrainingResult(model_path=model_path, history=history,
+                          epochs=len(history["val_loss"]),
+                          val_accuracy=history["val_accuracy"][best],
+                          val_loss=history["val_loss"][best], seconds=seconds)
+
+
+def read_history(path: str) -> dict[str, list[float]]:
+    """Read the per-epoch history CSV written during training."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+    return {key: [float(row[key]) for row in rows] for key in rows[0]}
+
+
+def _progress_callback(max_epochs: int):
+    """A Keras callback that logs each epoch, so the Scipion log shows training move."""
+    import keras
+
+    class ProgressLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            logger.info("Epoch %d/%d (%.0f s): loss %.4f accuracy %.4f | "
+                        "validation loss %.4f accuracy %.4f | learning rate %.1e",
+                        epoch + 1, max_epochs, time.perf_counter() - self.start,
+                        logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
+                        logs.get("val_loss", float("nan")),
+                        logs.get("val_accuracy", float("nan")), lr)
+
+    return ProgressLog()
