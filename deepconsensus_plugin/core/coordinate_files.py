@@ -52,12 +52,15 @@ class PickedCoordinates:
     y = row of ``data[row, col]``.  ``scores`` is an ``(n,)`` float64 array of
     picker scores when the file has a score column (even if it has no rows),
     else ``None``, so callers can tell "no scores" from "zero particles".
+    ``box_sizes`` holds the box width of each pick for formats that store one
+    (EMAN ``.box``), so an import can take the box size from the files.
     Equality is identity (``eq=False``) because element-wise array comparison
     has no single truth value.
     """
 
     xy: np.ndarray
     scores: np.ndarray | None
+    box_sizes: np.ndarray | None = None
 
 
 def _error(path: PathLike, message: str, line: int | None = None) -> CoordinateFileError:
@@ -119,12 +122,15 @@ def _check_finite(path: PathLike, table: np.ndarray, line_numbers: Sequence[int]
         raise _error(path, f'non-finite value ({table[row, column]})', line_numbers[row])
 
 
-def _coordinates(xy: np.ndarray, scores: np.ndarray | None) -> PickedCoordinates:
+def _coordinates(xy: np.ndarray, scores: np.ndarray | None,
+                 box_sizes: np.ndarray | None = None) -> PickedCoordinates:
     """Wrap arrays into PickedCoordinates with the documented dtypes and shapes."""
     xy = np.ascontiguousarray(xy, dtype=np.float64).reshape(-1, 2)
     if scores is not None:
         scores = np.ascontiguousarray(scores, dtype=np.float64).reshape(-1)
-    return PickedCoordinates(xy=xy, scores=scores)
+    if box_sizes is not None:
+        box_sizes = np.ascontiguousarray(box_sizes, dtype=np.float64).reshape(-1)
+    return PickedCoordinates(xy=xy, scores=scores, box_sizes=box_sizes)
 
 
 def read_box(path: PathLike) -> PickedCoordinates:
@@ -168,7 +174,7 @@ def read_box(path: PathLike) -> PickedCoordinates:
         raise _error(path, 'box centre is too large to represent',
                      line_numbers[int(np.argmax(overflow))])
     scores = table[:, _BOX_SCORE_COLUMN] if n_columns > _BOX_SCORE_COLUMN else None
-    return _coordinates(xy, scores)
+    return _coordinates(xy, scores, sizes[:, 0])
 
 
 @dataclass

@@ -94,7 +94,10 @@ def normalise(images: np.ndarray, invert: bool = False) -> np.ndarray:
     images = images.astype(np.float32, copy=False)
     mean = images.mean(axis=(-2, -1), keepdims=True)
     std = images.std(axis=(-2, -1), keepdims=True)
-    out = (images - mean) / np.where(std > 0, std, 1.0)
+    # A flat image (e.g. a box wholly outside the micrograph, filled with its mean) has a
+    # rounding-error std; dividing by it would blow float noise up to unit variance.
+    flat = std <= 1e-5 * np.abs(mean)
+    out = np.where(flat, np.float32(0), (images - mean) / np.where(flat, 1.0, std))
     return -out if invert else out
 
 
@@ -107,7 +110,10 @@ def cut_boxes(micrograph: np.ndarray, xy: np.ndarray, box: int) -> tuple[np.ndar
     """
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     rows, cols = micrograph.shape
-    corner = np.rint(xy - box / 2.0).astype(np.int64)
+    # The pixel nearest the centre goes to index box // 2, the Fourier centre that
+    # fourier_resize keeps (np.rint(xy - box / 2) rounds half to even, which put it one
+    # pixel off for half of the integer coordinates when box is odd).
+    corner = np.floor(xy + 0.5).astype(np.int64) - box // 2
     crossing = ((corner[:, 0] < 0) | (corner[:, 1] < 0)
                 | (corner[:, 0] + box > cols) | (corner[:, 1] + box > rows))
     if crossing.any():

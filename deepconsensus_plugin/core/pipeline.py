@@ -114,11 +114,25 @@ def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]
     wanted = allocate(total, len(mics))
     picked: dict[int, np.ndarray] = {}
     shortfall = 0
+    full: set[int] = set()
     for m, count in zip(mics, wanted):
         avoid_xy = avoid.xy[rows_of[m]] if m in rows_of else np.empty((0, 2))
         picked[m] = sample_negatives(shapes[m], box, avoid_xy, int(count) + shortfall,
                                      min_distance, rng)
         shortfall = int(count) + shortfall - len(picked[m])
+        if shortfall > 0:
+            full.add(m)
+    # What the last (crowded) micrographs could not take goes back to the earlier ones.
+    for m in mics:
+        if shortfall <= 0:
+            break
+        if m in full:
+            continue
+        avoid_xy = avoid.xy[rows_of[m]] if m in rows_of else np.empty((0, 2))
+        extra = sample_negatives(shapes[m], box, np.vstack([avoid_xy, picked[m]]), shortfall,
+                                 min_distance, rng)
+        picked[m] = np.vstack([picked[m], extra])
+        shortfall -= len(extra)
     if shortfall:
         logger.warning("%d of %d negatives could not be placed: the micrographs are crowded",
                        shortfall, total)

@@ -134,12 +134,16 @@ def _as_dataset(batches: ParticleBatches, size: int):
 
 def train_classifier(positives: np.ndarray, negatives: np.ndarray, config: TrainingConfig,
                      model_path: str, history_path: str,
-                     gpus: Optional[Sequence[int]] = None) -> TrainingResult:
+                     gpus: Optional[Sequence[int]] = None,
+                     pos_index: Optional[np.ndarray] = None,
+                     neg_index: Optional[np.ndarray] = None) -> TrainingResult:
     """Train a classifier of positives (label 1) vs negatives (label 0) and save it.
 
     ``positives`` and ``negatives`` are (n, size, size) arrays, usually
-    memory-mapped stacks.  The best model by validation loss is written to
-    ``model_path`` (``.keras``) and the per-epoch history to ``history_path``.
+    memory-mapped stacks; ``pos_index`` / ``neg_index`` select the rows to
+    use (default: all), so a subset is never copied into memory.  The best
+    model by validation loss is written to ``model_path`` (``.keras``) and the
+    per-epoch history to ``history_path``.
     """
     from .runtime import configure_tensorflow
 
@@ -148,13 +152,17 @@ def train_classifier(positives: np.ndarray, negatives: np.ndarray, config: Train
 
     from .model import build_model
 
-    n_pos, n_neg = len(positives), len(negatives)
-    if min(n_pos, n_neg) < 2:
-        raise ValueError(f"cannot train on {n_pos} positive and {n_neg} negative particles")
+    pos_index = np.arange(len(positives)) if pos_index is None else np.asarray(pos_index)
+    neg_index = np.arange(len(negatives)) if neg_index is None else np.asarray(neg_index)
+    if min(len(pos_index), len(neg_index)) < 2:
+        raise ValueError(f"cannot train on {len(pos_index)} positive and "
+                         f"{len(neg_index)} negative particles")
     size = positives.shape[-1]
     rng = np.random.default_rng(config.seed)
-    pos_train, pos_val = split_validation(n_pos, config.validation_fraction, rng)
-    neg_train, neg_val = split_validation(n_neg, config.validation_fraction, rng)
+    pos_train, pos_val = (pos_index[i] for i in
+                          split_validation(len(pos_index), config.validation_fraction, rng))
+    neg_train, neg_val = (neg_index[i] for i in
+                          split_validation(len(neg_index), config.validation_fraction, rng))
     train = ParticleBatches(positives, negatives, pos_train, neg_train,
                             config.batch_size, config.seed + 1, augment=True)
     val = ParticleBatches(positives, negatives, pos_val, neg_val,

@@ -1,0 +1,512 @@
+"""ProtDeepConsensus: prune false-positive picks with consensus and a CNN.
+
+The protocol only maps Scipion objects to the core (``deepconsensus_plugin.core``)
+and back.  Each stage keeps its result in the run's ``extra/`` folder and
+receives the parameters it depends on, so that "continue" re-runs only the
+stages after the first changed parameter (a new threshold re-creates only
+the outputs; new training settings reuse consensus and extraction).
+"""
+import json
+import os
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pwem.objects import SetOfCoordinates
+from pwem.protocols import ProtParticles
+from pyworkflow import BETA
+from pyworkflow.protocol import Protocol
+from pyworkflow.utils import Message
+
+from .. import convert
+from ..core import extraction, pipeline
+from ..core.consensus import rescale
+from ..core.model import ARCHITECTURES
+
+MIN_POSITIVES = 100
+"""Fewer AND particles than this cannot train a classifier that generalises."""
+
+
+OUTPUT_RETAINED = "outputCoordinatesRetained"
+OUTPUT_PRUNED = "outputCoordinatesPruned"
+# A dict, not an enum.Enum: enum members with the same value (both are
+# SetOfCoordinates) become aliases of one member, and one output would vanish.
+POSSIBLE_OUTPUTS = {OUTPUT_RETAINED: SetOfCoordinates, OUTPUT_PRUNED: SetOfCoordinates}
+
+
+class ProtDeepConsensus(ProtParticles):
+    """Deep Consensus (Sanchez-Garcia et al., IUCrJ 2018) prunes false-positive picks.
+
+    Several pickers' coordinates are merged: the coordinates picked by all (or
+    at least k) pickers are the AND set, all of them the OR set.  A network
+    learns to tell AND particles from random background boxes (NEG) and scores
+    every OR coordinate in [0, 1]; those at or above the threshold are
+    DC-retained, the rest DC-pruned.
+    """
+
+    _label = "deep consensus"
+    _devStatus = BETA
+    _possibleOutputs = POSSIBLE_OUTPUTS
+
+    AND_ALL = 0
+    AND_AT_LEAST = 1
+
+    # -------------------------- DEFINE param functions -----------------------
+    def _defineParams(self, form):
+        form.addSection(label=Message.LABEL_INPUT)
+        form.addParam("inputCoordinates", params.MultiPointerParam,
+                      pointerClass="SetOfCoordinates", important=True,
+                      label="Input coordinates (two or more pickers)",
+                      help="The coordinate sets of two or more pickers on the same "
+                           "micrographs. Micrographs are matched by name; box size and "
+                           "pixel size are taken from the first set, and the others are "
+                           "rescaled to it.")
+        form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
+                       label="Use GPU for training and scoring?")
+        form.addHidden(params.GPU_LIST, params.StringParam, default="0",
+                       label="GPU IDs")
+
+        form.addSection(label="Consensus")
+        form.addParam("consensusRadius", params.FloatParam, default=0.1,
+                      label="Consensus radius (fraction of box)",
+                      help="Picks of different pickers closer than this fraction of the "
+                           "box size are the same particle; their positions are "
+                           "averaged. 0.1 (the paper's value) tolerates the usual "
+                           "centring error of pickers without merging neighbours.")
+        form.addParam("andRule", params.EnumParam, default=self.AND_ALL,
+                      choices=["picked by all pickers", "picked by at least k pickers"],
+                      display=params.EnumParam.DISPLAY_HLIST,
+                      label="Positive (AND) set",
+                      help="Which consensus coordinates train the network as true "
+                           "particles. 'All' is the paper's rule and the cleanest; with "
+                           "a weak picker among three or more it leaves few particles, "
+                           "and 'at least k' keeps more.")
+        form.addParam("minVotes", params.IntParam, default=2,
+                      condition="andRule==%d" % self.AND_AT_LEAST,
+                      label="k (minimum number of pickers)",
+                      help="A coordinate is positive when at least this many pickers "
+                           "picked it.")
+
+        form.addSection(label="Negatives")
+        form.addParam("negativeRatio", params.FloatParam, default=1.0,
+                      label="Negatives per positive",
+                      help="How many random background boxes to draw per AND particle, "
+                           "spread evenly over the micrographs. 1 gives balanced "
+                           "classes.")
+        form.addParam("negativeDistance", params.FloatParam, default=0.5,
+                      label="Exclusion distance (fraction of box)",
+                      help="Random negatives are at least this fraction of the box away "
+                           "from every picked coordinate, so that they show no picked "
+                           "particle's centre. The paper uses half a box.")
+        form.addParam("inputNegativeCoordinates", params.PointerParam,
+                      pointerClass="SetOfCoordinates", allowsNull=True,
+                      label="Known negatives: coordinates (optional)",
+                      help="Coordinates of things that are not particles (ice, carbon, "
+                           "contamination) on the same micrographs, e.g. picked by hand. "
+                           "They are added to the random negatives.")
+        form.addParam("inputNegativeParticles", params.PointerParam,
+                      pointerClass="SetOfParticles", allowsNull=True,
+                      label="Known negatives: particles (optional)",
+                      help="Extracted images of non-particles (e.g. from discarded 2D "
+                           "classes). They are resized to the network size and added to "
+                           "the negatives; their contrast must match the micrographs'.")
+
+        form.addSection(label="Extraction")
+        form.addParam("networkSize", params.IntParam, default=64,
+                      label="Network box size (px)",
+                      help="Boxes are Fourier-downsampled to this size before the "
+                           "network sees them. 64 px keeps a particle's shape and costs "
+                           "a quarter of 128 px.")
+        form.addParam("invertContrast", params.BooleanParam, default=False,
+                      label="Invert contrast?",
+                      help="Multiply the particles by -1. Consistency is what matters: "
+                           "the network is trained and applied on the same contrast.")
+        form.addParam("skipBadMicrographs", params.BooleanParam, default=False,
+                      label="Skip unreadable micrographs?",
+                      help="If a micrograph file is missing, truncated or holds NaN, "
+                           "leave out its coordinates and say so in the summary, instead "
+                           "of stopping with an error that names the file.")
+
+        form.addSection(label="Training")
+        form.addParam("architecture", params.EnumParam, default=0,
+                      choices=list(ARCHITECTURES), display=params.EnumParam.DISPLAY_HLIST,
+                      label="Network",
+                      help="'fast' is a lean network that matches the paper's accuracy at "
+                           "a small fraction of the cost; 'paper' is the network of the "
+                           "original publication (Table 1).")
+        form.addParam("maxEpochs", params.IntParam, default=30,
+                      label="Maximum epochs",
+                      help="Upper bound on training epochs; training stops earlier when "
+                           "the validation loss stops improving.")
+        form.addParam("patience", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED,
+                      label="Early-stopping patience (epochs)",
+                      help="Stop after this many epochs without a better validation loss "
+                           "and keep the best weights. The learning rate is divided by "
+                           "10 after half as many.")
+        form.addParam("learningRate", params.FloatParam, default=1e-4,
+                      expertLevel=params.LEVEL_ADVANCED, label="Learning rate",
+                      help="Adam's initial learning rate (the paper's 1e-4).")
+        form.addParam("batchSize", params.IntParam, default=64,
+                      expertLevel=params.LEVEL_ADVANCED, label="Batch size")
+        form.addParam("seed", params.IntParam, default=0,
+                      expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="Seeds negative sampling, the validation split, augmentation "
+                           "and the network's initial weights: the same seed gives the "
+                           "same scores on CPU.")
+
+        form.addSection(label="Scoring")
+        form.addParam("threshold", params.FloatParam, default=0.5,
+                      label="Score threshold",
+                      help="OR coordinates scoring at or above it are DC-retained, the "
+                           "others DC-pruned. 0.5 is the natural cut of a balanced "
+                           "classifier; changing it only re-creates the outputs.")
+
+    # -------------------------- INSERT steps functions -----------------------
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
+                                 self._minVotes(), self._inputSignature(), needsGPU=False)
+        self._insertFunctionStep(self.negativesStep, self.negativeRatio.get(),
+                                 self.negativeDistance.get(), self.seed.get(),
+                                 self._negativeSignature(), needsGPU=False)
+        self._insertFunctionStep(self.extractStep, self.networkSize.get(),
+                                 self.invertContrast.get(), self.skipBadMicrographs.get(),
+                                 needsGPU=False)
+        self._insertFunctionStep(self.trainStep, ARCHITECTURES[self.architecture.get()],
+                                 self.maxEpochs.get(), self.patience.get(),
+                                 self.learningRate.get(), self.batchSize.get(), self.seed.get(),
+                                 needsGPU=True)
+        self._insertFunctionStep(self.scoreStep, needsGPU=True)
+        self._insertFunctionStep(self.createOutputStep, self.threshold.get(), needsGPU=False)
+
+    # -------------------------- STEPS functions ------------------------------
+    def consensusStep(self, radiusFraction, minVotes, inputSignature):
+        sets = self._inputSets()
+        reference = sets[0]
+        refMics = convert.micrographsByName(reference.getMicrographs())
+        refSampling = convert.samplingRate(reference)
+        box = reference.getBoxSize()
+        names = set(refMics)
+        perSet = []
+        for coordSet in sets:
+            micsByName = convert.micrographsByName(coordSet.getMicrographs())
+            names &= set(micsByName)
+            idToName = {info[0]: name for name, info in micsByName.items()}
+            perSet.append(convert.coordinatesByMicrograph(coordSet, idToName))
+        common = sorted(names)
+        micIds = {name: refMics[name][0] for name in common}
+        pickers = []
+        rescaled = []
+        for pointer, coordSet, picks in zip(self.inputCoordinates, sets, perSet):
+            sampling = convert.samplingRate(coordSet)
+            if sampling and refSampling and abs(sampling - refSampling) > 1e-6:
+                rescaled.append("%s (%.3f A/px)" % (self._setName(pointer), sampling))
+                picks = {n: rescale(xy, sampling, refSampling) for n, xy in picks.items()}
+            pickers.append({micIds[n]: picks[n] for n in common if n in picks})
+
+        table = pipeline.consensus_table(pickers, radiusFraction * box)
+        table.save(self._path("consensus.npz"))
+        self._writeJson("micrographs.json",
+                        {str(micIds[n]): [n, refMics[n][1], refMics[n][2]] for n in common})
+        votes = table.votes
+        ignored = sum(len(m) for m in (convert.micrographsByName(s.getMicrographs())
+                                       for s in sets)) - len(common) * len(sets)
+        self._updateInfo(nPickers=len(sets), box=box, samplingRate=refSampling,
+                         minVotes=minVotes, radiusPx=radiusFraction * box,
+                         nMicrographs=len(common), ignoredMicrographEntries=ignored,
+                         rescaledSets=rescaled, nOr=len(table),
+                         nAnd=int((votes >= minVotes).sum()),
+                         votesHistogram=np.bincount(votes, minlength=len(sets) + 1).tolist(),
+                         pickerCounts=[int(c) for c in table.voters.sum(axis=0)])
+        self.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d"
+                  % (len(sets), len(common), len(table), minVotes, (votes >= minVotes).sum()))
+
+    def negativesStep(self, ratio, distanceFraction, seed, negativeSignature):
+        info = self._readInfo()
+        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
+        mics = self._micrographs()
+        shapes = {micId: extraction.micrograph_shape(info[1]) for micId, info in mics.items()}
+        box = info["box"]
+        total = int(round(ratio * info["nAnd"]))
+        negatives = pipeline.negatives_table(table, shapes, box, total,
+                                             distanceFraction * box, seed)
+        nRandom = len(negatives)
+        userNegatives = self.inputNegativeCoordinates.get()
+        if userNegatives is not None:
+            negatives = self._addUserNegatives(negatives, userNegatives, info)
+        negatives.save(self._path("negatives.npz"))
+        self._updateInfo(nNegRandom=nRandom, nNegUserCoords=len(negatives) - nRandom)
+        self.info("Negatives: %d random, %d given as coordinates"
+                  % (nRandom, len(negatives) - nRandom))
+
+    def extractStep(self, size, invert, skipBad):
+        info = self._readInfo()
+        paths = {micId: info[1] for micId, info in self._micrographs().items()}
+        box = info["box"]
+        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
+        negatives = pipeline.CoordinateTable.load(self._path("negatives.npz"))
+        userParticles = self.inputNegativeParticles.get()
+        nUser = userParticles.getSize() if userParticles is not None else 0
+
+        self.info("Extracting %d OR particles (box %d px -> %d px)" % (len(table), box, size))
+        orStack = extraction.create_stack(self._path("or_particles.npy"), len(table), size)
+        report = extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), orStack,
+                                             box, invert, skipBad)
+        del orStack
+        self.info("Extracting %d negative particles" % (len(negatives) + nUser))
+        negStack = extraction.create_stack(self._path("neg_particles.npy"),
+                                           len(negatives) + nUser, size)
+        negReport = extraction.extract_to_stack(pipeline.extraction_jobs(negatives, paths),
+                                                negStack, box, invert, skipBad)
+        if nUser:
+            self._readUserParticles(userParticles, negStack, len(negatives), size, invert)
+        del negStack
+        skipped = sorted(set(report.skipped_micrographs) | set(negReport.skipped_micrographs))
+        skippedIds = [micId for micId, path in paths.items() if path in skipped]
+        self._updateInfo(networkSize=size, nCrossingBorder=report.n_crossing_border,
+                         skippedMicrographs=skipped, skippedMicIds=skippedIds,
+                         nNegUserParticles=nUser, extractionSeconds=report.seconds)
+
+    def trainStep(self, architecture, maxEpochs, patience, learningRate, batchSize, seed):
+        from ..core.training import TrainingConfig, train_classifier
+
+        info = self._readInfo()
+        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
+        negatives = pipeline.CoordinateTable.load(self._path("negatives.npz"))
+        usable = ~np.isin(table.mic, info["skippedMicIds"])
+        positives = np.flatnonzero(usable & (table.votes >= info["minVotes"]))
+        if len(positives) < MIN_POSITIVES:
+            raise ValueError(
+                "Only %d coordinates were picked by at least %d pickers (the AND set): too few "
+                "to train on (at least %d are needed). Use 'picked by at least k pickers' "
+                "with a lower k, a larger consensus radius, or check that the input sets "
+                "are on the same micrographs and pixel size."
+                % (len(positives), info["minVotes"], MIN_POSITIVES))
+        negUsable = np.concatenate([~np.isin(negatives.mic, info["skippedMicIds"]),
+                                    np.ones(info["nNegUserParticles"], dtype=bool)])
+        config = TrainingConfig(architecture=architecture, max_epochs=maxEpochs,
+                                patience=patience, lr_patience=max(1, patience // 2),
+                                learning_rate=learningRate, batch_size=batchSize, seed=seed)
+        result = train_classifier(extraction.open_stack(self._path("or_particles.npy")),
+                                  extraction.open_stack(self._path("neg_particles.npy")),
+                                  config, self._path("model.keras"),
+                                  self._path("history.csv"), gpus=self._gpus(),
+                                  pos_index=positives, neg_index=np.flatnonzero(negUsable))
+        self._updateInfo(architecture=architecture, epochs=result.epochs,
+                         valAccuracy=result.val_accuracy, valLoss=result.val_loss,
+                         trainingSeconds=result.seconds, nTrainPositives=len(positives))
+
+    def scoreStep(self):
+        from ..core.scoring import score_stack
+
+        info = self._readInfo()
+        scores = score_stack(self._path("model.keras"),
+                             extraction.open_stack(self._path("or_particles.npy")),
+                             gpus=self._gpus(), seed=self.seed.get())
+        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
+        scores[np.isin(table.mic, info["skippedMicIds"])] = np.nan
+        tmp = self._path("scores.tmp.npy")
+        np.save(tmp, scores)
+        os.replace(tmp, self._path("scores.npy"))
+
+    def createOutputStep(self, threshold):
+        info = self._readInfo()
+        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
+        scores = np.load(self._path("scores.npy"))
+        micInfo = {int(k): tuple(v) for k, v in self._readJson("micrographs.json").items()}
+        usable = np.isfinite(scores)
+        retained = np.flatnonzero(usable & (scores >= threshold))
+        pruned = np.flatnonzero(usable & (scores < threshold))
+        micsPointer = self._inputSets()[0].getMicrographs(asPointer=True)
+        outputs = {}
+        for name, rows, suffix in ((OUTPUT_RETAINED, retained, "retained"),
+                                   (OUTPUT_PRUNED, pruned, "pruned")):
+            coordSet = self._createSetOfCoordinates(micsPointer, suffix=suffix)
+            coordSet.setBoxSize(info["box"])
+            convert.fillCoordinates(coordSet, rows, table.mic, table.xy, scores,
+                                    table.votes, micInfo)
+            outputs[name] = coordSet
+        self._defineOutputs(**outputs)
+        for pointer in self.inputCoordinates:
+            for coordSet in outputs.values():
+                self._defineSourceRelation(pointer, coordSet)
+        self._updateInfo(threshold=threshold, nRetained=len(retained), nPruned=len(pruned))
+
+    # -------------------------- INFO functions -------------------------------
+    def _validate(self):
+        errors = []
+        pointers = list(self.inputCoordinates)
+        if len(pointers) < 2:
+            errors.append("Deep consensus needs the coordinates of at least two pickers; "
+                          "%d set(s) given." % len(pointers))
+        sets = [p.get() for p in pointers]
+        for i, (pointer, coordSet) in enumerate(zip(pointers, sets), 1):
+            if coordSet is None:
+                errors.append("Input coordinate set %d is not available." % i)
+            elif coordSet.getSize() == 0:
+                errors.append("Input coordinate set %s is empty." % self._setName(pointer))
+        if errors:
+            return errors
+        box = sets[0].getBoxSize()
+        if not box or box < 8:
+            errors.append("The box size of %s is %s: set it (at least 8 px) when picking."
+                          % (self._setName(pointers[0]), box))
+        names = [set(convert.micrographsByName(s.getMicrographs())) for s in sets]
+        if not set.intersection(*names):
+            errors.append("The input sets share no micrograph (matched by name): %s."
+                          % ", ".join(self._setName(p) for p in pointers))
+        errors += self._validateRanges(len(sets))
+        return errors
+
+    def _validateRanges(self, nSets):
+        checks = [
+            (0 < self.consensusRadius.get() <= 1, "Consensus radius must be in (0, 1]."),
+            (self.andRule.get() == self.AND_ALL or 1 <= self.minVotes.get() <= nSets,
+             "k must be between 1 and the number of input sets (%d)." % nSets),
+            (self.negativeRatio.get() > 0, "Negatives per positive must be positive."),
+            (0 <= self.negativeDistance.get() <= 2,
+             "Exclusion distance must be in [0, 2] boxes."),
+            (16 <= self.networkSize.get() <= 512, "Network box size must be in [16, 512] px."),
+            (self.maxEpochs.get() >= 1, "Maximum epochs must be at least 1."),
+            (self.patience.get() >= 1, "Early-stopping patience must be at least 1."),
+            (0 < self.learningRate.get() < 1, "Learning rate must be in (0, 1)."),
+            (self.batchSize.get() >= 2, "Batch size must be at least 2."),
+            (0 <= self.threshold.get() <= 1, "Score threshold must be in [0, 1]."),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    def _summary(self):
+        info = self._readInfo()
+        if "nOr" not in info:
+            return ["Not run yet."]
+        lines = ["Consensus of %d pickers on %d micrographs (radius %.1f px): OR %d, "
+                 "AND (picked by >= %d) %d."
+                 % (info["nPickers"], info["nMicrographs"], info["radiusPx"], info["nOr"],
+                    info["minVotes"], info["nAnd"])]
+        if info.get("ignoredMicrographEntries"):
+            lines.append("Only micrographs common to all input sets were used; %d "
+                         "micrograph entries were left out." % info["ignoredMicrographEntries"])
+        if info.get("rescaledSets"):
+            lines.append("Rescaled to %.3f A/px: %s." % (info["samplingRate"],
+                                                        ", ".join(info["rescaledSets"])))
+        if "nNegRandom" in info:
+            lines.append("Negatives: %d random, %d known coordinates, %d known particles."
+                         % (info["nNegRandom"], info["nNegUserCoords"],
+                            info.get("nNegUserParticles", 0)))
+        if info.get("skippedMicrographs"):
+            lines.append("Skipped %d unreadable micrographs: %s."
+                         % (len(info["skippedMicrographs"]),
+                            ", ".join(info["skippedMicrographs"])))
+        if info.get("nCrossingBorder"):
+            lines.append("%d boxes crossed the micrograph border (filled with the mean)."
+                         % info["nCrossingBorder"])
+        if "valAccuracy" in info:
+            lines.append("Network '%s' trained %d epochs: validation accuracy %.3f."
+                         % (info["architecture"], info["epochs"], info["valAccuracy"]))
+        if "nRetained" in info:
+            total = info["nRetained"] + info["nPruned"]
+            lines.append("Kept %d of %d coordinates (%.1f%%) at threshold %.2f; pruned %d."
+                         % (info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
+                            info["threshold"], info["nPruned"]))
+            if info["nRetained"] == 0 or info["nPruned"] == 0:
+                lines.append("WARNING: every score is on one side of the threshold; check "
+                             "the training curves and the score histogram.")
+        return lines
+
+    def _methods(self):
+        info = self._readInfo()
+        if "nRetained" not in info:
+            return ["Deep Consensus has not produced outputs yet."]
+        return ["The coordinates of %d pickers were pruned with Deep Consensus "
+                "[SanchezGarcia2018]: a %s convolutional network trained on the %d "
+                "coordinates picked by at least %d pickers (radius %.1f px) against %d "
+                "background boxes scored the %d coordinates picked by any; %d with a "
+                "score of at least %.2f were kept."
+                % (info["nPickers"], info["architecture"], info["nAnd"], info["minVotes"],
+                   info["radiusPx"], info["nNegRandom"] + info["nNegUserCoords"]
+                   + info["nNegUserParticles"], info["nOr"], info["nRetained"],
+                   info["threshold"])]
+
+    def _citations(self):
+        return ["SanchezGarcia2018"]
+
+    # -------------------------- UTILS functions ------------------------------
+    def _minVotes(self):
+        return len(self.inputCoordinates) if self.andRule.get() == self.AND_ALL \
+            else self.minVotes.get()
+
+    def _inputSets(self):
+        return [pointer.get() for pointer in self.inputCoordinates]
+
+    def _inputSignature(self):
+        return ";".join("%s:%s" % (self._setName(p), p.get().getSize())
+                        for p in self.inputCoordinates)
+
+    def _negativeSignature(self):
+        parts = [(self.inputNegativeCoordinates, "coordinates"),
+                 (self.inputNegativeParticles, "particles")]
+        return ";".join("%s=%s:%d" % (kind, self._setName(p), p.get().getSize())
+                        for p, kind in parts if p.get() is not None)
+
+    @staticmethod
+    def _setName(pointer):
+        """A readable name for an input: the run that made it and the output's name."""
+        producer = pointer.getObjValue()
+        if isinstance(producer, Protocol):
+            return "'%s' (%s)" % (producer.getObjLabel() or producer.getRunName(),
+                                  pointer.getExtended() or "output")
+        obj = pointer.get()
+        if obj is None:
+            return "None"
+        return "'%s' (id %s)" % (obj.getObjLabel() or obj.getClassName(), obj.getObjId())
+
+    def _gpus(self):
+        return self.getGpuList() if self.usesGpu() else []
+
+    def _path(self, name):
+        return self._getExtraPath(name)
+
+    def _micrographs(self):
+        return {int(k): tuple(v) for k, v in self._readJson("micrographs.json").items()}
+
+    def _readJson(self, name):
+        path = self._path(name)
+        if not os.path.exists(path):
+            return {}
+        with open(path) as handle:
+            return json.load(handle)
+
+    def _writeJson(self, name, data):
+        tmp = self._path(name + ".tmp")
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, self._path(name))
+
+    def _readInfo(self):
+        return self._readJson("info.json")
+
+    def _updateInfo(self, **values):
+        info = self._readInfo()
+        info.update(values)
+        self._writeJson("info.json", info)
+
+    def _addUserNegatives(self, negatives, userSet, info):
+        """Known-negative coordinates, mapped to the reference micrographs and pixel size."""
+        byName = {info[0]: micId for micId, info in self._micrographs().items()}
+        theirs = convert.micrographsByName(userSet.getMicrographs())
+        idToName = {info[0]: name for name, info in theirs.items()}
+        picks = convert.coordinatesByMicrograph(userSet, idToName)
+        sampling = convert.samplingRate(userSet)
+        factor = (sampling or info["samplingRate"]) / (info["samplingRate"] or 1.0)
+        known = {byName[n]: xy * factor for n, xy in picks.items() if n in byName}
+        user = pipeline.CoordinateTable.from_picks(known)
+        mic = np.concatenate([negatives.mic, user.mic])
+        order = np.argsort(mic, kind="stable")  # one read per micrograph when extracting
+        return pipeline.CoordinateTable(mic=mic[order],
+                                        xy=np.concatenate([negatives.xy, user.xy])[order])
+
+    def _readUserParticles(self, particles, stack, offset, size, invert, chunk=5000):
+        """Known-negative particle images into the end of the negative stack, in chunks."""
+        items = [(p.getIndex() or 1, p.getFileName()) for p in particles.iterItems()]
+        for first in range(0, len(items), chunk):
+            images = extraction.read_particle_images(items[first:first + chunk], size, invert)
+            stack[offset + first:offset + first + len(images)] = images
+        self.info("Added %d known negative particles" % len(items))

@@ -1,0 +1,97 @@
+"""ProtImportPickerCoordinates: pickers' coordinate files into a SetOfCoordinates.
+
+Scipion's own coordinate import reads .box, .star and .pos only through the
+EMAN, RELION and Xmipp plugins.  Deep Consensus users often have just the
+pickers' output files, so this protocol reads them with the core readers
+(``core.coordinate_files``) and needs no other plugin.
+"""
+import glob
+import os
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pwem.objects import Coordinate
+from pwem.protocols import ProtParticlePicking
+
+from .. import convert
+from ..core.coordinate_files import SUPPORTED_EXTENSIONS, read_box, read_coordinates
+
+
+class ProtImportPickerCoordinates(ProtParticlePicking):
+    """Import particle coordinates from picker files (.box, .star, .csv, .pos).
+
+    Each file holds the picks of one micrograph and is matched to it by name:
+    the file's name without extension must equal the micrograph's name.
+    Coordinates are particle centres in the micrograph's pixels (EMAN .box
+    corners are converted).
+    """
+
+    _label = "import picker coordinates"
+
+    def _defineParams(self, form):
+        ProtParticlePicking._defineParams(self, form)
+        form.addParam("filesPath", params.PathParam, label="Folder with coordinate files",
+                      help="Folder holding one coordinate file per micrograph.")
+        form.addParam("filesPattern", params.StringParam, default="*.box",
+                      label="Pattern",
+                      help="Which files of the folder to read, e.g. *.box, *.star, "
+                           "*_autopick.star. Supported: %s." % ", ".join(SUPPORTED_EXTENSIONS))
+        form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
+                      help="Box size of the particles. 0 takes it from the .box files' "
+                           "width column.")
+
+    def _insertAllSteps(self):
+        self._insertFunctionStep(self.createOutputStep, needsGPU=False)
+
+    def createOutputStep(self):
+        mics = self.getInputMicrographs()
+        byName = {convert.micrographKey(mic): mic.clone() for mic in mics.iterItems()}
+        files = self._files()
+        coordSet = self._createSetOfCoordinates(self.getInputMicrographsPointer())
+        coordSet.setBoxSize(self._boxSize(files))
+        unmatched = []
+        coord = Coordinate()
+        for path in files:
+            name = os.path.splitext(os.path.basename(path))[0]
+            mic = byName.get(name)
+            if mic is None:
+                unmatched.append(os.path.basename(path))
+                continue
+            for x, y in np.rint(read_coordinates(path).xy).astype(int):
+                coord.cleanObjId()
+                coord.setMicrograph(mic)
+                coord.setPosition(int(x), int(y))
+                coordSet.append(coord)
+        if len(unmatched) == len(files):
+            raise ValueError("No coordinate file matches a micrograph of %s by name "
+                             "(files: %s; micrographs e.g. %s)"
+                             % (self.getObjectTag(mics), ", ".join(unmatched[:5]),
+                                ", ".join(sorted(byName)[:5])))
+        if unmatched:
+            self.warning("%d files match no micrograph name and were ignored: %s"
+                         % (len(unmatched), ", ".join(unmatched)))
+        self._defineOutputs(outputCoordinates=coordSet)
+        self._defineSourceRelation(self.getInputMicrographsPointer(), coordSet)
+
+    def _files(self):
+        return sorted(glob.glob(os.path.join(self.filesPath.get(), self.filesPattern.get())))
+
+    def _boxSize(self, files):
+        if self.boxSize.get():
+            return self.boxSize.get()
+        for path in files:
+            if path.lower().endswith(".box"):
+                widths = read_box(path).box_sizes
+                if len(widths):
+                    return int(round(float(np.median(widths))))
+        raise ValueError("No box size: set 'Box size' (the files give none).")
+
+    def _validate(self):
+        errors = []
+        files = self._files() if self.filesPath.get() else []
+        if not files:
+            errors.append("No file matches %s in %s."
+                          % (self.filesPattern.get(), self.filesPath.get()))
+        elif not self.boxSize.get() and not any(f.lower().endswith(".box") for f in files):
+            errors.append("Set the box size: only .box files carry one.")
+        return errors

@@ -1,0 +1,50 @@
+"""Building Scipion test projects from synthetic micrographs and pickers."""
+import os
+
+import numpy as np
+from pwem.protocols import ProtImportMicrographs
+
+from deepconsensus_plugin.core import synthetic
+from deepconsensus_plugin.protocols import ProtImportPickerCoordinates
+
+BOX = 48
+DIAMETER = 32
+
+
+def writeBoxFiles(folder, mics, picks, box):
+    """One EMAN .box file per micrograph, named like it (lower-left corners)."""
+    os.makedirs(folder, exist_ok=True)
+    for mic, xy in zip(mics, picks):
+        name = os.path.splitext(os.path.basename(mic.path))[0]
+        corners = np.asarray(xy) - box / 2
+        with open(os.path.join(folder, name + ".box"), "w") as handle:
+            for x, y in corners:
+                handle.write("%.1f\t%.1f\t%d\t%d\n" % (x, y, box, box))
+
+
+def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=(768, 768),
+                    nParticles=70):
+    """Import synthetic micrographs and pickers into the test's project.
+
+    Returns (micrograph import protocol, list of coordinate import protocols,
+    list of SyntheticMicrograph with the truth).
+    """
+    folder = os.path.abspath(test.proj.getTmpPath("synthetic"))
+    mics, pickers = synthetic.make_dataset(folder, n_micrographs=nMicrographs, shape=shape,
+                                           n_particles=nParticles, n_junk=nParticles // 3,
+                                           diameter=DIAMETER, n_pickers=nPickers, seed=seed)
+    protMics = test.newProtocol(ProtImportMicrographs, filesPath=folder,
+                                filesPattern="synthetic_*.mrc", samplingRate=2.0,
+                                voltage=300)
+    test.launchProtocol(protMics)
+    protCoords = []
+    for p, picks in enumerate(pickers):
+        boxFolder = os.path.join(folder, "picker%d" % p)
+        writeBoxFiles(boxFolder, mics, picks, BOX)
+        prot = test.newProtocol(ProtImportPickerCoordinates, filesPath=boxFolder,
+                                filesPattern="*.box", objLabel="picker %d" % p)
+        prot.inputMicrographs.set(protMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        test.launchProtocol(prot)
+        protCoords.append(prot)
+    return protMics, protCoords, mics

@@ -1,0 +1,98 @@
+"""ProtDeepConsensus in a real Scipion project on synthetic micrographs and pickers.
+
+Runs with plain ``pytest`` and with ``python -m pyworkflow.apps.pw_run_tests``.
+"""
+import numpy as np
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from deepconsensus_plugin.convert import baseName
+from deepconsensus_plugin.core.metrics import match_to_truth
+from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
+
+from .scipion_helpers import BOX, DIAMETER, importSynthetic
+
+
+def outputArrays(coordSet):
+    """(micName, x, y, score, votes) arrays of an output set."""
+    rows = [(baseName(c.getMicName()), c.getX(), c.getY(), c._dcScore.get(), c._dcVotes.get(),
+             c.getMicId()) for c in coordSet.iterItems()]
+    names = np.array([r[0] for r in rows])
+    values = np.array([r[1:] for r in rows], dtype=float).reshape(-1, 5)
+    return names, values
+
+
+class TestDeepConsensus(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(cls)
+        cls.prot = cls.newProtocol(ProtDeepConsensus, maxEpochs=12, networkSize=32,
+                                   objLabel="deep consensus")
+        for prot in cls.protCoords:
+            cls.prot.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
+        cls.launchProtocol(cls.prot)
+
+    def _precisionRecall(self, *coordSets):
+        """Precision and recall of the union of ``coordSets`` against the synthetic truth."""
+        names, values = (np.concatenate(a) for a in zip(*(outputArrays(s) for s in coordSets)))
+        tps, found = 0, []
+        for mic in self.truth:
+            xy = values[names == baseName(mic.path), :2]
+            isTp, isFound = match_to_truth(xy, mic.particles, DIAMETER / 4)
+            tps += isTp.sum()
+            found.append(isFound)
+        return tps / max(len(values), 1), np.concatenate(found).mean()
+
+    def test_outputs_partition_or_set(self):
+        retained = self.prot.outputCoordinatesRetained
+        pruned = self.prot.outputCoordinatesPruned
+        self.assertSetSize(retained)
+        self.assertSetSize(pruned)
+        info = self.prot._readInfo()
+        self.assertEqual(retained.getSize() + pruned.getSize(), info["nOr"])
+        rNames, rValues = outputArrays(retained)
+        pNames, pValues = outputArrays(pruned)
+        keys = lambda n, v: {(a, int(x), int(y)) for a, (x, y) in zip(n, v[:, :2])}
+        self.assertFalse(keys(rNames, rValues) & keys(pNames, pValues))
+        threshold = self.prot.threshold.get()
+        self.assertTrue(np.all(rValues[:, 2] >= threshold))
+        self.assertTrue(np.all(pValues[:, 2] < threshold))
+        for values in (rValues, pValues):
+            self.assertTrue(np.all((values[:, 2] >= 0) & (values[:, 2] <= 1)))
+            self.assertTrue(np.all((values[:, 3] >= 1) & (values[:, 3] <= 3)))
+
+    def test_outputs_are_usable_coordinate_sets(self):
+        for coordSet in (self.prot.outputCoordinatesRetained, self.prot.outputCoordinatesPruned):
+            self.assertEqual(coordSet.getBoxSize(), BOX)
+            mics = coordSet.getMicrographs()
+            self.assertIsNotNone(mics)
+            self.assertEqual(mics.getSize(), len(self.truth))
+            coord = next(iter(coordSet.iterCoordinates()))
+            self.assertIsNotNone(coord.getMicrograph())
+            self.assertEqual(coord.getMicrograph().getMicName(), coord.getMicName())
+
+    def test_source_relations_to_every_input(self):
+        relations = self.proj.mapper.getRelationsByCreator(self.prot)
+        parents = {(r["object_parent_id"], r["object_parent_extended"]) for r in relations}
+        children = {r["object_child_id"] for r in relations}
+        for prot in self.protCoords:
+            self.assertIn((prot.getObjId(), "outputCoordinates"), parents)
+        self.assertEqual(children, {getattr(self.prot, name).getObjId()
+                                    for name in (OUTPUT_RETAINED, OUTPUT_PRUNED)})
+
+    def test_retained_is_more_precise_than_or(self):
+        retained, pruned = self.prot.outputCoordinatesRetained, self.prot.outputCoordinatesPruned
+        precisionRetained, recallRetained = self._precisionRecall(retained)
+        precisionOr, recallOr = self._precisionRecall(retained, pruned)
+        print("OR precision %.3f recall %.3f; DC-retained precision %.3f recall %.3f"
+              % (precisionOr, recallOr, precisionRetained, recallRetained))
+        self.assertGreaterEqual(recallRetained, 0.9)
+        self.assertGreater(precisionRetained, precisionOr + 0.1)
+
+    def test_summary_methods_citations(self):
+        summary = "\n".join(self.prot.summary())
+        self.assertIn("Kept", summary)
+        self.assertIn("validation accuracy", summary)
+        self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
+        self.assertIn("SanchezGarcia2018", self.prot.getCitations())
