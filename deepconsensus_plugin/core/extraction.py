@@ -110,10 +110,11 @@ def cut_boxes(micrograph: np.ndarray, xy: np.ndarray, box: int) -> tuple[np.ndar
     """
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     rows, cols = micrograph.shape
-    # The pixel nearest the centre goes to index box // 2, the Fourier centre that
-    # fourier_resize keeps (np.rint(xy - box / 2) rounds half to even, which put it one
-    # pixel off for half of the integer coordinates when box is odd).
-    corner = np.floor(xy + 0.5).astype(np.int64) - box // 2
+    # The pixel nearest the centre (ties to the lower one) goes to index box // 2, the
+    # Fourier centre that fourier_resize keeps.  (np.rint(xy - box / 2) rounds half to
+    # even, which put it one pixel off for half of the integer coordinates when box is
+    # odd.)  Ties down keep every centre in [box / 2, size - box / 2] wholly inside.
+    corner = np.ceil(xy - 0.5).astype(np.int64) - box // 2
     crossing = ((corner[:, 0] < 0) | (corner[:, 1] < 0)
                 | (corner[:, 0] + box > cols) | (corner[:, 1] + box > rows))
     if crossing.any():
