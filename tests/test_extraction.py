@@ -1,0 +1,386 @@
+"""Tests for deepconsensus_plugin.core.extraction (numpy + mrcfile, no Scipion)."""
+import mrcfile
+import numpy as np
+import pytest
+
+from deepconsensus_plugin.core.extraction import (
+    STACK_DTYPE, ExtractionReport, MicrographError, create_stack, cut_boxes, extract_particles,
+    extract_to_stack, fourier_resize, micrograph_shape, normalise, open_stack,
+    read_micrograph, read_particle_images)
+
+
+def _write_mrc(path, data):
+    with mrcfile.new(str(path), overwrite=True) as mrc:
+        mrc.set_data(np.asarray(data, dtype=np.float32))
+    return str(path)
+
+
+def _gaussian_image(shape, centre_xy, sigma, amplitude=1.0):
+    rows, cols = shape
+    yy, xx = np.mgrid[:rows, :cols]
+    return amplitude * np.exp(-((xx - centre_xy[0]) ** 2 + (yy - centre_xy[1]) ** 2)
+                              / (2 * sigma ** 2))
+
+
+def _centroid(image):
+    w = np.clip(image - np.median(image), 0, None)
+    yy, xx = np.mgrid[:image.shape[0], :image.shape[1]]
+    return (xx * w).sum() / w.sum(), (yy * w).sum() / w.sum()
+
+
+# --------------------------------------------------------------------------- a blob stays centred
+
+@pytest.mark.parametrize("box,size", [(96, 32), (96, 64), (64, 64), (65, 21), (48, 96)])
+def test_centred_blob_stays_centred_through_mrc_cut_and_resize(tmp_path, box, size):
+    shape = (300, 400)
+    centres = np.array([[200.0, 150.0], [61.0, 240.0], [333.0, 50.0]])
+    image = sum(_gaussian_image(shape, c, sigma=4.0) for c in centres)
+    path = _write_mrc(tmp_path / "mic.mrc", image)
+    micrograph = read_micrograph(path)
+    particles, crossing = extract_particles(micrograph, centres, box, size)
+    assert particles.shape == (3, size, size)
+    assert particles.dtype == np.float32
+    assert not crossing.any()
+    for p in particles:
+        # argmax exactly at the centre pixel, centroid within half a pixel of it
+        row, col = np.unravel_index(np.argmax(p), p.shape)
+        assert (row, col) == (size // 2, size // 2)
+        cx, cy = _centroid(p)
+        assert abs(cx - size // 2) < 0.5 and abs(cy - size // 2) < 0.5
+
+
+def test_inverted_blob_is_a_minimum_at_the_centre():
+    micrograph = _gaussian_image((200, 200), (100, 100), 5.0)
+    particles, _ = extract_particles(micrograph, [[100, 100]], 96, 32, invert=True)
+    assert np.unravel_index(np.argmin(particles[0]), (32, 32)) == (16, 16)
+
+
+def test_offset_blob_moves_by_the_scaled_offset():
+    """A blob 12 px right and 6 px below the box centre lands 4 px / 2 px off after 96 -> 32."""
+    micrograph = _gaussian_image((300, 300), (162, 156), 4.0)
+    particles, _ = extract_particles(micrograph, [[150, 150]], 96, 32)
+    cx, cy = _centroid(particles[0])
+    assert abs(cx - (16 + 4)) < 0.5 and abs(cy - (16 + 2)) < 0.5
+
+
+# --------------------------------------------------------------------------- normalise
+
+def test_normalise_zero_mean_unit_std_and_invert():
+    rng = np.random.default_rng(0)
+    images = rng.normal(5.0, 3.0, size=(4, 16, 16)) * np.arange(1, 5)[:, None, None]
+    out = normalise(images)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-5)
+    inverted = normalise(images, invert=True)
+    np.testing.assert_allclose(inverted, -out, atol=1e-6)
+    np.testing.assert_allclose(inverted.std(axis=(1, 2)), 1, atol=1e-5)
+
+
+def test_normalise_constant_image_gives_zeros_not_nan():
+    out = normalise(np.full((2, 8, 8), 3.5))
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out, 0)
+
+
+def test_normalise_nearly_constant_image_gives_zeros():
+    """Rounding noise of a flat box (float32 mean of a constant) is not blown up to unit std."""
+    flat = np.full((1, 32, 32), -0.016129052, dtype=np.float32)
+    flat[0, ::3] = np.nextafter(np.float32(-0.016129052), np.float32(1))
+    assert flat.std() > 0
+    np.testing.assert_array_equal(normalise(flat), 0)
+    np.testing.assert_array_equal(normalise(flat, invert=True), 0)
+    # a faint but real signal is still normalised
+    weak = 1000 + 0.1 * np.random.default_rng(0).normal(size=(1, 32, 32))
+    np.testing.assert_allclose(normalise(weak).std(), 1, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- fourier_resize
+
+@pytest.mark.parametrize("box,size", [(64, 32), (64, 16), (32, 64), (33, 11), (20, 50), (31, 32)])
+def test_fourier_resize_keeps_the_mean_of_a_constant_image(box, size):
+    images = np.stack([np.full((box, box), 2.5), np.full((box, box), -7.0)])
+    out = fourier_resize(images, size)
+    assert out.shape == (2, size, size)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out[0], 2.5, atol=1e-4)
+    np.testing.assert_allclose(out[1], -7.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("box,size", [(64, 32), (32, 64), (90, 30), (30, 90)])
+def test_fourier_resize_keeps_the_location_of_a_feature(box, size):
+    # a smooth blob at fraction (0.25, 0.625) of the box, in pixel-centre coordinates
+    fx, fy = 0.25, 0.625
+    image = _gaussian_image((box, box), (fx * box, fy * box), sigma=box / 16)
+    out = fourier_resize(image[None], size)[0]
+    cx, cy = _centroid(out)
+    assert abs(cx - fx * size) < 0.5 and abs(cy - fy * size) < 0.5
+    row, col = np.unravel_index(np.argmax(out), out.shape)
+    assert abs(col - fx * size) <= 1 and abs(row - fy * size) <= 1
+
+
+def test_fourier_resize_same_size_is_identity_and_preserves_mean_of_random_image():
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(3, 24, 24))
+    np.testing.assert_allclose(fourier_resize(images, 24), images.astype(np.float32))
+    down = fourier_resize(images, 12)
+    np.testing.assert_allclose(down.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-5)
+    up = fourier_resize(images, 48)
+    np.testing.assert_allclose(up.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-5)
+
+
+def test_fourier_resize_down_then_up_of_band_limited_image_is_lossless():
+    """An image holding only low frequencies survives 64 -> 32 -> 64 exactly."""
+    yy, xx = np.mgrid[:64, :64]
+    image = (np.cos(2 * np.pi * 3 * xx / 64) + 0.5 * np.sin(2 * np.pi * 5 * yy / 64)
+             + 0.25 * np.cos(2 * np.pi * (2 * xx + 7 * yy) / 64))
+    round_trip = fourier_resize(fourier_resize(image[None], 32), 64)[0]
+    np.testing.assert_allclose(round_trip, image, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- cut_boxes at borders
+
+def test_cut_boxes_inside_are_exact_windows():
+    micrograph = np.arange(50 * 60, dtype=np.float32).reshape(50, 60)
+    boxes, crossing = cut_boxes(micrograph, np.array([[30.0, 25.0], [10.0, 40.0]]), 10)
+    assert boxes.shape == (2, 10, 10)
+    assert not crossing.any()
+    # x = column, y = row; the corner is centre - box/2
+    np.testing.assert_array_equal(boxes[0], micrograph[20:30, 25:35])
+    np.testing.assert_array_equal(boxes[1], micrograph[35:45, 5:15])
+    # touching the border exactly is inside
+    boxes, crossing = cut_boxes(micrograph, np.array([[5.0, 5.0], [55.0, 45.0]]), 10)
+    assert not crossing.any()
+    np.testing.assert_array_equal(boxes[1], micrograph[40:50, 50:60])
+
+
+@pytest.mark.parametrize("box", [31, 32, 33, 64, 65])
+def test_cut_boxes_puts_the_centre_pixel_at_box_half(box):
+    """The pixel nearest (x, y) lands at index box // 2 (the Fourier centre) for odd and even
+    boxes and for even and odd coordinates alike; a tie goes to the lower pixel."""
+    micrograph = np.arange(200 * 200, dtype=np.float64).reshape(200, 200)
+    xy = np.array([[100, 100], [101, 100], [100, 101], [101, 101], [76.4, 120.6],
+                   [99.5, 99.51], [100.5, 98.5]])
+    nearest = np.array([[100, 100], [101, 100], [100, 101], [101, 101], [76, 121], [99, 100],
+                        [100, 98]])
+    boxes, crossing = cut_boxes(micrograph, xy, box)
+    assert not crossing.any()
+    for b, (x, y) in zip(boxes, nearest):
+        assert b[box // 2, box // 2] == micrograph[y, x]
+
+
+@pytest.mark.parametrize("box", [7, 8, 40, 41])
+def test_cut_boxes_centres_from_box_half_to_size_minus_box_half_are_inside(box):
+    """The range negatives.sample_negatives draws from, ends included, never crosses."""
+    rows, cols = 41, 60
+    xs = np.linspace(box / 2, cols - box / 2, 101)
+    ys = np.linspace(box / 2, rows - box / 2, 101)
+    micrograph = np.zeros((rows, cols), dtype=np.float32)
+    _, crossing = cut_boxes(micrograph, np.stack([xs, ys], axis=1), box)
+    assert not crossing.any()
+    _, crossing = cut_boxes(micrograph, [[box / 2 - 1.01, 20], [cols - box / 2 + 0.51, 20]], box)
+    assert crossing.all()
+
+
+def test_cut_boxes_border_crossing_counted_filled_and_shaped():
+    micrograph = np.arange(40 * 50, dtype=np.float32).reshape(40, 50)
+    mean = float(micrograph.mean())
+    xy = np.array([[2.0, 20.0],      # crosses left edge
+                   [25.0, 38.0],     # crosses bottom edge
+                   [49.0, 0.0],      # crosses the top-right corner
+                   [25.0, 20.0],     # inside
+                   [-500.0, 20.0],   # completely outside
+                   [25.0, 1e6]])     # completely outside, far away
+    boxes, crossing = cut_boxes(micrograph, xy, 12)
+    assert boxes.shape == (6, 12, 12)
+    assert crossing.tolist() == [True, True, True, False, True, True]
+    assert crossing.sum() == 5
+    # left edge: corner column 2-6=-4 -> 4 columns filled with the mean, rest is the image
+    np.testing.assert_array_equal(boxes[0][:, :4], mean)
+    np.testing.assert_array_equal(boxes[0][:, 4:], micrograph[14:26, 0:8])
+    # bottom edge: corner row 32 -> rows 32..39 real, 4 rows filled
+    np.testing.assert_array_equal(boxes[1][:8], micrograph[32:40, 19:31])
+    np.testing.assert_array_equal(boxes[1][8:], mean)
+    # top-right corner: rows -6..5, columns 43..54
+    np.testing.assert_array_equal(boxes[2][6:, :7], micrograph[0:6, 43:50])
+    np.testing.assert_array_equal(boxes[2][:6], mean)
+    np.testing.assert_array_equal(boxes[2][:, 7:], mean)
+    np.testing.assert_array_equal(boxes[3], micrograph[14:26, 19:31])
+    # completely outside: all filled
+    np.testing.assert_array_equal(boxes[4], mean)
+    np.testing.assert_array_equal(boxes[5], mean)
+
+
+def test_extract_particles_with_crossing_and_empty_input():
+    micrograph = np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32)
+    particles, crossing = extract_particles(micrograph, [[0, 0], [32, 32], [-999, -999]], 32, 16)
+    assert particles.shape == (3, 16, 16)
+    assert crossing.tolist() == [True, False, True]
+    assert np.all(np.isfinite(particles))
+    np.testing.assert_array_equal(particles[2], 0)  # constant fill normalises to zero
+    empty, crossing = extract_particles(micrograph, np.empty((0, 2)), 32, 16)
+    assert empty.shape == (0, 16, 16) and crossing.shape == (0,)
+
+
+# --------------------------------------------------------------------------- reading micrographs
+
+def test_read_micrograph_and_shape(tmp_path):
+    data = np.random.default_rng(0).normal(size=(30, 45)).astype(np.float32)
+    path = _write_mrc(tmp_path / "ok.mrc", data)
+    assert micrograph_shape(path) == (30, 45)
+    out = read_micrograph(path)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, data)
+    # a single-section 3D file is accepted as 2D
+    single = _write_mrc(tmp_path / "single.mrc", data[None])
+    np.testing.assert_array_equal(read_micrograph(single), data)
+    # other dtypes are converted to float32
+    ints = tmp_path / "int.mrc"
+    with mrcfile.new(str(ints)) as mrc:
+        mrc.set_data(np.arange(12, dtype=np.int16).reshape(3, 4))
+    assert read_micrograph(str(ints)).dtype == np.float32
+
+
+def test_read_micrograph_missing_file(tmp_path):
+    path = str(tmp_path / "nope.mrc")
+    with pytest.raises(MicrographError, match="nope.mrc.*not found") as info:
+        read_micrograph(path)
+    assert info.value.path == path
+    with pytest.raises(MicrographError, match="nope.mrc"):
+        micrograph_shape(path)
+
+
+def test_read_micrograph_truncated(tmp_path):
+    path = _write_mrc(tmp_path / "cut.mrc", np.ones((100, 100)))
+    with open(path, "r+b") as handle:
+        handle.truncate(1024 + 100 * 4 * 50)  # header plus half the data
+    with pytest.warns(RuntimeWarning), pytest.raises(MicrographError, match="cut.mrc") as info:
+        read_micrograph(path)
+    assert info.value.path == path
+    # the header is intact, so the shape can still be read
+    assert micrograph_shape(path) == (100, 100)
+
+
+def test_read_micrograph_not_an_mrc(tmp_path):
+    path = tmp_path / "text.mrc"
+    path.write_text("this is not an image\n")
+    with pytest.raises(MicrographError, match="text.mrc"):
+        read_micrograph(str(path))
+    with pytest.raises(MicrographError, match="text.mrc"):
+        micrograph_shape(str(path))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_read_micrograph_non_finite(tmp_path, bad):
+    data = np.zeros((20, 20), dtype=np.float32)
+    data[3, 7] = bad
+    path = _write_mrc(tmp_path / "nan.mrc", data)
+    with pytest.raises(MicrographError, match="nan.mrc.*NaN or infinite"):
+        read_micrograph(path)
+
+
+def test_read_micrograph_stack_refused(tmp_path):
+    path = _write_mrc(tmp_path / "stack.mrc", np.zeros((3, 20, 20)))
+    with pytest.raises(MicrographError, match=r"stack.mrc.*2D.*\(3, 20, 20\)"):
+        read_micrograph(path)
+
+
+# --------------------------------------------------------------------------- extract_to_stack
+
+def _mic_with_values(tmp_path, name, shape=(128, 128), seed=0):
+    data = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+    return _write_mrc(tmp_path / name, data), data
+
+
+def test_extract_to_stack_writes_rows_in_job_order(tmp_path):
+    path_a, mic_a = _mic_with_values(tmp_path, "a.mrc", seed=1)
+    path_b, mic_b = _mic_with_values(tmp_path, "b.mrc", seed=2)
+    xy_a = np.array([[40.0, 40.0], [90.0, 60.0]])
+    xy_b = np.array([[64.0, 64.0], [5.0, 64.0], [100.0, 30.0]])  # the 2nd crosses the border
+    stack_path = str(tmp_path / "stack.npy")
+    stack = create_stack(stack_path, 5, 16)
+    assert stack.shape == (5, 16, 16) and stack.dtype == STACK_DTYPE
+    report = extract_to_stack([(path_a, xy_a), (path_b, np.empty((0, 2))), (path_b, xy_b)],
+                              stack, box=32)
+    stack.flush()
+    assert isinstance(report, ExtractionReport)
+    assert report.n_particles == 5
+    assert report.n_crossing_border == 1
+    assert report.skipped_micrographs == []
+    assert report.seconds >= 0
+    expected = np.concatenate([extract_particles(mic_a, xy_a, 32, 16)[0],
+                               extract_particles(mic_b, xy_b, 32, 16)[0]])
+    stored = open_stack(stack_path)
+    assert stored.shape == (5, 16, 16)
+    np.testing.assert_allclose(stored.astype(np.float32), expected, atol=5e-3, rtol=1e-3)
+
+    inverted = create_stack(str(tmp_path / "inv.npy"), 5, 16)
+    extract_to_stack([(path_a, xy_a), (path_b, xy_b)], inverted, box=32, invert=True)
+    np.testing.assert_allclose(inverted.astype(np.float32), -expected, atol=5e-3, rtol=1e-3)
+
+
+def test_extract_to_stack_skips_bad_micrographs(tmp_path):
+    path_a, mic_a = _mic_with_values(tmp_path, "a.mrc", seed=1)
+    missing = str(tmp_path / "missing.mrc")
+    nan_data = np.zeros((128, 128), dtype=np.float32)
+    nan_data[0, 0] = np.nan
+    nan_path = _write_mrc(tmp_path / "nan.mrc", nan_data)
+    path_c, mic_c = _mic_with_values(tmp_path, "c.mrc", seed=3)
+    jobs = [(path_a, np.array([[50.0, 50.0]])),
+            (missing, np.array([[50.0, 50.0], [60.0, 60.0]])),
+            (nan_path, np.array([[70.0, 70.0]])),
+            (path_c, np.array([[64.0, 64.0], [30.0, 80.0]]))]
+    stack = create_stack(str(tmp_path / "stack.npy"), 6, 16)
+    report = extract_to_stack(jobs, stack, box=32, skip_bad_micrographs=True)
+    assert report.skipped_micrographs == [missing, nan_path]
+    assert report.n_particles == 3
+    stack = stack.astype(np.float32)
+    np.testing.assert_array_equal(stack[1:4], 0)           # rows of skipped files stay zero
+    assert np.all(stack[[0, 4, 5]].std(axis=(1, 2)) > 0.9)  # the others are normalised images
+    np.testing.assert_allclose(stack[4:6], extract_particles(mic_c, jobs[3][1], 32, 16)[0],
+                               atol=5e-3, rtol=1e-3)
+
+
+def test_extract_to_stack_raises_on_bad_micrograph_by_default(tmp_path):
+    missing = str(tmp_path / "missing.mrc")
+    stack = create_stack(str(tmp_path / "stack.npy"), 1, 16)
+    with pytest.raises(MicrographError, match="missing.mrc"):
+        extract_to_stack([(missing, np.array([[50.0, 50.0]]))], stack, box=32)
+
+
+# --------------------------------------------------------------------------- read_particle_images
+
+def test_read_particle_images_order_and_resize(tmp_path):
+    rng = np.random.default_rng(5)
+    stack_a = rng.normal(size=(4, 24, 24)).astype(np.float32)
+    stack_b = rng.normal(size=(2, 24, 24)).astype(np.float32)
+    path_a = _write_mrc(tmp_path / "a.mrcs", stack_a)
+    path_b = _write_mrc(tmp_path / "b.mrcs", stack_b)
+    items = [(3, path_a), (1, path_b), (1, path_a), (2, path_b), (3, path_a)]
+    images = read_particle_images(items, 12)
+    assert images.shape == (5, 12, 12) and images.dtype == np.float32
+    expected_sources = [stack_a[2], stack_b[0], stack_a[0], stack_b[1], stack_a[2]]
+    expected = normalise(fourier_resize(np.stack(expected_sources), 12))
+    np.testing.assert_allclose(images, expected, atol=1e-5)
+    inverted = read_particle_images(items, 12, invert=True)
+    np.testing.assert_allclose(inverted, -expected, atol=1e-5)
+    # a single 2D image file holds particle 1
+    single = _write_mrc(tmp_path / "one.mrc", stack_a[1])
+    np.testing.assert_allclose(read_particle_images([(1, single)], 24)[0],
+                               normalise(stack_a[1][None])[0], atol=1e-5)
+    assert read_particle_images([], 12).shape == (0, 12, 12)
+
+
+@pytest.mark.parametrize("index", [0, 5, 99])
+def test_read_particle_images_index_out_of_range(tmp_path, index):
+    path = _write_mrc(tmp_path / "a.mrcs", np.zeros((4, 8, 8)))
+    with pytest.raises(MicrographError, match=r"a.mrcs.*out of range 1..4"):
+        read_particle_images([(1, path), (index, path)], 8)
+
+
+def test_read_particle_images_bad_files(tmp_path):
+    with pytest.raises(MicrographError, match="gone.mrcs"):
+        read_particle_images([(1, str(tmp_path / "gone.mrcs"))], 8)
+    rect = _write_mrc(tmp_path / "rect.mrcs", np.zeros((2, 8, 10)))
+    with pytest.raises(MicrographError, match="rect.mrcs.*square"):
+        read_particle_images([(1, rect)], 8)

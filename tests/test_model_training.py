@@ -1,0 +1,269 @@
+"""Tests for deepconsensus_plugin.core.model, .training and .scoring (TensorFlow on CPU).
+
+The expensive part, training a small network twice, is shared through a
+module-scoped fixture so that the file stays within about a minute on two cores.
+"""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from deepconsensus_plugin.core.extraction import create_stack  # noqa: E402
+from deepconsensus_plugin.core.metrics import roc_auc  # noqa: E402
+from deepconsensus_plugin.core.model import ARCHITECTURES, build_model, paper_width  # noqa: E402
+from deepconsensus_plugin.core.scoring import score_stack  # noqa: E402
+from deepconsensus_plugin.core.training import (  # noqa: E402
+    ParticleBatches, TrainingConfig, TrainingResult, dihedral_augment, read_history,
+    split_validation, train_classifier)
+
+SIZE = 32
+
+
+def _particles(n, positive, rng, size=SIZE):
+    """Noise images; positives add a centred dark disc (radius 6 px)."""
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    disc = (np.hypot(xx, yy) < 6).astype(np.float32)
+    images = rng.normal(size=(n, size, size)).astype(np.float32)
+    if positive:
+        images -= 1.5 * disc
+    return images
+
+
+# --------------------------------------------------------------------------- model
+
+@pytest.mark.parametrize("architecture", ["fast", "paper"])
+@pytest.mark.parametrize("size", [32, 64])
+def test_build_model_output_shape(architecture, size):
+    model = build_model(architecture, size, n_train=1000)
+    assert model.input_shape == (None, size, size, 1)
+    assert model.output_shape == (None, 1)
+    out = np.asarray(model(np.random.default_rng(0).normal(size=(3, size, size, 1))
+                           .astype(np.float32), training=False))
+    assert out.shape == (3, 1)
+    assert np.all((out >= 0) & (out <= 1))
+
+
+def test_paper_network_grows_with_training_set():
+    assert [paper_width(n) for n in (0, 1499, 1500, 19999, 20000, 10**6)] == [2, 2, 4, 4, 8, 8]
+    params = [build_model("paper", 32, n_train=n).count_params() for n in (1000, 5000, 50000)]
+    assert params[0] < params[1] < params[2]
+    # the fast network does not depend on the training-set size
+    assert (build_model("fast", 32, n_train=100).count_params()
+            == build_model("fast", 32, n_train=10**6).count_params())
+
+
+def test_unknown_architecture():
+    assert set(ARCHITECTURES) == {"fast", "paper"}
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        build_model("resnet", 32)
+
+
+# --------------------------------------------------------------------------- augmentation and splits
+
+def _dihedral(image):
+    out = []
+    for k in range(4):
+        r = np.rot90(image, k)
+        out += [r, r[:, ::-1]]
+    return out
+
+
+def test_dihedral_augment_keeps_values_and_reaches_all_eight_transforms():
+    image = np.arange(25, dtype=np.float32).reshape(5, 5)
+    images = np.repeat(image[None], 400, axis=0)
+    out = dihedral_augment(images, np.random.default_rng(0))
+    assert out.shape == images.shape and out.dtype == images.dtype
+    for o in out:
+        np.testing.assert_array_equal(np.sort(o, axis=None), np.sort(image, axis=None))
+    seen = {o.tobytes() for o in out}
+    allowed = {t.tobytes() for t in _dihedral(image)}
+    assert len(allowed) == 8
+    assert seen == allowed
+    # the input is left untouched
+    np.testing.assert_array_equal(images[0], image)
+
+
+def test_dihedral_augment_is_seeded_and_per_image():
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(50, 6, 6)).astype(np.float32)
+    a = dihedral_augment(images, np.random.default_rng(5))
+    b = dihedral_augment(images, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, b)
+    for o, i in zip(a, images):
+        assert any(np.array_equal(o, t) for t in _dihedral(i))
+
+
+@pytest.mark.parametrize("n,fraction,n_val", [(100, 0.1, 10), (101, 0.1, 10), (10, 0.25, 2),
+                                               (2, 0.1, 1), (10, 0.0, 1), (10, 1.0, 9),
+                                               (1, 0.1, 0), (0, 0.1, 0)])
+def test_split_validation_sizes(n, fraction, n_val):
+    train, val = split_validation(n, fraction, np.random.default_rng(0))
+    assert len(val) == n_val
+    assert len(train) == n - n_val
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(n))
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
+
+
+def test_split_validation_is_seeded_and_random():
+    a = split_validation(50, 0.2, np.random.default_rng(3))
+    b = split_validation(50, 0.2, np.random.default_rng(3))
+    c = split_validation(50, 0.2, np.random.default_rng(4))
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+    assert not np.array_equal(a[1], np.arange(40, 50))  # not just the tail
+
+
+# --------------------------------------------------------------------------- ParticleBatches
+
+def _identity_stacks(n_pos, n_neg, size=4):
+    """Constant images whose value names them: positive i is i + 1, negative i is -(i + 1)."""
+    pos = np.repeat(np.arange(1, n_pos + 1, dtype=np.float32), size * size).reshape(n_pos, size, size)
+    neg = -np.repeat(np.arange(1, n_neg + 1, dtype=np.float32), size * size).reshape(n_neg, size, size)
+    return pos, neg
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_particle_batches_are_balanced_and_shaped(augment):
+    pos, neg = _identity_stacks(10, 3)
+    batches = ParticleBatches(pos, neg, np.arange(10), np.arange(3), batch_size=6, seed=0,
+                              augment=augment)
+    assert len(batches) == 4  # ceil(2 * 10 / 6)
+    for _ in range(2):  # two epochs
+        got = list(batches)
+        assert len(got) == len(batches)
+        values, labels = [], []
+        for images, lab in got:
+            assert images.ndim == 4 and images.shape[1:] == (4, 4, 1)
+            assert images.dtype == np.float32 and lab.dtype == np.float32
+            assert len(images) == len(lab) <= 6
+            v = images[:, 0, 0, 0]
+            np.testing.assert_array_equal(images, v[:, None, None, None] * np.ones_like(images))
+            values.append(v)
+            labels.append(lab)
+        values, labels = np.concatenate(values), np.concatenate(labels)
+        assert len(labels) == 20
+        assert labels.sum() == 10                      # balanced: 10 of each
+        np.testing.assert_array_equal(values > 0, labels == 1)   # right stack for each label
+        # every positive exactly once; the 3 negatives cycled to 10 (3 or 4 times each)
+        assert sorted(values[values > 0].tolist()) == list(range(1, 11))
+        counts = np.bincount((-values[values < 0]).astype(int))[1:]
+        assert counts.sum() == 10 and set(counts.tolist()) <= {3, 4}
+
+
+def test_particle_batches_respect_index_subsets_and_unbalanced_mode():
+    pos, neg = _identity_stacks(8, 8)
+    batches = ParticleBatches(pos, neg, np.array([1, 5]), np.array([0, 2, 7]), batch_size=256,
+                              seed=0, augment=False, balance=False)
+    assert len(batches) == 1
+    (images, labels), = list(batches)
+    values = images[:, 0, 0, 0]
+    assert sorted(values.tolist()) == [-8.0, -3.0, -1.0, 2.0, 6.0]
+    np.testing.assert_array_equal(values > 0, labels == 1)
+    # without augmentation the order is fixed: negatives then positives, as indexed
+    np.testing.assert_array_equal(values, [-1, -3, -8, 2, 6])
+    again = list(batches)[0][0]
+    np.testing.assert_array_equal(again, images)
+
+
+def test_particle_batches_seeded_shuffle():
+    pos, neg = _identity_stacks(20, 20)
+    first = [lab for _, lab in ParticleBatches(pos, neg, np.arange(20), np.arange(20), 8, 3, True)]
+    second = [lab for _, lab in ParticleBatches(pos, neg, np.arange(20), np.arange(20), 8, 3, True)]
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
+    labels = np.concatenate(first)
+    assert not (np.all(labels[:20] == 0) and np.all(labels[20:] == 1))  # shuffled
+
+
+# --------------------------------------------------------------------------- training and scoring
+
+CONFIG = TrainingConfig(architecture="fast", max_epochs=5, patience=3, lr_patience=2,
+                        learning_rate=1e-3, batch_size=32, seed=11)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return {"pos": _particles(200, True, rng), "neg": _particles(200, False, rng),
+            "test_pos": _particles(100, True, rng), "test_neg": _particles(100, False, rng)}
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("training")
+    model_path = str(folder / "model.keras")
+    history_path = str(folder / "history.csv")
+    result = train_classifier(data["pos"], data["neg"], CONFIG, model_path, history_path)
+    stack = create_stack(str(folder / "test.npy"), 200, SIZE)
+    stack[:100] = data["test_pos"]
+    stack[100:] = data["test_neg"]
+    stack.flush()
+    scores = score_stack(model_path, stack, batch_size=64, seed=CONFIG.seed)
+    return {"result": result, "model_path": model_path, "history_path": history_path,
+            "stack": stack, "scores": scores}
+
+
+def test_train_classifier_learns_an_easy_problem(trained):
+    result = trained["result"]
+    assert isinstance(result, TrainingResult)
+    assert result.val_accuracy >= 0.9
+    assert 1 <= result.epochs <= CONFIG.max_epochs
+    assert result.val_loss == pytest.approx(min(result.history["val_loss"]))
+    assert result.seconds > 0
+    assert os.path.getsize(trained["model_path"]) > 0
+    assert result.model_path == trained["model_path"]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(result.history[key]) == result.epochs
+
+
+def test_history_csv(trained):
+    result = trained["result"]
+    history = read_history(trained["history_path"])
+    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history[key]) == result.epochs
+        assert all(isinstance(v, float) for v in history[key])
+    assert history["epoch"] == [float(e) for e in range(result.epochs)]
+    np.testing.assert_allclose(history["val_loss"], result.history["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose(history["accuracy"], result.history["accuracy"], rtol=1e-5)
+
+
+def test_read_history_of_an_empty_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    assert read_history(str(path)) == {}
+
+
+def test_score_stack_separates_held_out_particles(trained):
+    scores = trained["scores"]
+    assert scores.shape == (200,) and scores.dtype == np.float64
+    assert np.all((scores >= 0) & (scores <= 1))
+    labels = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    assert roc_auc(labels, scores) >= 0.95
+    assert np.mean(scores[:100] > 0.5) >= 0.9 and np.mean(scores[100:] < 0.5) >= 0.9
+
+
+def test_score_stack_batching_does_not_change_scores(trained):
+    whole = score_stack(trained["model_path"], trained["stack"], batch_size=1000)
+    odd = score_stack(trained["model_path"], trained["stack"][:37], batch_size=10)
+    np.testing.assert_allclose(whole, trained["scores"], atol=1e-5)
+    np.testing.assert_allclose(odd, trained["scores"][:37], atol=1e-5)
+    assert score_stack(trained["model_path"], trained["stack"][:0]).shape == (0,)
+
+
+def test_training_is_deterministic_on_cpu(data, trained, tmp_path):
+    """The same seed and data give the same model: identical history and scores."""
+    result = train_classifier(data["pos"], data["neg"], CONFIG, str(tmp_path / "again.keras"),
+                              str(tmp_path / "again.csv"))
+    assert result.history == trained["result"].history
+    scores = score_stack(str(tmp_path / "again.keras"), trained["stack"], batch_size=64,
+                         seed=CONFIG.seed)
+    np.testing.assert_array_equal(scores, trained["scores"])
+
+
+def test_train_classifier_refuses_too_few_particles(tmp_path):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="cannot train on 1 positive"):
+        train_classifier(_particles(1, True, rng), _particles(10, False, rng), CONFIG,
+                         str(tmp_path / "m.keras"), str(tmp_path / "h.csv"))
+    assert not (tmp_path / "m.keras").exists()
