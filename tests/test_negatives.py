@@ -144,3 +144,20 @@ def test_empty_micrograph_gets_all_it_asks_for(seed, count):
                               np.random.default_rng(seed))
     assert len(result) == count
     _check_invariants(result, (1000, 1000), 32, np.empty((0, 2)), 20)
+
+
+def test_spacing_and_existing_negatives():
+    """A smaller spacing packs more negatives; ``existing`` ones are kept clear of and not returned."""
+    rng = np.random.default_rng(5)
+    avoid = np.array([[150.0, 150.0]])
+    tight = sample_negatives((300, 300), 40, avoid, 200, 40, rng, spacing=10, max_rounds=20)
+    loose = sample_negatives((300, 300), 40, avoid, 200, 40, np.random.default_rng(5),
+                             max_rounds=20)
+    assert len(tight) > 2 * len(loose)
+    assert pdist(tight).min() >= 10
+    _check_invariants(loose, (300, 300), 40, avoid, 40)
+    existing = tight[:5]
+    more = sample_negatives((300, 300), 40, avoid, 5, 40, rng, spacing=10, existing=existing)
+    assert len(more) == 5
+    assert cKDTree(existing).query(more)[0].min() >= 10
+    assert cKDTree(avoid).query(more)[0].min() >= 40

@@ -27,7 +27,9 @@ def allocate(total: int, n_bins: int) -> np.ndarray:
 
 def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
                      count: int, min_distance: float,
-                     rng: np.random.Generator, max_rounds: int = 50) -> np.ndarray:
+                     rng: np.random.Generator, max_rounds: int = 50,
+                     spacing: float | None = None,
+                     existing: np.ndarray | None = None) -> np.ndarray:
     """Random box centres on one micrograph, away from every coordinate in ``avoid``.
 
     Parameters
@@ -42,7 +44,13 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
         how many centres to return.  Fewer are returned, with a warning, when
         the micrograph is too crowded to hold them.
     min_distance:
-        smallest allowed distance to ``avoid`` and between returned centres.
+        smallest allowed distance to ``avoid``.
+    spacing:
+        smallest allowed distance between returned centres (default
+        ``min_distance``); near-identical boxes would only repeat a patch.
+    existing:
+        negatives already chosen on this micrograph: new ones keep ``spacing``
+        from them too, and only the new ones are returned.
     """
     rows, cols = shape
     half = box / 2.0
@@ -50,23 +58,26 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
     hi = np.array([cols - half, rows - half])
     if count <= 0 or np.any(hi < lo):
         return np.empty((0, 2))
+    spacing = min_distance if spacing is None else spacing
     avoid = np.asarray(avoid, dtype=np.float64).reshape(-1, 2)
     avoid_tree = cKDTree(avoid) if len(avoid) else None
-    chosen = np.empty((0, 2))
+    start = np.empty((0, 2)) if existing is None else np.asarray(existing, float).reshape(-1, 2)
+    chosen = start
     for _ in range(max_rounds):
-        need = count - len(chosen)
+        need = count - (len(chosen) - len(start))
         if need <= 0:
             break
         candidates = rng.uniform(lo, hi, size=(max(4 * need, 64), 2))
         if avoid_tree is not None:
             dist, _ = avoid_tree.query(candidates)
             candidates = candidates[dist >= min_distance]
-        chosen = _add_spread(chosen, candidates, min_distance)[:count]
-    if len(chosen) < count:
+        chosen = _add_spread(chosen, candidates, spacing)[:len(start) + count]
+    new = chosen[len(start):]
+    if len(new) < count:
         logger.warning("Only %d of %d negative boxes fit on a %dx%d micrograph "
-                       "at %.1f px from every pick", len(chosen), count, cols, rows,
+                       "at %.1f px from every pick", len(new), count, cols, rows,
                        min_distance)
-    return chosen
+    return new
 
 
 def _add_spread(chosen: np.ndarray, candidates: np.ndarray, min_distance: float) -> np.ndarray:

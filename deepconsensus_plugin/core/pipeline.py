@@ -105,9 +105,12 @@ def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]
     """``total`` random negative centres spread evenly over the micrographs in ``shapes``.
 
     Each lies wholly inside its micrograph and at least ``min_distance`` from
-    every coordinate of ``avoid`` on the same micrograph.  Micrographs whose
-    share cannot be met (crowded ones) pass the rest to the others.
+    every coordinate of ``avoid`` on the same micrograph.  Negatives keep a
+    quarter box from each other: enough to avoid repeating a patch, little
+    enough that crowded micrographs still hold their share.  Micrographs whose
+    share cannot be met pass the rest to the others.
     """
+    spacing = box / 4.0
     rng = np.random.default_rng(seed)
     mics = sorted(shapes)
     rows_of = dict(avoid.per_micrograph())
@@ -118,7 +121,7 @@ def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]
     for m, count in zip(mics, wanted):
         avoid_xy = avoid.xy[rows_of[m]] if m in rows_of else np.empty((0, 2))
         picked[m] = sample_negatives(shapes[m], box, avoid_xy, int(count) + shortfall,
-                                     min_distance, rng)
+                                     min_distance, rng, spacing=spacing)
         shortfall = int(count) + shortfall - len(picked[m])
         if shortfall > 0:
             full.add(m)
@@ -129,8 +132,8 @@ def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]
         if m in full:
             continue
         avoid_xy = avoid.xy[rows_of[m]] if m in rows_of else np.empty((0, 2))
-        extra = sample_negatives(shapes[m], box, np.vstack([avoid_xy, picked[m]]), shortfall,
-                                 min_distance, rng)
+        extra = sample_negatives(shapes[m], box, avoid_xy, shortfall, min_distance, rng,
+                                 spacing=spacing, existing=picked[m])
         picked[m] = np.vstack([picked[m], extra])
         shortfall -= len(extra)
     if shortfall:
