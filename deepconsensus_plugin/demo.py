@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.project or "DeepConsensusDemo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     project = Manager().createProject(name)
+    os.chdir(project.path)  # pyworkflow resolves the project's files from here
     print("Scipion project: %s" % project.path, flush=True)
     start = time.perf_counter()
 

@@ -47,7 +47,7 @@ def test_picking_metrics_hand_example():
     assert m.f1 == pytest.approx(4 / 7)
     assert m.mcc is None
     assert m.as_dict() == {"n": 3, "n_truth": 4, "precision": m.precision,
-                           "recall": m.recall, "f1": m.f1, "mcc": None}
+                           "recall": m.recall, "f1": m.f1, "mcc": None, "accuracy": None}
 
 
 def test_picking_metrics_with_reference_adds_mcc():
@@ -62,6 +62,8 @@ def test_picking_metrics_with_reference_adds_mcc():
     assert m.f1 == pytest.approx(3 / 4)
     # tp=3 (0,1,6) fp=1 (4) fn=1 (2) tn=3 (3,5,7): (9 - 1) / sqrt(4*4*4*4) = 0.5
     assert m.mcc == pytest.approx(0.5)
+    # 6 of the 8 keep/prune decisions match the labels
+    assert m.accuracy == pytest.approx(6 / 8)
 
 
 def test_picking_metrics_empty():

@@ -24,6 +24,7 @@ class PickingMetrics:
     recall: float
     f1: float
     mcc: Optional[float] = None
+    accuracy: Optional[float] = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,14 +62,24 @@ def picking_metrics(is_tp: np.ndarray, found: np.ndarray,
     """Precision, recall and F1 from :func:`match_to_truth` results.
 
     With ``reference_tp`` (true-positive labels of a larger candidate set, e.g.
-    the OR set) and ``selected`` (which candidates this set keeps), the MCC of
-    the selection within that candidate set is added.
+    the OR set) and ``selected`` (which candidates this set keeps), the MCC and
+    the accuracy of the selection within that candidate set are added.
     """
     n, n_truth = len(is_tp), len(found)
     precision = float(np.mean(is_tp)) if n else 0.0
     recall = float(np.mean(found)) if n_truth else 0.0
-    value = mcc(reference_tp, selected) if reference_tp is not None else None
-    return PickingMetrics(n, n_truth, precision, recall, f1_score(precision, recall), value)
+    value = correct = None
+    if reference_tp is not None:
+        value = mcc(reference_tp, selected)
+        correct = accuracy(reference_tp, selected)
+    return PickingMetrics(n, n_truth, precision, recall, f1_score(precision, recall), value,
+                          correct)
+
+
+def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Share of candidates whose keep/prune decision matches their label."""
+    labels, predicted = np.asarray(labels, bool), np.asarray(predicted, bool)
+    return float(np.mean(labels == predicted)) if len(labels) else 0.0
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
