@@ -36,3 +36,20 @@ def configure(user_data: str | None = None) -> str:
     os.environ.setdefault("SCIPION_PYTHON", sys.executable)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m deepconsensus_plugin.headless COMMAND ...``: run COMMAND in that environment.
+
+    Lets Scipion's own tools (``pyworkflow.apps.pw_run_tests``, ``pw_project``)
+    run headless without writing the variables by hand.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        raise SystemExit("usage: python -m deepconsensus_plugin.headless COMMAND [ARGS...]")
+    configure()
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()
