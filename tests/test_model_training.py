@@ -16,7 +16,7 @@ from deepconsensus_plugin.core.model import ARCHITECTURES, build_model, paper_wi
 from deepconsensus_plugin.core.scoring import score_stack  # noqa: E402
 from deepconsensus_plugin.core.training import (  # noqa: E402
     ParticleBatches, TrainingConfig, TrainingResult, dihedral_augment, read_history,
-    split_validation, train_classifier)
+    split_validation, train_classifier, whole)
 
 SIZE = 32
 
@@ -124,11 +124,31 @@ def _identity_stacks(n_pos, n_neg, size=4):
     return pos, neg
 
 
+def _pairs(source, rows):
+    """(source, row) sample pairs for ParticleBatches."""
+    rows = np.asarray(rows)
+    return np.column_stack([np.full(len(rows), source), rows])
+
+
+def test_particle_batches_draw_a_class_from_several_stacks():
+    """A class can mix rows of two stacks (e.g. extracted negatives and user particles)."""
+    pos, neg = _identity_stacks(4, 4)
+    extra = neg - 100  # a second negative stack: -101 .. -104
+    batches = ParticleBatches([neg, extra, pos],
+                              [np.vstack([_pairs(0, [1, 3]), _pairs(1, [0, 2])]),
+                               _pairs(2, [0, 1, 2, 3])],
+                              batch_size=3, seed=0, augment=True)
+    images, labels = (np.concatenate(a) for a in zip(*list(batches)))
+    values = images[:, 0, 0, 0]
+    assert sorted(values[labels == 0].tolist()) == [-103.0, -101.0, -4.0, -2.0]
+    assert sorted(values[labels == 1].tolist()) == [1.0, 2.0, 3.0, 4.0]
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_particle_batches_are_balanced_and_shaped(augment):
     pos, neg = _identity_stacks(10, 3)
-    batches = ParticleBatches(pos, neg, np.arange(10), np.arange(3), batch_size=6, seed=0,
-                              augment=augment)
+    batches = ParticleBatches([neg, pos], [_pairs(0, np.arange(3)), _pairs(1, np.arange(10))],
+                              batch_size=6, seed=0, augment=augment)
     assert len(batches) == 4  # ceil(2 * 10 / 6)
     for _ in range(2):  # two epochs
         got = list(batches)
@@ -154,8 +174,8 @@ def test_particle_batches_are_balanced_and_shaped(augment):
 
 def test_particle_batches_respect_index_subsets_and_unbalanced_mode():
     pos, neg = _identity_stacks(8, 8)
-    batches = ParticleBatches(pos, neg, np.array([1, 5]), np.array([0, 2, 7]), batch_size=256,
-                              seed=0, augment=False, balance=False)
+    batches = ParticleBatches([neg, pos], [_pairs(0, [0, 2, 7]), _pairs(1, [1, 5])],
+                              batch_size=256, seed=0, augment=False, balance=False)
     assert len(batches) == 1
     (images, labels), = list(batches)
     values = images[:, 0, 0, 0]
@@ -169,8 +189,9 @@ def test_particle_batches_respect_index_subsets_and_unbalanced_mode():
 
 def test_particle_batches_seeded_shuffle():
     pos, neg = _identity_stacks(20, 20)
-    first = [lab for _, lab in ParticleBatches(pos, neg, np.arange(20), np.arange(20), 8, 3, True)]
-    second = [lab for _, lab in ParticleBatches(pos, neg, np.arange(20), np.arange(20), 8, 3, True)]
+    samples = [_pairs(0, np.arange(20)), _pairs(1, np.arange(20))]
+    first = [lab for _, lab in ParticleBatches([neg, pos], samples, 8, 3, True)]
+    second = [lab for _, lab in ParticleBatches([neg, pos], samples, 8, 3, True)]
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(second))
     labels = np.concatenate(first)
     assert not (np.all(labels[:20] == 0) and np.all(labels[20:] == 1))  # shuffled
@@ -194,7 +215,8 @@ def trained(data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("training")
     model_path = str(folder / "model.keras")
     history_path = str(folder / "history.csv")
-    result = train_classifier(data["pos"], data["neg"], CONFIG, model_path, history_path)
+    result = train_classifier([whole(data["pos"])], [whole(data["neg"])], CONFIG, model_path,
+                              history_path)
     stack = create_stack(str(folder / "test.npy"), 200, SIZE)
     stack[:100] = data["test_pos"]
     stack[100:] = data["test_neg"]
@@ -253,7 +275,8 @@ def test_score_stack_batching_does_not_change_scores(trained):
 
 def test_training_is_deterministic_on_cpu(data, trained, tmp_path):
     """The same seed and data give the same model: identical history and scores."""
-    result = train_classifier(data["pos"], data["neg"], CONFIG, str(tmp_path / "again.keras"),
+    result = train_classifier([whole(data["pos"])], [whole(data["neg"])], CONFIG,
+                              str(tmp_path / "again.keras"),
                               str(tmp_path / "again.csv"))
     assert result.history == trained["result"].history
     scores = score_stack(str(tmp_path / "again.keras"), trained["stack"], batch_size=64,
@@ -264,6 +287,7 @@ def test_training_is_deterministic_on_cpu(data, trained, tmp_path):
 def test_train_classifier_refuses_too_few_particles(tmp_path):
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="cannot train on 1 positive"):
-        train_classifier(_particles(1, True, rng), _particles(10, False, rng), CONFIG,
+        train_classifier([whole(_particles(1, True, rng))], [whole(_particles(10, False, rng))],
+                         CONFIG,
                          str(tmp_path / "m.keras"), str(tmp_path / "h.csv"))
     assert not (tmp_path / "m.keras").exists()

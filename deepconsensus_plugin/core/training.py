@@ -48,55 +48,66 @@ class TrainingResult:
     seconds: float
 
 
-class ParticleBatches:
-    """Balanced, shuffled, augmented batches drawn from a positive and a negative stack.
+Source = tuple[np.ndarray, np.ndarray]
+"""A particle stack (usually memory-mapped) and the rows of it to use."""
 
-    Each epoch visits every particle of the larger class once and cycles the
-    smaller class to the same count, so that batches are balanced without
-    discarding data.  Reading is done in sorted index order per batch, which
-    is what a memory-mapped stack reads fastest.
+
+def whole(stack: np.ndarray) -> Source:
+    """Every particle of a stack, as a training source."""
+    return stack, np.arange(len(stack))
+
+
+class ParticleBatches:
+    """Balanced, shuffled, augmented batches of labelled particles read from stacks.
+
+    ``samples`` holds, per label (0 = negative, 1 = positive), an (n, 2) array
+    of (source number, row) pairs into ``stacks``, so that a class can draw
+    on several stacks (extracted negatives and user-given particles, say)
+    without copying them.  Each epoch visits every particle of the larger
+    class once and cycles the smaller class to the same count, so batches are
+    balanced without discarding data.  Rows are read in sorted order per
+    stack, which is what a memory-mapped stack reads fastest.
     """
 
-    def __init__(self, positives: np.ndarray, negatives: np.ndarray,
-                 pos_index: np.ndarray, neg_index: np.ndarray,
+    def __init__(self, stacks: Sequence[np.ndarray], samples: Sequence[np.ndarray],
                  batch_size: int, seed: int, augment: bool, balance: bool = True):
-        self.stacks = (negatives, positives)
-        self.index = (np.asarray(neg_index), np.asarray(pos_index))
+        self.stacks = list(stacks)
+        self.samples = [np.asarray(s, dtype=np.int64).reshape(-1, 2) for s in samples]
         self.batch_size = batch_size
         self.augment = augment
         self.balance = balance
         self.rng = np.random.default_rng(seed)
 
     def epoch_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        """(label, stack index) of one epoch, shuffled."""
+        """(labels, (source, row) pairs) of one epoch, shuffled when augmenting."""
         if self.balance:
-            per_class = max(len(i) for i in self.index)
-            chosen = [np.resize(self.rng.permutation(idx), per_class) if len(idx) else idx
-                      for idx in self.index]
+            per_class = max(len(s) for s in self.samples)
+            chosen = [s[np.resize(self.rng.permutation(len(s)), per_class)] if len(s) else s
+                      for s in self.samples]
         else:
-            chosen = list(self.index)
+            chosen = self.samples
         labels = np.concatenate([np.full(len(c), lab, dtype=np.int64)
                                  for lab, c in enumerate(chosen)])
-        samples = np.concatenate(chosen).astype(np.int64)
+        pairs = np.concatenate(chosen)
         order = self.rng.permutation(len(labels)) if self.augment else np.arange(len(labels))
-        return labels[order], samples[order]
+        return labels[order], pairs[order]
 
     def __len__(self) -> int:
-        n = (2 * max(len(i) for i in self.index) if self.balance
-             else sum(len(i) for i in self.index))
+        n = (2 * max(len(s) for s in self.samples) if self.balance
+             else sum(len(s) for s in self.samples))
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        labels, samples = self.epoch_samples()
+        labels, pairs = self.epoch_samples()
+        shape = self.stacks[0].shape[1:]
         for start in range(0, len(labels), self.batch_size):
             lab = labels[start:start + self.batch_size]
-            idx = samples[start:start + self.batch_size]
-            images = np.empty((len(lab),) + self.stacks[0].shape[1:], dtype=np.float32)
-            for cls in (0, 1):
-                where = np.flatnonzero(lab == cls)
-                if len(where):
-                    order = np.argsort(idx[where])
-                    images[where[order]] = self.stacks[cls][idx[where][order]]
+            batch = pairs[start:start + self.batch_size]
+            images = np.empty((len(lab),) + shape, dtype=np.float32)
+            for source in np.unique(batch[:, 0]):
+                where = np.flatnonzero(batch[:, 0] == source)
+                where = where[np.argsort(batch[where, 1])]
+                images[where] = self.stacks[source][batch[where, 1]]
             if self.augment:
                 images = dihedral_augment(images, self.rng)
             yield images[..., None], lab.astype(np.float32)
@@ -132,17 +143,22 @@ def _as_dataset(batches: ParticleBatches, size: int):
                                           output_signature=signature).prefetch(2)
 
 
-def train_classifier(positives: np.ndarray, negatives: np.ndarray, config: TrainingConfig,
-                     model_path: str, history_path: str,
-                     gpus: Optional[Sequence[int]] = None,
-                     pos_index: Optional[np.ndarray] = None,
-                     neg_index: Optional[np.ndarray] = None) -> TrainingResult:
+def _label_samples(sources: Sequence[Source], offset: int) -> np.ndarray:
+    """(source number, row) pairs of one class's sources, numbered from ``offset``."""
+    parts = [np.column_stack([np.full(len(rows), offset + i), np.asarray(rows)])
+             for i, (_, rows) in enumerate(sources)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty((0, 2), np.int64)
+
+
+def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
+                     config: TrainingConfig, model_path: str, history_path: str,
+                     gpus: Optional[Sequence[int]] = None) -> TrainingResult:
     """Train a classifier of positives (label 1) vs negatives (label 0) and save it.
 
-    ``positives`` and ``negatives`` are (n, size, size) arrays, usually
-    memory-mapped stacks; ``pos_index`` / ``neg_index`` select the rows to
-    use (default: all), so a subset is never copied into memory.  The best
-    model by validation loss is written to ``model_path`` (``.keras``) and the
+    Each class is a list of (stack, rows) sources, e.g. the AND rows of the
+    OR stack for positives and the random negatives plus user-given particles
+    for negatives; nothing is copied into memory.  The best model by
+    validation loss is written to ``model_path`` (``.keras``) and the
     per-epoch history to ``history_path``.
     """
     from .runtime import configure_tensorflow
@@ -152,22 +168,21 @@ def train_classifier(positives: np.ndarray, negatives: np.ndarray, config: Train
 
     from .model import build_model
 
-    pos_index = np.arange(len(positives)) if pos_index is None else np.asarray(pos_index)
-    neg_index = np.arange(len(negatives)) if neg_index is None else np.asarray(neg_index)
-    if min(len(pos_index), len(neg_index)) < 2:
-        raise ValueError(f"cannot train on {len(pos_index)} positive and "
-                         f"{len(neg_index)} negative particles")
-    size = positives.shape[-1]
+    stacks = [stack for stack, _ in negatives] + [stack for stack, _ in positives]
+    neg = _label_samples(negatives, 0)
+    pos = _label_samples(positives, len(negatives))
+    if min(len(pos), len(neg)) < 2:
+        raise ValueError(f"cannot train on {len(pos)} positive and {len(neg)} negative particles")
+    size = stacks[0].shape[-1]
     rng = np.random.default_rng(config.seed)
-    pos_train, pos_val = (pos_index[i] for i in
-                          split_validation(len(pos_index), config.validation_fraction, rng))
-    neg_train, neg_val = (neg_index[i] for i in
-                          split_validation(len(neg_index), config.validation_fraction, rng))
-    train = ParticleBatches(positives, negatives, pos_train, neg_train,
-                            config.batch_size, config.seed + 1, augment=True)
-    val = ParticleBatches(positives, negatives, pos_val, neg_val,
-                          max(config.batch_size, 256), config.seed + 2, augment=False,
-                          balance=False)
+    pos_train, pos_val = (pos[i] for i in
+                          split_validation(len(pos), config.validation_fraction, rng))
+    neg_train, neg_val = (neg[i] for i in
+                          split_validation(len(neg), config.validation_fraction, rng))
+    train = ParticleBatches(stacks, [neg_train, pos_train], config.batch_size, config.seed + 1,
+                            augment=True)
+    val = ParticleBatches(stacks, [neg_val, pos_val], max(config.batch_size, 256),
+                          config.seed + 2, augment=False, balance=False)
     logger.info("Training a %s network on %d positive and %d negative particles "
                 "(%d + %d held out for validation), %d x %d px",
                 config.architecture, len(pos_train), len(neg_train),

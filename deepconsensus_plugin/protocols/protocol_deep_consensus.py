@@ -280,16 +280,17 @@ class ProtDeepConsensus(ProtParticles):
                 "with a lower k, a larger consensus radius, or check that the input sets "
                 "are on the same micrographs and pixel size."
                 % (len(positives), info["minVotes"], MIN_POSITIVES))
+        negStack = extraction.open_stack(self._path("neg_particles.npy"))
         negUsable = np.concatenate([~np.isin(negatives.mic, info["skippedMicIds"]),
                                     np.ones(info["nNegUserParticles"], dtype=bool)])
         config = TrainingConfig(architecture=architecture, max_epochs=maxEpochs,
                                 patience=patience, lr_patience=max(1, patience // 2),
                                 learning_rate=learningRate, batch_size=batchSize, seed=seed)
-        result = train_classifier(extraction.open_stack(self._path("or_particles.npy")),
-                                  extraction.open_stack(self._path("neg_particles.npy")),
+        result = train_classifier([(extraction.open_stack(self._path("or_particles.npy")),
+                                    positives)],
+                                  [(negStack, np.flatnonzero(negUsable))],
                                   config, self._path("model.keras"),
-                                  self._path("history.csv"), gpus=self._gpus(),
-                                  pos_index=positives, neg_index=np.flatnonzero(negUsable))
+                                  self._path("history.csv"), gpus=self._gpus())
         self._updateInfo(architecture=architecture, epochs=result.epochs,
                          valAccuracy=result.val_accuracy, valLoss=result.val_loss,
                          trainingSeconds=result.seconds, nTrainPositives=len(positives))
