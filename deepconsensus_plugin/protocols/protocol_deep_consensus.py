@@ -21,6 +21,7 @@ from .. import convert
 from ..core import extraction, pipeline
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES
+from ..core.thresholds import automatic_threshold
 
 MIN_POSITIVES = 100
 """Fewer AND particles than this cannot train a classifier that generalises."""
@@ -49,6 +50,8 @@ class ProtDeepConsensus(ProtParticles):
 
     AND_ALL = 0
     AND_AT_LEAST = 1
+    THRESHOLD_FIXED = 0
+    THRESHOLD_AUTOMATIC = 1
 
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -154,7 +157,15 @@ class ProtDeepConsensus(ProtParticles):
                            "same scores on CPU.")
 
         form.addSection(label="Scoring")
+        form.addParam("thresholdMode", params.EnumParam, default=self.THRESHOLD_FIXED,
+                      choices=["fixed", "automatic"], display=params.EnumParam.DISPLAY_HLIST,
+                      label="Threshold",
+                      help="'fixed' uses the value below. 'automatic' places the threshold "
+                           "in the valley between the two modes of the OR set's score "
+                           "distribution (Otsu's method), which needs no ground truth "
+                           "and follows a classifier whose scores are shifted.")
         form.addParam("threshold", params.FloatParam, default=0.5,
+                      condition="thresholdMode==%d" % self.THRESHOLD_FIXED,
                       label="Score threshold",
                       help="OR coordinates scoring at or above it are DC-retained, the "
                            "others DC-pruned. 0.5 is the natural cut of a balanced "
@@ -175,7 +186,8 @@ class ProtDeepConsensus(ProtParticles):
                                  self.learningRate.get(), self.batchSize.get(), self.seed.get(),
                                  needsGPU=True)
         self._insertFunctionStep(self.scoreStep, needsGPU=True)
-        self._insertFunctionStep(self.createOutputStep, self.threshold.get(), needsGPU=False)
+        self._insertFunctionStep(self.createOutputStep, self.thresholdMode.get(),
+                                 self.threshold.get(), needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
     def consensusStep(self, radiusFraction, minVotes, inputSignature):
@@ -307,9 +319,12 @@ class ProtDeepConsensus(ProtParticles):
         tmp = self._path("scores.tmp.npy")
         np.save(tmp, scores)
         os.replace(tmp, self._path("scores.npy"))
+        self._updateInfo(autoThreshold=automatic_threshold(scores))
 
-    def createOutputStep(self, threshold):
+    def createOutputStep(self, thresholdMode, threshold):
         info = self._readInfo()
+        if thresholdMode == self.THRESHOLD_AUTOMATIC:
+            threshold = info["autoThreshold"]
         table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
         scores = np.load(self._path("scores.npy"))
         micInfo = {int(k): tuple(v) for k, v in self._readJson("micrographs.json").items()}
@@ -329,7 +344,8 @@ class ProtDeepConsensus(ProtParticles):
         for pointer in self.inputCoordinates:
             for coordSet in outputs.values():
                 self._defineSourceRelation(pointer, coordSet)
-        self._updateInfo(threshold=threshold, nRetained=len(retained), nPruned=len(pruned))
+        self._updateInfo(threshold=threshold, thresholdMode=["fixed", "automatic"][thresholdMode],
+                         nRetained=len(retained), nPruned=len(pruned))
 
     # -------------------------- INFO functions -------------------------------
     def _validate(self):
@@ -404,9 +420,10 @@ class ProtDeepConsensus(ProtParticles):
                          % (info["architecture"], info["epochs"], info["valAccuracy"]))
         if "nRetained" in info:
             total = info["nRetained"] + info["nPruned"]
-            lines.append("Kept %d of %d coordinates (%.1f%%) at threshold %.2f; pruned %d."
+            lines.append("Kept %d of %d coordinates (%.1f%%) at %s threshold %.2f; pruned %d."
                          % (info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
-                            info["threshold"], info["nPruned"]))
+                            info.get("thresholdMode", "fixed"), info["threshold"],
+                            info["nPruned"]))
             if info["nRetained"] == 0 or info["nPruned"] == 0:
                 lines.append("WARNING: every score is on one side of the threshold; check "
                              "the training curves and the score histogram.")
