@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
 
 ARCHITECTURES = ("fast", "paper")
+DEFAULT_SIZE = 64
+"""Network input size (px) the boxes are downsampled to by default."""
 L2_STRENGTH = 1e-5
 DROPOUT = 0.5
 BN_MOMENTUM = 0.9

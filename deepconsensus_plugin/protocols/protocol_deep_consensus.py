@@ -20,7 +20,7 @@ from pyworkflow.utils import Message
 from .. import convert
 from ..core import extraction, pipeline
 from ..core.consensus import rescale
-from ..core.model import ARCHITECTURES
+from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.thresholds import automatic_threshold
 
 MIN_POSITIVES = 100
@@ -114,7 +114,7 @@ class ProtDeepConsensus(ProtParticles):
                            "the negatives; their contrast must match the micrographs'.")
 
         form.addSection(label="Extraction")
-        form.addParam("networkSize", params.IntParam, default=64,
+        form.addParam("networkSize", params.IntParam, default=DEFAULT_SIZE,
                       label="Network box size (px)",
                       help="Boxes are Fourier-downsampled to this size before the "
                            "network sees them. 64 px keeps a particle's shape and costs "

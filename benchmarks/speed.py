@@ -1,0 +1,295 @@
+"""Speed and memory of every stage, measured in one run on synthetic data.
+
+    python benchmarks/speed.py --out OUT [--particles 250000] [--skip-memory]
+
+Writes ``OUT/speed.json`` and prints a table:
+
+* consensus: coordinates/s for 3 pickers x 10^4, 10^5 and 10^6 coordinates;
+* extraction: particles/s from MRC micrographs into the on-disk stack;
+* training and scoring: images/s of the paper network at 128 px and of the
+  default network at its input size, their ratio, FLOPs per particle and the
+  GFLOP/s achieved; time to convergence of the default network on a
+  synthetic problem;
+* memory: peak resident memory of the whole pipeline (consensus to scores)
+  on a synthetic run of ``--particles`` OR coordinates, in a child process,
+  and at a tenth of that to show how it grows.
+
+Ratios are taken within the same run: machines here are shared and noisy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
+
+PICKS_PER_MICROGRAPH = 1000
+MICROGRAPH = (2048, 2048)
+BOX = 180
+
+
+def best_of(repeats: int, func) -> float:
+    """The shortest of a few timings: the least disturbed by other load."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def synthetic_pickers(n_per_picker: int, rng: np.random.Generator) -> list[dict]:
+    """Three pickers sharing most particles, with jitter and their own false positives."""
+    n_mics = max(1, n_per_picker // PICKS_PER_MICROGRAPH)
+    pickers: list[dict] = [{}, {}, {}]
+    for m in range(n_mics):
+        truth = rng.uniform(100, 4000, size=(PICKS_PER_MICROGRAPH, 2))
+        for picker in pickers:
+            xy = truth + rng.normal(scale=3, size=truth.shape)
+            false = rng.random(len(xy)) < 0.2
+            xy[false] = rng.uniform(100, 4000, size=(int(false.sum()), 2))
+            picker[m] = xy
+    return pickers
+
+
+def bench_consensus(rng) -> dict:
+    rows = {}
+    for n in (10_000, 100_000, 1_000_000):
+        pickers = synthetic_pickers(n, rng)
+        seconds = best_of(1 if n >= 1_000_000 else 3,
+                          lambda: pipeline.consensus_table(pickers, 0.1 * BOX))
+        rows[str(n)] = {"coordinates": 3 * n, "seconds": seconds,
+                        "coordinates_per_s": 3 * n / seconds}
+    return rows
+
+
+def make_micrographs(folder: str, n: int, rng) -> list[str]:
+    paths = []
+    for i in range(n):
+        import mrcfile
+
+        path = os.path.join(folder, "mic%04d.mrc" % i)
+        with mrcfile.new(path, overwrite=True) as mrc:
+            mrc.set_data(rng.normal(size=MICROGRAPH).astype(np.float32))
+        paths.append(path)
+    return paths
+
+
+def bench_extraction(folder: str, size: int, rng) -> dict:
+    paths = make_micrographs(folder, 8, rng)
+    per_mic = 500
+    table = pipeline.CoordinateTable.from_picks(
+        {i: rng.uniform(BOX, MICROGRAPH[0] - BOX, size=(per_mic, 2)) for i in range(len(paths))})
+    jobs = dict(enumerate(paths))
+
+    def run():
+        stack = extraction.create_stack(os.path.join(folder, "stack.npy"), len(table), size)
+        extraction.extract_to_stack(pipeline.extraction_jobs(table, jobs), stack, BOX)
+
+    seconds = best_of(3, run)
+    return {"particles": len(table), "box": BOX, "size": size, "seconds": seconds,
+            "particles_per_s": len(table) / seconds}
+
+
+def model_flops(model) -> float:
+    """Multiply-adds x 2 of one forward pass, counted from the convolution and dense layers."""
+    import keras
+
+    flops = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            out_h, out_w, out_c = layer.output.shape[1:]
+            k_h, k_w = layer.kernel_size
+            in_c = layer.input.shape[-1]
+            flops += 2.0 * out_h * out_w * out_c * k_h * k_w * in_c
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2.0 * layer.input.shape[-1] * layer.units
+    return flops
+
+
+def bench_network(architecture: str, size: int, n_train: int, n_score: int) -> dict:
+    import keras
+
+    from deepconsensus_plugin.core.model import build_model
+
+    model = build_model(architecture, size)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_train, size, size, 1)).astype(np.float32)
+    y = (rng.random(n_train) < 0.5).astype(np.float32)
+    model.fit(x[:64], y[:64], batch_size=64, epochs=1, verbose=0)  # build and warm up
+    train_s = best_of(2, lambda: model.fit(x, y, batch_size=64, epochs=1, verbose=0))
+    xs = rng.normal(size=(n_score, size, size, 1)).astype(np.float32)
+    model.predict_on_batch(xs[:512])
+    score_s = best_of(2, lambda: [model.predict_on_batch(xs[i:i + 512])
+                                  for i in range(0, n_score, 512)])
+    flops = model_flops(model)
+    train_rate, score_rate = n_train / train_s, n_score / score_s
+    return {"architecture": architecture, "size": size, "parameters": model.count_params(),
+            "forward_mflop_per_particle": flops / 1e6,
+            "train_images_per_s": train_rate, "score_particles_per_s": score_rate,
+            # a training step costs about three forward passes (forward, two backward)
+            "train_gflop_per_s": 3 * flops * train_rate / 1e9,
+            "score_gflop_per_s": flops * score_rate / 1e9}
+
+
+def bench_convergence(folder: str, size: int) -> dict:
+    """Time to early-stopping convergence of the default training on a synthetic problem."""
+    from deepconsensus_plugin.core import synthetic
+    from deepconsensus_plugin.core.training import TrainingConfig, train_classifier, whole
+
+    mics, pickers = synthetic.make_dataset(os.path.join(folder, "conv"), n_micrographs=6,
+                                           shape=(1024, 1024), n_particles=150, n_junk=40,
+                                           diameter=64)
+    box = 96
+    table = pipeline.consensus_table([{i: p[i] for i in range(len(mics))} for p in pickers],
+                                     0.1 * box)
+    shapes = {i: (1024, 1024) for i in range(len(mics))}
+    negatives = pipeline.negatives_table(table, shapes, box, int((table.votes >= 3).sum()),
+                                         0.5 * box, 0)
+    paths = {i: m.path for i, m in enumerate(mics)}
+    stacks = []
+    for name, coords in (("or", table), ("neg", negatives)):
+        stack = extraction.create_stack(os.path.join(folder, name + ".npy"), len(coords), size)
+        extraction.extract_to_stack(pipeline.extraction_jobs(coords, paths), stack, box)
+        stacks.append(stack)
+    result = train_classifier([(stacks[0], np.flatnonzero(table.votes >= 3))],
+                              [whole(stacks[1])], TrainingConfig(max_epochs=50),
+                              os.path.join(folder, "m.keras"), os.path.join(folder, "h.csv"))
+    return {"epochs": result.epochs, "seconds": result.seconds,
+            "val_accuracy": result.val_accuracy,
+            "particles": int((table.votes >= 3).sum()) + len(negatives)}
+
+
+MEMORY_CHILD = r"""
+import sys, os, resource, numpy as np
+sys.path.insert(0, sys.argv[3])
+from benchmarks.speed import run_pipeline
+run_pipeline(int(sys.argv[1]), sys.argv[2])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def run_pipeline(n_or: int, folder: str) -> None:
+    """The whole pipeline on ``n_or`` synthetic OR coordinates (one training epoch)."""
+    from deepconsensus_plugin.core.model import DEFAULT_SIZE
+    from deepconsensus_plugin.core.scoring import score_stack
+    from deepconsensus_plugin.core.training import TrainingConfig, train_classifier
+
+    rng = np.random.default_rng(0)
+    per_mic = 500
+    n_mics = max(1, n_or // per_mic)
+    paths = {}
+    mic_path = make_micrographs(folder, 1, rng)[0]
+    for m in range(n_mics):  # every micrograph entry points to one file: the read is the same
+        paths[m] = mic_path
+    pickers = [{m: rng.uniform(BOX, MICROGRAPH[0] - BOX, size=(per_mic, 2))
+                for m in range(n_mics)}]
+    pickers.append({m: xy + rng.normal(scale=2, size=xy.shape) for m, xy in pickers[0].items()})
+    table = pipeline.consensus_table(pickers, 0.1 * BOX)
+    positives = np.flatnonzero(table.votes >= 2)
+    shapes = {m: MICROGRAPH for m in paths}
+    negatives = pipeline.negatives_table(table, shapes, BOX, len(positives), 0.1 * BOX, 0)
+    size = DEFAULT_SIZE
+    or_stack = extraction.create_stack(os.path.join(folder, "or.npy"), len(table), size)
+    extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), or_stack, BOX)
+    neg_stack = extraction.create_stack(os.path.join(folder, "neg.npy"), len(negatives), size)
+    extraction.extract_to_stack(pipeline.extraction_jobs(negatives, paths), neg_stack, BOX)
+    del or_stack, neg_stack
+    or_stack = extraction.open_stack(os.path.join(folder, "or.npy"))
+    neg_stack = extraction.open_stack(os.path.join(folder, "neg.npy"))
+    train_classifier([(or_stack, positives)], [(neg_stack, np.arange(len(neg_stack)))],
+                     TrainingConfig(max_epochs=1), os.path.join(folder, "m.keras"),
+                     os.path.join(folder, "h.csv"))
+    score_stack(os.path.join(folder, "m.keras"), or_stack)
+
+
+def bench_memory(n_or: int, folder: str) -> dict:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n_or), folder, repo],
+                         capture_output=True, text=True, check=True)
+    peak_kib = int(out.stdout.strip().splitlines()[-1])
+    return {"or_coordinates": n_or, "peak_rss_mib": peak_kib / 1024,
+            "seconds": time.perf_counter() - start}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--particles", type=int, default=250_000,
+                        help="OR coordinates of the memory run")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from deepconsensus_plugin.core.runtime import configure_tensorflow
+
+    configure_tensorflow(None, 0)
+    from deepconsensus_plugin.core.model import DEFAULT_SIZE
+
+    rng = np.random.default_rng(0)
+    results: dict = {"cpu_count": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as folder:
+        results["consensus"] = bench_consensus(rng)
+        print("consensus done", flush=True)
+        results["extraction"] = bench_extraction(folder, DEFAULT_SIZE, rng)
+        print("extraction done", flush=True)
+        results["networks"] = {
+            "paper_128": bench_network("paper", 128, 256, 512),
+            "fast_default": bench_network("fast", DEFAULT_SIZE, 4096, 8192)}
+        paper, fast = results["networks"]["paper_128"], results["networks"]["fast_default"]
+        results["ratios_fast_vs_paper"] = {
+            "training": fast["train_images_per_s"] / paper["train_images_per_s"],
+            "scoring": fast["score_particles_per_s"] / paper["score_particles_per_s"]}
+        print("networks done", flush=True)
+        results["convergence"] = bench_convergence(folder, DEFAULT_SIZE)
+        if not args.skip_memory:
+            results["memory"] = []
+            for n in (args.particles // 10, args.particles):
+                os.makedirs(os.path.join(folder, "mem%d" % n))
+                results["memory"].append(bench_memory(n, os.path.join(folder, "mem%d" % n)))
+    results["self_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open(os.path.join(args.out, "speed.json"), "w") as handle:
+        json.dump(results, handle, indent=1)
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict) -> None:
+    print("\nconsensus (3 pickers):")
+    for n, row in r["consensus"].items():
+        print("  3 x %-9s %8.2f s  %12.0f coordinates/s" % (n, row["seconds"],
+                                                          row["coordinates_per_s"]))
+    e = r["extraction"]
+    print("extraction: %d particles (%d -> %d px) %.0f particles/s"
+          % (e["particles"], e["box"], e["size"], e["particles_per_s"]))
+    for name, n in r["networks"].items():
+        print("%-13s %3d px %8d params %7.1f MFLOP: train %7.0f img/s (%5.1f GFLOP/s), "
+              "score %7.0f/s (%5.1f GFLOP/s)"
+              % (name, n["size"], n["parameters"], n["forward_mflop_per_particle"],
+                 n["train_images_per_s"], n["train_gflop_per_s"], n["score_particles_per_s"],
+                 n["score_gflop_per_s"]))
+    ratio = r["ratios_fast_vs_paper"]
+    print("default vs paper: training x%.1f, scoring x%.1f" % (ratio["training"],
+                                                                ratio["scoring"]))
+    c = r["convergence"]
+    print("convergence: %d epochs, %.0f s on %d particles, validation accuracy %.3f"
+          % (c["epochs"], c["seconds"], c["particles"], c["val_accuracy"]))
+    for m in r.get("memory", []):
+        print("memory: %d OR coordinates -> peak %.0f MiB (%.0f s)"
+              % (m["or_coordinates"], m["peak_rss_mib"], m["seconds"]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
