@@ -221,7 +221,9 @@ class ProtDeepConsensus(ProtParticles):
         votes = table.votes
         ignored = sum(len(m) for m in (convert.micrographsByName(s.getMicrographs())
                                        for s in sets)) - len(common) * len(sets)
-        self._updateInfo(nPickers=len(sets), box=box, samplingRate=refSampling,
+        otherBoxes = sorted({s.getBoxSize() for s in sets[1:]} - {box})
+        self._updateInfo(nPickers=len(sets), box=box, otherBoxSizes=otherBoxes,
+                         samplingRate=refSampling,
                          minVotes=minVotes, radiusPx=radiusFraction * box,
                          nMicrographs=len(common), ignoredMicrographEntries=ignored,
                          rescaledSets=rescaled, nOr=len(table),
@@ -401,6 +403,10 @@ class ProtDeepConsensus(ProtParticles):
         if info.get("ignoredMicrographEntries"):
             lines.append("Only micrographs common to all input sets were used; %d "
                          "micrograph entries were left out." % info["ignoredMicrographEntries"])
+        if info.get("otherBoxSizes"):
+            lines.append("The input sets have other box sizes too (%s px); the first set's "
+                         "%d px was used." % (", ".join(map(str, info["otherBoxSizes"])),
+                                             info["box"]))
         if info.get("rescaledSets"):
             lines.append("Rescaled to %.3f A/px: %s." % (info["samplingRate"],
                                                         ", ".join(info["rescaledSets"])))

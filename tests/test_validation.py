@@ -1,0 +1,91 @@
+"""ProtDeepConsensus refuses bad input before running, with messages that name the culprit."""
+import os
+import shutil
+
+from pwem.protocols import ProtImportMicrographs
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
+
+from .scipion_helpers import importSynthetic, writeBoxFiles
+
+
+class TestValidation(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(
+            cls, nMicrographs=2, shape=(256, 256), nParticles=12)
+        # The same micrographs under other names: a set that shares none with the first.
+        folder = os.path.abspath(cls.proj.getTmpPath("renamed"))
+        os.makedirs(folder)
+        for mic in cls.truth:
+            shutil.copy(mic.path, os.path.join(folder, "other_" + os.path.basename(mic.path)))
+        cls.otherMics = cls.newProtocol(ProtImportMicrographs, filesPath=folder,
+                                        filesPattern="other_*.mrc", samplingRate=2.0)
+        cls.launchProtocol(cls.otherMics)
+        boxes = os.path.join(folder, "boxes")
+        renamed = [type(m)(os.path.join(folder, "other_" + os.path.basename(m.path)),
+                           m.particles, m.junk) for m in cls.truth]
+        writeBoxFiles(boxes, renamed, [m.particles for m in cls.truth], 48)
+        cls.otherCoords = cls.newProtocol(ProtImportPickerCoordinates, filesPath=boxes,
+                                          filesPattern="*.box")
+        cls.otherCoords.setObjLabel("renamed picker")
+        cls.otherCoords.inputMicrographs.set(cls.otherMics)
+        cls.otherCoords.inputMicrographs.setExtended("outputMicrographs")
+        cls.launchProtocol(cls.otherCoords)
+
+    def newDeepConsensus(self, protocols, **params):
+        prot = self.newProtocol(ProtDeepConsensus, **params)
+        for p in protocols:
+            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
+        return prot
+
+    def assertError(self, prot, *fragments):
+        errors = "\n".join(prot.validate())
+        for fragment in fragments:
+            self.assertIn(fragment, errors)
+
+    def test_valid_input_passes(self):
+        self.assertEqual(self.newDeepConsensus(self.protCoords).validate(), [])
+
+    def test_fewer_than_two_sets(self):
+        self.assertError(self.newDeepConsensus(self.protCoords[:1]),
+                         "at least two pickers", "1 set(s) given")
+
+    def test_sets_without_common_micrographs_are_named(self):
+        prot = self.newDeepConsensus([self.protCoords[0], self.otherCoords])
+        self.assertError(prot, "share no micrograph", "'picker 0'", "'renamed picker'")
+
+    def test_empty_set_is_named(self):
+        prot = self.newDeepConsensus(self.protCoords)
+        coords = prot.inputCoordinates[1].get()
+        coords.getSize = lambda: 0  # the import protocol's in-memory set, restored below
+        self.addCleanup(delattr, coords, "getSize")
+        self.assertError(prot, "'picker 1' (outputCoordinates) is empty")
+
+    def test_missing_or_tiny_box_size(self):
+        coords = self.protCoords[0].outputCoordinates
+        self.addCleanup(coords.setBoxSize, coords.getBoxSize())
+        for box in (None, 4):
+            coords.setBoxSize(box)
+            self.assertError(self.newDeepConsensus(self.protCoords), "box size of 'picker 0'")
+
+    def test_parameters_out_of_range(self):
+        cases = {"consensusRadius": (1.5, "Consensus radius"),
+                 "negativeRatio": (0, "Negatives per positive"),
+                 "networkSize": (8, "Network box size"),
+                 "maxEpochs": (0, "Maximum epochs"),
+                 "learningRate": (2.0, "Learning rate"),
+                 "batchSize": (1, "Batch size"),
+                 "threshold": (1.2, "Score threshold")}
+        for name, (value, fragment) in cases.items():
+            with self.subTest(name):
+                self.assertError(self.newDeepConsensus(self.protCoords, **{name: value}),
+                                 fragment)
+
+    def test_k_above_the_number_of_pickers(self):
+        prot = self.newDeepConsensus(self.protCoords, andRule=ProtDeepConsensus.AND_AT_LEAST,
+                                     minVotes=4)
+        self.assertError(prot, "k must be between 1 and the number of input sets (3)")
