@@ -42,7 +42,8 @@ def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=(768, 768),
         boxFolder = os.path.join(folder, "picker%d" % p)
         writeBoxFiles(boxFolder, mics, picks, BOX)
         prot = test.newProtocol(ProtImportPickerCoordinates, filesPath=boxFolder,
-                                filesPattern="*.box", objLabel="picker %d" % p)
+                                filesPattern="*.box")
+        prot.setObjLabel("picker %d" % p)  # pyworkflow 3.11 drops an objLabel keyword
         prot.inputMicrographs.set(protMics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         test.launchProtocol(prot)
