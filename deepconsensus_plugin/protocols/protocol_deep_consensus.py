@@ -426,10 +426,12 @@ class ProtDeepConsensus(ProtParticles):
                          % (info["architecture"], info["epochs"], info["valAccuracy"]))
         if "nRetained" in info:
             total = info["nRetained"] + info["nPruned"]
-            lines.append("Kept %d of %d coordinates (%.1f%%) at %s threshold %.2f; pruned %d."
-                         % (info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
-                            info.get("thresholdMode", "fixed"), info["threshold"],
-                            info["nPruned"]))
+            result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
+                info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
+                info.get("thresholdMode", "fixed"), info["threshold"])
+            if "valAccuracy" in info:
+                result += ", validation accuracy %.2f" % info["valAccuracy"]
+            lines.insert(0, result + "; pruned {:,}.".format(info["nPruned"]))  # the result first
             if info["nRetained"] == 0 or info["nPruned"] == 0:
                 lines.append("WARNING: every score is on one side of the threshold; check "
                              "the training curves and the score histogram.")

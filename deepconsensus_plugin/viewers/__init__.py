@@ -1,0 +1,2 @@
+"""Scipion viewers of the Deep Consensus plugin."""
+from .viewer_deep_consensus import DeepConsensusViewer
