@@ -73,6 +73,13 @@ def evaluate(picks: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> tupl
     return n, precision, recall, f1_score(precision, recall)
 
 
+def new_protocol(project, protocol_class, label: str, **params) -> object:
+    """``project.newProtocol`` with a label: pyworkflow 3.11 drops an ``objLabel`` keyword."""
+    prot = project.newProtocol(protocol_class, **params)
+    prot.setObjLabel(label)
+    return prot
+
+
 def run_protocol(project, prot) -> object:
     project.launchProtocol(prot, wait=True)
     prot = project.getProtocol(prot.getObjId())
@@ -98,15 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     print("Scipion project: %s" % project.path, flush=True)
     start = time.perf_counter()
 
-    mics = run_protocol(project, project.newProtocol(
-        ProtImportMicrographs, objLabel="import EMPIAR-10017 subset",
+    mics = run_protocol(project, new_protocol(
+        project, ProtImportMicrographs, "import EMPIAR-10017 subset",
         filesPath=os.path.join(DEMO_DATA, "micrographs"), filesPattern="*.mrc",
         samplingRate=SAMPLING_RATE, voltage=300))
     pickers = {}
     for picker in PICKERS:
-        prot = project.newProtocol(ProtImportPickerCoordinates, objLabel=picker,
-                                   filesPath=os.path.join(DEMO_DATA, "coordinates", picker),
-                                   filesPattern="*.box")
+        prot = new_protocol(project, ProtImportPickerCoordinates, picker,
+                            filesPath=os.path.join(DEMO_DATA, "coordinates", picker),
+                            filesPattern="*.box")
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         pickers[picker] = run_protocol(project, prot)
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "%s (%d)" % (p, prot.outputCoordinates.getSize()) for p, prot in pickers.items())),
         flush=True)
 
-    dc = project.newProtocol(ProtDeepConsensus, objLabel="deep consensus")
+    dc = new_protocol(project, ProtDeepConsensus, "deep consensus")
     for prot in pickers.values():
         dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
     print("Running deep consensus (minutes on a CPU; its log is under %s)"
