@@ -1,4 +1,5 @@
 """Scipion protocols of the Deep Consensus plugin."""
-from .protocol_deep_consensus import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
+from .outputs import OUTPUT_PRUNED, OUTPUT_RETAINED
+from .protocol_deep_consensus import ProtDeepConsensus
 from .protocol_import_coordinates import ProtImportPickerCoordinates
 from .protocol_threshold import ProtDeepConsensusThreshold

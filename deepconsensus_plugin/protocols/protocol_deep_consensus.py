@@ -11,27 +11,23 @@ import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
-from pwem.objects import SetOfCoordinates
 from pwem.protocols import ProtParticles
 from pyworkflow import BETA
 from pyworkflow.protocol import Protocol
 from pyworkflow.utils import Message
 
 from .. import convert
+from ..results import RunResults
 from ..core import extraction, pipeline
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.thresholds import automatic_threshold
+from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
 MIN_POSITIVES = 100
 """Fewer AND particles than this cannot train a classifier that generalises."""
 
 
-OUTPUT_RETAINED = "outputCoordinatesRetained"
-OUTPUT_PRUNED = "outputCoordinatesPruned"
-# A dict, not an enum.Enum: enum members with the same value (both are
-# SetOfCoordinates) become aliases of one member, and one output would vanish.
-POSSIBLE_OUTPUTS = {OUTPUT_RETAINED: SetOfCoordinates, OUTPUT_PRUNED: SetOfCoordinates}
 
 
 class ProtDeepConsensus(ProtParticles):
@@ -324,28 +320,10 @@ class ProtDeepConsensus(ProtParticles):
         self._updateInfo(autoThreshold=automatic_threshold(scores))
 
     def createOutputStep(self, thresholdMode, threshold):
-        info = self._readInfo()
+        results = RunResults(self._getExtraPath())
         if thresholdMode == self.THRESHOLD_AUTOMATIC:
-            threshold = info["autoThreshold"]
-        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        scores = np.load(self._path("scores.npy"))
-        micInfo = {int(k): tuple(v) for k, v in self._readJson("micrographs.json").items()}
-        usable = np.isfinite(scores)
-        retained = np.flatnonzero(usable & (scores >= threshold))
-        pruned = np.flatnonzero(usable & (scores < threshold))
-        micsPointer = self._inputSets()[0].getMicrographs(asPointer=True)
-        outputs = {}
-        for name, rows, suffix in ((OUTPUT_RETAINED, retained, "retained"),
-                                   (OUTPUT_PRUNED, pruned, "pruned")):
-            coordSet = self._createSetOfCoordinates(micsPointer, suffix=suffix)
-            coordSet.setBoxSize(info["box"])
-            convert.fillCoordinates(coordSet, rows, table.mic, table.xy, scores,
-                                    table.votes, micInfo)
-            outputs[name] = coordSet
-        self._defineOutputs(**outputs)
-        for pointer in self.inputCoordinates:
-            for coordSet in outputs.values():
-                self._defineSourceRelation(pointer, coordSet)
+            threshold = results.autoThreshold
+        retained, pruned = registerSplit(self, self, results, threshold)
         self._updateInfo(threshold=threshold, thresholdMode=["fixed", "automatic"][thresholdMode],
                          nRetained=len(retained), nPruned=len(pruned))
 

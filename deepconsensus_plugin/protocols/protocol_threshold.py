@@ -14,9 +14,8 @@ from pwem.protocols import ProtParticles
 from pyworkflow import BETA
 from pyworkflow.utils import Message
 
-from .. import convert
 from ..results import RunResults
-from .protocol_deep_consensus import OUTPUT_PRUNED, OUTPUT_RETAINED, POSSIBLE_OUTPUTS
+from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
 
 class ProtDeepConsensusThreshold(ProtParticles):
@@ -65,21 +64,8 @@ class ProtDeepConsensusThreshold(ProtParticles):
         dcRun = self.inputRun.get()
         results = RunResults(dcRun._getExtraPath())
         threshold = results.autoThreshold if mode == self.THRESHOLD_AUTO else value
-        retained, pruned = results.split(threshold)
+        retained, pruned = registerSplit(self, dcRun, results, threshold)
         table = results.table
-        micsPointer = dcRun.inputCoordinates[0].get().getMicrographs(asPointer=True)
-        outputs = {}
-        for name, rows, suffix in ((OUTPUT_RETAINED, retained, "retained"),
-                                   (OUTPUT_PRUNED, pruned, "pruned")):
-            coordSet = self._createSetOfCoordinates(micsPointer, suffix=suffix)
-            coordSet.setBoxSize(results.info["box"])
-            convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
-                                    table.votes, results.micrographs)
-            outputs[name] = coordSet
-        self._defineOutputs(**outputs)
-        for pointer in dcRun.inputCoordinates:
-            for coordSet in outputs.values():
-                self._defineSourceRelation(pointer, coordSet)
         summary = {"threshold": float(threshold), "automatic": mode == self.THRESHOLD_AUTO,
                    "nRetained": len(retained), "nPruned": len(pruned),
                    "nUnscored": len(table) - len(retained) - len(pruned),

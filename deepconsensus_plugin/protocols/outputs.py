@@ -1,0 +1,36 @@
+"""The DC-retained / DC-pruned outputs, shared by the deep-consensus and re-threshold protocols."""
+from pwem.objects import SetOfCoordinates
+
+from .. import convert
+from ..results import RunResults
+
+OUTPUT_RETAINED = "outputCoordinatesRetained"
+OUTPUT_PRUNED = "outputCoordinatesPruned"
+# A dict, not an enum.Enum: enum members with the same value (both are
+# SetOfCoordinates) become aliases of one member, and one output would vanish.
+POSSIBLE_OUTPUTS = {OUTPUT_RETAINED: SetOfCoordinates, OUTPUT_PRUNED: SetOfCoordinates}
+
+
+def registerSplit(protocol, dcRun, results: RunResults, threshold: float):
+    """Register on ``protocol`` the retained and pruned sets of ``dcRun`` at ``threshold``.
+
+    Both sets point to the micrographs of the run's first input set and keep
+    its box size; every coordinate carries ``_dcScore`` and ``_dcVotes``; each
+    set is related to every input set.  Returns the (retained, pruned) rows.
+    """
+    retained, pruned = results.split(threshold)
+    table = results.table
+    micsPointer = dcRun.inputCoordinates[0].get().getMicrographs(asPointer=True)
+    outputs = {}
+    for name, rows, suffix in ((OUTPUT_RETAINED, retained, "retained"),
+                               (OUTPUT_PRUNED, pruned, "pruned")):
+        coordSet = protocol._createSetOfCoordinates(micsPointer, suffix=suffix)
+        coordSet.setBoxSize(results.info["box"])
+        convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
+                                table.votes, results.micrographs)
+        outputs[name] = coordSet
+    protocol._defineOutputs(**outputs)
+    for pointer in dcRun.inputCoordinates:
+        for coordSet in outputs.values():
+            protocol._defineSourceRelation(pointer, coordSet)
+    return retained, pruned
