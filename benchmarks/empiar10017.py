@@ -74,7 +74,7 @@ def run_scipion(data, args, out) -> tuple:
     from pyworkflow.object import Pointer
     from pyworkflow.project import Manager
 
-    from deepconsensus_plugin.demo import run_protocol
+    from deepconsensus_plugin.demo import new_protocol, run_protocol
     from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
 
     name = "EMPIAR10017-" + datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -82,20 +82,19 @@ def run_scipion(data, args, out) -> tuple:
     os.chdir(project.path)
     print("Scipion project: %s" % project.path, flush=True)
     start = time.perf_counter()
-    mics = run_protocol(project, project.newProtocol(
-        ProtImportMicrographs, objLabel="EMPIAR-10017",
+    mics = run_protocol(project, new_protocol(
+        project, ProtImportMicrographs, "EMPIAR-10017",
         filesPath=os.path.dirname(next(iter(data.mrc_paths.values()))), filesPattern="*.mrc",
         samplingRate=SAMPLING_RATE, voltage=300))
     pickers = {}
     for picker in PICKERS:
-        prot = project.newProtocol(ProtImportPickerCoordinates, objLabel=picker,
-                                   filesPath=os.path.join(args.data, "picks", picker),
-                                   filesPattern="*.box")
+        prot = new_protocol(project, ProtImportPickerCoordinates, picker,
+                            filesPath=os.path.join(args.data, "picks", picker),
+                            filesPattern="*.box")
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         pickers[picker] = run_protocol(project, prot)
-    dc = project.newProtocol(ProtDeepConsensus, objLabel="deep consensus",
-                             **protocol_params(args))
+    dc = new_protocol(project, ProtDeepConsensus, "deep consensus", **protocol_params(args))
     for prot in pickers.values():
         dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
     print("Running deep consensus...", flush=True)
