@@ -2,8 +2,11 @@
 
 Runs with plain ``pytest`` and with ``python -m pyworkflow.apps.pw_run_tests``.
 """
+import os
+
 import numpy as np
 from pyworkflow.object import Pointer
+from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.convert import baseName
@@ -97,3 +100,27 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("validation accuracy", summary)
         self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
         self.assertIn("SanchezGarcia2018", self.prot.getCitations())
+
+    def test_continue_with_a_new_threshold_only_recreates_outputs(self):
+        """Scipion's continue re-runs from the first changed step: no re-extraction, no retraining."""
+        stack = self.prot._getExtraPath("or_particles.npy")
+        model = self.prot._getExtraPath("model.keras")
+        before = (os.path.getmtime(stack), os.path.getmtime(model))
+        original = self.prot.threshold.get()
+        self.addCleanup(self._continueWithThreshold, original)
+        self._continueWithThreshold(0.9)
+        self.assertEqual((os.path.getmtime(stack), os.path.getmtime(model)), before)
+        retained = self.prot.outputCoordinatesRetained
+        pruned = self.prot.outputCoordinatesPruned
+        self.assertEqual(retained.getSize() + pruned.getSize(), self.prot._readInfo()["nOr"])
+        self.assertTrue(all(c._dcScore.get() >= 0.9 for c in retained.iterItems()))
+        self.assertTrue(all(c._dcScore.get() < 0.9 for c in pruned.iterItems()))
+
+    def _continueWithThreshold(self, threshold):
+        for _, output in self.prot.iterOutputAttributes():
+            output.close()  # the continued run replaces the sets' sqlite files
+        self.prot.threshold.set(threshold)
+        self.prot.runMode.set(MODE_RESUME)
+        self.launchProtocol(self.prot)
+        # Reload: the continued run re-created the output sets' files.
+        self.__class__.prot = self.proj.getProtocol(self.prot.getObjId())
