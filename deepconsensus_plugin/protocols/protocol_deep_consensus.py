@@ -30,6 +30,52 @@ MIN_POSITIVES = 100
 
 
 
+def summaryLines(info):
+    """The run's summary, result first, from the counts its steps recorded in info.json."""
+    if "nOr" not in info:
+        return ["Not run yet."]
+    lines = ["Consensus of %d pickers on %d micrographs (radius %.1f px): OR %d, "
+             "AND (picked by >= %d) %d."
+             % (info["nPickers"], info["nMicrographs"], info["radiusPx"], info["nOr"],
+                info["minVotes"], info["nAnd"])]
+    if info.get("ignoredMicrographEntries"):
+        lines.append("Only micrographs common to all input sets were used; %d "
+                     "micrograph entries were left out." % info["ignoredMicrographEntries"])
+    if info.get("otherBoxSizes"):
+        lines.append("The input sets have other box sizes too (%s px); the first set's "
+                     "%d px was used." % (", ".join(map(str, info["otherBoxSizes"])),
+                                         info["box"]))
+    if info.get("rescaledSets"):
+        lines.append("Rescaled to %.3f A/px: %s." % (info["samplingRate"],
+                                                    ", ".join(info["rescaledSets"])))
+    if "nNegRandom" in info:
+        lines.append("Negatives: %d random, %d known coordinates, %d known particles."
+                     % (info["nNegRandom"], info["nNegUserCoords"],
+                        info.get("nNegUserParticles", 0)))
+    if info.get("skippedMicrographs"):
+        lines.append("Skipped %d unreadable micrographs: %s."
+                     % (len(info["skippedMicrographs"]),
+                        ", ".join(info["skippedMicrographs"])))
+    if info.get("nCrossingBorder"):
+        lines.append("%d boxes crossed the micrograph border (filled with the mean)."
+                     % info["nCrossingBorder"])
+    if "valAccuracy" in info:
+        lines.append("Network '%s' trained %d epochs: validation accuracy %.3f."
+                     % (info["architecture"], info["epochs"], info["valAccuracy"]))
+    if "nRetained" in info:
+        total = info["nRetained"] + info["nPruned"]
+        result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
+            info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
+            info.get("thresholdMode", "fixed"), info["threshold"])
+        if "valAccuracy" in info:
+            result += ", validation accuracy %.2f" % info["valAccuracy"]
+        lines.insert(0, result + "; pruned {:,}.".format(info["nPruned"]))  # the result first
+        if info["nRetained"] == 0 or info["nPruned"] == 0:
+            lines.append("WARNING: every score is on one side of the threshold; check "
+                         "the training curves and the score histogram.")
+    return lines
+
+
 class ProtDeepConsensus(ProtParticles):
     """Deep Consensus (Sanchez-Garcia et al., IUCrJ 2018) prunes false-positive picks.
 
@@ -173,7 +219,8 @@ class ProtDeepConsensus(ProtParticles):
                                  self._minVotes(), self._inputSignature(), needsGPU=False)
         self._insertFunctionStep(self.negativesStep, self.negativeRatio.get(),
                                  self.negativeDistance.get(), self.seed.get(),
-                                 self._negativeSignature(), needsGPU=False)
+                                 self._negativeSignature(), self.skipBadMicrographs.get(),
+                                 needsGPU=False)
         self._insertFunctionStep(self.extractStep, self.networkSize.get(),
                                  self.invertContrast.get(), self.skipBadMicrographs.get(),
                                  needsGPU=False)
@@ -229,11 +276,17 @@ class ProtDeepConsensus(ProtParticles):
         self.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d"
                   % (len(sets), len(common), len(table), minVotes, (votes >= minVotes).sum()))
 
-    def negativesStep(self, ratio, distanceFraction, seed, negativeSignature):
+    def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad):
         info = self._readInfo()
         table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        mics = self._micrographs()
-        shapes = {micId: extraction.micrograph_shape(info[1]) for micId, info in mics.items()}
+        shapes = {}
+        for micId, (_, path, _) in self._micrographs().items():
+            try:
+                shapes[micId] = extraction.micrograph_shape(path)
+            except extraction.MicrographError as error:
+                if not skipBad:
+                    raise
+                self.warning("No negatives from %s (extraction will skip it)" % error)
         box = info["box"]
         total = int(round(ratio * info["nAnd"]))
         negatives = pipeline.negatives_table(table, shapes, box, total,
@@ -371,49 +424,7 @@ class ProtDeepConsensus(ProtParticles):
         return [message for ok, message in checks if not ok]
 
     def _summary(self):
-        info = self._readInfo()
-        if "nOr" not in info:
-            return ["Not run yet."]
-        lines = ["Consensus of %d pickers on %d micrographs (radius %.1f px): OR %d, "
-                 "AND (picked by >= %d) %d."
-                 % (info["nPickers"], info["nMicrographs"], info["radiusPx"], info["nOr"],
-                    info["minVotes"], info["nAnd"])]
-        if info.get("ignoredMicrographEntries"):
-            lines.append("Only micrographs common to all input sets were used; %d "
-                         "micrograph entries were left out." % info["ignoredMicrographEntries"])
-        if info.get("otherBoxSizes"):
-            lines.append("The input sets have other box sizes too (%s px); the first set's "
-                         "%d px was used." % (", ".join(map(str, info["otherBoxSizes"])),
-                                             info["box"]))
-        if info.get("rescaledSets"):
-            lines.append("Rescaled to %.3f A/px: %s." % (info["samplingRate"],
-                                                        ", ".join(info["rescaledSets"])))
-        if "nNegRandom" in info:
-            lines.append("Negatives: %d random, %d known coordinates, %d known particles."
-                         % (info["nNegRandom"], info["nNegUserCoords"],
-                            info.get("nNegUserParticles", 0)))
-        if info.get("skippedMicrographs"):
-            lines.append("Skipped %d unreadable micrographs: %s."
-                         % (len(info["skippedMicrographs"]),
-                            ", ".join(info["skippedMicrographs"])))
-        if info.get("nCrossingBorder"):
-            lines.append("%d boxes crossed the micrograph border (filled with the mean)."
-                         % info["nCrossingBorder"])
-        if "valAccuracy" in info:
-            lines.append("Network '%s' trained %d epochs: validation accuracy %.3f."
-                         % (info["architecture"], info["epochs"], info["valAccuracy"]))
-        if "nRetained" in info:
-            total = info["nRetained"] + info["nPruned"]
-            result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
-                info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
-                info.get("thresholdMode", "fixed"), info["threshold"])
-            if "valAccuracy" in info:
-                result += ", validation accuracy %.2f" % info["valAccuracy"]
-            lines.insert(0, result + "; pruned {:,}.".format(info["nPruned"]))  # the result first
-            if info["nRetained"] == 0 or info["nPruned"] == 0:
-                lines.append("WARNING: every score is on one side of the threshold; check "
-                             "the training curves and the score histogram.")
-        return lines
+        return summaryLines(self._readInfo())
 
     def _methods(self):
         info = self._readInfo()

@@ -1,0 +1,97 @@
+"""ProtDeepConsensus on bad input while running: clear errors, or skipped and counted."""
+import os
+
+import numpy as np
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from deepconsensus_plugin.protocols import ProtDeepConsensus
+from deepconsensus_plugin.protocols.protocol_deep_consensus import summaryLines
+
+from .scipion_helpers import importSynthetic
+
+FAST = {"maxEpochs": 2, "networkSize": 32}
+
+
+class TestBadMicrograph(BaseTest):
+    """One of three micrographs is truncated after import."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(
+            cls, nMicrographs=3, shape=(640, 640), nParticles=90)
+        mic = list(cls.protMics.outputMicrographs.iterItems())[1]
+        cls.badName = os.path.basename(mic.getFileName())
+        path = os.path.realpath(os.path.join(cls.proj.getPath(), mic.getFileName()))
+        with open(path, "r+b") as handle:
+            handle.truncate(2048)  # the header survives, the image does not
+
+    def runDeepConsensus(self, **params):
+        prot = self.newProtocol(ProtDeepConsensus, **FAST, **params)
+        for p in self.protCoords:
+            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
+        self.proj.launchProtocol(prot, wait=True)
+        return self.proj.getProtocol(prot.getObjId())
+
+    def test_error_names_the_file(self):
+        prot = self.runDeepConsensus()
+        self.assertTrue(prot.isFailed())
+        self.assertIn(self.badName, prot.getErrorMessage())
+
+    def test_skipping_leaves_out_and_counts_its_coordinates(self):
+        prot = self.runDeepConsensus(skipBadMicrographs=True)
+        self.assertTrue(prot.isFinished(), prot.getErrorMessage())
+        summary = "\n".join(prot.summary())
+        self.assertIn("Skipped 1 unreadable micrographs", summary)
+        self.assertIn(self.badName, summary)
+        kept = [c.getMicName() for name in ("outputCoordinatesRetained",
+                                            "outputCoordinatesPruned")
+                for c in getattr(prot, name).iterItems()]
+        self.assertNotIn(self.badName, set(kept))
+        info = prot._readInfo()
+        table = np.load(prot._getExtraPath("consensus.npz"))
+        onBad = int(np.isin(table["mic"], info["skippedMicIds"]).sum())
+        self.assertGreater(onBad, 0)
+        self.assertEqual(len(kept), info["nOr"] - onBad)
+
+
+class TestTooFewPositives(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, _ = importSynthetic(cls, nMicrographs=1, shape=(512, 512),
+                                                          nParticles=30)
+
+    def test_a_small_and_set_fails_with_advice(self):
+        prot = self.newProtocol(ProtDeepConsensus, **FAST)
+        for p in self.protCoords:
+            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
+        self.proj.launchProtocol(prot, wait=True)
+        prot = self.proj.getProtocol(prot.getObjId())
+        self.assertTrue(prot.isFailed())
+        message = prot.getErrorMessage()
+        self.assertIn("too few", message)
+        self.assertIn("at least k pickers", message)
+        self.assertIn("larger consensus radius", message)
+
+
+def test_summary_warns_when_every_score_is_on_one_side():
+    info = {"nPickers": 3, "nMicrographs": 2, "radiusPx": 9.0, "nOr": 100, "minVotes": 3,
+            "nAnd": 40, "threshold": 0.5, "nRetained": 100, "nPruned": 0}
+    lines = summaryLines(info)
+    assert lines[0].startswith("Kept 100 of 100 coordinates (100.0%)")
+    assert any(line.startswith("WARNING: every score is on one side") for line in lines)
+    info.update(nRetained=60, nPruned=40)
+    assert not any("WARNING" in line for line in summaryLines(info))
+
+
+def test_summary_reports_partial_overlap_rescaling_and_border_boxes():
+    info = {"nPickers": 2, "nMicrographs": 5, "radiusPx": 9.0, "nOr": 10, "minVotes": 2,
+            "nAnd": 4, "ignoredMicrographEntries": 3, "rescaledSets": ["'topaz' (2.000 A/px)"],
+            "samplingRate": 1.0, "otherBoxSizes": [180], "box": 90, "nCrossingBorder": 7}
+    text = "\n".join(summaryLines(info))
+    assert "3 micrograph entries were left out" in text
+    assert "Rescaled to 1.000 A/px: 'topaz' (2.000 A/px)" in text
+    assert "other box sizes too (180 px); the first set's 90 px was used" in text
+    assert "7 boxes crossed the micrograph border" in text
