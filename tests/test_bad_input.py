@@ -1,8 +1,10 @@
 """ProtDeepConsensus on bad input while running: clear errors, or skipped and counted."""
 import os
+import time
 
 import numpy as np
 from pyworkflow.object import Pointer
+from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.protocols import ProtDeepConsensus
@@ -95,3 +97,54 @@ def test_summary_reports_partial_overlap_rescaling_and_border_boxes():
     assert "Rescaled to 1.000 A/px: 'topaz' (2.000 A/px)" in text
     assert "other box sizes too (180 px); the first set's 90 px was used" in text
     assert "7 boxes crossed the micrograph border" in text
+
+
+class TestInterruption(BaseTest):
+    """A run stopped during training and continued ends as an uninterrupted one."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, _ = importSynthetic(cls, nMicrographs=3, shape=(640, 640),
+                                                          nParticles=80)
+
+    def newRun(self):
+        prot = self.newProtocol(ProtDeepConsensus, maxEpochs=6, patience=6, networkSize=32)
+        for p in self.protCoords:
+            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
+        return prot
+
+    def waitForLog(self, prot, text, timeout=300):
+        deadline = time.time() + timeout
+        log = os.path.join(self.proj.getPath(), prot.getLogPaths()[0])
+        while time.time() < deadline:
+            if os.path.exists(log) and text in open(log).read():
+                return
+            time.sleep(0.5)
+        self.fail("%r never appeared in %s" % (text, log))
+
+    def test_stopped_during_training_resumes_without_redoing_extraction(self):
+        reference = self.newRun()
+        self.proj.launchProtocol(reference, wait=True)
+        reference = self.proj.getProtocol(reference.getObjId())
+        self.assertTrue(reference.isFinished(), reference.getErrorMessage())
+
+        prot = self.newRun()
+        self.proj.launchProtocol(prot, wait=False)
+        self.waitForLog(prot, "Epoch 2/")
+        self.proj.stopProtocol(self.proj.getProtocol(prot.getObjId()))
+        prot = self.proj.getProtocol(prot.getObjId())
+        self.assertFalse(prot.isFinished())
+        kept = [prot._getExtraPath(name) for name in ("consensus.npz", "or_particles.npy",
+                                                      "neg_particles.npy")]
+        before = [os.path.getmtime(path) for path in kept]
+
+        prot.runMode.set(MODE_RESUME)
+        self.proj.launchProtocol(prot, wait=True)
+        prot = self.proj.getProtocol(prot.getObjId())
+        self.assertTrue(prot.isFinished(), prot.getErrorMessage())
+        self.assertEqual([os.path.getmtime(path) for path in kept], before)
+        np.testing.assert_array_equal(np.load(prot._getExtraPath("scores.npy")),
+                                      np.load(reference._getExtraPath("scores.npy")))
+        self.assertEqual(prot.outputCoordinatesRetained.getSize(),
+                         reference.outputCoordinatesRetained.getSize())
