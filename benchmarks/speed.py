@@ -211,7 +211,8 @@ def run_pipeline(n_or: int, folder: str) -> None:
     neg_stack = extraction.open_stack(os.path.join(folder, "neg.npy"))
     # Training streams batches from the stacks, so its memory does not depend on how many
     # rows it visits: one epoch over every 25th row keeps this run short.
-    train_classifier([(or_stack, positives[::25])], [(neg_stack, np.arange(0, len(neg_stack), 25))],
+    train_classifier([(or_stack, positives[::25])],
+                     [(neg_stack, np.arange(0, len(neg_stack), 25))],
                      TrainingConfig(max_epochs=1), os.path.join(folder, "m.keras"),
                      os.path.join(folder, "h.csv"))
     score_stack(os.path.join(folder, "m.keras"), or_stack)
