@@ -3,9 +3,10 @@ import os
 
 import numpy as np
 from pwem.protocols import ProtImportMicrographs
+from pyworkflow.object import Pointer
 
 from deepconsensus_plugin.core import synthetic
-from deepconsensus_plugin.protocols import ProtImportPickerCoordinates
+from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
 
 BOX = 48
 DIAMETER = 32
@@ -49,3 +50,17 @@ def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=(768, 768),
         test.launchProtocol(prot)
         protCoords.append(prot)
     return protMics, protCoords, mics
+
+
+def newDeepConsensus(test, protCoords, **params):
+    """A ProtDeepConsensus on the outputs of ``protCoords``, as the form's pointers give them."""
+    prot = test.newProtocol(ProtDeepConsensus, **params)
+    for p in protCoords:
+        prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
+    return prot
+
+
+def runToEnd(test, prot):
+    """Run ``prot`` in the test's project and return it reloaded, finished or failed."""
+    test.proj.launchProtocol(prot, wait=True)
+    return test.proj.getProtocol(prot.getObjId())

@@ -3,14 +3,12 @@ import os
 import time
 
 import numpy as np
-from pyworkflow.object import Pointer
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from deepconsensus_plugin.protocols import ProtDeepConsensus
 from deepconsensus_plugin.protocols.protocol_deep_consensus import summaryLines
 
-from .scipion_helpers import importSynthetic
+from .scipion_helpers import importSynthetic, newDeepConsensus, runToEnd
 
 FAST = {"maxEpochs": 2, "networkSize": 32}
 
@@ -30,11 +28,7 @@ class TestBadMicrograph(BaseTest):
             handle.truncate(2048)  # the header survives, the image does not
 
     def runDeepConsensus(self, **params):
-        prot = self.newProtocol(ProtDeepConsensus, **FAST, **params)
-        for p in self.protCoords:
-            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
-        self.proj.launchProtocol(prot, wait=True)
-        return self.proj.getProtocol(prot.getObjId())
+        return runToEnd(self, newDeepConsensus(self, self.protCoords, **FAST, **params))
 
     def test_error_names_the_file(self):
         prot = self.runDeepConsensus()
@@ -66,11 +60,7 @@ class TestTooFewPositives(BaseTest):
                                                           nParticles=30)
 
     def test_a_small_and_set_fails_with_advice(self):
-        prot = self.newProtocol(ProtDeepConsensus, **FAST)
-        for p in self.protCoords:
-            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
-        self.proj.launchProtocol(prot, wait=True)
-        prot = self.proj.getProtocol(prot.getObjId())
+        prot = runToEnd(self, newDeepConsensus(self, self.protCoords, **FAST))
         self.assertTrue(prot.isFailed())
         message = prot.getErrorMessage()
         self.assertIn("too few", message)
@@ -109,10 +99,7 @@ class TestInterruption(BaseTest):
                                                           nParticles=80)
 
     def newRun(self):
-        prot = self.newProtocol(ProtDeepConsensus, maxEpochs=6, patience=6, networkSize=32)
-        for p in self.protCoords:
-            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
-        return prot
+        return newDeepConsensus(self, self.protCoords, maxEpochs=6, patience=6, networkSize=32)
 
     def waitForLog(self, prot, text, timeout=300):
         deadline = time.time() + timeout
@@ -124,9 +111,7 @@ class TestInterruption(BaseTest):
         self.fail("%r never appeared in %s" % (text, log))
 
     def test_stopped_during_training_resumes_without_redoing_extraction(self):
-        reference = self.newRun()
-        self.proj.launchProtocol(reference, wait=True)
-        reference = self.proj.getProtocol(reference.getObjId())
+        reference = runToEnd(self, self.newRun())
         self.assertTrue(reference.isFinished(), reference.getErrorMessage())
 
         prot = self.newRun()
@@ -140,8 +125,7 @@ class TestInterruption(BaseTest):
         before = [os.path.getmtime(path) for path in kept]
 
         prot.runMode.set(MODE_RESUME)
-        self.proj.launchProtocol(prot, wait=True)
-        prot = self.proj.getProtocol(prot.getObjId())
+        prot = runToEnd(self, prot)
         self.assertTrue(prot.isFinished(), prot.getErrorMessage())
         self.assertEqual([os.path.getmtime(path) for path in kept], before)
         np.testing.assert_array_equal(np.load(prot._getExtraPath("scores.npy")),

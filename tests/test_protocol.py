@@ -5,15 +5,14 @@ Runs with plain ``pytest`` and with ``python -m pyworkflow.apps.pw_run_tests``.
 import os
 
 import numpy as np
-from pyworkflow.object import Pointer
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core.metrics import match_to_truth
-from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
+from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED
 
-from .scipion_helpers import BOX, DIAMETER, importSynthetic
+from .scipion_helpers import BOX, DIAMETER, importSynthetic, newDeepConsensus
 
 
 def outputArrays(coordSet):
@@ -31,10 +30,7 @@ class TestDeepConsensus(BaseTest):
         setupTestProject(cls)
         # Four pickers: the original failed with an IndexError beyond three.
         cls.protMics, cls.protCoords, cls.truth = importSynthetic(cls, nPickers=4)
-        cls.prot = cls.newProtocol(ProtDeepConsensus, maxEpochs=12, networkSize=32,
-                                   objLabel="deep consensus")
-        for prot in cls.protCoords:
-            cls.prot.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
+        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=12, networkSize=32)
         cls.launchProtocol(cls.prot)
 
     def _precisionRecall(self, *coordSets):

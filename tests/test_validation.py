@@ -3,12 +3,11 @@ import os
 import shutil
 
 from pwem.protocols import ProtImportMicrographs
-from pyworkflow.object import Pointer
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
 
-from .scipion_helpers import importSynthetic, writeBoxFiles
+from .scipion_helpers import importSynthetic, newDeepConsensus, writeBoxFiles
 
 
 class TestValidation(BaseTest):
@@ -36,30 +35,24 @@ class TestValidation(BaseTest):
         cls.otherCoords.inputMicrographs.setExtended("outputMicrographs")
         cls.launchProtocol(cls.otherCoords)
 
-    def newDeepConsensus(self, protocols, **params):
-        prot = self.newProtocol(ProtDeepConsensus, **params)
-        for p in protocols:
-            prot.inputCoordinates.append(Pointer(p, extended="outputCoordinates"))
-        return prot
-
     def assertError(self, prot, *fragments):
         errors = "\n".join(prot.validate())
         for fragment in fragments:
             self.assertIn(fragment, errors)
 
     def test_valid_input_passes(self):
-        self.assertEqual(self.newDeepConsensus(self.protCoords).validate(), [])
+        self.assertEqual(newDeepConsensus(self, self.protCoords).validate(), [])
 
     def test_fewer_than_two_sets(self):
-        self.assertError(self.newDeepConsensus(self.protCoords[:1]),
+        self.assertError(newDeepConsensus(self, self.protCoords[:1]),
                          "at least two pickers", "1 set(s) given")
 
     def test_sets_without_common_micrographs_are_named(self):
-        prot = self.newDeepConsensus([self.protCoords[0], self.otherCoords])
+        prot = newDeepConsensus(self, [self.protCoords[0], self.otherCoords])
         self.assertError(prot, "share no micrograph", "'picker 0'", "'renamed picker'")
 
     def test_empty_set_is_named(self):
-        prot = self.newDeepConsensus(self.protCoords)
+        prot = newDeepConsensus(self, self.protCoords)
         coords = prot.inputCoordinates[1].get()
         coords.getSize = lambda: 0  # the import protocol's in-memory set, restored below
         self.addCleanup(delattr, coords, "getSize")
@@ -70,7 +63,7 @@ class TestValidation(BaseTest):
         self.addCleanup(coords.setBoxSize, coords.getBoxSize())
         for box in (None, 4):
             coords.setBoxSize(box)
-            self.assertError(self.newDeepConsensus(self.protCoords), "box size of 'picker 0'")
+            self.assertError(newDeepConsensus(self, self.protCoords), "box size of 'picker 0'")
 
     def test_parameters_out_of_range(self):
         cases = {"consensusRadius": (1.5, "Consensus radius"),
@@ -82,10 +75,10 @@ class TestValidation(BaseTest):
                  "threshold": (1.2, "Score threshold")}
         for name, (value, fragment) in cases.items():
             with self.subTest(name):
-                self.assertError(self.newDeepConsensus(self.protCoords, **{name: value}),
+                self.assertError(newDeepConsensus(self, self.protCoords, **{name: value}),
                                  fragment)
 
     def test_k_above_the_number_of_pickers(self):
-        prot = self.newDeepConsensus(self.protCoords, andRule=ProtDeepConsensus.AND_AT_LEAST,
+        prot = newDeepConsensus(self, self.protCoords, andRule=ProtDeepConsensus.AND_AT_LEAST,
                                      minVotes=4)
         self.assertError(prot, "k must be between 1 and the number of input sets (3)")
