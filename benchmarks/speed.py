@@ -244,11 +244,17 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     results: dict = {"cpu_count": os.cpu_count()}
+    path = os.path.join(args.out, "speed.json")
+
+    def save() -> None:
+        """Write what is measured so far: a long run stopped early keeps its figures."""
+        with open(path, "w") as handle:
+            json.dump(results, handle, indent=1)
     with tempfile.TemporaryDirectory() as folder:
         results["consensus"] = bench_consensus(rng)
-        print("consensus done", flush=True)
+        save()
         results["extraction"] = bench_extraction(folder, DEFAULT_SIZE, rng)
-        print("extraction done", flush=True)
+        save()
         results["networks"] = {
             "paper_128": bench_network("paper", 128, 256, 512),
             "fast_default": bench_network("fast", DEFAULT_SIZE, 4096, 8192)}
@@ -256,16 +262,17 @@ def main(argv=None) -> int:
         results["ratios_fast_vs_paper"] = {
             "training": fast["train_images_per_s"] / paper["train_images_per_s"],
             "scoring": fast["score_particles_per_s"] / paper["score_particles_per_s"]}
-        print("networks done", flush=True)
+        save()
         results["convergence"] = bench_convergence(folder, DEFAULT_SIZE)
+        save()
         if not args.skip_memory:
             results["memory"] = []
             for n in (args.particles // 10, args.particles):
                 os.makedirs(os.path.join(folder, "mem%d" % n))
                 results["memory"].append(bench_memory(n, os.path.join(folder, "mem%d" % n)))
+                save()
     results["self_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    with open(os.path.join(args.out, "speed.json"), "w") as handle:
-        json.dump(results, handle, indent=1)
+    save()
     print_table(results)
     return 0
 
