@@ -1,6 +1,5 @@
 """Tests for deepconsensus_plugin.core.consensus (pure numpy/scipy, no Scipion)."""
 import numpy as np
-import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.spatial import cKDTree
 

@@ -2,7 +2,6 @@
 import logging
 
 import numpy as np
-import pytest
 from hypothesis import assume, given, settings, strategies as st
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
