@@ -6,6 +6,7 @@ import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
+from deepconsensus_plugin.core.consensus import consensus
 from deepconsensus_plugin.core.pipeline import (CoordinateTable, consensus_table,
                                                 extraction_jobs, negatives_table)
 
@@ -130,6 +131,25 @@ def test_consensus_table_does_not_match_across_micrographs():
     table = consensus_table([a, b], radius=5.0)
     assert table.mic.tolist() == [0, 1]
     assert table.votes.tolist() == [1, 1]
+
+
+def test_consensus_table_equals_micrograph_by_micrograph_consensus():
+    """Matching all micrographs on one tiled plane gives the per-micrograph result."""
+    rng = np.random.default_rng(4)
+    pickers = [{}, {}, {}]
+    for m in (0, 3, 4, 7):
+        truth = rng.uniform(-20, 900, size=(60, 2))  # border picks may be negative
+        for p, picker in enumerate(pickers):
+            keep = rng.random(len(truth)) < 0.8
+            picker[m] = np.vstack([truth[keep] + rng.normal(scale=2, size=(keep.sum(), 2)),
+                                   rng.uniform(0, 900, size=(5 + p, 2))])
+    del pickers[1][4]
+    table = consensus_table(pickers, radius=9.0)
+    for m, rows in table.per_micrograph():
+        expected = consensus([p.get(m, np.empty((0, 2))) for p in pickers], 9.0)
+        np.testing.assert_allclose(table.xy[rows], expected.xy, atol=1e-9)
+        np.testing.assert_array_equal(table.voters[rows], expected.voters)
+    assert sorted(set(table.mic.tolist())) == [0, 3, 4, 7]
 
 
 def test_consensus_table_empty():

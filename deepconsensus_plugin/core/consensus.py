@@ -55,7 +55,7 @@ def merge_duplicates(xy: np.ndarray, radius: float) -> np.ndarray:
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if len(xy) < 2 or radius <= 0:
         return xy.copy()
-    pairs = cKDTree(xy).query_pairs(radius, output_type="ndarray")
+    pairs = _tree(xy).query_pairs(radius, output_type="ndarray")
     if len(pairs) == 0:
         return xy.copy()
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
@@ -68,14 +68,20 @@ def merge_duplicates(xy: np.ndarray, radius: float) -> np.ndarray:
     return merged
 
 
+def _tree(xy: np.ndarray) -> cKDTree:
+    """A k-d tree built for one round of queries: unbalanced builds are faster and
+    query as fast on picks, which are spread evenly."""
+    return cKDTree(xy, balanced_tree=False, compact_nodes=False)
+
+
 def _mutual_nearest_pairs(centres: np.ndarray, picks: np.ndarray,
                           radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (centre index, pick index) that are each other's nearest neighbour within ``radius``."""
     if len(centres) == 0 or len(picks) == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
-    dist_p, near_c = cKDTree(centres).query(picks, distance_upper_bound=radius)
-    dist_c, near_p = cKDTree(picks).query(centres, distance_upper_bound=radius)
+    dist_p, near_c = _tree(centres).query(picks, distance_upper_bound=radius, workers=-1)
+    dist_c, near_p = _tree(picks).query(centres, distance_upper_bound=radius, workers=-1)
     pick_idx = np.flatnonzero(np.isfinite(dist_p))
     centre_idx = near_c[pick_idx]
     mutual = near_p[centre_idx] == pick_idx

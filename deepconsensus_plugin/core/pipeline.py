@@ -78,26 +78,46 @@ class CoordinateTable:
 
 
 def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) -> CoordinateTable:
-    """Consensus of several pickers, micrograph by micrograph.
+    """Consensus of several pickers over all micrographs at once.
 
     ``pickers[p][m]`` holds picker p's (n, 2) coordinates on micrograph m, all
     in one pixel size.  A micrograph missing from a picker counts as picked
     by it with no particles.
+
+    Rather than looping over micrographs (thousands of small k-d trees), each
+    micrograph is moved to its own tile of one large plane, tiles further
+    apart than the radius, and the consensus runs once on the whole plane:
+    no pick can pair across tiles, so the result is that of micrograph-by-
+    micrograph matching, rows sorted by micrograph.
     """
     mics = sorted(set().union(*(p.keys() for p in pickers)))
     n_pickers = len(pickers)
     empty = np.empty((0, 2))
-    parts_mic, parts_xy, parts_voters = [], [], []
-    for m in mics:
-        result = consensus([p.get(m, empty) for p in pickers], radius)
-        parts_mic.append(np.full(len(result), m, dtype=np.int64))
-        parts_xy.append(result.xy)
-        parts_voters.append(result.voters)
     if not mics:
         return CoordinateTable(np.empty(0, dtype=np.int64), empty,
                                np.empty((0, n_pickers), dtype=bool))
-    return CoordinateTable(mic=np.concatenate(parts_mic), xy=np.concatenate(parts_xy),
-                           voters=np.concatenate(parts_voters))
+    tile = {m: i for i, m in enumerate(mics)}
+    per_picker = [[(tile[m], np.asarray(xy, dtype=np.float64).reshape(-1, 2))
+                   for m, xy in picker.items()] for picker in pickers]
+    every = [xy for picks in per_picker for _, xy in picks if len(xy)]
+    if not every:
+        return CoordinateTable(np.empty(0, dtype=np.int64), empty,
+                               np.empty((0, n_pickers), dtype=bool))
+    every = np.concatenate(every)
+    origin = every.min(axis=0)
+    stride = float(np.ptp(every[:, 0])) + 4 * radius + 1.0
+    shifted = []
+    for picks in per_picker:
+        parts = [np.column_stack([xy[:, 0] - origin[0] + t * stride, xy[:, 1] - origin[1]])
+                 for t, xy in picks]
+        shifted.append(np.concatenate(parts) if parts else empty)
+    result = consensus(shifted, radius)
+    tiles = np.floor(result.xy[:, 0] / stride).astype(np.int64)
+    xy = np.column_stack([result.xy[:, 0] - tiles * stride + origin[0],
+                          result.xy[:, 1] + origin[1]])
+    order = np.argsort(tiles, kind="stable")
+    return CoordinateTable(mic=np.asarray(mics, dtype=np.int64)[tiles[order]], xy=xy[order],
+                           voters=result.voters[order])
 
 
 def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]], box: int,
