@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
+from deepconsensus_plugin.core.stack import create_stack, open_stack  # noqa: E402
 
 PICKS_PER_MICROGRAPH = 1000
 MICROGRAPH = (2048, 2048)
@@ -93,7 +94,7 @@ def bench_extraction(folder: str, size: int, rng) -> dict:
     jobs = dict(enumerate(paths))
 
     def run():
-        stack = extraction.create_stack(os.path.join(folder, "stack.npy"), len(table), size)
+        stack = create_stack(os.path.join(folder, "stack.npy"), len(table), size)
         extraction.extract_to_stack(pipeline.extraction_jobs(table, jobs), stack, BOX)
 
     seconds = best_of(3, run)
@@ -160,7 +161,7 @@ def bench_convergence(folder: str, size: int) -> dict:
     paths = {i: m.path for i, m in enumerate(mics)}
     stacks = []
     for name, coords in (("or", table), ("neg", negatives)):
-        stack = extraction.create_stack(os.path.join(folder, name + ".npy"), len(coords), size)
+        stack = create_stack(os.path.join(folder, name + ".npy"), len(coords), size)
         extraction.extract_to_stack(pipeline.extraction_jobs(coords, paths), stack, box)
         stacks.append(stack)
     result = train_classifier([(stacks[0], np.flatnonzero(table.votes >= 3))],
@@ -202,13 +203,14 @@ def run_pipeline(n_or: int, folder: str) -> None:
     shapes = {m: MICROGRAPH for m in paths}
     negatives = pipeline.negatives_table(table, shapes, BOX, len(positives), 0.1 * BOX, 0)
     size = DEFAULT_SIZE
-    or_stack = extraction.create_stack(os.path.join(folder, "or.npy"), len(table), size)
+    or_stack = create_stack(os.path.join(folder, "or.npy"), len(table), size)
     extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), or_stack, BOX)
-    neg_stack = extraction.create_stack(os.path.join(folder, "neg.npy"), len(negatives), size)
+    neg_stack = create_stack(os.path.join(folder, "neg.npy"), len(negatives), size)
     extraction.extract_to_stack(pipeline.extraction_jobs(negatives, paths), neg_stack, BOX)
-    del or_stack, neg_stack
-    or_stack = extraction.open_stack(os.path.join(folder, "or.npy"))
-    neg_stack = extraction.open_stack(os.path.join(folder, "neg.npy"))
+    or_stack.close()
+    neg_stack.close()
+    or_stack = open_stack(os.path.join(folder, "or.npy"))
+    neg_stack = open_stack(os.path.join(folder, "neg.npy"))
     # Training streams batches from the stacks, so its memory does not depend on how many
     # rows it visits: one epoch over every 25th row keeps this run short.
     train_classifier([(or_stack, positives[::25])],

@@ -26,6 +26,7 @@ from empiar_data import (BOX, Dataset, evaluate_selection, load_dataset,  # noqa
                          or_labels, score_quality)
 
 from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
+from deepconsensus_plugin.core.stack import create_stack, open_stack  # noqa: E402
 from deepconsensus_plugin.core.thresholds import automatic_threshold  # noqa: E402
 
 DEFAULTS = {"k": 2, "radius": 0.1, "neg_ratio": 1.0, "neg_dist": 0.5, "size": 64,
@@ -61,11 +62,11 @@ def prepare(data: Dataset, out: str, p: dict) -> dict:
     for label, coords in (("or", table), ("neg", negatives)):
         path = os.path.join(folder, label + ".npy")
         if not os.path.exists(path):
-            stack = extraction.create_stack(path + ".tmp.npy", len(coords), p["size"])
+            stack = create_stack(path + ".tmp.npy", len(coords), p["size"])
             extraction.extract_to_stack(pipeline.extraction_jobs(coords, paths), stack, BOX)
-            del stack
+            stack.close()
             os.replace(path + ".tmp.npy", path)
-        stacks[label] = extraction.open_stack(path)
+        stacks[label] = open_stack(path)
     return {"table": table, "names": names, "positives": positives, "stacks": stacks,
             "folder": folder}
 

@@ -15,8 +15,8 @@ import os
 import numpy as np
 
 from .core import plots
-from .core.extraction import open_stack
 from .core.pipeline import CoordinateTable
+from .core.stack import open_stack
 from .core.training import read_history
 
 CONSENSUS = "consensus.npz"
@@ -95,5 +95,5 @@ class RunResults:
         return read_history(path) if os.path.exists(path) else {}
 
     def particles(self):
-        """The extracted OR boxes, memory-mapped, rows aligned with the table."""
+        """The extracted OR boxes (read on demand), rows aligned with the table."""
         return open_stack(self.path(PARTICLES))

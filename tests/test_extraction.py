@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from deepconsensus_plugin.core.extraction import (
-    STACK_DTYPE, ExtractionReport, MicrographError, create_stack, cut_boxes, extract_particles,
-    extract_to_stack, fourier_resize, micrograph_shape, normalise, open_stack,
-    read_micrograph, read_particle_images)
+    ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
+    fourier_resize, micrograph_shape, normalise, read_micrograph, read_particle_images)
+from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
 def _write_mrc(path, data):
@@ -302,7 +302,7 @@ def test_extract_to_stack_writes_rows_in_job_order(tmp_path):
     assert stack.shape == (5, 16, 16) and stack.dtype == STACK_DTYPE
     report = extract_to_stack([(path_a, xy_a), (path_b, np.empty((0, 2))), (path_b, xy_b)],
                               stack, box=32)
-    stack.flush()
+    stack.close()
     assert isinstance(report, ExtractionReport)
     assert report.n_particles == 5
     assert report.n_crossing_border == 1

@@ -10,10 +10,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from deepconsensus_plugin.core.extraction import create_stack  # noqa: E402
 from deepconsensus_plugin.core.metrics import roc_auc  # noqa: E402
 from deepconsensus_plugin.core.model import ARCHITECTURES, build_model, paper_width  # noqa: E402
 from deepconsensus_plugin.core.scoring import score_stack  # noqa: E402
+from deepconsensus_plugin.core.stack import create_stack  # noqa: E402
 from deepconsensus_plugin.core.training import (  # noqa: E402
     ParticleBatches, TrainingConfig, TrainingResult, dihedral_augment, read_history,
     split_validation, train_classifier, whole)

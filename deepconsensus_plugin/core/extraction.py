@@ -17,10 +17,9 @@ from typing import Iterable
 import mrcfile
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from .stack import ParticleStack
 
-STACK_DTYPE = np.float16
-"""Particles are stored as float16: normalised images lose nothing a CNN sees, and I/O halves."""
+logger = logging.getLogger(__name__)
 
 
 class MicrographError(RuntimeError):
@@ -145,19 +144,14 @@ class ExtractionReport:
     skipped_micrographs: list[str] = field(default_factory=list)
 
 
-def create_stack(path: str, n: int, size: int) -> np.ndarray:
-    """Create an on-disk ``.npy`` particle stack of ``n`` images, memory-mapped for writing."""
-    return np.lib.format.open_memmap(path, mode="w+", dtype=STACK_DTYPE, shape=(n, size, size))
-
-
-def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: np.ndarray,
+def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: ParticleStack,
                      box: int, invert: bool = False, skip_bad_micrographs: bool = False,
                      log_every: int = 10_000) -> ExtractionReport:
     """Extract the particles of many micrographs into ``stack``, from its first row on.
 
     ``jobs`` yields (micrograph path, (n, 2) centres) in the order the
     particles must appear in the stack.  Only one micrograph and its boxes
-    are in memory at a time; ``stack`` is usually from :func:`create_stack`.
+    are in memory at a time; ``stack`` comes from :func:`.stack.create_stack`.
     Rows of a skipped micrograph stay zero and the report names the file.
     """
     size = stack.shape[-1]
@@ -191,11 +185,6 @@ def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: np.ndarray,
     logger.info("Extracted %d particles in %.1f s (%d crossing the border)",
                 report.n_particles, report.seconds, report.n_crossing_border)
     return report
-
-
-def open_stack(path: str) -> np.ndarray:
-    """Memory-map a particle stack written by :func:`create_stack` for reading."""
-    return np.load(path, mmap_mode="r")
 
 
 def read_particle_images(items: Iterable[tuple[int, str]], size: int,

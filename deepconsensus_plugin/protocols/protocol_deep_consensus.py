@@ -19,6 +19,7 @@ from pyworkflow.utils import Message
 from .. import convert
 from ..results import RunResults
 from ..core import extraction, pipeline
+from ..core.stack import create_stack, open_stack
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.thresholds import automatic_threshold
@@ -310,18 +311,17 @@ class ProtDeepConsensus(ProtParticles):
         nUser = userParticles.getSize() if userParticles is not None else 0
 
         self.info("Extracting %d OR particles (box %d px -> %d px)" % (len(table), box, size))
-        orStack = extraction.create_stack(self._path("or_particles.npy"), len(table), size)
+        orStack = create_stack(self._path("or_particles.npy"), len(table), size)
         report = extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), orStack,
                                              box, invert, skipBad)
-        del orStack
+        orStack.close()
         self.info("Extracting %d negative particles" % (len(negatives) + nUser))
-        negStack = extraction.create_stack(self._path("neg_particles.npy"),
-                                           len(negatives) + nUser, size)
+        negStack = create_stack(self._path("neg_particles.npy"), len(negatives) + nUser, size)
         negReport = extraction.extract_to_stack(pipeline.extraction_jobs(negatives, paths),
                                                 negStack, box, invert, skipBad)
         if nUser:
             self._readUserParticles(userParticles, negStack, len(negatives), size, invert)
-        del negStack
+        negStack.close()
         skipped = sorted(set(report.skipped_micrographs) | set(negReport.skipped_micrographs))
         skippedIds = [micId for micId, path in paths.items() if path in skipped]
         self._updateInfo(networkSize=size, nCrossingBorder=report.n_crossing_border,
@@ -343,13 +343,13 @@ class ProtDeepConsensus(ProtParticles):
                 "with a lower k, a larger consensus radius, or check that the input sets "
                 "are on the same micrographs and pixel size."
                 % (len(positives), info["minVotes"], MIN_POSITIVES))
-        negStack = extraction.open_stack(self._path("neg_particles.npy"))
+        negStack = open_stack(self._path("neg_particles.npy"))
         negUsable = np.concatenate([~np.isin(negatives.mic, info["skippedMicIds"]),
                                     np.ones(info["nNegUserParticles"], dtype=bool)])
         config = TrainingConfig(architecture=architecture, max_epochs=maxEpochs,
                                 patience=patience, lr_patience=max(1, patience // 2),
                                 learning_rate=learningRate, batch_size=batchSize, seed=seed)
-        result = train_classifier([(extraction.open_stack(self._path("or_particles.npy")),
+        result = train_classifier([(open_stack(self._path("or_particles.npy")),
                                     positives)],
                                   [(negStack, np.flatnonzero(negUsable))],
                                   config, self._path("model.keras"),
@@ -363,7 +363,7 @@ class ProtDeepConsensus(ProtParticles):
 
         info = self._readInfo()
         scores = score_stack(self._path("model.keras"),
-                             extraction.open_stack(self._path("or_particles.npy")),
+                             open_stack(self._path("or_particles.npy")),
                              gpus=self._gpus(), seed=self.seed.get())
         table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
         scores[np.isin(table.mic, info["skippedMicIds"])] = np.nan
