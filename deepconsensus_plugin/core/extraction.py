@@ -8,6 +8,7 @@ into an on-disk stack so that memory stays bounded for any number of them.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -69,19 +70,38 @@ def read_micrograph(path: str) -> np.ndarray:
     return data
 
 
-def fourier_resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize a stack of square images to ``size`` by cropping or padding their spectra."""
-    n, box = images.shape[0], images.shape[-1]
-    if box == size:
-        return images.astype(np.float32, copy=False)
-    spectrum = np.fft.fftshift(np.fft.fft2(images), axes=(-2, -1))
-    out = np.zeros((n, size, size), dtype=np.complex128)
+@functools.lru_cache(maxsize=8)
+def _resize_operator(box: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real and imaginary parts of the 1-D Fourier crop/pad from ``box`` to ``size`` samples.
+
+    The 2-D resize (FFT, crop or zero-pad the centred spectrum, inverse FFT,
+    real part) is separable, so it equals ``Re(T X T^T)`` for this (size, box)
+    matrix T.  Applying it as matrix products costs a few BLAS calls per
+    micrograph instead of one FFT per box, and gives the same images.
+    """
+    spectrum = np.fft.fftshift(np.fft.fft(np.eye(box), axis=0), axes=0)
+    cropped = np.zeros((size, box), dtype=np.complex128)
     keep = min(box, size)
     src = box // 2 - keep // 2
     dst = size // 2 - keep // 2
-    out[:, dst:dst + keep, dst:dst + keep] = spectrum[:, src:src + keep, src:src + keep]
-    resized = np.fft.ifft2(np.fft.ifftshift(out, axes=(-2, -1))).real
-    return (resized * (size * size) / (box * box)).astype(np.float32)
+    cropped[dst:dst + keep] = spectrum[src:src + keep]
+    operator = np.fft.ifft(np.fft.ifftshift(cropped, axes=0), axis=0) * (size / box)
+    return operator.real.astype(np.float32), operator.imag.astype(np.float32)
+
+
+def fourier_resize(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize a stack of square images to ``size`` by cropping or padding their spectra."""
+    n, box = images.shape[0], images.shape[-1]
+    images = images.astype(np.float32, copy=False)
+    if box == size:
+        return images
+    real, imag = _resize_operator(box, size)
+    # Right factor for both parts in one product: (n * box, box) @ (box, 2 * size).
+    right = (images.reshape(n * box, box) @ np.hstack([real.T, imag.T])).reshape(n, box, 2 * size)
+    # Left factor as a product on the transposed images: T A = (A^T T^T)^T.
+    left_real = right[:, :, :size].transpose(0, 2, 1).reshape(n * size, box) @ real.T
+    left_imag = right[:, :, size:].transpose(0, 2, 1).reshape(n * size, box) @ imag.T
+    return (left_real - left_imag).reshape(n, size, size).transpose(0, 2, 1).copy()
 
 
 def normalise(images: np.ndarray, invert: bool = False) -> np.ndarray:
