@@ -26,10 +26,11 @@ from empiar_data import (BOX, Dataset, evaluate_selection, load_dataset,  # noqa
                          or_labels, score_quality)
 
 from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
+from deepconsensus_plugin.core.model import DEFAULT_SIZE  # noqa: E402
 from deepconsensus_plugin.core.stack import create_stack, open_stack  # noqa: E402
 from deepconsensus_plugin.core.thresholds import automatic_threshold  # noqa: E402
 
-DEFAULTS = {"k": 2, "radius": 0.1, "neg_ratio": 1.0, "neg_dist": 0.5, "size": 64,
+DEFAULTS = {"k": 2, "radius": 0.1, "neg_ratio": 1.0, "neg_dist": 0.5, "size": DEFAULT_SIZE,
             "arch": "fast", "epochs": 30, "patience": 4, "lr": 1e-4, "batch": 64,
             "models": 1, "noise": 0.0, "seed": 0}
 

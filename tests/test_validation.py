@@ -78,6 +78,22 @@ class TestValidation(BaseTest):
                 self.assertError(newDeepConsensus(self, self.protCoords, **{name: value}),
                                  fragment)
 
+    def test_and_rules_give_the_votes_a_positive_needs(self):
+        """Majority (the default) is more than half the pickers; k is only checked for 'at least k'."""
+        cases = [(self.protCoords[:2], ProtDeepConsensus.AND_MAJORITY, 2),
+                 (self.protCoords, ProtDeepConsensus.AND_MAJORITY, 2),
+                 (self.protCoords, ProtDeepConsensus.AND_ALL, 3),
+                 (self.protCoords, ProtDeepConsensus.AND_AT_LEAST, 1)]
+        for inputs, rule, expected in cases:
+            prot = newDeepConsensus(self, inputs, andRule=rule, minVotes=1)
+            self.assertEqual(prot._minVotes(), expected)
+            self.assertEqual(prot.validate(), [])
+        self.assertEqual(newDeepConsensus(self, self.protCoords).andRule.get(),
+                         ProtDeepConsensus.AND_MAJORITY)
+        prot = newDeepConsensus(self, self.protCoords, andRule=ProtDeepConsensus.AND_MAJORITY,
+                                minVotes=9)  # ignored by the majority rule
+        self.assertEqual(prot.validate(), [])
+
     def test_k_above_the_number_of_pickers(self):
         prot = newDeepConsensus(self, self.protCoords, andRule=ProtDeepConsensus.AND_AT_LEAST,
                                      minVotes=4)
