@@ -224,9 +224,11 @@ def write_report(out, metrics, plots) -> None:
                      % (name, m["n"], m["precision"], m["recall"], m["f1"], m["mcc"]))
     lines += ["", "DC score over the OR set: ROC-AUC %.3f, PR-AUC %.3f."
               % (metrics["roc_auc"], metrics["pr_auc"]), "",
-              "Time: %s; total %.0f s." % (", ".join("%s %.0f s" % kv for kv in
-                                                      metrics["timings_s"]["steps"].items()),
-                                           metrics["timings_s"]["total"]), ""]
+              "Time: %s; protocol %.0f s; end to end (conversion, imports, run, "
+              "evaluation) %.0f s." % (", ".join("%s %.0f s" % kv for kv in
+                                                 metrics["timings_s"]["steps"].items()),
+                                       metrics["timings_s"]["total"],
+                                       metrics["timings_s"]["end_to_end"]), ""]
     if metrics.get("label_noise"):
         lines += ["## Label noise", "", "| swapped | F1 | precision | recall | ROC-AUC |",
                   "| --- | --- | --- | --- | --- |"]
@@ -241,6 +243,7 @@ def write_report(out, metrics, plots) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    start = time.perf_counter()
     args.data, out = os.path.abspath(args.data), os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     headless.configure(os.path.join(out, "scipion"))
@@ -268,10 +271,15 @@ def main(argv=None) -> int:
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}
     metrics["run_info"] = res["info"]
-    metrics["timings_s"] = {"steps": step_timings(dc), "total": total}
-    fractions = [float(f) for f in args.label_noise.split(",") if f != ""]
-    metrics["label_noise"] = label_noise_curve(data, out, fractions, res["info"])
     write_scores(os.path.join(out, "scores.csv"), res)
+    # End to end: micrograph conversion, Scipion imports, the run and its evaluation;
+    # the optional label-noise runs are timed apart.
+    metrics["timings_s"] = {"steps": step_timings(dc), "total": total,
+                            "end_to_end": time.perf_counter() - start}
+    fractions = [float(f) for f in args.label_noise.split(",") if f != ""]
+    noise_start = time.perf_counter()
+    metrics["label_noise"] = label_noise_curve(data, out, fractions, res["info"])
+    metrics["timings_s"]["label_noise"] = time.perf_counter() - noise_start
     on_truth = np.isin(names, list(data.truth)) & np.isfinite(res["scores"])
     plots = write_plots(out, labels, res["scores"], res["info"]["threshold"], on_truth,
                         metrics["label_noise"])
