@@ -12,7 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from deepconsensus_plugin.core.metrics import roc_auc  # noqa: E402
 from deepconsensus_plugin.core.model import ARCHITECTURES, build_model, paper_width  # noqa: E402
-from deepconsensus_plugin.core.scoring import score_stack  # noqa: E402
+from deepconsensus_plugin.core.scoring import score_on_devices, score_stack  # noqa: E402
 from deepconsensus_plugin.core.stack import create_stack  # noqa: E402
 from deepconsensus_plugin.core.training import (  # noqa: E402
     ParticleBatches, TrainingConfig, TrainingResult, dihedral_augment, read_history,
@@ -271,6 +271,19 @@ def test_score_stack_batching_does_not_change_scores(trained):
     np.testing.assert_allclose(whole, trained["scores"], atol=1e-5)
     np.testing.assert_allclose(odd, trained["scores"][:37], atol=1e-5)
     assert score_stack(trained["model_path"], trained["stack"][:0]).shape == (0,)
+
+
+def test_scoring_split_over_several_devices_gives_the_same_scores(trained, caplog):
+    """The multi-GPU path (one model copy and thread per device, contiguous parts),
+    exercised with the CPU named three times."""
+    caplog.set_level("INFO", logger="deepconsensus_plugin.core.scoring")
+    split = score_on_devices(trained["model_path"], trained["stack"], ["/CPU:0"] * 3,
+                             batch_size=16, log_every=50)
+    np.testing.assert_allclose(split, trained["scores"], atol=1e-5)
+    assert "Scored 200 particles" in caplog.text and "/CPU:0, /CPU:0, /CPU:0" in caplog.text
+    assert caplog.text.count("Scored ") >= 4  # progress lines from the parts, then the total
+    few = score_on_devices(trained["model_path"], trained["stack"][:2], ["/CPU:0"] * 3)
+    np.testing.assert_allclose(few, trained["scores"][:2], atol=1e-5)  # a device with no part
 
 
 def test_training_is_deterministic_on_cpu(data, trained, tmp_path):

@@ -44,8 +44,11 @@ def configure_tensorflow(gpus: Optional[Sequence[int]], seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def uses_gpu() -> bool:
-    """Whether TensorFlow sees a GPU (valid after :func:`configure_tensorflow`)."""
+def compute_devices() -> list[str]:
+    """TensorFlow's names of the GPUs in use, or the CPU when there is none.
+
+    Valid after :func:`configure_tensorflow`; scoring splits its work over them.
+    """
     import tensorflow as tf
 
-    return bool(tf.config.list_logical_devices("GPU"))
+    return [d.name for d in tf.config.list_logical_devices("GPU")] or ["/CPU:0"]

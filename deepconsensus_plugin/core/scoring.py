@@ -2,12 +2,17 @@
 
 Every OR coordinate gets the probability that its box holds a centred
 particle.  Particles are read from the on-disk stack one batch at a time, so
-the memory used does not depend on how many there are.
+the memory used does not depend on how many there are.  With several GPUs
+the stack is cut into one contiguous part per GPU, each scored by its own
+copy of the model in its own thread (TensorFlow releases the interpreter
+lock while it computes, so the parts run at the same time).
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
 import numpy as np
@@ -15,26 +20,64 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def score_stack(model_path: str, stack: np.ndarray, batch_size: int = 512,
+class _Progress:
+    """Particles scored so far over all devices, logged every ``every`` particles."""
+
+    def __init__(self, total: int, every: int):
+        self.total, self.every = total, every
+        self.done, self.next_log = 0, every
+        self.start = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            if self.done >= self.next_log:
+                logger.info("Scored %d / %d particles (%.0f particles/s)", self.done, self.total,
+                            self.done / max(time.perf_counter() - self.start, 1e-9))
+                self.next_log += self.every
+
+
+def score_stack(model_path: str, stack, batch_size: int = 512,
                 gpus: Optional[Sequence[int]] = None, seed: int = 0,
                 log_every: int = 50_000) -> np.ndarray:
-    """Scores in [0, 1] for every particle of ``stack`` ((n, size, size), e.g. memory-mapped)."""
-    from .runtime import configure_tensorflow
+    """Scores in [0, 1] for every particle of ``stack`` ((n, size, size), e.g. on disk).
+
+    ``gpus`` are the GPU ids to use (None or empty: the CPU).
+    """
+    from .runtime import compute_devices, configure_tensorflow
 
     configure_tensorflow(gpus, seed)
-    import keras
+    return score_on_devices(model_path, stack, compute_devices(), batch_size, log_every)
 
-    model = keras.models.load_model(model_path, compile=False)
+
+def score_on_devices(model_path: str, stack, devices: Sequence[str], batch_size: int = 512,
+                     log_every: int = 50_000) -> np.ndarray:
+    """Score ``stack`` with one model copy per TensorFlow device, each on a contiguous part."""
+    import keras
+    import tensorflow as tf
+
     scores = np.empty(len(stack), dtype=np.float64)
-    start = time.perf_counter()
-    next_log = log_every
-    for first in range(0, len(stack), batch_size):
-        batch = np.asarray(stack[first:first + batch_size], dtype=np.float32)[..., None]
-        scores[first:first + len(batch)] = np.asarray(model.predict_on_batch(batch)).reshape(-1)
-        done = first + len(batch)
-        if done >= next_log:
-            logger.info("Scored %d / %d particles (%.0f particles/s)", done, len(stack),
-                        done / max(time.perf_counter() - start, 1e-9))
-            next_log += log_every
-    logger.info("Scored %d particles in %.1f s", len(stack), time.perf_counter() - start)
+    bounds = np.linspace(0, len(stack), len(devices) + 1).astype(np.int64)
+    models = []
+    for device in devices:
+        with tf.device(device):
+            models.append(keras.models.load_model(model_path, compile=False))
+    progress = _Progress(len(stack), log_every)
+
+    def score_part(part: int) -> None:
+        with tf.device(devices[part]):
+            for first in range(bounds[part], bounds[part + 1], batch_size):
+                last = min(first + batch_size, bounds[part + 1])
+                batch = np.asarray(stack[first:last], dtype=np.float32)[..., None]
+                scores[first:last] = np.asarray(models[part].predict_on_batch(batch)).reshape(-1)
+                progress.add(last - first)
+
+    if len(devices) == 1:
+        score_part(0)
+    else:
+        with ThreadPoolExecutor(len(devices)) as pool:
+            list(pool.map(score_part, range(len(devices))))  # re-raises a part's error
+    logger.info("Scored %d particles in %.1f s on %s", len(stack),
+                time.perf_counter() - progress.start, ", ".join(devices))
     return np.clip(scores, 0.0, 1.0)
