@@ -91,18 +91,14 @@ def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) 
     micrograph matching, rows sorted by micrograph.
     """
     mics = sorted(set().union(*(p.keys() for p in pickers)))
-    n_pickers = len(pickers)
     empty = np.empty((0, 2))
-    if not mics:
-        return CoordinateTable(np.empty(0, dtype=np.int64), empty,
-                               np.empty((0, n_pickers), dtype=bool))
     tile = {m: i for i, m in enumerate(mics)}
     per_picker = [[(tile[m], np.asarray(xy, dtype=np.float64).reshape(-1, 2))
                    for m, xy in picker.items()] for picker in pickers]
     every = [xy for picks in per_picker for _, xy in picks if len(xy)]
     if not every:
         return CoordinateTable(np.empty(0, dtype=np.int64), empty,
-                               np.empty((0, n_pickers), dtype=bool))
+                               np.empty((0, len(pickers)), dtype=bool))
     every = np.concatenate(every)
     origin = every.min(axis=0)
     stride = float(np.ptp(every[:, 0])) + 4 * radius + 1.0
