@@ -55,6 +55,18 @@ def test_runs_of_rows_are_read_in_one_call(filled, monkeypatch):
     assert calls == [(10, 3), (40, 2)]
 
 
+def test_large_runs_are_read_in_several_calls(filled, monkeypatch):
+    """Reads are cut below the operating system's per-call limit; the rows come out whole."""
+    import deepconsensus_plugin.core.stack as stack_module
+
+    path, images = filled
+    monkeypatch.setattr(stack_module, "MAX_READ", 8 * 8 * 2 * 3 + 5)  # 3 rows and a bit
+    with open_stack(path) as stack:
+        np.testing.assert_array_equal(stack[:], images)
+        np.testing.assert_array_equal(stack[[49, 0, 1, 2, 3, 4, 5, 6]],
+                                      images[[49, 0, 1, 2, 3, 4, 5, 6]])
+
+
 def test_bad_keys_and_shapes_are_refused(filled):
     path, _ = filled
     with open_stack(path) as stack:

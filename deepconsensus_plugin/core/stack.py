@@ -22,6 +22,8 @@ STACK_DTYPE = np.dtype(np.float16)
 """Normalised images need no more precision; half the bytes of float32 to read back."""
 
 Key = Union[int, slice, np.ndarray, list]
+MAX_READ = 1 << 30
+"""Bytes asked of one read call."""
 
 
 class ParticleStack:
@@ -85,11 +87,17 @@ class ParticleStack:
 
     def _read_run(self, first: int, count: int) -> np.ndarray:
         want = count * self._row_bytes
-        data = os.pread(self._fd, want, self._offset + first * self._row_bytes)
-        if len(data) != want:
-            raise OSError(f"{self.path} is truncated: rows {first}..{first + count - 1} "
-                          "are missing")
-        return np.frombuffer(data, dtype=STACK_DTYPE).reshape(count, self.size, self.size)
+        buffer = bytearray(want)
+        view = memoryview(buffer)
+        done = 0
+        while done < want:  # one call reads at most ~2 GB on Linux; also resumes short reads
+            got = os.preadv(self._fd, [view[done:done + MAX_READ]],
+                            self._offset + first * self._row_bytes + done)
+            if got == 0:
+                raise OSError(f"{self.path} is truncated: rows {first}..{first + count - 1} "
+                              "are missing")
+            done += got
+        return np.frombuffer(buffer, dtype=STACK_DTYPE).reshape(count, self.size, self.size)
 
     def __getitem__(self, key: Key) -> np.ndarray:
         rows = self._rows(key)
