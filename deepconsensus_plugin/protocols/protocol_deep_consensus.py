@@ -80,8 +80,9 @@ def summaryLines(info):
 class ProtDeepConsensus(ProtParticles):
     """Deep Consensus (Sanchez-Garcia et al., IUCrJ 2018) prunes false-positive picks.
 
-    Several pickers' coordinates are merged: the coordinates picked by all (or
-    at least k) pickers are the AND set, all of them the OR set.  A network
+    Several pickers' coordinates are merged: the coordinates picked by a
+    majority of the pickers (or all, or at least k) are the AND set, all of
+    them the OR set.  A network
     learns to tell AND particles from random background boxes (NEG) and scores
     every OR coordinate in [0, 1]; those at or above the threshold are
     DC-retained, the rest DC-pruned.
