@@ -101,9 +101,11 @@ class ParticleStack:
 
     def __getitem__(self, key: Key) -> np.ndarray:
         rows = self._rows(key)
+        if isinstance(key, slice) and len(rows):  # the scoring loop's case: one read
+            return self._read_run(int(rows[0]), len(rows))
         out = np.empty((len(rows), self.size, self.size), dtype=STACK_DTYPE)
         if len(rows) == 0:
-            return out[0] if isinstance(key, (int, np.integer)) else out
+            return out
         order = np.argsort(rows, kind="stable")
         ordered = rows[order]
         # runs of consecutive row numbers (repeats included) are read in one call
