@@ -65,8 +65,9 @@ class ParticleBatches:
     on several stacks (extracted negatives and user-given particles, say)
     without copying them.  Each epoch visits every particle of the larger
     class once and cycles the smaller class to the same count, so batches are
-    balanced without discarding data.  Rows are read in sorted order per
-    stack, which is what a memory-mapped stack reads fastest.
+    balanced without discarding data.  Each stack is asked once per batch for
+    all its rows (a :class:`.stack.ParticleStack` sorts them and reads runs of
+    neighbouring rows in one call).
     """
 
     def __init__(self, stacks: Sequence[np.ndarray], samples: Sequence[np.ndarray],
@@ -106,7 +107,6 @@ class ParticleBatches:
             images = np.empty((len(lab),) + shape, dtype=np.float32)
             for source in np.unique(batch[:, 0]):
                 where = np.flatnonzero(batch[:, 0] == source)
-                where = where[np.argsort(batch[where, 1])]
                 images[where] = self.stacks[source][batch[where, 1]]
             if self.augment:
                 images = dihedral_augment(images, self.rng)
