@@ -1,0 +1,54 @@
+"""Dawid-Skene combination of picker votes and the network's logit."""
+import numpy as np
+
+from deepconsensus_plugin.core.agreement import dawid_skene, score_logit
+
+
+def _simulated(n=4000, seed=0):
+    """Particles and junk; a good, a junk-happy and a weak picker; a noisy network."""
+    rng = np.random.default_rng(seed)
+    particle = rng.random(n) < 0.6
+    rates = {"good": (0.95, 0.15), "junky": (0.8, 0.7), "weak": (0.3, 0.2)}
+    voters = np.column_stack([np.where(particle, rng.random(n) < s, rng.random(n) < f)
+                              for s, f in rates.values()])
+    keep = voters.any(axis=1)  # the OR set: picked by at least one
+    logit = np.where(particle, 2.0, -2.0) + rng.normal(0, 2.0, n)
+    return particle[keep], voters[keep], logit[keep]
+
+
+def _auc(labels, scores):
+    from deepconsensus_plugin.core.metrics import roc_auc
+    return roc_auc(labels, scores)
+
+
+def test_recovers_picker_reliability_and_beats_each_source():
+    particle, voters, logit = _simulated()
+    posterior, model = dawid_skene(voters, logit)
+    assert model.sensitivity[0] > 0.85 and model.false_pick_rate[0] < 0.3
+    assert model.false_pick_rate[1] > 0.5  # the junk-happy picker is found out
+    assert model.logit_mean[1] > model.logit_mean[0]
+    combined = _auc(particle, posterior)
+    assert combined > _auc(particle, logit) + 0.02
+    assert combined > _auc(particle, voters.sum(axis=1)) + 0.02
+    assert np.all((posterior >= 0) & (posterior <= 1))
+
+
+def test_votes_alone_and_nan_logits():
+    particle, voters, logit = _simulated(seed=1)
+    posterior, model = dawid_skene(voters)
+    assert model.logit_mean is None
+    assert _auc(particle, posterior) > 0.7
+    logit = logit.copy()
+    logit[:5] = np.nan
+    posterior, _ = dawid_skene(voters, logit)
+    assert np.isnan(posterior[:5]).all() and np.isfinite(posterior[5:]).all()
+
+
+def test_empty_input():
+    posterior, model = dawid_skene(np.zeros((0, 3), bool), np.zeros(0))
+    assert len(posterior) == 0 and model.iterations == 0
+
+
+def test_logit_of_saturated_scores_is_finite():
+    assert np.isfinite(score_logit(np.array([0.0, 0.5, 1.0]))).all()
+    assert score_logit(np.array([0.5]))[0] == 0.0
