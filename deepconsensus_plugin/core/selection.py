@@ -1,0 +1,110 @@
+"""The retained / pruned split: a score threshold and no particle twice.
+
+Two pickers that centre the same particle further apart than the consensus
+radius leave two OR coordinates on it, and a network that likes the particle
+likes both boxes.  Kept together they put the same particle twice into the
+particle set: in a refinement it lands in both half-sets and inflates the
+FSC.  The rule here is the detector's non-maximum suppression: going down
+the ranking, a retained coordinate closer than the minimum distance to a
+better-scored retained coordinate on the same micrograph is a duplicate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.spatial import cKDTree
+
+DEFAULT_MIN_DISTANCE = 0.3
+"""Default minimum distance in boxes: about half a particle diameter for the usual box
+of 1.5-2 particle diameters.  Two particles are at least a diameter apart, while
+off-centre picks of one particle are within half a diameter of each other."""
+
+
+def tiled_plane(mic: np.ndarray, xy: np.ndarray, gap: float) -> np.ndarray:
+    """Coordinates of many micrographs moved onto one plane, each micrograph on its own tile.
+
+    Tiles are further apart than ``gap``, so one k-d tree over the plane finds
+    exactly the pairs within ``gap`` on the same micrograph: one tree instead
+    of thousands of small ones.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(xy) == 0:
+        return xy.copy()
+    _, tile = np.unique(np.asarray(mic), return_inverse=True)
+    stride = float(np.ptp(xy[:, 0])) + 2 * gap + 1.0
+    return np.column_stack([xy[:, 0] - xy[:, 0].min() + tile * stride, xy[:, 1]])
+
+
+def find_duplicates(mic: np.ndarray, xy: np.ndarray, scores: np.ndarray,
+                    candidates: np.ndarray, min_distance: float) -> np.ndarray:
+    """Mask of the candidates that lie closer than ``min_distance`` to a better kept candidate.
+
+    ``candidates`` is a boolean mask over the rows (the retained coordinates);
+    rows outside it are never duplicates and never suppress one.  Candidates
+    are visited by decreasing score (ties: lower row first); one is kept
+    unless a kept candidate on the same micrograph lies within
+    ``min_distance``, so a chain of close picks keeps every other one, as
+    non-maximum suppression does.
+    """
+    candidates = np.asarray(candidates, dtype=bool)
+    duplicate = np.zeros(len(candidates), dtype=bool)
+    rows = np.flatnonzero(candidates)
+    if len(rows) < 2 or min_distance <= 0:
+        return duplicate
+    plane = tiled_plane(np.asarray(mic)[rows], np.asarray(xy)[rows], min_distance)
+    pairs = cKDTree(plane).query_pairs(min_distance, output_type="ndarray")
+    if len(pairs) == 0:
+        return duplicate
+    n = len(rows)
+    adjacency = coo_matrix((np.ones(2 * len(pairs), dtype=bool),
+                            (np.r_[pairs[:, 0], pairs[:, 1]], np.r_[pairs[:, 1], pairs[:, 0]])),
+                           shape=(n, n)).tocsr()
+    order = np.lexsort((np.arange(n), -np.asarray(scores, dtype=np.float64)[rows]))
+    kept = np.zeros(n, dtype=bool)
+    dropped = np.zeros(n, dtype=bool)
+    crowded = np.diff(adjacency.indptr) > 0
+    for i in order[crowded[order]]:  # isolated candidates are kept as they are
+        neighbours = adjacency.indices[adjacency.indptr[i]:adjacency.indptr[i + 1]]
+        if kept[neighbours].any():
+            dropped[i] = True
+        else:
+            kept[i] = True
+    duplicate[rows[dropped]] = True
+    return duplicate
+
+
+@dataclass(frozen=True)
+class Split:
+    """Rows of the OR set on each side of the cut.
+
+    ``retained`` and ``pruned`` partition the scored rows (NaN scores, on
+    skipped micrographs, are in neither); ``duplicate`` marks the pruned rows
+    that scored above the threshold but lie too close to a better retained one.
+    """
+
+    retained: np.ndarray
+    pruned: np.ndarray
+    duplicate: np.ndarray
+
+    @property
+    def n_duplicates(self) -> int:
+        return int(np.count_nonzero(self.duplicate))
+
+    def retained_mask(self) -> np.ndarray:
+        mask = np.zeros(len(self.duplicate), dtype=bool)
+        mask[self.retained] = True
+        return mask
+
+
+def split_scores(scores: np.ndarray, threshold: float, mic: np.ndarray, xy: np.ndarray,
+                 min_distance: float) -> Split:
+    """The protocols' rule: retained when the score is at least ``threshold`` and no better
+    retained coordinate on the micrograph lies within ``min_distance`` (px; 0: no limit)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scored = np.isfinite(scores)
+    above = scored & (scores >= threshold)
+    duplicate = find_duplicates(mic, xy, scores, above, min_distance)
+    return Split(retained=np.flatnonzero(above & ~duplicate),
+                 pruned=np.flatnonzero(scored & ~(above & ~duplicate)), duplicate=duplicate)

@@ -1,0 +1,72 @@
+"""The retained / pruned split: threshold, duplicates, partition."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial import cKDTree
+
+from deepconsensus_plugin.core.selection import find_duplicates, split_scores, tiled_plane
+
+
+def test_second_pick_of_a_particle_is_a_duplicate_of_the_better_one():
+    xy = np.array([[100.0, 100.0], [110.0, 100.0], [300.0, 300.0]])
+    scores = np.array([0.7, 0.9, 0.8])
+    dup = find_duplicates(np.zeros(3), xy, scores, np.ones(3, bool), 30.0)
+    assert dup.tolist() == [True, False, False]
+
+
+def test_other_micrographs_and_unselected_rows_never_suppress():
+    xy = np.array([[100.0, 100.0], [105.0, 100.0], [102.0, 100.0]])
+    mic = np.array([1, 2, 1])
+    scores = np.array([0.6, 0.9, 0.99])
+    candidates = np.array([True, True, False])  # row 2 is below the threshold
+    assert not find_duplicates(mic, xy, scores, candidates, 30.0).any()
+
+
+def test_a_chain_keeps_every_other_pick_as_non_maximum_suppression_does():
+    xy = np.array([[0.0, 0.0], [20.0, 0.0], [40.0, 0.0]])
+    scores = np.array([0.9, 0.8, 0.7])
+    dup = find_duplicates(np.zeros(3), xy, scores, np.ones(3, bool), 25.0)
+    assert dup.tolist() == [False, True, False]
+
+
+def test_zero_distance_disables_the_rule():
+    xy = np.zeros((3, 2))
+    assert not find_duplicates(np.zeros(3), xy, np.ones(3), np.ones(3, bool), 0.0).any()
+
+
+def test_split_partitions_the_scored_rows_and_marks_duplicates():
+    scores = np.array([0.9, 0.8, 0.2, np.nan, 0.95])
+    xy = np.array([[0.0, 0.0], [10.0, 0.0], [500.0, 0.0], [800.0, 0.0], [900.0, 900.0]])
+    split = split_scores(scores, 0.5, np.zeros(5), xy, 30.0)
+    assert split.retained.tolist() == [0, 4]
+    assert split.pruned.tolist() == [1, 2]
+    assert split.duplicate.tolist() == [False, True, False, False, False]
+    assert split.n_duplicates == 1
+    assert split.retained_mask().tolist() == [True, False, False, False, True]
+
+
+def test_tiles_keep_micrographs_apart():
+    xy = np.array([[0.0, 0.0], [1000.0, 0.0], [0.0, 0.0]])
+    plane = tiled_plane(np.array([3, 3, 7]), xy, 50.0)
+    assert np.linalg.norm(plane[2] - plane[0]) > 50.0
+    assert np.linalg.norm(plane[1] - plane[0]) == pytest.approx(1000.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 200), seed=st.integers(0, 10_000), distance=st.floats(1.0, 80.0))
+def test_no_two_retained_coordinates_are_closer_than_the_distance(n, seed, distance):
+    rng = np.random.default_rng(seed)
+    mic = rng.integers(0, 3, n)
+    xy = rng.uniform(0, 400, (n, 2))
+    scores = rng.random(n)
+    split = split_scores(scores, 0.3, mic, xy, distance)
+    assert sorted(np.r_[split.retained, split.pruned].tolist()) == list(range(n))
+    for m in np.unique(mic):
+        kept = xy[split.retained[mic[split.retained] == m]]
+        assert len(cKDTree(kept).query_pairs(distance * (1 - 1e-9))) == 0
+    # every duplicate has a better-scored retained coordinate within the distance
+    for row in np.flatnonzero(split.duplicate):
+        same = split.retained[mic[split.retained] == mic[row]]
+        near = same[np.linalg.norm(xy[same] - xy[row], axis=1) <= distance]
+        assert (scores[near] >= scores[row]).any()
