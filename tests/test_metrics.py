@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from deepconsensus_plugin.core.metrics import (COUNTINGS, PickingMetrics, agreed_unlabelled,
                                                audited_exclusion, close_pairs, count_picks,
+                                               near_higher_score,
                                                f1_score, match_one_to_one, match_to_truth, mcc,
                                                picking_metrics, pr_auc, pr_curve, roc_auc,
                                                roc_curve)
@@ -147,6 +148,19 @@ def test_close_pairs():
     assert close_pairs(xy, groups, 5.0) == 2
     assert close_pairs(xy, np.zeros(5), 5.0) == 4   # one group: the copy at (0, 0) adds two
     assert close_pairs(np.empty((0, 2)), np.empty(0), 5.0) == 0
+
+
+def test_near_higher_score():
+    # a particle picked three times (rows 0-2), one alone (3), and a copy on another group (4)
+    xy = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [50.0, 50.0], [0.0, 0.0]])
+    groups = np.array([0, 0, 0, 0, 1])
+    scores = np.array([0.7, 0.9, 0.7, 0.1, 0.2])
+    # pairs closer than 5 px: (0, 1) at 3 px and (0, 2) at 4 px; (1, 2) at 5 px is not.
+    # Row 0 is below row 1; rows 0 and 2 tie, and the earlier row 0 ranks above row 2.
+    assert near_higher_score(xy, groups, scores, 5.0).tolist() == [True, False, True, False,
+                                                                   False]
+    assert close_pairs(xy, groups, 5.0) == 2
+    assert near_higher_score(np.empty((0, 2)), np.empty(0), np.empty(0), 5.0).shape == (0,)
 
 
 def test_picking_metrics_hand_example():

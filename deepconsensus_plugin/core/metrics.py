@@ -132,6 +132,29 @@ def close_pairs(xy: np.ndarray, groups: np.ndarray, distance: float) -> int:
     return count
 
 
+def near_higher_score(xy: np.ndarray, groups: np.ndarray, scores: np.ndarray,
+                      distance: float) -> np.ndarray:
+    """Which coordinates lie closer than ``distance`` to a higher-scoring one of their group.
+
+    Those are the second (third...) picks of a particle: a set without
+    duplicates has none.  Equal scores rank the earlier row higher, so of
+    two equal duplicates one is flagged.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    groups, scores = np.asarray(groups), np.asarray(scores, dtype=np.float64)
+    flagged = np.zeros(len(xy), dtype=bool)
+    for group in np.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        points = xy[rows]
+        pairs = cKDTree(points).query_pairs(distance, output_type="ndarray")
+        pairs = pairs[np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+                      < distance]
+        i, j = rows[pairs[:, 0]], rows[pairs[:, 1]]   # query_pairs gives i < j
+        first_higher = scores[i] >= scores[j]
+        flagged[np.where(first_higher, j, i)] = True
+    return flagged
+
+
 COUNTINGS = ("one_to_one", "lenient", "audited")
 """The three ways :func:`count_picks` counts a set, the first the primary figure."""
 
