@@ -153,7 +153,10 @@ def paper_roc_auc(results: RunResults, names: np.ndarray, data: Dataset, invert:
     random boxes on the same micrographs, each at least half a box from every
     label and every OR coordinate (so they hold no picked or labelled
     particle), extracted and scored as the run does (its box, network size,
-    contrast and model).  The stacks are written under ``work_dir`` and removed.
+    contrast and model).  Background boxes keep an eighth of a box from each
+    other (the protocol's negatives keep a quarter): dense micrographs such
+    as EMPIAR-10017's hold as many as they have labels only at that spacing.
+    The stacks are written under ``work_dir`` and removed.
     """
     from deepconsensus_plugin.core.extraction import extract_to_stack, micrograph_shape
     from deepconsensus_plugin.core.metrics import roc_auc
@@ -172,7 +175,7 @@ def paper_roc_auc(results: RunResults, names: np.ndarray, data: Dataset, invert:
         avoid = np.vstack([centres, results.table.xy[names == name]])
         particles[micId] = centres
         background[micId] = sample_negatives(micrograph_shape(paths[micId]), box, avoid,
-                                             len(centres), box / 2, rng, spacing=box / 4)
+                                             len(centres), box / 2, rng, spacing=box / 8)
     scores = {}
     with tempfile.TemporaryDirectory(dir=work_dir) as folder:
         for label, picks in (("particles", particles), ("background", background)):
