@@ -89,7 +89,7 @@ def protocol_params(args) -> dict:
 
 
 def run_scipion(data: Dataset, args) -> tuple:
-    """The project run; returns (deep-consensus protocol, picker import protocols, seconds)."""
+    """The project run; returns (the finished deep-consensus protocol, seconds)."""
     from pwem.protocols import ProtImportMicrographs
     from pyworkflow.object import Pointer
     from pyworkflow.project import Manager
@@ -119,7 +119,7 @@ def run_scipion(data: Dataset, args) -> tuple:
         dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
     print("Running deep consensus...", flush=True)
     dc = run_protocol(project, dc)
-    return dc, pickers, time.perf_counter() - start
+    return dc, time.perf_counter() - start
 
 
 def step_timings(prot) -> dict:
@@ -355,7 +355,7 @@ def main(argv=None) -> int:
     headless.configure(os.path.join(out, "scipion"))
     spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
     data = load_dataset(args.data, out, spec)
-    dc, pickers, total = run_scipion(data, args)
+    dc, total = run_scipion(data, args)
 
     results, names, retained = run_results(dc)
     table, info = results.table, results.info
