@@ -1,100 +1,242 @@
-"""The EMPIAR-10017 benchmark data: conversion to the picker frame and evaluation.
+"""Benchmark datasets of the shared layout: conversion to the picker frame and evaluation.
 
-Shared by ``empiar10017.py`` (the benchmark through Scipion) and
-``study.py`` (parameter studies on the core).  The data folder's README gives
-the frames: the JPG rows run opposite to the MRC rows the pickers saw, so
-micrographs are flipped vertically and written as MRC; box files give lower-
-left corners; ground-truth rows are in the JPG frame.
+Shared by ``dataset.py`` (the benchmark through Scipion), ``study.py``
+(parameter studies on the core) and ``gt_audit.py``.  A dataset folder holds
+
+* ``micrographs/*.{jpg,png,tif,mrc}`` (one format per folder),
+* ``picks/<picker>/<micrograph>.box``: EMAN boxes (lower-left corner, width,
+  height) in the frame of the MRC files the pickers saw,
+* ``gt/<micrograph>.csv``: labelled particle centres ``x,y`` for some of the
+  micrographs (``#`` comment lines allowed),
+
+and a README giving the facts that the files do not: the pixel size, the
+particle diameter and whether the image rows run opposite to the pickers'
+frame (then the micrographs are flipped vertically when written as MRC, and
+the labels, given in the image's frame, are flipped too).  Those facts live
+in :data:`KNOWN_DATASETS`, keyed by folder name; a new dataset of the same
+layout gives them on the command line.
 """
 from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Optional
 
 import mrcfile
 import numpy as np
 from PIL import Image
 
 from deepconsensus_plugin.core.coordinate_files import read_box
-from deepconsensus_plugin.core.metrics import (f1_score, match_to_truth, mcc, pr_auc,
-                                               roc_auc)
+from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, count_picks,
+                                               match_to_truth, mcc, pr_auc, roc_auc)
 
-PICKERS = ("crYOLO", "topaz", "deepPicker")
-SAMPLING_RATE = 1.77
-BOX = 180
-MATCH_RADIUS = 27.0
-"""A quarter of the ~108 px particle diameter, as in the data README."""
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".mrc")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset folder's README says and its files do not."""
+
+    pixel_size: float          # A/px of the micrographs as stored
+    diameter: float            # particle diameter in px
+    flip_y: bool               # image rows run opposite to the pickers' (MRC) rows
+    pickers: tuple[str, ...] = ()  # input order; empty: the picks/ folders, sorted
+
+
+KNOWN_DATASETS = {
+    # beta-galactosidase, 4096 px JPG (CryoPPP), rows flipped against the MRC frame
+    "empiar10017": DatasetSpec(pixel_size=1.77, diameter=108.0, flip_y=True,
+                               pickers=("crYOLO", "topaz", "deepPicker")),
+    # 80S ribosome, 1024 px PNG (CryoPPP, 4x binned), one frame everywhere
+    "empiar10028": DatasetSpec(pixel_size=5.36, diameter=56.0, flip_y=False,
+                               pickers=("topaz", "relion_log", "apple")),
+}
+
+
+def dataset_spec(data_dir: str, pixel_size: Optional[float] = None,
+                 diameter: Optional[float] = None, flip_y: Optional[bool] = None) -> DatasetSpec:
+    """The facts of ``data_dir``: the known dataset of that folder name, then the overrides.
+
+    A folder not in :data:`KNOWN_DATASETS` needs the pixel size and the
+    diameter; its rows are taken as unflipped unless ``flip_y`` says so.
+    """
+    name = os.path.basename(os.path.normpath(data_dir))
+    spec = KNOWN_DATASETS.get(name)
+    if spec is None:
+        if pixel_size is None or diameter is None:
+            raise SystemExit("%s is not a known dataset (%s): give --pixel-size and --diameter "
+                             "(and --flip-y if its image rows run opposite to the picks)"
+                             % (data_dir, ", ".join(KNOWN_DATASETS)))
+        spec = DatasetSpec(pixel_size=pixel_size, diameter=diameter, flip_y=bool(flip_y))
+    overrides = {key: value for key, value in (("pixel_size", pixel_size),
+                                               ("diameter", diameter), ("flip_y", flip_y))
+                 if value is not None}
+    return replace(spec, **overrides)
 
 
 @dataclass
 class Dataset:
+    name: str                              # the folder's name
+    spec: DatasetSpec
+    box: int                               # box size of the .box files, px
+    pickers: tuple[str, ...]               # picker folders in input order
     names: list[str]                       # micrograph names, sorted
     mrc_paths: dict[str, str]              # name -> MRC file in the picker frame
     picks: dict[str, dict[str, np.ndarray]]  # picker -> name -> (n, 2) centres
     truth: dict[str, np.ndarray]           # name -> (m, 2) centres, MRC frame
 
+    @property
+    def match_radius(self) -> float:
+        """A quarter of the particle diameter: a coordinate this close to a label is on it."""
+        return self.spec.diameter / 4
 
-def convert_micrographs(data_dir: str, out_dir: str) -> dict[str, str]:
-    """Write each JPG micrograph, flipped to the picker frame, as MRC (once; reused after)."""
+
+def _image_files(data_dir: str) -> list[str]:
+    folder = os.path.join(data_dir, "micrographs")
+    files = sorted(f for f in glob.glob(os.path.join(folder, "*"))
+                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    extensions = {os.path.splitext(f)[1].lower() for f in files}
+    if not files:
+        raise SystemExit("%s holds no micrographs (%s)" % (folder, ", ".join(IMAGE_EXTENSIONS)))
+    if len(extensions) > 1:
+        raise SystemExit("%s mixes image formats (%s): keep one" % (folder,
+                                                                   ", ".join(sorted(extensions))))
+    return files
+
+
+def _read_image(path: str) -> np.ndarray:
+    if path.lower().endswith(".mrc"):
+        with mrcfile.open(path, permissive=True) as mrc:
+            return np.asarray(mrc.data, dtype=np.float32)
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+
+
+def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec) -> dict[str, str]:
+    """Write each micrograph as MRC in the pickers' frame (once; reused after)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
-    for jpg in sorted(glob.glob(os.path.join(data_dir, "micrographs", "*.jpg"))):
-        name = os.path.splitext(os.path.basename(jpg))[0]
+    for source in _image_files(data_dir):
+        name = os.path.splitext(os.path.basename(source))[0]
         path = os.path.join(out_dir, name + ".mrc")
         if not os.path.exists(path):
-            image = np.asarray(Image.open(jpg).convert("L"), dtype=np.float32)[::-1]
+            image = _read_image(source)
+            if spec.flip_y:
+                image = image[::-1]
             tmp = path + ".tmp"
             with mrcfile.new(tmp, overwrite=True) as mrc:
                 mrc.set_data(np.ascontiguousarray(image))
-                mrc.voxel_size = SAMPLING_RATE
+                mrc.voxel_size = spec.pixel_size
             os.replace(tmp, path)
         paths[name] = path
     return paths
 
 
-def load_dataset(data_dir: str, out_dir: str) -> Dataset:
-    paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"))
+def _pickers(data_dir: str, spec: DatasetSpec) -> tuple[str, ...]:
+    folder = os.path.join(data_dir, "picks")
+    found = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    pickers = tuple(p for p in spec.pickers if p in found) + tuple(
+        p for p in found if p not in spec.pickers)
+    if len(pickers) < 2:
+        raise SystemExit("%s holds %d picker folder(s): Deep Consensus needs at least two"
+                         % (folder, len(pickers)))
+    return pickers
+
+
+def _box_size(picks_dir: str, pickers: tuple[str, ...]) -> int:
+    """The one box width of every .box file (the import protocol takes it from them too)."""
+    widths = Counter()
+    for picker in pickers:
+        for path in glob.glob(os.path.join(picks_dir, picker, "*.box")):
+            sizes = read_box(path).box_sizes
+            if sizes is not None:
+                widths.update(int(round(w)) for w in np.unique(sizes))
+    if len(widths) != 1:
+        raise SystemExit("The .box files under %s give %s box widths; the benchmark needs "
+                         "exactly one" % (picks_dir, sorted(widths) or "no"))
+    return next(iter(widths))
+
+
+def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None) -> Dataset:
+    """Read a dataset folder, writing its micrographs as MRC under ``out_dir/micrographs``."""
+    spec = spec or dataset_spec(data_dir)
+    paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"), spec)
     names = sorted(paths)
-    picks = {p: {n: read_box(os.path.join(data_dir, "picks", p, n + ".box")).xy
-                 for n in names
-                 if os.path.exists(os.path.join(data_dir, "picks", p, n + ".box"))}
-             for p in PICKERS}
+    pickers = _pickers(data_dir, spec)
+    picks_dir = os.path.join(data_dir, "picks")
+    picks = {p: {n: read_box(os.path.join(picks_dir, p, n + ".box")).xy
+                 for n in names if os.path.exists(os.path.join(picks_dir, p, n + ".box"))}
+             for p in pickers}
     truth = {}
     for csv in sorted(glob.glob(os.path.join(data_dir, "gt", "*.csv"))):
         name = os.path.splitext(os.path.basename(csv))[0]
+        if name not in paths:
+            raise SystemExit("%s labels a micrograph that %s lacks" % (csv, data_dir))
         xy = np.loadtxt(csv, delimiter=",", comments="#", ndmin=2)[:, :2]
-        height = mrcfile.open(paths[name], header_only=True).header.ny
-        truth[name] = np.column_stack([xy[:, 0], int(height) - xy[:, 1]])
-    return Dataset(names, paths, picks, truth)
+        if spec.flip_y:
+            height = int(mrcfile.open(paths[name], header_only=True).header.ny)
+            xy = np.column_stack([xy[:, 0], height - xy[:, 1]])
+        truth[name] = xy
+    if not truth:
+        raise SystemExit("%s has no ground truth (gt/*.csv)" % data_dir)
+    return Dataset(os.path.basename(os.path.normpath(data_dir)), spec,
+                   _box_size(picks_dir, pickers), pickers, names, paths, picks, truth)
 
 
-def or_labels(names: np.ndarray, xy: np.ndarray, truth: dict[str, np.ndarray]) -> np.ndarray:
-    """True-positive flags of candidate coordinates on the ground-truth micrographs."""
+def or_labels(names: np.ndarray, xy: np.ndarray, data: Dataset) -> np.ndarray:
+    """Whether each candidate box lies on a labelled particle (lenient: duplicates too).
+
+    These per-box labels rank the scores (ROC-AUC, PR-AUC) and judge each
+    keep/prune decision (MCC): the network scores a box, and a second box on
+    the same particle looks as much like a particle as the first.  Only
+    micrographs with ground truth have true labels.
+    """
     labels = np.zeros(len(xy), dtype=bool)
-    for name, centres in truth.items():
+    for name, centres in data.truth.items():
         rows = np.flatnonzero(names == name)
-        labels[rows] = match_to_truth(xy[rows], centres, MATCH_RADIUS)[0]
+        labels[rows] = match_to_truth(xy[rows], centres, data.match_radius)[0]
     return labels
 
 
-def evaluate_selection(names: np.ndarray, xy: np.ndarray, keep: np.ndarray,
-                       truth: dict[str, np.ndarray], labels: np.ndarray) -> dict:
-    """n, precision, recall, F1 of the kept candidates, and MCC of keeping within the candidates.
+def audit_anchors(names: np.ndarray, xy: np.ndarray, votes: np.ndarray,
+                  data: Dataset) -> dict[str, np.ndarray]:
+    """Per labelled micrograph, the OR coordinates two or more pickers agree on, unlabelled.
+
+    Unlabelled means more than half a diameter from every label; the
+    "labels audited" count leaves unmatched coordinates within a quarter
+    diameter of them out of precision (see ``core.metrics``).
+    """
+    anchors = {}
+    for name, centres in data.truth.items():
+        rows = np.flatnonzero(names == name)
+        agreed = agreed_unlabelled(xy[rows], votes[rows], centres, data.spec.diameter / 2)
+        anchors[name] = xy[rows][agreed]
+    return anchors
+
+
+def evaluate_picks(picks: dict[str, np.ndarray], data: Dataset,
+                   anchors: dict[str, np.ndarray]) -> dict:
+    """n, precision, recall, F1 one-to-one at the top level, and as ``lenient`` and ``audited``."""
+    counts = count_picks(picks, data.truth, data.match_radius, anchors)
+    figures = {counting: {key: getattr(counts[counting], key)
+                          for key in ("n", "precision", "recall", "f1")}
+               for counting in COUNTINGS}
+    return {**figures["one_to_one"], "lenient": figures["lenient"],
+            "audited": figures["audited"]}
+
+
+def evaluate_selection(names: np.ndarray, xy: np.ndarray, keep: np.ndarray, data: Dataset,
+                       labels: np.ndarray, anchors: dict[str, np.ndarray]) -> dict:
+    """The three countings of the kept candidates, and MCC of keeping within the candidates.
 
     Only candidates on ground-truth micrographs count; ``labels`` are their
-    true-positive flags (:func:`or_labels`).
+    per-box labels (:func:`or_labels`), ``anchors`` those of :func:`audit_anchors`.
     """
-    on_truth = np.isin(names, list(truth))
-    kept = keep & on_truth
-    found = [match_to_truth(xy[kept & (names == n)], c, MATCH_RADIUS)[1]
-             for n, c in truth.items()]
-    n = int(kept.sum())
-    precision = float(labels[kept].mean()) if n else 0.0
-    recall = float(np.concatenate(found).mean())
-    return {"n": n, "precision": precision, "recall": recall,
-            "f1": f1_score(precision, recall),
-            "mcc": mcc(labels[on_truth], keep[on_truth])}
+    on_truth = np.isin(names, list(data.truth))
+    result = evaluate_picks({n: xy[keep & (names == n)] for n in data.truth}, data, anchors)
+    result["mcc"] = mcc(labels[on_truth], keep[on_truth])
+    return result
 
 
 def score_quality(names: np.ndarray, scores: np.ndarray, truth: dict[str, np.ndarray],

@@ -2,7 +2,7 @@
 
     python benchmarks/gt_audit.py --data ../shared/data/empiar10017 --out OUT
 
-``OUT`` is the folder of an ``empiar10017.py`` run (its ``scores.csv`` and
+``OUT`` is the folder of a ``dataset.py`` run (its ``scores.csv`` and
 converted micrographs are reused).  The benchmark counts every OR coordinate
 with no ground-truth centre within 27 px as a false positive.  If the curated
 ground truth missed particles, some of those "false positives" are particles,
@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from empiar_data import BOX, load_dataset, or_labels  # noqa: E402
+from empiar_data import load_dataset, or_labels  # noqa: E402
 
 from deepconsensus_plugin.core.extraction import extract_particles, read_micrograph  # noqa: E402
 
@@ -66,12 +66,12 @@ def audit(data_dir: str, out: str, seed: int = 0) -> list[dict]:
         mic = read_micrograph(data.mrc_paths[name])
         on = names == name
         pts = xy[on]
-        true = or_labels(names[on], pts, data.truth)
+        true = or_labels(names[on], pts, data)
         to_truth = cKDTree(truth).query(pts)[0]
         near_any = cKDTree(np.vstack([pts, truth]))
-        cand = rng.uniform(BOX, np.array(mic.shape[::-1]) - BOX, size=(3000, 2))
+        cand = rng.uniform(data.box, np.array(mic.shape[::-1]) - data.box, size=(3000, 2))
         background = cand[near_any.query(cand)[0] > 2 * PARTICLE_RADIUS][:300]
-        missed = truth[cKDTree(pts).query(truth)[0] > 27.0]
+        missed = truth[cKDTree(pts).query(truth)[0] > data.match_radius]
         groups = {
             "true positives, 3 votes": true & (votes[on] == 3),
             "false positives, 3 votes": ~true & (votes[on] == 3),
@@ -82,11 +82,12 @@ def audit(data_dir: str, out: str, seed: int = 0) -> list[dict]:
         }
         for key, mask in groups.items():
             distances.setdefault(key, []).append(to_truth[mask])
-            images.setdefault(key, []).append(extract_particles(mic, pts[mask], BOX, SIZE)[0])
+            images.setdefault(key, []).append(
+                extract_particles(mic, pts[mask], data.box, SIZE)[0])
         images.setdefault("ground truth no picker found", []).append(
-            extract_particles(mic, missed, BOX, SIZE)[0])
+            extract_particles(mic, missed, data.box, SIZE)[0])
         images.setdefault("random background", []).append(
-            extract_particles(mic, background, BOX, SIZE)[0])
+            extract_particles(mic, background, data.box, SIZE)[0])
     reference = radial_profile(np.concatenate(images["true positives, 3 votes"]).mean(0))
     rows = []
     for key, parts in images.items():
@@ -106,7 +107,7 @@ def audit(data_dir: str, out: str, seed: int = 0) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--out", required=True, help="folder of an empiar10017.py run")
+    parser.add_argument("--out", required=True, help="folder of a dataset.py run")
     args = parser.parse_args(argv)
     rows = audit(args.data, args.out)
     print("| group | n | profile corr. | central contrast | median distance to truth "

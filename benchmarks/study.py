@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from empiar_data import (BOX, Dataset, evaluate_selection, load_dataset,  # noqa: E402
-                         or_labels, score_quality)
+from empiar_data import (Dataset, audit_anchors, evaluate_selection,  # noqa: E402
+                         load_dataset, or_labels, score_quality)
 
 from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
 from deepconsensus_plugin.core.model import DEFAULT_SIZE  # noqa: E402
@@ -52,19 +52,20 @@ def prepare(data: Dataset, out: str, p: dict) -> dict:
     os.makedirs(folder, exist_ok=True)
     index = {n: i for i, n in enumerate(data.names)}
     pickers = [{index[n]: xy for n, xy in picks.items()} for picks in data.picks.values()]
-    table = pipeline.consensus_table(pickers, p["radius"] * BOX)
+    table = pipeline.consensus_table(pickers, p["radius"] * data.box)
     names = np.array(data.names)[table.mic]
     positives = np.flatnonzero(table.votes >= p["k"])
     shapes = {i: extraction.micrograph_shape(data.mrc_paths[n]) for n, i in index.items()}
-    negatives = pipeline.negatives_table(table, shapes, BOX, int(p["neg_ratio"] * len(positives)),
-                                         p["neg_dist"] * BOX, p["seed"])
+    negatives = pipeline.negatives_table(table, shapes, data.box,
+                                         int(p["neg_ratio"] * len(positives)),
+                                         p["neg_dist"] * data.box, p["seed"])
     paths = {i: data.mrc_paths[n] for n, i in index.items()}
     stacks = {}
     for label, coords in (("or", table), ("neg", negatives)):
         path = os.path.join(folder, label + ".npy")
         if not os.path.exists(path):
             stack = create_stack(path + ".tmp.npy", len(coords), p["size"])
-            extraction.extract_to_stack(pipeline.extraction_jobs(coords, paths), stack, BOX)
+            extraction.extract_to_stack(pipeline.extraction_jobs(coords, paths), stack, data.box)
             stack.close()
             os.replace(path + ".tmp.npy", path)
         stacks[label] = open_stack(path)
@@ -110,18 +111,19 @@ def run_variant(data: Dataset, out: str, p: dict) -> dict:
     prep = prepare(data, out, p)
     scores, info = train_and_score(prep, p)
     table, names = prep["table"], prep["names"]
-    labels = or_labels(names, table.xy, data.truth)
+    labels = or_labels(names, table.xy, data)
+    anchors = audit_anchors(names, table.xy, table.votes, data)
     result = {"params": p, **info, "seconds": time.perf_counter() - start}
-    result["OR"] = evaluate_selection(names, table.xy, np.ones(len(table), bool), data.truth,
-                                      labels)
-    result["AND"] = evaluate_selection(names, table.xy, table.votes >= p["k"], data.truth,
-                                       labels)
+    result["OR"] = evaluate_selection(names, table.xy, np.ones(len(table), bool), data,
+                                      labels, anchors)
+    result["AND"] = evaluate_selection(names, table.xy, table.votes >= p["k"], data,
+                                       labels, anchors)
     result.update(score_quality(names, scores, data.truth, labels))
     auto = automatic_threshold(scores)
     result["auto_threshold"] = auto
     for name, threshold in (("dc_0.5", 0.5), ("dc_auto", auto)):
-        result[name] = evaluate_selection(names, table.xy, scores >= threshold, data.truth,
-                                          labels)
+        result[name] = evaluate_selection(names, table.xy, scores >= threshold, data,
+                                          labels, anchors)
     np.save(os.path.join(prep["folder"], "scores.npy"), scores)
     return result
 

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepconsensus_plugin.core.metrics import (PickingMetrics, f1_score, match_to_truth, mcc,
+from deepconsensus_plugin.core.metrics import (COUNTINGS, PickingMetrics, agreed_unlabelled,
+                                               audited_exclusion, close_pairs, count_picks,
+                                               near_higher_score,
+                                               f1_score, match_one_to_one, match_to_truth, mcc,
                                                picking_metrics, pr_auc, pr_curve, roc_auc,
                                                roc_curve)
 
@@ -32,6 +35,132 @@ def test_match_to_truth_empty_inputs():
     assert is_tp.shape == (0,) and found.tolist() == [False, False]
     is_tp, found = match_to_truth([[1.0, 1.0]], np.empty((0, 2)), 3.0)
     assert is_tp.tolist() == [False] and found.shape == (0,)
+
+
+def test_particle_picked_twice_counts_once_one_to_one_and_twice_lenient():
+    truth = np.array([[100.0, 100.0], [300.0, 300.0]])
+    xy = np.array([[102.0, 100.0],    # particle 0
+                   [100.0, 96.0],     # particle 0 again, off-centre
+                   [300.0, 301.0]])   # particle 1
+    lenient_tp, lenient_found = match_to_truth(xy, truth, radius=6.0)
+    one_tp, one_found = match_one_to_one(xy, truth, radius=6.0)
+    assert lenient_tp.tolist() == [True, True, True]
+    assert one_tp.tolist() == [True, False, True]
+    assert lenient_found.tolist() == one_found.tolist() == [True, True]
+    assert picking_metrics(lenient_tp, lenient_found).precision == 1.0
+    assert picking_metrics(one_tp, one_found).precision == pytest.approx(2 / 3)
+
+
+def test_one_to_one_greedy_takes_the_nearer_coordinate():
+    truth = np.array([[100.0, 100.0]])
+    # the farther coordinate comes first in the input: the nearer one must still win
+    xy = np.array([[105.0, 100.0], [101.0, 100.0]])
+    is_tp, found = match_one_to_one(xy, truth, radius=6.0)
+    assert is_tp.tolist() == [False, True] and found.tolist() == [True]
+
+
+def test_one_to_one_greedy_by_distance_over_all_pairs():
+    # coordinate 0 lies 1 px from centre A and 4 px from centre B; coordinate 1 lies
+    # 3 px from A only.  Closest pair first: (0, A); then (1, A) is taken, (0, B) too:
+    # B stays unmatched, which is what greedy by distance (not the maximum matching) does.
+    truth = np.array([[0.0, 0.0], [5.0, 0.0]])
+    xy = np.array([[1.0, 0.0], [-3.0, 0.0]])
+    is_tp, found = match_one_to_one(xy, truth, radius=4.5)
+    assert is_tp.tolist() == [True, False]
+    assert found.tolist() == [True, False]
+    # a centre between two coordinates at the same distance goes to the lower index
+    is_tp, found = match_one_to_one(np.array([[-2.0, 0.0], [2.0, 0.0]]), truth[:1], 3.0)
+    assert is_tp.tolist() == [True, False] and found.tolist() == [True]
+
+
+def test_one_to_one_empty_inputs_and_exact_hits():
+    truth = np.array([[1.0, 1.0], [5.0, 5.0]])
+    is_tp, found = match_one_to_one(np.empty((0, 2)), truth, 3.0)
+    assert is_tp.shape == (0,) and found.tolist() == [False, False]
+    is_tp, found = match_one_to_one([[1.0, 1.0]], np.empty((0, 2)), 3.0)
+    assert is_tp.tolist() == [False] and found.shape == (0,)
+    # a coordinate exactly on a centre (distance 0) matches
+    is_tp, found = match_one_to_one([[5.0, 5.0]], truth, 3.0)
+    assert is_tp.tolist() == [True] and found.tolist() == [False, True]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=25),
+       st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), max_size=25))
+def test_one_to_one_is_a_matching_within_the_lenient_one(points, centres):
+    xy = np.array(points, dtype=float).reshape(-1, 2)
+    truth = np.array(centres, dtype=float).reshape(-1, 2)
+    is_tp, found = match_one_to_one(xy, truth, 3.0)
+    lenient_tp, lenient_found = match_to_truth(xy, truth, 3.0)
+    assert is_tp.sum() == found.sum()            # one centre per coordinate and back
+    assert not np.any(is_tp & ~lenient_tp)       # only coordinates near a centre match
+    assert not np.any(found & ~lenient_found)
+    # greedy leaves no pair within the radius with both ends unmatched
+    for i in np.flatnonzero(~is_tp):
+        for j in np.flatnonzero(~found):
+            assert np.hypot(*(xy[i] - truth[j])) >= 3.0
+
+
+def test_audited_exclusion_constructed_case():
+    diameter = 40.0
+    truth = np.array([[100.0, 100.0], [200.0, 100.0]])
+    # OR set: a labelled particle (3 votes), an unlabelled place two pickers agree on
+    # (60 px from the nearest label), a single-picker pick there, and a 2-vote pick
+    # only 15 px off a label (an off-centre pick: not an unlabelled particle).
+    or_xy = np.array([[100.0, 100.0], [200.0, 160.0], [300.0, 300.0], [115.0, 100.0]])
+    votes = np.array([3, 2, 1, 2])
+    agreed = agreed_unlabelled(or_xy, votes, truth, min_distance=diameter / 2)
+    assert agreed.tolist() == [False, True, False, False]
+    anchors = or_xy[agreed]
+    # a set: a true positive, two picks near the agreed place (5 and 12 px), one far away
+    xy = np.array([[101.0, 100.0], [203.0, 164.0], [200.0, 172.0], [300.0, 300.0]])
+    is_tp, found = match_one_to_one(xy, truth, diameter / 4)
+    assert is_tp.tolist() == [True, False, False, False]
+    excluded = audited_exclusion(xy, is_tp, anchors, radius=diameter / 4)
+    assert excluded.tolist() == [False, True, False, False]   # 12 px > a quarter (10 px)
+    counts = count_picks({"m": xy}, {"m": truth}, diameter / 4, {"m": anchors})
+    assert tuple(counts) == COUNTINGS
+    assert counts["one_to_one"].n == 4 and counts["one_to_one"].precision == 0.25
+    assert counts["audited"].n == 3
+    assert counts["audited"].precision == pytest.approx(1 / 3)
+    assert counts["audited"].recall == counts["one_to_one"].recall == 0.5
+    # a matched coordinate is never excluded, even next to an anchor
+    assert not audited_exclusion([[100.0, 100.0]], [True], [[100.0, 101.0]], 10.0).any()
+    assert audited_exclusion(xy, is_tp, np.empty((0, 2)), 10.0).tolist() == [False] * 4
+
+
+def test_count_picks_over_micrographs():
+    truth = {"a": np.array([[10.0, 10.0], [50.0, 50.0]]), "b": np.array([[10.0, 10.0]])}
+    picks = {"a": np.array([[11.0, 10.0], [10.0, 12.0], [90.0, 90.0]]),
+             "c": np.array([[10.0, 10.0]])}   # "c" has no labels: left out; "b" has no picks
+    counts = count_picks(picks, truth, 3.0)
+    one, lenient = counts["one_to_one"], counts["lenient"]
+    assert (one.n, one.n_truth) == (3, 3)
+    assert one.precision == pytest.approx(1 / 3) and one.recall == pytest.approx(1 / 3)
+    assert lenient.precision == pytest.approx(2 / 3) and lenient.recall == pytest.approx(1 / 3)
+    assert counts["audited"] == one   # no anchors: nothing excluded
+
+
+def test_close_pairs():
+    xy = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 4.9], [100.0, 100.0], [0.0, 0.0]])
+    groups = np.array(["a", "a", "a", "a", "b"])
+    # pairs in "a" closer than 5: (0, 2) at 4.9 and (1, 2) at 3.0; (0, 1) at exactly 5 is not
+    assert close_pairs(xy, groups, 5.0) == 2
+    assert close_pairs(xy, np.zeros(5), 5.0) == 4   # one group: the copy at (0, 0) adds two
+    assert close_pairs(np.empty((0, 2)), np.empty(0), 5.0) == 0
+
+
+def test_near_higher_score():
+    # a particle picked three times (rows 0-2), one alone (3), and a copy on another group (4)
+    xy = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [50.0, 50.0], [0.0, 0.0]])
+    groups = np.array([0, 0, 0, 0, 1])
+    scores = np.array([0.7, 0.9, 0.7, 0.1, 0.2])
+    # pairs closer than 5 px: (0, 1) at 3 px and (0, 2) at 4 px; (1, 2) at 5 px is not.
+    # Row 0 is below row 1; rows 0 and 2 tie, and the earlier row 0 ranks above row 2.
+    assert near_higher_score(xy, groups, scores, 5.0).tolist() == [True, False, True, False,
+                                                                   False]
+    assert close_pairs(xy, groups, 5.0) == 2
+    assert near_higher_score(np.empty((0, 2)), np.empty(0), np.empty(0), 5.0).shape == (0,)
 
 
 def test_picking_metrics_hand_example():

@@ -1,15 +1,30 @@
 """Accuracy of a coordinate set, or of scores, against ground-truth particle centres.
 
-A coordinate is a true positive when it lies within a match radius of a
-ground-truth centre; recall is the share of ground-truth centres that have a
-coordinate within that radius.  Threshold-free measures (ROC-AUC, PR-AUC)
-rank the scores of a set's coordinates against those labels.
+Three ways of counting a coordinate set against labelled centres, each
+within a match radius (a quarter of the particle diameter):
+
+* **one-to-one** (:func:`match_one_to_one`, the primary figure, as every
+  detection benchmark counts): each ground-truth centre matches at most one
+  coordinate and each coordinate at most one centre, closest pairs first; a
+  second pick of the same particle is a false positive.  A particle present
+  twice in a refinement sits in both half-sets and inflates the FSC, so a set
+  that holds duplicates must not score as if it did not.
+* **lenient** (:func:`match_to_truth`): a coordinate is a true positive when
+  any centre lies within the radius; recall is the share of centres with a
+  coordinate within it.  Duplicates all count as true positives.
+* **labels audited** (:func:`agreed_unlabelled`, :func:`audited_exclusion`):
+  one-to-one, but unmatched coordinates near a place that two or more
+  pickers agree on and the labels lack are left out of precision, an
+  allowance for particles missing from curated labels.
+
+Threshold-free measures (ROC-AUC, PR-AUC) rank the scores of a set's
+coordinates against per-coordinate labels.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -39,6 +54,139 @@ def match_to_truth(xy: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np
     dist_xy, _ = cKDTree(truth).query(xy, distance_upper_bound=radius)
     dist_truth, _ = cKDTree(xy).query(truth, distance_upper_bound=radius)
     return np.isfinite(dist_xy), np.isfinite(dist_truth)
+
+
+def match_one_to_one(xy: np.ndarray, truth: np.ndarray,
+                     radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(is each coordinate matched, is each truth centre matched), one to one.
+
+    Every (coordinate, centre) pair closer than ``radius`` is a candidate match;
+    pairs are taken greedily from the closest on (ties: lower coordinate
+    index, then lower centre index), each coordinate and each centre used at
+    most once.  Unmatched coordinates are false positives: a particle picked
+    twice gives one true positive and one false positive.  Greedy by distance
+    is what detection benchmarks use; it can differ from the maximum matching
+    only when two centres lie within two radii of each other, which particles
+    a diameter apart do not.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1, 2)
+    is_tp = np.zeros(len(xy), dtype=bool)
+    found = np.zeros(len(truth), dtype=bool)
+    if len(xy) == 0 or len(truth) == 0:
+        return is_tp, found
+    pairs = cKDTree(xy).sparse_distance_matrix(cKDTree(truth), radius, output_type="ndarray")
+    pairs = pairs[pairs["v"] < radius]   # strictly within, as match_to_truth counts
+    order = np.lexsort((pairs["j"], pairs["i"], pairs["v"]))
+    for i, j in zip(pairs["i"][order], pairs["j"][order]):
+        if not is_tp[i] and not found[j]:
+            is_tp[i] = found[j] = True
+    return is_tp, found
+
+
+def agreed_unlabelled(xy: np.ndarray, votes: np.ndarray, truth: np.ndarray,
+                      min_distance: float, min_votes: int = 2) -> np.ndarray:
+    """Which consensus (OR) coordinates are agreed on but unlabelled.
+
+    True for a coordinate picked by at least ``min_votes`` pickers that lies
+    more than ``min_distance`` (half a particle diameter) from every
+    ground-truth centre: independent pickers agree on something there that
+    the labels lack, which is not an off-centre pick of a labelled particle.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    truth = np.asarray(truth, dtype=np.float64).reshape(-1, 2)
+    agreed = np.asarray(votes) >= min_votes
+    if len(truth) == 0 or len(xy) == 0:
+        return agreed
+    distance, _ = cKDTree(truth).query(xy)
+    return agreed & (distance > min_distance)
+
+
+def audited_exclusion(xy: np.ndarray, is_tp: np.ndarray, anchors: np.ndarray,
+                      radius: float) -> np.ndarray:
+    """Which coordinates the "labels audited" count leaves out of precision.
+
+    An unmatched coordinate (``~is_tp``) within ``radius`` (a quarter
+    diameter) of an anchor (from :func:`agreed_unlabelled`) is neither a true
+    nor a false positive: the labels are silent there.  Matched coordinates
+    always count; recall is unchanged.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    anchors = np.asarray(anchors, dtype=np.float64).reshape(-1, 2)
+    if len(xy) == 0 or len(anchors) == 0:
+        return np.zeros(len(xy), dtype=bool)
+    distance, _ = cKDTree(anchors).query(xy, distance_upper_bound=radius)
+    return ~np.asarray(is_tp, bool) & np.isfinite(distance)
+
+
+def close_pairs(xy: np.ndarray, groups: np.ndarray, distance: float) -> int:
+    """How many pairs of coordinates of the same group (micrograph) lie closer than ``distance``."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    groups = np.asarray(groups)
+    count = 0
+    for group in np.unique(groups):
+        points = xy[groups == group]
+        pairs = cKDTree(points).query_pairs(distance, output_type="ndarray")
+        gaps = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+        count += int(np.sum(gaps < distance))
+    return count
+
+
+def near_higher_score(xy: np.ndarray, groups: np.ndarray, scores: np.ndarray,
+                      distance: float) -> np.ndarray:
+    """Which coordinates lie closer than ``distance`` to a higher-scoring one of their group.
+
+    Those are the second (third...) picks of a particle: a set without
+    duplicates has none.  Equal scores rank the earlier row higher, so of
+    two equal duplicates one is flagged.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    groups, scores = np.asarray(groups), np.asarray(scores, dtype=np.float64)
+    flagged = np.zeros(len(xy), dtype=bool)
+    for group in np.unique(groups):
+        rows = np.flatnonzero(groups == group)
+        points = xy[rows]
+        pairs = cKDTree(points).query_pairs(distance, output_type="ndarray")
+        pairs = pairs[np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+                      < distance]
+        i, j = rows[pairs[:, 0]], rows[pairs[:, 1]]   # query_pairs gives i < j
+        first_higher = scores[i] >= scores[j]
+        flagged[np.where(first_higher, j, i)] = True
+    return flagged
+
+
+COUNTINGS = ("one_to_one", "lenient", "audited")
+"""The three ways :func:`count_picks` counts a set, the first the primary figure."""
+
+
+def count_picks(picks: Mapping[str, np.ndarray], truth: Mapping[str, np.ndarray],
+                radius: float,
+                anchors: Optional[Mapping[str, np.ndarray]] = None) -> dict[str, PickingMetrics]:
+    """One-to-one, lenient and labels-audited figures of a set over labelled micrographs.
+
+    ``picks`` and ``truth`` map micrograph names to (n, 2) centres; only the
+    micrographs in ``truth`` count (a micrograph with no picks contributes
+    its centres to recall).  ``anchors`` maps micrograph names to the agreed,
+    unlabelled coordinates of :func:`agreed_unlabelled`; without it the
+    audited figures equal the one-to-one ones.  For "audited", ``n`` is the
+    number of coordinates counted in precision.
+    """
+    empty = np.empty((0, 2))
+    one_tp, one_found, len_tp, len_found, excluded = [], [], [], [], []
+    for name, centres in truth.items():
+        xy = np.asarray(picks.get(name, empty), dtype=np.float64).reshape(-1, 2)
+        tp, found = match_one_to_one(xy, centres, radius)
+        one_tp.append(tp)
+        one_found.append(found)
+        tp_any, found_any = match_to_truth(xy, centres, radius)
+        len_tp.append(tp_any)
+        len_found.append(found_any)
+        excluded.append(audited_exclusion(xy, tp, (anchors or {}).get(name, empty), radius))
+    one_tp, one_found = np.concatenate(one_tp), np.concatenate(one_found)
+    excluded = np.concatenate(excluded)
+    return {"one_to_one": picking_metrics(one_tp, one_found),
+            "lenient": picking_metrics(np.concatenate(len_tp), np.concatenate(len_found)),
+            "audited": picking_metrics(one_tp[~excluded], one_found)}
 
 
 def f1_score(precision: float, recall: float) -> float:

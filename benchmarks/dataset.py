@@ -1,0 +1,410 @@
+"""Dataset benchmark: ProtDeepConsensus through Scipion against curated ground truth.
+
+    python benchmarks/dataset.py --data ../shared/data/empiar10028 --out OUT
+    python benchmarks/dataset.py --data NEW --out OUT --pixel-size 1.1 --diameter 150 [--flip-y]
+
+Takes any dataset folder of the shared layout (``empiar_data.py``): builds a
+Scipion project, imports its micrographs (written as MRC in the pickers'
+frame) and every picker's coordinates, runs ProtDeepConsensus with its
+defaults (or the options given), and evaluates every set (each picker, OR,
+AND, DC-retained) against the ground truth in ``DATA/gt`` three ways:
+one-to-one (the primary figures), lenient, and labels audited.  Also the
+ROC-AUC and PR-AUC of the score over the OR set, the paper's ROC-AUC
+(labelled particles against random background boxes, scored with the run's
+model), the retained pairs closer than the run's minimum distance between
+particles, and the time end to end.  Writes ``OUT/metrics.json``,
+``OUT/scores.csv``, ``OUT/report.md`` and PNG plots.  ``--label-noise
+0,0.25,0.4`` adds the paper's Appendix C experiment: the same pipeline
+through the core with that share of training labels swapped.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from deepconsensus_plugin import headless  # noqa: E402
+
+from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
+                         evaluate_selection, load_dataset, or_labels, score_quality)
+
+from deepconsensus_plugin.results import RunResults  # noqa: E402
+
+CONSENSUS_SETS = ("OR", "AND", "dc_retained")
+COLUMNS = (("one-to-one", None), ("lenient", "lenient"), ("labels audited", "audited"))
+"""The three countings in the report: title, key in a set's figures (None: the top level)."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True,
+                        help="a dataset folder (micrographs/, picks/<picker>/*.box, gt/*.csv)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--pixel-size", type=float, default=None,
+                        help="A/px of the micrographs (default: the known dataset's)")
+    parser.add_argument("--diameter", type=float, default=None,
+                        help="particle diameter in px (default: the known dataset's); the "
+                             "match radius is a quarter of it")
+    parser.add_argument("--flip-y", action=argparse.BooleanOptionalAction, default=None,
+                        help="the image rows run opposite to the picks' frame (default: the "
+                             "known dataset's; no for a new one)")
+    parser.add_argument("--min-votes", type=int, default=None,
+                        help="AND = picked by at least this many pickers (default: the "
+                             "protocol's default rule)")
+    parser.add_argument("--network-size", type=int, default=None)
+    parser.add_argument("--architecture", choices=("fast", "paper"), default=None)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--threshold", default=None,
+                        help="a number, or 'auto' for the automatic threshold")
+    parser.add_argument("--label-noise", default="",
+                        help="comma-separated label-noise fractions for the Appendix C curve")
+    return parser.parse_args(argv)
+
+
+def protocol_params(args) -> dict:
+    params = {}
+    if args.min_votes is not None:
+        params.update(andRule=1, minVotes=args.min_votes)
+    if args.network_size is not None:
+        params["networkSize"] = args.network_size
+    if args.architecture is not None:
+        params["architecture"] = ("fast", "paper").index(args.architecture)
+    if args.max_epochs is not None:
+        params["maxEpochs"] = args.max_epochs
+    if args.threshold == "auto":
+        params["thresholdMode"] = 1
+    elif args.threshold is not None:
+        params["threshold"] = float(args.threshold)
+    return params
+
+
+def run_scipion(data: Dataset, args) -> tuple:
+    """The project run; returns (the finished deep-consensus protocol, seconds)."""
+    from pwem.protocols import ProtImportMicrographs
+    from pyworkflow.object import Pointer
+    from pyworkflow.project import Manager
+
+    from deepconsensus_plugin.demo import new_protocol, run_protocol
+    from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
+
+    name = data.name + "-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    project = Manager().createProject(name)
+    os.chdir(project.path)
+    print("Scipion project: %s" % project.path, flush=True)
+    start = time.perf_counter()
+    mics = run_protocol(project, new_protocol(
+        project, ProtImportMicrographs, data.name,
+        filesPath=os.path.dirname(next(iter(data.mrc_paths.values()))), filesPattern="*.mrc",
+        samplingRate=data.spec.pixel_size, voltage=300))
+    pickers = {}
+    for picker in data.pickers:
+        prot = new_protocol(project, ProtImportPickerCoordinates, picker,
+                            filesPath=os.path.join(args.data, "picks", picker),
+                            filesPattern="*.box")
+        prot.inputMicrographs.set(mics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        pickers[picker] = run_protocol(project, prot)
+    dc = new_protocol(project, ProtDeepConsensus, "deep consensus", **protocol_params(args))
+    for prot in pickers.values():
+        dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
+    print("Running deep consensus...", flush=True)
+    dc = run_protocol(project, dc)
+    return dc, time.perf_counter() - start
+
+
+def step_timings(prot) -> dict:
+    """Seconds per protocol step, from the step records Scipion keeps."""
+    timings = {}
+    for step in prot.loadSteps():
+        begin, end = step.initTime.get(), step.endTime.get()
+        if begin and end:
+            fmt = "%Y-%m-%d %H:%M:%S.%f"
+            timings[step.funcName.get()] = (datetime.strptime(end, fmt)
+                                            - datetime.strptime(begin, fmt)).total_seconds()
+    return timings
+
+
+def run_results(dc) -> tuple[RunResults, np.ndarray, np.ndarray]:
+    """The finished run's results, each row's micrograph name, and which rows are retained.
+
+    Retained is what ``RunResults.split`` says at the run's threshold: the
+    protocol's own rule, whatever it grows into.
+    """
+    results = RunResults(dc._getExtraPath(), dc.getProject().getPath())
+    names = np.array([results.micrographs[int(m)][0] for m in results.table.mic])
+    return results, names, results.retainedMask(results.threshold)
+
+
+def paper_roc_auc(results: RunResults, names: np.ndarray, data: Dataset, invert: bool,
+                  work_dir: str, seed: int = 0) -> dict:
+    """ROC-AUC of the run's model on labelled particles against random background boxes.
+
+    The paper's own measure: a box at every labelled centre against as many
+    random boxes on the same micrographs, each at least half a box from every
+    label and every OR coordinate (so they hold no picked or labelled
+    particle), extracted and scored as the run does (its box, network size,
+    contrast and model).  Background boxes keep an eighth of a box from each
+    other (the protocol's negatives keep a quarter): dense micrographs such
+    as EMPIAR-10017's hold as many as they have labels only at that spacing.
+    The stacks are written under ``work_dir`` and removed.
+    """
+    from deepconsensus_plugin.core.extraction import extract_to_stack, micrograph_shape
+    from deepconsensus_plugin.core.metrics import roc_auc
+    from deepconsensus_plugin.core.negatives import sample_negatives
+    from deepconsensus_plugin.core.pipeline import CoordinateTable, extraction_jobs
+    from deepconsensus_plugin.core.scoring import score_stack
+    from deepconsensus_plugin.core.stack import create_stack, open_stack
+
+    box, size = results.info["box"], results.info["networkSize"]
+    ids = {name: micId for micId, (name, *_) in results.micrographs.items()}
+    rng = np.random.default_rng(seed)
+    particles, background, paths = {}, {}, {}
+    for name, centres in data.truth.items():
+        micId = ids[name]
+        paths[micId] = results.micrographPath(micId)
+        avoid = np.vstack([centres, results.table.xy[names == name]])
+        particles[micId] = centres
+        background[micId] = sample_negatives(micrograph_shape(paths[micId]), box, avoid,
+                                             len(centres), box / 2, rng, spacing=box / 8)
+    scores = {}
+    with tempfile.TemporaryDirectory(dir=work_dir) as folder:
+        for label, picks in (("particles", particles), ("background", background)):
+            table = CoordinateTable.from_picks(picks)
+            path = os.path.join(folder, label + ".npy")
+            stack = create_stack(path, len(table), size)
+            extract_to_stack(extraction_jobs(table, paths), stack, box, invert)
+            stack.close()
+            with open_stack(path) as images:
+                scores[label] = score_stack(results.path("model.keras"), images, seed=seed)
+    labels = np.r_[np.ones(len(scores["particles"]), bool),
+                   np.zeros(len(scores["background"]), bool)]
+    return {"roc_auc": roc_auc(labels, np.r_[scores["particles"], scores["background"]]),
+            "n_particles": len(scores["particles"]), "n_background": len(scores["background"])}
+
+
+def write_scores(path, results: RunResults, names: np.ndarray, retained: np.ndarray) -> None:
+    table = results.table
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["micrograph", "x", "y", "score", "votes", "retained"])
+        for name, (x, y), score, votes, kept in zip(names, table.xy, results.scores,
+                                                    table.votes, retained):
+            writer.writerow([name, "%.1f" % x, "%.1f" % y, "%.4f" % score, int(votes),
+                             int(kept)])
+
+
+def write_plots(out, labels, scores, threshold, on_truth, noise_rows) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepconsensus_plugin.core.metrics import pr_curve, roc_curve
+
+    files = []
+    y, s = labels[on_truth], scores[on_truth]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    _, precision, recall = pr_curve(y, s)
+    axes[0].plot(recall, precision)
+    axes[0].set(xlabel="recall (of true positives in OR)", ylabel="precision",
+                title="Precision-recall of the DC score", xlim=(0, 1), ylim=(0, 1.02))
+    fpr, tpr = roc_curve(y, s)
+    axes[1].plot(fpr, tpr)
+    axes[1].plot([0, 1], [0, 1], ":", color="grey")
+    axes[1].set(xlabel="false-positive rate", ylabel="true-positive rate",
+                title="ROC of the DC score")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "curves.png"), dpi=100)
+    files.append("curves.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist([s[y], s[~y]], bins=40, range=(0, 1), stacked=True,
+            label=["true particle", "false positive"])
+    ax.axvline(threshold, color="k", linestyle="--", label="threshold %.2f" % threshold)
+    ax.set(xlabel="DC score", ylabel="OR coordinates (ground-truth micrographs)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "score_histogram.png"), dpi=100)
+    files.append("score_histogram.png")
+    if noise_rows:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        noise = [r["noise"] for r in noise_rows]
+        ax.plot(noise, [r["f1"] for r in noise_rows], "o-", label="F1 (threshold 0.5)")
+        ax.plot(noise, [r["roc_auc"] for r in noise_rows], "s-", label="ROC-AUC")
+        ax.set(xlabel="share of training labels swapped", ylabel="value",
+               title="Tolerance to label noise", ylim=(0, 1))
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "label_noise.png"), dpi=100)
+        files.append("label_noise.png")
+    plt.close("all")
+    return files
+
+
+def label_noise_curve(data, out, fractions, info) -> list[dict]:
+    """F1 and ROC-AUC with a share of the training labels swapped, through the core."""
+    import study
+
+    rows = []
+    for fraction in fractions:
+        params = dict(study.DEFAULTS, k=info["minVotes"], size=info["networkSize"],
+                      arch=info["architecture"], noise=fraction)
+        result = study.run_variant(data, os.path.join(out, "label_noise"), params)
+        rows.append({"noise": fraction, "f1": result["dc_0.5"]["f1"],
+                     "precision": result["dc_0.5"]["precision"],
+                     "recall": result["dc_0.5"]["recall"], "roc_auc": result["roc_auc"]})
+        print("label noise %.2f: F1 %.3f ROC-AUC %.3f" % (fraction, rows[-1]["f1"],
+                                                          rows[-1]["roc_auc"]), flush=True)
+    return rows
+
+
+def _figures(m: dict) -> str:
+    return "%d | %.3f | %.3f | %.3f" % (m["n"], m["precision"], m["recall"], m["f1"])
+
+
+def write_report(out, metrics, plots) -> None:
+    columns = " | ".join("%s n | %s P | %s R | %s F1" % ((title,) * 4) for title, _ in COLUMNS)
+    lines = ["# %s benchmark" % metrics["dataset"], "",
+             "Ground truth: %d particles on %d micrographs (%s); match radius %.1f px (a "
+             "quarter of the %.0f px diameter); threshold %.3f (%s)."
+             % (metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
+                ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],
+                metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"]), "",
+             "One-to-one: each labelled centre matches at most one coordinate, closest pairs "
+             "first (the primary figures). Lenient: every coordinate near a label is a true "
+             "positive (a particle picked twice counts twice). Labels audited: one-to-one, but "
+             "unmatched coordinates within a quarter diameter of an OR coordinate that two or "
+             "more pickers picked, more than half a diameter from every label, are left out "
+             "of precision (n counts the coordinates left in). Pickers are counted on their own "
+             "files; MCC is that of keeping each OR coordinate against its lenient label.", "",
+             "| set | %s | MCC |" % columns, "|" + " --- |" * (2 + 4 * len(COLUMNS))]
+    for name, m in metrics["sets"].items():
+        lines.append("| %s | %s | %.3f |" % (name, " | ".join(
+            _figures(m[key] if key else m) for _, key in COLUMNS), m["mcc"]))
+    paper = metrics["paper_roc_auc"]
+    pairs = metrics["retained_close_pairs"]
+    lines += ["", "DC score over the OR set (labelled micrographs, lenient labels): ROC-AUC "
+              "%.3f, PR-AUC %.3f." % (metrics["roc_auc"], metrics["pr_auc"]), "",
+              "The paper's measure, the run's model on %d boxes at labelled centres against %d "
+              "random background boxes (at least half a box from every label and OR "
+              "coordinate): ROC-AUC %.4f." % (paper["n_particles"], paper["n_background"],
+                                              paper["roc_auc"]), "",
+              "Retained pairs closer than %.1f px (%s): %d on all micrographs, %d on the "
+              "labelled ones; retained coordinates that close to a higher-scoring retained one: "
+              "%d and %d." % (pairs["distance_px"], pairs["source"], pairs["pairs_all"],
+                              pairs["pairs_labelled"], pairs["duplicates_all"],
+                              pairs["duplicates_labelled"]), "",
+              "Time: %s; protocol %.0f s; end to end (conversion, imports, run, "
+              "evaluation) %.0f s." % (", ".join("%s %.0f s" % kv for kv in
+                                                 metrics["timings_s"]["steps"].items()),
+                                       metrics["timings_s"]["total"],
+                                       metrics["timings_s"]["end_to_end"]), ""]
+    if metrics.get("label_noise"):
+        lines += ["## Label noise (one-to-one)", "",
+                  "| swapped | F1 | precision | recall | ROC-AUC |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += ["| %.0f%% | %.3f | %.3f | %.3f | %.3f |"
+                  % (100 * r["noise"], r["f1"], r["precision"], r["recall"], r["roc_auc"])
+                  for r in metrics["label_noise"]]
+        lines.append("")
+    lines += ["![%s](%s)" % (p, p) for p in plots]
+    with open(os.path.join(out, "report.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def retained_close_pairs(results: RunResults, names: np.ndarray, retained: np.ndarray,
+                         data: Dataset) -> dict:
+    """Retained pairs closer than the run's minimum distance between particles.
+
+    The run's ``minDistancePx`` when it records one, else half the particle
+    diameter: two retained boxes that close are one particle picked twice.
+    Also the retained coordinates that close to a higher-scoring retained one
+    (what a duplicate rule removes), on all micrographs and on the labelled ones.
+    """
+    from deepconsensus_plugin.core.metrics import close_pairs, near_higher_score
+
+    if "minDistancePx" in results.info:
+        distance, source = float(results.info["minDistancePx"]), "the run's minimum distance"
+    else:
+        distance, source = data.spec.diameter / 2, "half the particle diameter"
+    table = results.table
+    labelled = np.isin(names, list(data.truth))
+    counts = {"distance_px": distance, "source": source}
+    for where, rows in (("all", retained), ("labelled", retained & labelled)):
+        xy, mic = table.xy[rows], table.mic[rows]
+        counts["pairs_" + where] = close_pairs(xy, mic, distance)
+        counts["duplicates_" + where] = int(near_higher_score(xy, mic, results.scores[rows],
+                                                              distance).sum())
+    return counts
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    args.data, out = os.path.abspath(args.data), os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    headless.configure(os.path.join(out, "scipion"))
+    spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
+    data = load_dataset(args.data, out, spec)
+    dc, total = run_scipion(data, args)
+
+    results, names, retained = run_results(dc)
+    table, info = results.table, results.info
+    labels = or_labels(names, table.xy, data)
+    anchors = audit_anchors(names, table.xy, table.votes, data)
+    keep = {"OR": np.ones(len(table), bool), "AND": table.votes >= info["minVotes"],
+            "dc_retained": retained}
+    metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": data.box,
+               "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,
+               "flip_y": spec.flip_y, "match_radius_px": data.match_radius,
+               "n_labels": int(sum(len(c) for c in data.truth.values())),
+               "ground_truth_micrographs": sorted(data.truth), "sets": {},
+               "threshold": results.threshold,
+               "threshold_mode": info.get("thresholdMode", "fixed")}
+    for p, picker in enumerate(data.pickers):
+        # a picker's own picks, as its files give them (before consensus merged them);
+        # MCC is that of keeping the OR coordinates it voted for
+        metrics["sets"][picker] = evaluate_picks(data.picks[picker], data, anchors)
+        metrics["sets"][picker]["mcc"] = evaluate_selection(
+            names, table.xy, table.voters[:, p], data, labels, anchors)["mcc"]
+    for name in CONSENSUS_SETS:
+        metrics["sets"][name] = evaluate_selection(names, table.xy, keep[name], data, labels,
+                                                   anchors)
+    metrics.update(score_quality(names, results.scores, data.truth, labels))
+    metrics["paper_roc_auc"] = paper_roc_auc(results, names, data, dc.invertContrast.get(),
+                                             out)
+    metrics["retained_close_pairs"] = retained_close_pairs(results, names, retained, data)
+    metrics["auto_threshold"] = results.autoThreshold
+    metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
+                             if hasattr(v, "get") and not k.startswith("input")}
+    metrics["run_info"] = info
+    write_scores(os.path.join(out, "scores.csv"), results, names, retained)
+    # End to end: micrograph conversion, Scipion imports, the run and its evaluation;
+    # the optional label-noise runs are timed apart.
+    metrics["timings_s"] = {"steps": step_timings(dc), "total": total,
+                            "end_to_end": time.perf_counter() - start}
+    fractions = [float(f) for f in args.label_noise.split(",") if f != ""]
+    noise_start = time.perf_counter()
+    metrics["label_noise"] = label_noise_curve(data, out, fractions, info)
+    metrics["timings_s"]["label_noise"] = time.perf_counter() - noise_start
+    on_truth = np.isin(names, list(data.truth)) & np.isfinite(results.scores)
+    plots = write_plots(out, labels, results.scores, results.threshold, on_truth,
+                        metrics["label_noise"])
+    with open(os.path.join(out, "metrics.json"), "w") as handle:
+        json.dump(metrics, handle, indent=1, default=float)
+    write_report(out, metrics, plots)
+    print(open(os.path.join(out, "report.md")).read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
