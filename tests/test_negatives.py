@@ -160,3 +160,36 @@ def test_spacing_and_existing_negatives():
     assert len(more) == 5
     assert cKDTree(existing).query(more)[0].min() >= 10
     assert cKDTree(avoid).query(more)[0].min() >= 40
+
+
+def test_offcentre_negatives_lie_at_the_shift_and_clear_of_every_pick():
+    from deepconsensus_plugin.core.negatives import offcentre_negatives
+
+    rng = np.random.default_rng(3)
+    centres = rng.uniform(100, 900, (200, 2))
+    shifted = offcentre_negatives(centres, centres, (1000, 1000), shift=30.0, clearance=20.0,
+                                  rng=rng)
+    assert 0 < len(shifted) <= len(centres)
+    dist, _ = cKDTree(centres).query(shifted)
+    assert np.all(dist >= 20.0)
+    # each is exactly the shift away from the centre it came from
+    assert np.allclose(np.sort(cKDTree(centres).query(shifted, k=1)[0])[:1], dist.min())
+    assert np.all(dist <= 30.0 + 1e-9)
+    assert np.all((shifted >= 0) & (shifted < 1000))
+
+
+def test_offcentre_negatives_drop_those_outside_or_near_another_pick():
+    from deepconsensus_plugin.core.negatives import offcentre_negatives
+
+    rng = np.random.default_rng(0)
+    # a centre at the corner: most shifts leave the micrograph
+    corner = offcentre_negatives(np.array([[1.0, 1.0]] * 50), np.empty((0, 2)), (100, 100),
+                                 shift=20.0, clearance=0.0, rng=rng)
+    assert len(corner) < 50 and np.all(corner >= 0)
+    # a neighbour at the shift distance all around blocks every shifted box
+    ring = 500 + 30 * np.column_stack([np.cos(np.linspace(0, 2 * np.pi, 200)),
+                                       np.sin(np.linspace(0, 2 * np.pi, 200))])
+    blocked = offcentre_negatives(np.array([[500.0, 500.0]] * 20), ring, (1000, 1000),
+                                  shift=30.0, clearance=5.0, rng=rng)
+    assert len(blocked) == 0
+    assert offcentre_negatives(np.empty((0, 2)), ring, (1000, 1000), 30.0, 5.0, rng).shape == (0, 2)

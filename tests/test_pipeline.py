@@ -6,6 +6,7 @@ import pytest
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
+from deepconsensus_plugin.core import pipeline
 from deepconsensus_plugin.core.consensus import consensus
 from deepconsensus_plugin.core.pipeline import (CoordinateTable, consensus_table,
                                                 extraction_jobs, negatives_table)
@@ -276,3 +277,30 @@ def test_extraction_jobs_missing_path_raises():
     table = _table([1], [[0, 0]])
     with pytest.raises(KeyError):
         list(extraction_jobs(table, {}))
+
+
+def test_merge_tables_sorts_by_micrograph_and_keeps_every_row():
+    a = pipeline.CoordinateTable(mic=np.array([0, 2]), xy=np.array([[1.0, 1.0], [2.0, 2.0]]))
+    b = pipeline.CoordinateTable(mic=np.array([1, 0]), xy=np.array([[3.0, 3.0], [4.0, 4.0]]))
+    merged = pipeline.merge_tables(a, b)
+    assert merged.mic.tolist() == [0, 0, 1, 2]
+    assert merged.xy[:, 0].tolist() == [1.0, 4.0, 3.0, 2.0]
+    assert len(pipeline.merge_tables()) == 0
+
+
+def test_offcentre_table_skips_unreadable_micrographs():
+    positives = pipeline.CoordinateTable(mic=np.array([0, 1]),
+                                         xy=np.array([[200.0, 200.0], [200.0, 200.0]]))
+    shifted = pipeline.offcentre_table(positives, positives, {0: (400, 400)}, shift=50.0,
+                                       clearance=10.0, seed=0)
+    assert shifted.mic.tolist() == [0]
+    assert np.linalg.norm(shifted.xy[0] - [200.0, 200.0]) == pytest.approx(50.0)
+
+
+def test_self_training_rows_take_confident_decisions_only():
+    posterior = np.array([0.99, 0.95, 0.5, 0.05, 0.01, np.nan, 0.99])
+    positive = np.array([True, False, False, False, True, False, False])
+    usable = np.array([True, True, True, True, True, True, False])
+    chosen, hard = pipeline.self_training_rows(posterior, positive, usable, 0.9)
+    assert chosen.tolist() == [0, 1, 4]  # the AND set stays, confident particles join it
+    assert hard.tolist() == [3]          # confident junk outside the AND set

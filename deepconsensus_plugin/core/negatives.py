@@ -29,7 +29,9 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
                      count: int, min_distance: float,
                      rng: np.random.Generator, max_rounds: int = 50,
                      spacing: float | None = None,
-                     existing: np.ndarray | None = None) -> np.ndarray:
+                     existing: np.ndarray | None = None,
+                     margin: float | None = None,
+                     edge_band: float | None = None) -> np.ndarray:
     """Random box centres on one micrograph, away from every coordinate in ``avoid``.
 
     Parameters
@@ -51,9 +53,16 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
     existing:
         negatives already chosen on this micrograph: new ones keep ``spacing``
         from them too, and only the new ones are returned.
+    margin:
+        smallest distance of a centre from the micrograph's edge (default half
+        a box: every box wholly inside; less lets boxes cross the edge, where
+        extraction fills them with the micrograph's mean).
+    edge_band:
+        when given, centres lie within this distance of the edge: the border
+        region, where pickers pick stripes and cut-off particles.
     """
     rows, cols = shape
-    half = box / 2.0
+    half = box / 2.0 if margin is None else margin
     lo = np.array([half, half])
     hi = np.array([cols - half, rows - half])
     if count <= 0 or np.any(hi < lo):
@@ -68,6 +77,10 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
         if need <= 0:
             break
         candidates = rng.uniform(lo, hi, size=(max(4 * need, 64), 2))
+        if edge_band is not None:
+            to_edge = np.minimum(np.minimum(candidates[:, 0], cols - candidates[:, 0]),
+                                 np.minimum(candidates[:, 1], rows - candidates[:, 1]))
+            candidates = candidates[to_edge < edge_band]
         if avoid_tree is not None:
             dist, _ = avoid_tree.query(candidates)
             candidates = candidates[dist >= min_distance]
@@ -78,6 +91,36 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
                        "at %.1f px from every pick", len(new), count, cols, rows,
                        min_distance)
     return new
+
+
+def offcentre_negatives(centres: np.ndarray, avoid: np.ndarray, shape: tuple[int, int],
+                        shift: float, clearance: float,
+                        rng: np.random.Generator) -> np.ndarray:
+    """Boxes shifted off particle centres: one per centre, ``shift`` px away in a random direction.
+
+    A picker that centres a particle badly, or picks its edge, produces a box
+    that shows most of a particle off-centre; random background never shows
+    the network such a box, so it learns "some particle in the box" instead
+    of "a particle at the centre", and keeps off-centre picks and the second,
+    off-centre pick of a particle.  These boxes teach the difference.  A
+    shifted centre closer than ``clearance`` to any coordinate of ``avoid``
+    (the OR set: another pick, which may be a particle's centre) or outside
+    the micrograph is dropped.
+    """
+    centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
+    if len(centres) == 0:
+        return np.empty((0, 2))
+    angle = rng.uniform(0.0, 2 * np.pi, len(centres))
+    shifted = centres + shift * np.column_stack([np.cos(angle), np.sin(angle)])
+    rows, cols = shape
+    inside = ((shifted[:, 0] >= 0) & (shifted[:, 0] < cols)
+              & (shifted[:, 1] >= 0) & (shifted[:, 1] < rows))
+    shifted = shifted[inside]
+    avoid = np.asarray(avoid, dtype=np.float64).reshape(-1, 2)
+    if len(avoid) and len(shifted):
+        dist, _ = cKDTree(avoid).query(shifted)
+        shifted = shifted[dist >= clearance]
+    return shifted
 
 
 def _add_spread(chosen: np.ndarray, candidates: np.ndarray, min_distance: float) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from .consensus import consensus
-from .negatives import allocate, sample_negatives
+from .negatives import allocate, offcentre_negatives, sample_negatives
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,52 @@ def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]
         logger.warning("%d of %d negatives could not be placed: the micrographs are crowded",
                        shortfall, total)
     return CoordinateTable.from_picks(picked)
+
+
+def merge_tables(*tables: CoordinateTable) -> CoordinateTable:
+    """One table of the coordinates of several, sorted by micrograph (one read each when
+    extracting); voters are dropped (they belong to consensus tables only)."""
+    mic = np.concatenate([t.mic for t in tables]) if tables else np.empty(0, dtype=np.int64)
+    xy = np.concatenate([t.xy for t in tables]) if tables else np.empty((0, 2))
+    order = np.argsort(mic, kind="stable")
+    return CoordinateTable(mic=mic[order].astype(np.int64), xy=xy[order].reshape(-1, 2))
+
+
+def offcentre_table(positives: CoordinateTable, avoid: CoordinateTable,
+                    shapes: Mapping[int, tuple[int, int]], shift: float, clearance: float,
+                    seed: int) -> CoordinateTable:
+    """Off-centre negatives (:func:`.negatives.offcentre_negatives`) around every positive.
+
+    Only micrographs in ``shapes`` (readable ones) get them.  Each lies ``shift`` px from
+    its positive and at least ``clearance`` px from every coordinate of ``avoid``.
+    """
+    rng = np.random.default_rng(seed)
+    rows_of = dict(avoid.per_micrograph())
+    picked = {}
+    for m, rows in positives.per_micrograph():
+        if m in shapes:
+            near = avoid.xy[rows_of[m]] if m in rows_of else np.empty((0, 2))
+            picked[m] = offcentre_negatives(positives.xy[rows], near, shapes[m], shift,
+                                            clearance, rng)
+    return CoordinateTable.from_picks(picked)
+
+
+def self_training_rows(posterior: np.ndarray, positive: np.ndarray, usable: np.ndarray,
+                       confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the OR set that a second round trains on: (positives, hard negatives).
+
+    After a first round, the combined score of every OR coordinate says what
+    it most likely is.  Coordinates it is confident about (posterior at
+    least ``confidence``, or at most ``1 - confidence``) become training
+    examples: confident particles join the AND set, and confident junk (what
+    the pickers wrongly picked: the kind of box random background never
+    shows) becomes negatives.  Unusable rows (skipped micrographs) are left out.
+    """
+    posterior = np.asarray(posterior, dtype=np.float64)
+    finite = usable & np.isfinite(posterior)
+    chosen = finite & (positive | (posterior >= confidence))
+    hard = finite & ~positive & (posterior <= 1.0 - confidence)
+    return np.flatnonzero(chosen), np.flatnonzero(hard)
 
 
 def extraction_jobs(table: CoordinateTable,
