@@ -11,7 +11,7 @@ from typing import Dict, Iterable, Optional
 
 import numpy as np
 from pwem.objects import Coordinate, SetOfCoordinates, SetOfMicrographs
-from pyworkflow.object import Float, Integer
+from pyworkflow.object import Boolean, Float, Integer
 
 
 IMAGE_EXTENSIONS = (".mrc", ".mrcs", ".st", ".tif", ".tiff", ".eer", ".dm4", ".em", ".spi",
@@ -59,11 +59,12 @@ def samplingRate(coordSet: SetOfCoordinates) -> Optional[float]:
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,
                     xy: np.ndarray, scores: np.ndarray, votes: np.ndarray,
-                    micInfo: Dict[int, tuple]) -> None:
+                    duplicate: np.ndarray, micInfo: Dict[int, tuple]) -> None:
     """Append scored coordinates to ``outSet``.
 
     ``micInfo`` maps a micrograph id to (name, file, micName); every
-    coordinate gets its micrograph id and micName, ``_dcScore`` and ``_dcVotes``.
+    coordinate gets its micrograph id and micName, ``_dcScore``, ``_dcVotes``
+    and ``_dcDuplicate``.
     """
     coord = Coordinate()
     for row in rows:
@@ -74,4 +75,5 @@ def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarr
         coord.setPosition(int(round(xy[row, 0])), int(round(xy[row, 1])))
         coord._dcScore = Float(float(scores[row]))
         coord._dcVotes = Integer(int(votes[row]))
+        coord._dcDuplicate = Boolean(bool(duplicate[row]))
         outSet.append(coord)

@@ -14,8 +14,8 @@ import os
 
 import numpy as np
 
-from .core import plots
 from .core.pipeline import CoordinateTable
+from .core.selection import Split, split_scores
 from .core.stack import open_stack
 from .core.training import read_history
 
@@ -70,14 +70,19 @@ class RunResults:
         """The run's automatic threshold, or None when the run did not compute one."""
         return self.info.get("autoThreshold")
 
-    def split(self, threshold):
-        """Rows (retained, pruned) at ``threshold``; rows with NaN scores are in neither."""
-        return plots.split_rows(self.scores, threshold)
+    @property
+    def minDistancePx(self):
+        """The run's minimum distance between retained coordinates (0: none)."""
+        return self.info.get("minDistancePx", 0.0)
+
+    def split(self, threshold) -> Split:
+        """The protocols' rule at ``threshold``: retained, pruned (duplicates included) and
+        the duplicates; rows with NaN scores are in neither set."""
+        return split_scores(self.scores, threshold, self.table.mic, self.table.xy,
+                            self.minDistancePx)
 
     def retainedMask(self, threshold):
-        retained = np.zeros(len(self.scores), dtype=bool)
-        retained[self.split(threshold)[0]] = True
-        return retained
+        return self.split(threshold).retained_mask()
 
     def micrographPath(self, micId):
         path = self.micrographs[micId][1]

@@ -16,13 +16,6 @@ def legend_texts(ax):
     return [t.get_text() for t in ax.get_legend().get_texts()]
 
 
-def test_split_rows_follows_the_protocol_rule_and_skips_nan():
-    scores = np.array([0.2, 0.5, np.nan, 0.9, 0.49999])
-    retained, pruned = plots.split_rows(scores, 0.5)
-    assert retained.tolist() == [1, 3]
-    assert pruned.tolist() == [0, 4]
-
-
 @pytest.mark.parametrize("with_votes", [False, True])
 def test_histogram_counts_every_scored_coordinate(with_votes):
     rng = np.random.default_rng(0)
@@ -43,6 +36,14 @@ def test_histogram_counts_every_scored_coordinate(with_votes):
     kept_curve = fig.axes[1].lines[0]
     x, y = kept_curve.get_data()
     assert y[np.searchsorted(x, 0.6)] == pytest.approx(n_kept / 502)
+
+
+def test_histogram_counts_duplicates_among_the_pruned():
+    scores = np.array([0.9, 0.8, 0.7, 0.2])
+    duplicate = np.array([False, True, False, False])
+    texts = legend_texts(plots.score_histogram(scores, 0.5, duplicate=duplicate).axes[0])
+    assert "retained 2 (50.0%)" in texts
+    assert "pruned 2 (50.0%), 1 duplicates" in texts
 
 
 def test_training_curves_plot_the_history_and_mark_the_kept_epoch():

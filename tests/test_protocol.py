@@ -7,6 +7,7 @@ import os
 import numpy as np
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
+from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core.metrics import match_to_truth
@@ -16,12 +17,31 @@ from .scipion_helpers import BOX, DIAMETER, importSynthetic, newDeepConsensus
 
 
 def outputArrays(coordSet):
-    """(micName, x, y, score, votes) arrays of an output set."""
+    """(micName, [x, y, score, votes, micId, duplicate]) arrays of an output set."""
     rows = [(baseName(c.getMicName()), c.getX(), c.getY(), c._dcScore.get(), c._dcVotes.get(),
-             c.getMicId()) for c in coordSet.iterItems()]
+             c.getMicId(), c._dcDuplicate.get()) for c in coordSet.iterItems()]
     names = np.array([r[0] for r in rows])
-    values = np.array([r[1:] for r in rows], dtype=float).reshape(-1, 5)
+    values = np.array([r[1:] for r in rows], dtype=float).reshape(-1, 6)
     return names, values
+
+
+def assertSplitRule(test, retained, pruned, threshold, minDistance):
+    """Retained: at or above the threshold, no two closer than the minimum distance; pruned:
+    below it, or a duplicate of a better retained coordinate (and marked so)."""
+    _, rValues = outputArrays(retained)
+    _, pValues = outputArrays(pruned)
+    test.assertTrue(np.all(rValues[:, 2] >= threshold))
+    test.assertFalse(rValues[:, 5].any())
+    above = pValues[:, 2] >= threshold
+    test.assertTrue(np.all(pValues[above, 5] == 1))
+    test.assertTrue(np.all(pValues[~above, 5] == 0))
+    for micId in np.unique(rValues[:, 4]):
+        xy = rValues[rValues[:, 4] == micId, :2]
+        # positions are rounded to whole pixels in the sets: allow a pixel
+        test.assertEqual(len(cKDTree(xy).query_pairs(minDistance - 1.5)), 0)
+    for x, y, score, _, micId, _ in pValues[above]:
+        better = rValues[(rValues[:, 4] == micId) & (rValues[:, 2] >= score)]
+        test.assertTrue((np.hypot(better[:, 0] - x, better[:, 1] - y) <= minDistance + 1.5).any())
 
 
 class TestDeepConsensus(BaseTest):
@@ -55,9 +75,10 @@ class TestDeepConsensus(BaseTest):
         pNames, pValues = outputArrays(pruned)
         keys = lambda n, v: {(a, int(x), int(y)) for a, (x, y) in zip(n, v[:, :2])}
         self.assertFalse(keys(rNames, rValues) & keys(pNames, pValues))
-        threshold = self.prot.threshold.get()
-        self.assertTrue(np.all(rValues[:, 2] >= threshold))
-        self.assertTrue(np.all(pValues[:, 2] < threshold))
+        assertSplitRule(self, retained, pruned, self.prot.threshold.get(),
+                        info["minDistancePx"])
+        self.assertEqual(info["minDistancePx"], 0.3 * BOX)
+        self.assertEqual(info["nDuplicates"], int(np.sum(pValues[:, 5])))
         for values in (rValues, pValues):
             self.assertTrue(np.all((values[:, 2] >= 0) & (values[:, 2] <= 1)))
             self.assertTrue(np.all((values[:, 3] >= 1) & (values[:, 3] <= 4)))
@@ -109,8 +130,7 @@ class TestDeepConsensus(BaseTest):
         retained = self.prot.outputCoordinatesRetained
         pruned = self.prot.outputCoordinatesPruned
         self.assertEqual(retained.getSize() + pruned.getSize(), self.prot._readInfo()["nOr"])
-        self.assertTrue(all(c._dcScore.get() >= 0.9 for c in retained.iterItems()))
-        self.assertTrue(all(c._dcScore.get() < 0.9 for c in pruned.iterItems()))
+        assertSplitRule(self, retained, pruned, 0.9, self.prot._readInfo()["minDistancePx"])
 
     def _continueWithThreshold(self, threshold):
         for _, output in self.prot.iterOutputAttributes():

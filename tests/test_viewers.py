@@ -76,7 +76,7 @@ class TestViewerAndThreshold(BaseTest):
         self.assertFalse(set(kept) & set(dropped))
         self.assertTrue(all(score >= threshold for score, _ in kept.values()))
         self.assertTrue(all(score < threshold for score, _ in dropped.values()))
-        self.assertEqual(len(kept), len(self.results.split(threshold)[0]))
+        self.assertEqual(len(kept), len(self.results.split(threshold).retained))
         # The same coordinates, scores and votes as the deep-consensus run's own outputs.
         original = coordinateKeys(self.dc.outputCoordinatesRetained)
         original.update(coordinateKeys(self.dc.outputCoordinatesPruned))
@@ -118,7 +118,7 @@ class TestViewerAndThreshold(BaseTest):
             with open(infoPath, "w") as handle:
                 handle.write(original)
         kept = coordinateKeys(prot.outputCoordinatesRetained)
-        self.assertEqual(len(kept), len(self.results.split(0.3)[0]))
+        self.assertEqual(len(kept), len(self.results.split(0.3).retained))
         self.assertIn("at the automatic threshold 0.30", "\n".join(prot.summary()))
 
     def test_threshold_of_an_unfinished_run_is_refused(self):
@@ -148,7 +148,7 @@ class TestViewerAndThreshold(BaseTest):
             ax = self.figure(viewer, "showHistogram").axes[0]
             total = sum(bar.get_height() for container in ax.containers for bar in container)
             self.assertEqual(total, len(self.results.table))
-            nKept = len(self.results.split(0.7)[0])
+            nKept = len(self.results.split(0.7).retained)
             texts = [t.get_text() for t in ax.get_legend().get_texts()]
             self.assertIn("retained {:,}".format(nKept), " ".join(texts))
             self.assertIn("threshold 0.70", texts)
@@ -247,7 +247,7 @@ class TestViewerAndThreshold(BaseTest):
         self._waitOutput(launched, OUTPUT_PRUNED, sleepTime=1, timeOut=60)
         self.assertTrue(launched.isFinished(), launched.getStatus())
         self.assertEqual(launched.outputCoordinatesRetained.getSize(),
-                         len(self.results.split(0.65)[0]))
+                         len(self.results.split(0.65).retained))
 
 
 class TestRegistration(unittest.TestCase):

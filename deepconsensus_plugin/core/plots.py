@@ -43,25 +43,13 @@ def save_png(figure: Figure, path: str, dpi: int = 100) -> str:
     return path
 
 
-def split_rows(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (retained, pruned) at ``threshold``: the protocols' rule.
-
-    Retained means a score at or above the threshold; NaN scores (coordinates
-    on micrographs that were skipped as unreadable) are in neither.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    scored = np.isfinite(scores)
-    retained = np.flatnonzero(scored & (scores >= threshold))
-    pruned = np.flatnonzero(scored & (scores < threshold))
-    return retained, pruned
-
-
 def _count(n: int, total: int) -> str:
     return f"{n:,} ({100.0 * n / max(total, 1):.1f}%)"
 
 
 def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.ndarray] = None,
                     auto_threshold: Optional[float] = None, bins: int = 50,
+                    duplicate: Optional[np.ndarray] = None,
                     figure: Optional[Figure] = None) -> Figure:
     """Histogram of the OR set's scores with the threshold and what it keeps.
 
@@ -70,11 +58,17 @@ def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.nda
     (single-picker picks scoring high are particles only one picker found).
     The line on the right axis is the fraction that a threshold at each
     score would keep, so a new threshold can be read off before re-running.
+    ``duplicate`` marks the coordinates above the threshold that the minimum
+    distance moves to the pruned set (:mod:`.selection` decides which); the
+    counts include them among the pruned.
     """
     scores = np.asarray(scores, dtype=np.float64)
     scored = np.isfinite(scores)
     values = scores[scored]
-    retained, pruned = split_rows(scores, threshold)
+    above = scored & (scores >= threshold)
+    n_duplicates = 0 if duplicate is None else int(np.count_nonzero(duplicate & above))
+    n_retained = int(np.count_nonzero(above)) - n_duplicates
+    n_pruned = len(values) - n_retained
     fig = _figure(figure, (9.0, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -98,9 +92,10 @@ def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.nda
         handles.append(Line2D([], [], color="grey", lw=1.2, ls=":",
                               label=f"automatic {auto_threshold:.2f}"))
     handles.append(Patch(color=RETAINED_COLOUR, alpha=0.35,
-                         label="retained " + _count(len(retained), len(values))))
+                         label="retained " + _count(n_retained, len(values))))
     handles.append(Patch(color=PRUNED_COLOUR, alpha=0.35,
-                         label="pruned " + _count(len(pruned), len(values))))
+                         label="pruned " + _count(n_pruned, len(values))
+                         + (f", {n_duplicates:,} duplicates" if n_duplicates else "")))
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("Deep Consensus score")
     ax.set_ylabel("coordinates")

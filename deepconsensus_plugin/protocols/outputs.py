@@ -15,22 +15,24 @@ def registerSplit(protocol, dcRun, results: RunResults, threshold: float):
     """Register on ``protocol`` the retained and pruned sets of ``dcRun`` at ``threshold``.
 
     Both sets point to the micrographs of the run's first input set and keep
-    its box size; every coordinate carries ``_dcScore`` and ``_dcVotes``; each
-    set is related to every input set.  Returns the (retained, pruned) rows.
+    its box size; every coordinate carries ``_dcScore``, ``_dcVotes`` and
+    ``_dcDuplicate`` (pruned only because a better retained coordinate is
+    too close); each set is related to every input set.  Returns the
+    :class:`..core.selection.Split`.
     """
-    retained, pruned = results.split(threshold)
+    split = results.split(threshold)
     table = results.table
     micsPointer = dcRun.inputCoordinates[0].get().getMicrographs(asPointer=True)
     outputs = {}
-    for name, rows, suffix in ((OUTPUT_RETAINED, retained, "retained"),
-                               (OUTPUT_PRUNED, pruned, "pruned")):
+    for name, rows, suffix in ((OUTPUT_RETAINED, split.retained, "retained"),
+                               (OUTPUT_PRUNED, split.pruned, "pruned")):
         coordSet = protocol._createSetOfCoordinates(micsPointer, suffix=suffix)
         coordSet.setBoxSize(results.info["box"])
         convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
-                                table.votes, results.micrographs)
+                                table.votes, split.duplicate, results.micrographs)
         outputs[name] = coordSet
     protocol._defineOutputs(**outputs)
     for pointer in dcRun.inputCoordinates:
         for coordSet in outputs.values():
             protocol._defineSourceRelation(pointer, coordSet)
-    return retained, pruned
+    return split

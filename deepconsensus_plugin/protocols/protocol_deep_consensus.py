@@ -19,17 +19,24 @@ from pyworkflow.utils import Message
 from .. import convert
 from ..results import RunResults
 from ..core import extraction, pipeline
+from ..core.agreement import dawid_skene, score_logit
 from ..core.stack import create_stack, open_stack
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
+from ..core.selection import DEFAULT_MIN_DISTANCE
 from ..core.thresholds import automatic_threshold
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
 MIN_POSITIVES = 100
 """Fewer AND particles than this cannot train a classifier that generalises."""
-
-
-
+OFFCENTRE_SHIFT = 0.3
+"""Off-centre negatives lie this fraction of the box from a positive: about half a
+particle diameter for the usual box, so the box shows the particle's edge."""
+OFFCENTRE_CLEARANCE = 0.2
+"""...and at least this fraction of the box from every pick, so they centre on no particle."""
+SELF_TRAINING_CONFIDENCE = 0.9
+"""The second round learns from OR coordinates whose first-round combined score is at
+least this (particles) or at most one minus this (what the pickers picked by mistake)."""
 
 def summaryLines(info):
     """The run's summary, result first, from the counts its steps recorded in info.json."""
@@ -50,9 +57,9 @@ def summaryLines(info):
         lines.append("Rescaled to %.3f A/px: %s." % (info["samplingRate"],
                                                     ", ".join(info["rescaledSets"])))
     if "nNegRandom" in info:
-        lines.append("Negatives: %d random, %d known coordinates, %d known particles."
-                     % (info["nNegRandom"], info["nNegUserCoords"],
-                        info.get("nNegUserParticles", 0)))
+        lines.append("Negatives: %d random, %d off-centre, %d known coordinates, %d known "
+                     "particles." % (info["nNegRandom"], info.get("nNegOffCentre", 0),
+                                     info["nNegUserCoords"], info.get("nNegUserParticles", 0)))
     if info.get("skippedMicrographs"):
         lines.append("Skipped %d unreadable micrographs: %s."
                      % (len(info["skippedMicrographs"]),
@@ -60,9 +67,20 @@ def summaryLines(info):
     if info.get("nCrossingBorder"):
         lines.append("%d boxes crossed the micrograph border (filled with the mean)."
                      % info["nCrossingBorder"])
-    if "valAccuracy" in info:
-        lines.append("Network '%s' trained %d epochs: validation accuracy %.3f."
-                     % (info["architecture"], info["epochs"], info["valAccuracy"]))
+    for trained in info.get("rounds", []):
+        line = ("Network '%s', round %d: %d epochs, validation accuracy %.3f"
+                % (info["architecture"], trained["round"], trained["epochs"],
+                   trained["valAccuracy"]))
+        if trained["round"] > 1:
+            line += (" (%d particles, %d hard negatives from the first round)"
+                     % (trained["nPositives"], trained["nHardNegatives"]))
+        lines.append(line + ".")
+    if info.get("agreement"):
+        agreement = info["agreement"]
+        lines.append("Score = network combined with picker agreement; per input set, "
+                     "sensitivity / false-pick rate: %s."
+                     % ", ".join("%.2f / %.2f" % pair for pair in
+                                 zip(agreement["sensitivity"], agreement["falsePickRate"])))
     if "nRetained" in info:
         total = info["nRetained"] + info["nPruned"]
         result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
@@ -70,7 +88,11 @@ def summaryLines(info):
             info.get("thresholdMode", "fixed"), info["threshold"])
         if "valAccuracy" in info:
             result += ", validation accuracy %.2f" % info["valAccuracy"]
-        lines.insert(0, result + "; pruned {:,}.".format(info["nPruned"]))  # the result first
+        pruned = "; pruned {:,}".format(info["nPruned"])
+        if info.get("nDuplicates"):
+            pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
+                      "one)".format(info["nDuplicates"], info["minDistancePx"])
+        lines.insert(0, result + pruned + ".")  # the result first
         if info["nRetained"] == 0 or info["nPruned"] == 0:
             lines.append("WARNING: every score is on one side of the threshold; check "
                          "the training curves and the score histogram.")
@@ -97,6 +119,8 @@ class ProtDeepConsensus(ProtParticles):
     AND_MAJORITY = 2
     THRESHOLD_FIXED = 0
     THRESHOLD_AUTOMATIC = 1
+    METHOD_AGREEMENT = 0
+    METHOD_PAPER = 1
 
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -108,6 +132,17 @@ class ProtDeepConsensus(ProtParticles):
                            "micrographs. Micrographs are matched by name; box size and "
                            "pixel size are taken from the first set, and the others are "
                            "rescaled to it.")
+        form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
+                      choices=["network and picker agreement", "as published (2018)"],
+                      display=params.EnumParam.DISPLAY_HLIST, label="Method",
+                      help="'network and picker agreement' (recommended): the network also "
+                           "learns from boxes shifted off particle centres and, in a second "
+                           "round, from what the pickers picked by mistake; its score is then "
+                           "combined with how reliable each picker proved to be (estimated "
+                           "from how often the others confirm its picks, no ground truth "
+                           "needed). 'as published' reproduces Sanchez-Garcia et al. (2018): "
+                           "random negatives, one round, the network's score alone (for the "
+                           "publication's AND set, also choose 'picked by all pickers').")
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
                        label="Use GPU for training and scoring?")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
@@ -149,6 +184,15 @@ class ProtDeepConsensus(ProtParticles):
                       help="Random negatives are at least this fraction of the box away "
                            "from every picked coordinate, so that they show no picked "
                            "particle's centre. The paper uses half a box.")
+        form.addParam("offCentreNegatives", params.BooleanParam, default=True,
+                      condition="method==%d" % self.METHOD_AGREEMENT,
+                      expertLevel=params.LEVEL_ADVANCED, label="Off-centre negatives?",
+                      help="Add one negative per AND particle, centred %.0f%% of the box away "
+                           "from it (and %.0f%% from every pick): a box showing a particle's "
+                           "edge. The network then learns 'a particle at the centre' rather "
+                           "than 'a particle somewhere in the box', so badly centred picks and "
+                           "the second, off-centre pick of a particle score low."
+                           % (100 * OFFCENTRE_SHIFT, 100 * OFFCENTRE_CLEARANCE))
         form.addParam("inputNegativeCoordinates", params.PointerParam,
                       pointerClass="SetOfCoordinates", allowsNull=True,
                       label="Known negatives: coordinates (optional)",
@@ -186,6 +230,17 @@ class ProtDeepConsensus(ProtParticles):
                       help="'fast' is a lean network that matches the paper's accuracy at "
                            "a small fraction of the cost; 'paper' is the network of the "
                            "original publication (Table 1).")
+        form.addParam("selfTraining", params.BooleanParam, default=True,
+                      condition="method==%d" % self.METHOD_AGREEMENT,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Second round on confident decisions?",
+                      help="Train a second network after the first: OR coordinates whose "
+                           "first-round combined score is at least %.2f join the particles, "
+                           "those at most %.2f join the negatives. These are the boxes the "
+                           "pickers pick by mistake (ice, carbon edges, aggregates, border "
+                           "stripes), which random background rarely shows. Doubles the "
+                           "training time." % (SELF_TRAINING_CONFIDENCE,
+                                               1 - SELF_TRAINING_CONFIDENCE))
         form.addParam("maxEpochs", params.IntParam, default=30,
                       label="Maximum epochs",
                       help="Upper bound on training epochs; training stops earlier when "
@@ -199,7 +254,10 @@ class ProtDeepConsensus(ProtParticles):
                       expertLevel=params.LEVEL_ADVANCED, label="Learning rate",
                       help="Adam's initial learning rate (the paper's 1e-4).")
         form.addParam("batchSize", params.IntParam, default=64,
-                      expertLevel=params.LEVEL_ADVANCED, label="Batch size")
+                      expertLevel=params.LEVEL_ADVANCED, label="Batch size",
+                      help="Particles per training step. 64 balances speed and the noise "
+                           "that helps generalisation; larger batches train faster per epoch "
+                           "on a GPU but may need a higher learning rate.")
         form.addParam("seed", params.IntParam, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Random seed",
                       help="Seeds negative sampling, the validation split, augmentation "
@@ -207,6 +265,23 @@ class ProtDeepConsensus(ProtParticles):
                            "same scores on CPU.")
 
         form.addSection(label="Scoring")
+        form.addParam("combineVotes", params.BooleanParam, default=True,
+                      condition="method==%d" % self.METHOD_AGREEMENT,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Combine with picker agreement?",
+                      help="The score is the probability that a coordinate is a particle "
+                           "given the network's score and which pickers picked it, each "
+                           "picker weighted by its sensitivity and false-pick rate as "
+                           "estimated by EM (Dawid-Skene) from the data. 'No' scores with "
+                           "the network alone.")
+        form.addParam("minDistance", params.FloatParam, default=-1,
+                      label="Minimum distance between particles (A)",
+                      help="A retained coordinate closer than this to a better-scored "
+                           "retained one is the same particle picked twice: it goes to the "
+                           "pruned set, marked as a duplicate (_dcDuplicate), so no particle "
+                           "appears twice in a refinement. -1 (default): %.0f%% of the box, "
+                           "about half a particle diameter for the usual box of 1.5-2 "
+                           "diameters. 0 keeps duplicates." % (100 * DEFAULT_MIN_DISTANCE))
         form.addParam("thresholdMode", params.EnumParam, default=self.THRESHOLD_FIXED,
                       choices=["fixed", "automatic"], display=params.EnumParam.DISPLAY_HLIST,
                       label="Threshold",
@@ -228,17 +303,21 @@ class ProtDeepConsensus(ProtParticles):
         self._insertFunctionStep(self.negativesStep, self.negativeRatio.get(),
                                  self.negativeDistance.get(), self.seed.get(),
                                  self._negativeSignature(), self.skipBadMicrographs.get(),
-                                 needsGPU=False)
+                                 self._offCentre(), needsGPU=False)
         self._insertFunctionStep(self.extractStep, self.networkSize.get(),
                                  self.invertContrast.get(), self.skipBadMicrographs.get(),
                                  needsGPU=False)
-        self._insertFunctionStep(self.trainStep, ARCHITECTURES[self.architecture.get()],
-                                 self.maxEpochs.get(), self.patience.get(),
-                                 self.learningRate.get(), self.batchSize.get(), self.seed.get(),
-                                 needsGPU=True)
-        self._insertFunctionStep(self.scoreStep, needsGPU=True)
+        rounds = self._rounds()
+        for roundNumber in range(1, rounds + 1):
+            self._insertFunctionStep(self.trainStep, roundNumber, rounds,
+                                     ARCHITECTURES[self.architecture.get()],
+                                     self.maxEpochs.get(), self.patience.get(),
+                                     self.learningRate.get(), self.batchSize.get(),
+                                     self.seed.get(), needsGPU=True)
+            self._insertFunctionStep(self.scoreStep, roundNumber, rounds, needsGPU=True)
+        self._insertFunctionStep(self.rankStep, self._combine(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, self.thresholdMode.get(),
-                                 self.threshold.get(), needsGPU=False)
+                                 self.threshold.get(), self._minDistancePx(), needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
     def consensusStep(self, radiusFraction, minVotes, inputSignature):
@@ -284,7 +363,8 @@ class ProtDeepConsensus(ProtParticles):
         self.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d"
                   % (len(sets), len(common), len(table), minVotes, (votes >= minVotes).sum()))
 
-    def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad):
+    def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad,
+                      offCentre):
         info = self._readInfo()
         table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
         shapes = {}
@@ -300,13 +380,23 @@ class ProtDeepConsensus(ProtParticles):
         negatives = pipeline.negatives_table(table, shapes, box, total,
                                              distanceFraction * box, seed)
         nRandom = len(negatives)
+        parts = [negatives]
+        nOffCentre = 0
+        if offCentre:
+            positives = table.subset(np.flatnonzero(table.votes >= info["minVotes"]))
+            shifted = pipeline.offcentre_table(positives, table, shapes, OFFCENTRE_SHIFT * box,
+                                               OFFCENTRE_CLEARANCE * box, seed + 1)
+            parts.append(shifted)
+            nOffCentre = len(shifted)
         userNegatives = self.inputNegativeCoordinates.get()
         if userNegatives is not None:
-            negatives = self._addUserNegatives(negatives, userNegatives, info)
+            parts.append(self._userNegatives(userNegatives, info))
+        negatives = pipeline.merge_tables(*parts)
         negatives.save(self._path("negatives.npz"))
-        self._updateInfo(nNegRandom=nRandom, nNegUserCoords=len(negatives) - nRandom)
-        self.info("Negatives: %d random, %d given as coordinates"
-                  % (nRandom, len(negatives) - nRandom))
+        nUser = len(negatives) - nRandom - nOffCentre
+        self._updateInfo(nNegRandom=nRandom, nNegOffCentre=nOffCentre, nNegUserCoords=nUser)
+        self.info("Negatives: %d random, %d off-centre, %d given as coordinates"
+                  % (nRandom, nOffCentre, nUser))
 
     def extractStep(self, size, invert, skipBad):
         info = self._readInfo()
@@ -335,14 +425,18 @@ class ProtDeepConsensus(ProtParticles):
                          skippedMicrographs=skipped, skippedMicIds=skippedIds,
                          nNegUserParticles=nUser, extractionSeconds=report.seconds)
 
-    def trainStep(self, architecture, maxEpochs, patience, learningRate, batchSize, seed):
+    def trainStep(self, roundNumber, rounds, architecture, maxEpochs, patience, learningRate,
+                  batchSize, seed):
+        """Train one round: AND vs NEG; a second round adds the first round's confident
+        decisions on the OR set (particles to the positives, junk to the negatives)."""
         from ..core.training import TrainingConfig, train_classifier
 
         info = self._readInfo()
         table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
         negatives = pipeline.CoordinateTable.load(self._path("negatives.npz"))
         usable = ~np.isin(table.mic, info["skippedMicIds"])
-        positives = np.flatnonzero(usable & (table.votes >= info["minVotes"]))
+        isAnd = table.votes >= info["minVotes"]
+        positives = np.flatnonzero(usable & isAnd)
         if len(positives) < MIN_POSITIVES:
             raise ValueError(
                 "Only %d coordinates were picked by at least %d pickers (the AND set): too few "
@@ -350,42 +444,74 @@ class ProtDeepConsensus(ProtParticles):
                 "with a lower k, a larger consensus radius, or check that the input sets "
                 "are on the same micrographs and pixel size."
                 % (len(positives), info["minVotes"], MIN_POSITIVES))
+        orStack = open_stack(self._path("or_particles.npy"))
         negStack = open_stack(self._path("neg_particles.npy"))
         negUsable = np.concatenate([~np.isin(negatives.mic, info["skippedMicIds"]),
                                     np.ones(info["nNegUserParticles"], dtype=bool)])
+        negativeSources = [(negStack, np.flatnonzero(negUsable))]
+        hard = np.empty(0, dtype=np.int64)
+        if roundNumber > 1:
+            posterior, _ = self._agreement(np.load(self._roundPath("cnn_scores.npy", 1, rounds)),
+                                           table)
+            positives, hard = pipeline.self_training_rows(posterior, isAnd, usable,
+                                                          SELF_TRAINING_CONFIDENCE)
+            negativeSources.append((orStack, hard))
+            self.info("Round %d trains on %d particles (%d beyond the AND set) and %d picks "
+                      "the first round judged junk" % (roundNumber, len(positives),
+                                                       int((~isAnd[positives]).sum()), len(hard)))
         config = TrainingConfig(architecture=architecture, max_epochs=maxEpochs,
                                 patience=patience, lr_patience=max(1, patience // 2),
-                                learning_rate=learningRate, batch_size=batchSize, seed=seed)
-        result = train_classifier([(open_stack(self._path("or_particles.npy")),
-                                    positives)],
-                                  [(negStack, np.flatnonzero(negUsable))],
-                                  config, self._path("model.keras"),
-                                  self._path("history.csv"), gpus=self._gpus())
+                                learning_rate=learningRate, batch_size=batchSize,
+                                seed=seed + 7 * (roundNumber - 1))
+        result = train_classifier([(orStack, positives)], negativeSources, config,
+                                  self._roundPath("model.keras", roundNumber, rounds),
+                                  self._roundPath("history.csv", roundNumber, rounds),
+                                  gpus=self._gpus())
+        trained = {"round": roundNumber, "epochs": result.epochs,
+                   "valAccuracy": result.val_accuracy, "valLoss": result.val_loss,
+                   "seconds": result.seconds, "nPositives": len(positives),
+                   "nHardNegatives": len(hard)}
+        history = [r for r in info.get("rounds", []) if r["round"] != roundNumber]
         self._updateInfo(architecture=architecture, epochs=result.epochs,
                          valAccuracy=result.val_accuracy, valLoss=result.val_loss,
-                         trainingSeconds=result.seconds, nTrainPositives=len(positives))
+                         trainingSeconds=sum(r["seconds"] for r in history) + result.seconds,
+                         nTrainPositives=len(positives), nRounds=rounds,
+                         rounds=sorted(history + [trained], key=lambda r: r["round"]))
 
-    def scoreStep(self):
+    def scoreStep(self, roundNumber, rounds):
         from ..core.scoring import score_stack
 
         info = self._readInfo()
-        scores = score_stack(self._path("model.keras"),
+        scores = score_stack(self._roundPath("model.keras", roundNumber, rounds),
                              open_stack(self._path("or_particles.npy")),
                              gpus=self._gpus(), seed=self.seed.get())
         table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
         scores[np.isin(table.mic, info["skippedMicIds"])] = np.nan
-        tmp = self._path("scores.tmp.npy")
-        np.save(tmp, scores)
-        os.replace(tmp, self._path("scores.npy"))
-        self._updateInfo(autoThreshold=automatic_threshold(scores))
+        self._saveArray(self._roundPath("cnn_scores.npy", roundNumber, rounds), scores)
 
-    def createOutputStep(self, thresholdMode, threshold):
+    def rankStep(self, combine):
+        """The final score: the network's, or its combination with the pickers' agreement."""
+        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
+        cnn = np.load(self._path("cnn_scores.npy"))
+        if combine:
+            scores, model = self._agreement(cnn, table)
+            agreement = {"sensitivity": model.sensitivity.tolist(),
+                         "falsePickRate": model.false_pick_rate.tolist(),
+                         "prior": model.prior}
+        else:
+            scores, agreement = cnn, None
+        self._saveArray(self._path("scores.npy"), scores)
+        self._updateInfo(autoThreshold=automatic_threshold(scores), agreement=agreement)
+
+    def createOutputStep(self, thresholdMode, threshold, minDistancePx):
+        self._updateInfo(minDistancePx=minDistancePx)
         results = RunResults(self._getExtraPath())
         if thresholdMode == self.THRESHOLD_AUTOMATIC:
             threshold = results.autoThreshold
-        retained, pruned = registerSplit(self, self, results, threshold)
+        split = registerSplit(self, self, results, threshold)
         self._updateInfo(threshold=threshold, thresholdMode=["fixed", "automatic"][thresholdMode],
-                         nRetained=len(retained), nPruned=len(pruned))
+                         nRetained=len(split.retained), nPruned=len(split.pruned),
+                         nDuplicates=split.n_duplicates)
 
     # -------------------------- INFO functions -------------------------------
     def _validate(self):
@@ -427,6 +553,8 @@ class ProtDeepConsensus(ProtParticles):
             (0 < self.learningRate.get() < 1, "Learning rate must be in (0, 1)."),
             (self.batchSize.get() >= 2, "Batch size must be at least 2."),
             (0 <= self.threshold.get() <= 1, "Score threshold must be in [0, 1]."),
+            (self.minDistance.get() == -1 or self.minDistance.get() >= 0,
+             "Minimum distance between particles must be -1 (automatic) or at least 0 A."),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -437,15 +565,27 @@ class ProtDeepConsensus(ProtParticles):
         info = self._readInfo()
         if "nRetained" not in info:
             return ["Deep Consensus has not produced outputs yet."]
-        return ["The coordinates of %d pickers were pruned with Deep Consensus "
+        text = ("The coordinates of %d pickers were pruned with Deep Consensus "
                 "[SanchezGarcia2018]: a %s convolutional network trained on the %d "
                 "coordinates picked by at least %d pickers (radius %.1f px) against %d "
-                "background boxes scored the %d coordinates picked by any; %d with a "
-                "score of at least %.2f were kept."
+                "negative boxes (%d of them off-centre on particles) scored the %d "
+                "coordinates picked by any"
                 % (info["nPickers"], info["architecture"], info["nAnd"], info["minVotes"],
-                   info["radiusPx"], info["nNegRandom"] + info["nNegUserCoords"]
-                   + info["nNegUserParticles"], info["nOr"], info["nRetained"],
-                   info["threshold"])]
+                   info["radiusPx"], info["nNegRandom"] + info.get("nNegOffCentre", 0)
+                   + info["nNegUserCoords"] + info["nNegUserParticles"],
+                   info.get("nNegOffCentre", 0), info["nOr"]))
+        if info.get("nRounds", 1) > 1:
+            text += (", retrained once with the first round's confident decisions as extra "
+                     "particles and negatives")
+        if info.get("agreement"):
+            text += ("; its score was combined with the pickers' votes, each picker weighted "
+                     "by its reliability estimated by EM (Dawid and Skene, 1979)")
+        text += ("; %d coordinates with a score of at least %.2f were kept"
+                 % (info["nRetained"], info["threshold"]))
+        if info.get("minDistancePx"):
+            text += (", none closer than %.0f px to a better-scored one"
+                     % info["minDistancePx"])
+        return [text + "."]
 
     def _citations(self):
         return ["SanchezGarcia2018"]
@@ -459,6 +599,42 @@ class ProtDeepConsensus(ProtParticles):
         if rule == self.AND_MAJORITY:
             return nSets // 2 + 1
         return self.minVotes.get()
+
+    def _usesAgreementMethod(self):
+        return self.method.get() == self.METHOD_AGREEMENT
+
+    def _offCentre(self):
+        return self._usesAgreementMethod() and self.offCentreNegatives.get()
+
+    def _rounds(self):
+        return 2 if self._usesAgreementMethod() and self.selfTraining.get() else 1
+
+    def _combine(self):
+        return self._usesAgreementMethod() and self.combineVotes.get()
+
+    def _minDistancePx(self):
+        """The minimum distance in pixels of the first input set (default: a share of the box)."""
+        box = self._inputSets()[0].getBoxSize() or 0
+        if self.minDistance.get() < 0:
+            return DEFAULT_MIN_DISTANCE * box
+        sampling = convert.samplingRate(self._inputSets()[0]) or 1.0
+        return self.minDistance.get() / sampling
+
+    def _roundPath(self, name, roundNumber, rounds):
+        """A round's file; the last round's is the run's (model.keras, history.csv, ...)."""
+        if roundNumber == rounds:
+            return self._path(name)
+        root, ext = os.path.splitext(name)
+        return self._path("%s_round%d%s" % (root, roundNumber, ext))
+
+    def _saveArray(self, path, values):
+        tmp = path + ".tmp.npy"
+        np.save(tmp, values)
+        os.replace(tmp, path)
+
+    def _agreement(self, cnnScores, table):
+        """Posterior of the pickers' votes and the network's score (core.agreement)."""
+        return dawid_skene(table.voters, score_logit(cnnScores))
 
     def _inputSets(self):
         return [pointer.get() for pointer in self.inputCoordinates]
@@ -515,7 +691,7 @@ class ProtDeepConsensus(ProtParticles):
         info.update(values)
         self._writeJson("info.json", info)
 
-    def _addUserNegatives(self, negatives, userSet, info):
+    def _userNegatives(self, userSet, info):
         """Known-negative coordinates, mapped to the reference micrographs and pixel size."""
         byName = {info[0]: micId for micId, info in self._micrographs().items()}
         theirs = convert.micrographsByName(userSet.getMicrographs())
@@ -524,11 +700,7 @@ class ProtDeepConsensus(ProtParticles):
         sampling = convert.samplingRate(userSet)
         factor = (sampling or info["samplingRate"]) / (info["samplingRate"] or 1.0)
         known = {byName[n]: xy * factor for n, xy in picks.items() if n in byName}
-        user = pipeline.CoordinateTable.from_picks(known)
-        mic = np.concatenate([negatives.mic, user.mic])
-        order = np.argsort(mic, kind="stable")  # one read per micrograph when extracting
-        return pipeline.CoordinateTable(mic=mic[order],
-                                        xy=np.concatenate([negatives.xy, user.xy])[order])
+        return pipeline.CoordinateTable.from_picks(known)
 
     def _readUserParticles(self, particles, stack, offset, size, invert, chunk=5000):
         """Known-negative particle images into the end of the negative stack, in chunks."""

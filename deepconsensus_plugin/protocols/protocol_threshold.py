@@ -64,11 +64,12 @@ class ProtDeepConsensusThreshold(ProtParticles):
         dcRun = self.inputRun.get()
         results = RunResults(dcRun._getExtraPath())
         threshold = results.autoThreshold if mode == self.THRESHOLD_AUTO else value
-        retained, pruned = registerSplit(self, dcRun, results, threshold)
+        split = registerSplit(self, dcRun, results, threshold)
         table = results.table
         summary = {"threshold": float(threshold), "automatic": mode == self.THRESHOLD_AUTO,
-                   "nRetained": len(retained), "nPruned": len(pruned),
-                   "nUnscored": len(table) - len(retained) - len(pruned),
+                   "nRetained": len(split.retained), "nPruned": len(split.pruned),
+                   "nDuplicates": split.n_duplicates, "minDistancePx": results.minDistancePx,
+                   "nUnscored": len(table) - len(split.retained) - len(split.pruned),
                    "valAccuracy": results.info.get("valAccuracy")}
         with open(self._getExtraPath("threshold.json"), "w") as handle:
             json.dump(summary, handle, indent=1)
@@ -100,7 +101,11 @@ class ProtDeepConsensusThreshold(ProtParticles):
             "the automatic " if summary["automatic"] else "", summary["threshold"])
         if summary.get("valAccuracy") is not None:
             line += ", validation accuracy %.2f" % summary["valAccuracy"]
-        lines = [line + "; pruned {:,}.".format(summary["nPruned"])]
+        pruned = "; pruned {:,}".format(summary["nPruned"])
+        if summary.get("nDuplicates"):
+            pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
+                      "one)".format(summary["nDuplicates"], summary["minDistancePx"])
+        lines = [line + pruned + "."]
         if summary["nUnscored"]:
             lines.append("{:,} coordinates on skipped micrographs have no score and are in "
                          "neither set.".format(summary["nUnscored"]))

@@ -112,9 +112,10 @@ class DeepConsensusViewer(ProtocolViewer):
     def _showHistogram(self, paramName=None):
         results = self._results
         votes = results.table.votes if self.splitByVotes.get() else None
+        threshold = self.viewThreshold.get()
         return self._plot(plots.score_histogram, "Deep Consensus scores", results.scores,
-                          self.viewThreshold.get(), votes=votes,
-                          auto_threshold=results.autoThreshold)
+                          threshold, votes=votes, auto_threshold=results.autoThreshold,
+                          duplicate=results.split(threshold).duplicate)
 
     def _showTraining(self, paramName=None):
         history = self._results.history()
