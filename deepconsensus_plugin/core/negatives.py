@@ -29,9 +29,7 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
                      count: int, min_distance: float,
                      rng: np.random.Generator, max_rounds: int = 50,
                      spacing: float | None = None,
-                     existing: np.ndarray | None = None,
-                     margin: float | None = None,
-                     edge_band: float | None = None) -> np.ndarray:
+                     existing: np.ndarray | None = None) -> np.ndarray:
     """Random box centres on one micrograph, away from every coordinate in ``avoid``.
 
     Parameters
@@ -53,16 +51,9 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
     existing:
         negatives already chosen on this micrograph: new ones keep ``spacing``
         from them too, and only the new ones are returned.
-    margin:
-        smallest distance of a centre from the micrograph's edge (default half
-        a box: every box wholly inside; less lets boxes cross the edge, where
-        extraction fills them with the micrograph's mean).
-    edge_band:
-        when given, centres lie within this distance of the edge: the border
-        region, where pickers pick stripes and cut-off particles.
     """
     rows, cols = shape
-    half = box / 2.0 if margin is None else margin
+    half = box / 2.0
     lo = np.array([half, half])
     hi = np.array([cols - half, rows - half])
     if count <= 0 or np.any(hi < lo):
@@ -77,10 +68,6 @@ def sample_negatives(shape: tuple[int, int], box: int, avoid: np.ndarray,
         if need <= 0:
             break
         candidates = rng.uniform(lo, hi, size=(max(4 * need, 64), 2))
-        if edge_band is not None:
-            to_edge = np.minimum(np.minimum(candidates[:, 0], cols - candidates[:, 0]),
-                                 np.minimum(candidates[:, 1], rows - candidates[:, 1]))
-            candidates = candidates[to_edge < edge_band]
         if avoid_tree is not None:
             dist, _ = avoid_tree.query(candidates)
             candidates = candidates[dist >= min_distance]
