@@ -22,7 +22,8 @@ PACKAGE = ROOT / 'deepconsensus_plugin'
 
 def declared_floor() -> str:
     """The lowest Python version of ``python_requires`` in setup.py, e.g. '3.9'."""
-    match = re.search(r'python_requires\s*=\s*["\']>=\s*(\d+\.\d+)', (ROOT / 'setup.py').read_text())
+    setup = (ROOT / 'setup.py').read_text()
+    match = re.search(r'python_requires\s*=\s*["\']>=\s*(\d+\.\d+)', setup)
     assert match, 'setup.py declares no python_requires=">=X.Y"'
     return match.group(1)
 

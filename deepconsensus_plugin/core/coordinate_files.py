@@ -294,7 +294,7 @@ class StarTable:
         return len(self.frame)
 
     def error(self, message: str, row: int | None = None) -> CoordinateFileError:
-        """An error naming the file and the line of ``row`` (or of the table when ``row`` is None)."""
+        """An error naming the file and the line of ``row`` (the table's line when None)."""
         return _error(self.path, message, self.line if row is None else self.line_numbers[row])
 
     def numbers(self, *names: str) -> np.ndarray:
@@ -369,7 +369,8 @@ def _check_starfile_read(path: PathLike, table: _StarTable, frame: pd.DataFrame 
     """Reject a loop that ``starfile`` read with other columns, rows or missing values."""
     shape = (len(table.rows), len(table.columns))
     if frame is None or list(frame.columns) != table.columns or frame.shape != shape:
-        found = 'no such table' if frame is None else f'{frame.shape[0]} rows x {frame.shape[1]} columns'
+        found = ('no such table' if frame is None
+                 else f'{frame.shape[0]} rows x {frame.shape[1]} columns')
         raise _error(path, f'starfile reads the loop of data_{table.block} as {found}, not '
                            f'{shape[0]} rows x {shape[1]} columns; write one loop per data block '
                            'and no "#" inside values', table.line)
@@ -385,27 +386,32 @@ _STAR_MISSING = ('nan', 'NaN', '<NA>')
 
 
 def _frame_from_tokens(table: _StarTable) -> pd.DataFrame:
-    """A frame of the tokenizer's strings, for tables that ``starfile`` cannot read or has no rows."""
+    """A frame of the tokenizer's strings, for tables starfile cannot read or that have no rows."""
     import pandas as pd
 
     frame = pd.DataFrame(table.rows, columns=table.columns, dtype=object)
     return frame.mask(frame.isin(_STAR_MISSING))
 
 
-def _find_star_table(path: PathLike, tables: list[StarTable], required: Sequence[str]) -> StarTable:
+def find_star_table(path: PathLike, tables: list[StarTable], required: Sequence[str],
+                    why: str) -> StarTable:
     """The first table with every ``required`` column, else an error naming the missing ones.
 
     Choosing the table by its columns lets one reader handle RELION 3.0
     (``data_``), RELION 3.1+/4 (``data_optics`` + ``data_particles``) and Xmipp
-    (``data_header`` + ``data_particles``) without knowing block names.
+    (``data_header`` + ``data_particles``) without knowing block names.  The
+    error names the line of the table that has most of the columns, and
+    ``why`` says what the columns are for.
     """
     for table in tables:
         if all(name in table.columns for name in required):
             return table
-    best = max(tables, key=lambda t: sum(name in t.columns for name in required))
+    labelled = [table for table in tables if table.columns]
+    if not labelled:
+        raise _error(path, f'no STAR table found ({why})')
+    best = max(labelled, key=lambda t: sum(name in t.columns for name in required))
     missing = ', '.join(f'_{name}' for name in required if name not in best.columns)
-    both = ' and '.join(f'_{name}' for name in required)
-    raise _error(path, f'missing required column {missing} (no data block has {both})')
+    raise best.error(f'missing required column {missing} ({why})')
 
 
 def _read_star_columns(path: PathLike, x_name: str, y_name: str,
@@ -417,7 +423,8 @@ def _read_star_columns(path: PathLike, x_name: str, y_name: str,
     tables = read_star_tables(path)
     if not any(table.columns for table in tables):
         return _coordinates(np.empty((0, 2)), None)
-    table = _find_star_table(path, tables, (x_name, y_name))
+    table = find_star_table(path, tables, (x_name, y_name),
+                            f'no data block has both _{x_name} and _{y_name}')
     names = [x_name, y_name] + ([score_name] if score_name in table.columns else [])
     values = table.numbers(*names)
     scores = values[:, 2] if len(names) == 3 else None
