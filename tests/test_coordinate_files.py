@@ -1,4 +1,6 @@
 """Tests for deepconsensus_plugin.core.coordinate_files (pure core, no Scipion needed)."""
+from __future__ import annotations
+
 import ast
 import csv
 from pathlib import Path

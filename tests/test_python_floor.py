@@ -1,4 +1,4 @@
-"""The package needs no Python newer than the floor ``setup.py`` declares (checked by vermin).
+"""The package, its tests and benchmarks need no Python newer than ``setup.py``'s floor (vermin).
 
 vermin reads the source without running it.  Its detector of ``X | Y`` union
 types (3.10+) is what catches the classic break, a union built at import time
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / 'deepconsensus_plugin'
+#: Everything that must run on the floor: the package, and the tests and benchmarks that check it.
+CHECKED = ('deepconsensus_plugin', 'tests', 'benchmarks')
 
 
 def declared_floor() -> str:
@@ -69,9 +70,9 @@ def vermin_violations(sources: dict, tmp_path: Path, floor: str) -> subprocess.C
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def test_package_needs_no_python_newer_than_the_declared_floor(tmp_path):
+def test_code_needs_no_python_newer_than_the_declared_floor(tmp_path):
     sources = {str(path.relative_to(ROOT)): path.read_text(encoding='utf-8')
-               for path in PACKAGE.rglob('*.py')}
+               for folder in CHECKED for path in (ROOT / folder).rglob('*.py')}
     result = vermin_violations(sources, tmp_path, declared_floor())
     assert result.returncode == 0, result.stdout + result.stderr
 

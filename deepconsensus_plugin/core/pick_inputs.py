@@ -368,16 +368,32 @@ def _relion_box_size(optics: StarTable | None, pixel_size: float | None) -> floa
 
 def _group_by_micrograph(paths: list[str], xy: np.ndarray,
                          scores: np.ndarray | None) -> dict[str, MicrographPicks]:
-    """Group rows by micrograph name key, keeping first-appearance and row order."""
-    rows: dict[str, list[int]] = {}
-    first_path: dict[str, str] = {}
-    for row, mic_path in enumerate(paths):
+    """Group rows by micrograph name key, keeping first-appearance and row order.
+
+    Keys are computed once per distinct path, and rows grouped with one
+    stable sort, since particle files have up to millions of rows.
+    """
+    path_index: dict[str, int] = {}
+    row_paths = np.fromiter((path_index.setdefault(p, len(path_index)) for p in paths),
+                            dtype=np.intp, count=len(paths))
+    key_index: dict[str, int] = {}
+    first_path: list[str] = []
+    path_to_key = np.empty(len(path_index), dtype=np.intp)
+    for mic_path, index in path_index.items():
         key = micrograph_key(mic_path)
-        rows.setdefault(key, []).append(row)
-        first_path.setdefault(key, mic_path)
-    return {key: MicrographPicks(key, xy[index], None if scores is None else scores[index],
-                                 first_path[key])
-            for key, index in ((key, np.array(r, dtype=np.intp)) for key, r in rows.items())}
+        if key not in key_index:
+            key_index[key] = len(key_index)
+            first_path.append(mic_path)
+        path_to_key[index] = key_index[key]
+    row_keys = path_to_key[row_paths]
+    order = np.argsort(row_keys, kind='stable')
+    bounds = np.searchsorted(row_keys[order], np.arange(len(key_index) + 1))
+    groups = {}
+    for key, index in key_index.items():
+        rows = order[bounds[index]:bounds[index + 1]]
+        groups[key] = MicrographPicks(key, xy[rows], None if scores is None else scores[rows],
+                                      first_path[index])
+    return groups
 
 
 # -------------------------------------------------------------------- cryoSPARC
