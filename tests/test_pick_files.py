@@ -273,14 +273,16 @@ def test_cryosparc_cs_fractions_times_columns_and_rows(tmp_path, path_dtype):
     assert picks.box_size == pytest.approx(256 * 1.315 / 0.6575, rel=1e-6)
 
 
-def test_cryosparc_cs_without_optional_fields(tmp_path):
+def test_cryosparc_cs_without_optional_fields_and_flipped_y(tmp_path):
     path = tmp_path / 'picks.cs'
     with open(path, 'wb') as handle:
-        np.save(handle, cs_records(['mic.mrc'], [(100, 200)], [0.5], [0.5]))
+        np.save(handle, cs_records(['mic.mrc'], [(100, 200)], [0.5], [0.25]))
     picks = read_cryosparc_particles(path)
-    np.testing.assert_allclose(picks.micrographs['mic'].xy, [[100.0, 50.0]])
+    np.testing.assert_allclose(picks.micrographs['mic'].xy, [[100.0, 25.0]])
     assert picks.micrographs['mic'].scores is None
     assert picks.pixel_size is None and picks.box_size is None
+    flipped = read_cryosparc_particles(path, flip_y=True)  # for MotionCor2/RELION micrographs
+    np.testing.assert_allclose(flipped.micrographs['mic'].xy, [[100.0, 75.0]])
 
 
 @pytest.mark.parametrize('make, fragments', [

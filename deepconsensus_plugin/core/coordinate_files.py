@@ -328,11 +328,14 @@ def read_star_tables(path: PathLike) -> list[StarTable]:
 
     The tokenizer runs first: a structural fault raises
     :class:`CoordinateFileError` at its line before ``starfile`` sees the
-    file.  Loops are then read by ``starfile``; where it reads a loop
-    differently from the tokenizer (a ``#`` inside a value, an empty data
-    block before a loop, lone carriage-return line ends) the file is rejected
-    rather than misread.  Key-value blocks and loops without rows come from
-    the tokenizer, since ``starfile`` cannot read a comment after a pair.
+    file.  Loops are then read by ``starfile``, every column as strings, and
+    checked value by value against the tokenizer's: where ``starfile`` reads
+    a loop differently (a ``#`` inside a value, an apostrophe inside a quoted
+    value, an empty data block before a loop, lone carriage-return line ends)
+    the file is rejected at the line concerned rather than misread.
+    Key-value blocks and loops without rows come from the tokenizer, since
+    ``starfile`` cannot read a comment after a pair; a file that has such a
+    comment as well as loops is rejected (RELION writes no such comments).
     """
     parsed = _parse_star(path)
     frames = _starfile_loops(path, parsed) if any(t.is_loop and t.rows for t in parsed) else {}
@@ -356,7 +359,9 @@ def _starfile_loops(path: PathLike, parsed: list[_StarTable]) -> dict[str, pd.Da
     try:
         blocks = starfile.read(path, always_dict=True, parse_as_string=names)
     except Exception as exc:  # starfile raises pandas' and its own errors without a line
-        raise _error(path, f'starfile cannot read it: {exc}') from None
+        hint = ('; starfile cannot read a comment after a "_label value" pair'
+                if any(not table.is_loop for table in parsed) else '')
+        raise _error(path, f'starfile cannot read it ({exc}){hint}') from None
     finally:
         # starfile reads through linecache and leaves stale lines there when it
         # fails, so a corrected file re-read in the same process would be misread.
@@ -366,7 +371,7 @@ def _starfile_loops(path: PathLike, parsed: list[_StarTable]) -> dict[str, pd.Da
 
 
 def _check_starfile_read(path: PathLike, table: _StarTable, frame: pd.DataFrame | None) -> None:
-    """Reject a loop that ``starfile`` read with other columns, rows or missing values."""
+    """Reject a loop that ``starfile`` read with other columns, rows or values than the file's."""
     shape = (len(table.rows), len(table.columns))
     if frame is None or list(frame.columns) != table.columns or frame.shape != shape:
         found = ('no such table' if frame is None
@@ -374,11 +379,18 @@ def _check_starfile_read(path: PathLike, table: _StarTable, frame: pd.DataFrame 
         raise _error(path, f'starfile reads the loop of data_{table.block} as {found}, not '
                            f'{shape[0]} rows x {shape[1]} columns; write one loop per data block '
                            'and no "#" inside values', table.line)
+    # Every value must be the tokenizer's: pandas, under starfile, cuts a row at
+    # any '#' and turns apostrophes into quotes, which would silently change a name.
+    tokens = np.empty(shape, dtype=object)
+    tokens[:] = table.rows
+    values = frame.to_numpy(dtype=object)
     missing = frame.isna().to_numpy()
-    for row, column in np.argwhere(missing):
-        if table.rows[row][column] not in _STAR_MISSING:
-            raise _error(path, f'starfile cannot read value {table.rows[row][column]!r}',
-                         table.line_numbers[row])
+    differs = (values != tokens) & ~(missing & np.isin(tokens, _STAR_MISSING))
+    if differs.any():
+        row, column = np.argwhere(differs)[0]
+        raise _error(path, f'starfile reads {values[row, column]!r} where the file has '
+                           f'{tokens[row, column]!r}; avoid "#" and quotes inside values',
+                     table.line_numbers[row])
 
 
 #: Values that starfile (and RELION) read as missing.

@@ -398,7 +398,7 @@ def _group_by_micrograph(paths: list[str], xy: np.ndarray,
 
 # -------------------------------------------------------------------- cryoSPARC
 
-def read_cryosparc_particles(path: PathLike) -> PickSet:
+def read_cryosparc_particles(path: PathLike, flip_y: bool = False) -> PickSet:
     """Read a cryoSPARC ``.cs`` file of particles (picks, extracted or selected particles).
 
     A ``.cs`` file is a numpy structured array saved with ``np.save``.  Fields
@@ -415,11 +415,12 @@ def read_cryosparc_particles(path: PathLike) -> PickSet:
     7676, 7420]`` with micrograph shape ``[7676, 7420]``, i.e. ``(ny, nx)``).
     pyem's ``csparc2star`` uses the same product ("'location/micrograph_shape'
     is [y, x]", so it multiplies by the reversed shape) and by default also
-    flips y (``1 - center_y_frac``) because RELION reads micrographs written
-    by other motion correction programs upside down relative to cryoSPARC's;
-    no flip is applied here: the centres refer to the micrographs cryoSPARC
-    picked on, so prune those micrographs (or convert the output as for
-    pyem).
+    flips y (``1 - center_y_frac``), noting that cryoSPARC's Patch Motion
+    writes micrographs flipped relative to MotionCor2's, so that no flip is
+    needed on cryoSPARC's own micrographs.  Hence: on the micrographs
+    cryoSPARC picked on, leave ``flip_y`` off; on the same movies motion
+    corrected by RELION or MotionCor2, set ``flip_y`` (``y = (1 -
+    center_y_frac) * rows``).
 
     Micrograph names are :func:`micrograph_key` of the path and keep
     cryoSPARC's uid prefix (``<uid>_<movie>...``); :func:`match_micrographs`
@@ -441,6 +442,8 @@ def read_cryosparc_particles(path: PathLike) -> PickSet:
     fractions = np.column_stack([records[_CS_X], records[_CS_Y]]).astype(np.float64)
     _check_cs_values(path, _CS_SHAPE, shape, positive=True)
     _check_cs_values(path, f'{_CS_X} / {_CS_Y}', fractions)
+    if flip_y:
+        fractions[:, 1] = 1.0 - fractions[:, 1]
     xy = fractions * shape[:, ::-1].astype(np.float64)  # (x_frac * cols, y_frac * rows)
     scores = None
     if _CS_SCORE in fields:
