@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import starfile
+from hypothesis import given, settings, strategies as st
 
 from deepconsensus_plugin.core import pick_inputs, pick_outputs
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
@@ -247,8 +248,11 @@ def cs_records(paths, shapes, x_frac, y_frac, *, path_dtype='S', extra=()):
     return records
 
 
-CS_MIC_A = 'J14/motioncorrected/008578565574161745010_14sep05c_00003es_patch_aligned_doseweighted.mrc'
-CS_MIC_B = 'J14/motioncorrected/012951868257382468663_14sep05c_00024sq_patch_aligned_doseweighted.mrc'
+# Named as cryoSPARC names Patch Motion output: <uid>_<movie>_patch_aligned_doseweighted.mrc
+CS_MIC_A = ('J14/motioncorrected/'
+            '008578565574161745010_14sep05c_00003es_patch_aligned_doseweighted.mrc')
+CS_MIC_B = ('J14/motioncorrected/'
+            '012951868257382468663_14sep05c_00024sq_patch_aligned_doseweighted.mrc')
 
 
 @pytest.mark.parametrize('path_dtype', ['S', 'O'])
@@ -344,11 +348,14 @@ def test_match_exact_cryosparc_and_relion_suffix_names():
     micrographs = ['14sep05c_00003es', 'mic1', 'mic1_b', 'other']
     picks = picks_of('008578565574161745010_14sep05c_00003es_patch_aligned_doseweighted',
                      'mic1_b_autopick', 'other', 'stray')
-    match = match_micrographs(picks, micrographs)
+    match = match_micrographs(picks, micrographs, file_suffixes=True)
     assert sorted(match.picks.micrographs) == ['14sep05c_00003es', 'mic1_b', 'other']
     assert match.picks.micrographs['mic1_b'].name == 'mic1_b'  # longest name wins
     np.testing.assert_array_equal(match.picks.micrographs['mic1_b'].xy, [[1.0, 0.0]])
     assert match.unmatched == ('stray',)
+    # Names read from inside a file: mic1_b_autopick is its own micrograph.
+    match = match_micrographs(picks, micrographs)
+    assert match.unmatched == ('mic1_b_autopick', 'stray')
     # cryoSPARC names on the micrograph side too (micrographs exported from cryoSPARC)
     match = match_micrographs(picks_of('14sep05c_00003es'),
                               ['008578565574161745010_14sep05c_00003es'])
@@ -357,8 +364,8 @@ def test_match_exact_cryosparc_and_relion_suffix_names():
 
 def test_match_two_picks_on_one_micrograph_is_an_error():
     picks = picks_of('mic1', 'mic1_autopick')
-    assert_error(lambda: match_micrographs(picks, ['mic1', 'mic1_autopick_x']), "'mic1'",
-                 "'mic1_autopick'", 'both match micrograph')
+    assert_error(lambda: match_micrographs(picks, ['mic1', 'mic1_autopick_x'], file_suffixes=True),
+                 "'mic1'", "'mic1_autopick'", 'both match micrograph')
 
 
 def test_name_helpers():
@@ -486,3 +493,50 @@ def test_core_modules_do_not_import_scipion_or_tensorflow(module):
     imported |= {node.module.split('.')[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & {'pyworkflow', 'pwem', 'tensorflow'}
+
+
+# ------------------------------------------------------------ property tests
+
+finite = st.floats(min_value=-1e5, max_value=1e5, allow_nan=False, allow_infinity=False)
+mic_names = st.text(alphabet='abcXYZ019_- .', min_size=1, max_size=12).map(str.strip).filter(
+    lambda n: n and not n.startswith('.'))
+
+
+@st.composite
+def scored_micrographs(draw):
+    names = draw(st.lists(mic_names, min_size=1, max_size=4, unique_by=micrograph_key))
+    picks = []
+    for name in names:
+        n = draw(st.integers(0, 6))
+        xy = np.array(draw(st.lists(st.tuples(finite, finite), min_size=n, max_size=n)),
+                      dtype=float).reshape(-1, 2)
+        scores = np.array(draw(st.lists(finite, min_size=n, max_size=n)), dtype=float)
+        votes = np.array(draw(st.lists(st.integers(1, 5), min_size=n, max_size=n)), dtype=int)
+        picks.append(ScoredPicks(f'MotionCorr/job002/Movies/{name}.mrc', xy, scores, votes,
+                                 np.ones(n, dtype=bool)))
+    return picks
+
+
+@pytest.fixture(scope='module')
+def round_trip_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp('round_trip')
+
+
+@settings(max_examples=50, deadline=None)
+@given(picks=scored_micrographs())
+def test_written_star_files_read_back_through_our_readers(round_trip_dir, picks):
+    star = round_trip_dir / 'retained.star'
+    write_particle_star(star, picks, pixel_size=1.5, box_size=96)
+    particles = read_relion_particles(star)
+    folder = round_trip_dir / f'coords{len(list(round_trip_dir.iterdir()))}'
+    written = write_coordinate_stars(folder, picks)
+    listed = read_relion_coordinate_list(written.coordinate_list, project_dir=Path.cwd())
+    for mic in picks:
+        key = micrograph_key(mic.micrograph)
+        assert listed.micrographs[key].path == mic.micrograph
+        reads = [listed.micrographs[key]] + ([particles.micrographs[key]] if len(mic.xy) else [])
+        for read in reads:
+            np.testing.assert_allclose(read.xy, mic.xy, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(read.scores, mic.scores, rtol=0, atol=1e-6)
+    assert set(particles.micrographs) == {micrograph_key(m.micrograph) for m in picks if len(m.xy)}
+    assert particles.pixel_size == 1.5 and particles.box_size == 96

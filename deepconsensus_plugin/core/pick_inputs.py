@@ -152,7 +152,8 @@ def strip_cryosparc_name(name: str) -> str:
     return name
 
 
-def match_micrographs(picks: PickSet, micrograph_names: Iterable[str]) -> PickMatch:
+def match_micrographs(picks: PickSet, micrograph_names: Iterable[str], *,
+                      file_suffixes: bool = False) -> PickMatch:
     """Rename ``picks`` onto ``micrograph_names``, the names of the micrographs to prune.
 
     A pick name matches a micrograph name when, in this order of preference:
@@ -160,9 +161,12 @@ def match_micrographs(picks: PickSet, micrograph_names: Iterable[str]) -> PickMa
     1. they are equal;
     2. they are equal after :func:`strip_cryosparc_name` on both (cryoSPARC's
        uid prefix and Patch Motion suffix);
-    3. the pick name is the micrograph name plus ``_<suffix>`` (RELION names
-       coordinate files ``<micrograph>_<suffix>.star``, e.g. ``_autopick``);
-       the longest such micrograph name wins.
+    3. with ``file_suffixes`` (picks named after per-micrograph files, as by
+       :func:`read_coordinate_folder`), the pick name is a micrograph name
+       plus ``_<suffix>``: RELION names coordinate files
+       ``<micrograph>_<suffix>.star`` (``_autopick``, ``_manualpick``); the
+       longest such micrograph name wins.  It is off for names read from
+       inside a file, where ``mic_2`` is another micrograph, not ``mic``.
 
     Two pick names landing on one micrograph is ambiguous and raises
     :class:`CoordinateFileError` naming both.
@@ -177,7 +181,7 @@ def match_micrographs(picks: PickSet, micrograph_names: Iterable[str]) -> PickMa
     origin: dict[str, str] = {}
     unmatched = []
     for pick_name, micrograph_picks in picks.micrographs.items():
-        target = _match_one(pick_name, exact, stripped, names)
+        target = _match_one(pick_name, exact, stripped, file_suffixes)
         if target is None:
             unmatched.append(pick_name)
             continue
@@ -192,15 +196,21 @@ def match_micrographs(picks: PickSet, micrograph_names: Iterable[str]) -> PickMa
     return PickMatch(matched, tuple(unmatched))
 
 
-def _match_one(pick_name: str, exact: set, stripped: Mapping[str, list], names: list) -> str | None:
+def _match_one(pick_name: str, exact: set, stripped: Mapping[str, list],
+               file_suffixes: bool) -> str | None:
     """The micrograph name ``pick_name`` matches by the rules of :func:`match_micrographs`."""
     if pick_name in exact:
         return pick_name
     candidates = stripped.get(strip_cryosparc_name(pick_name), [])
     if len(candidates) == 1:
         return candidates[0]
-    with_suffix = [name for name in names if pick_name.startswith(name + '_')]
-    return max(with_suffix, key=len) if with_suffix else None
+    if file_suffixes:
+        cut = pick_name.rfind('_')
+        while cut > 0:  # longest prefix first
+            if pick_name[:cut] in exact:
+                return pick_name[:cut]
+            cut = pick_name.rfind('_', 0, cut)
+    return None
 
 
 # ----------------------------------------------------------------------- RELION

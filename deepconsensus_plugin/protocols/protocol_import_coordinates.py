@@ -50,7 +50,7 @@ class ProtImportPickerCoordinates(ProtParticlePicking):
         mics = self.getInputMicrographs()
         byName = {convert.micrographKey(mic): mic.clone() for mic in mics.iterItems()}
         picks = read_coordinate_folder(self.filesPath.get(), self.filesPattern.get())
-        match = match_micrographs(picks, byName)
+        match = match_micrographs(picks, byName, file_suffixes=True)
         if not match.picks.micrographs:
             raise ValueError("No coordinate file matches a micrograph of %s by name "
                              "(files: %s; micrographs e.g. %s)"
