@@ -18,7 +18,7 @@ from deepconsensus_plugin.core import pick_inputs, pick_outputs
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
 from deepconsensus_plugin.core.pick_inputs import (
     MicrographPicks, PickSet, match_micrographs, micrograph_key, read_coordinate_folder,
-    read_cryosparc_particles, read_relion_coordinate_list, read_relion_micrographs,
+    read_cryosparc_particles, read_picks, read_relion_coordinate_list, read_relion_micrographs,
     read_relion_particles, strip_cryosparc_name)
 from deepconsensus_plugin.core.pick_outputs import (
     VOTES_LABEL, ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv)
@@ -321,6 +321,29 @@ def test_a_plain_pickle_is_never_unpickled(tmp_path):
     path = tmp_path / 'evil.cs'
     path.write_bytes(pickle.dumps({'a': 1}))
     assert_error(lambda: read_cryosparc_particles(path), 'evil.cs', 'not a cryoSPARC .cs file')
+
+
+# --------------------------------------------------------------------- dispatch
+
+def test_read_picks_tells_the_inputs_apart(tmp_path):
+    star = write(tmp_path / 'particles.star', RELION31_PARTICLES)
+    assert read_picks(star).n_picks == 3
+    project = tmp_path / 'project'
+    write(project / 'AutoPick/job006/Movies/mic1_autopick.star', AUTOPICK_COORDINATES)
+    listing = write(project / 'AutoPick/job006/autopick.star',
+                    'data_coordinate_files\nloop_\n_rlnMicrographName\n_rlnMicrographCoordinates\n'
+                    'Movies/mic1.mrc AutoPick/job006/Movies/mic1_autopick.star\n')
+    assert list(read_picks(listing).micrographs) == ['mic1']
+    cs = tmp_path / 'picks.cs'
+    with open(cs, 'wb') as handle:
+        np.save(handle, cs_records(['mic.mrc'], [(100, 200)], [0.5], [0.25]))
+    np.testing.assert_allclose(read_picks(cs, flip_y=True).micrographs['mic'].xy, [[100, 75]])
+    folder = project / 'AutoPick/job006/Movies'
+    assert list(read_picks(folder, pattern='*_autopick.star').micrographs) == ['mic1_autopick']
+    assert_error(lambda: read_picks(folder / 'mic1_autopick.star'), 'mic1_autopick.star',
+                 'the coordinates of one micrograph', 'give the folder')
+    assert_error(lambda: read_picks(write(tmp_path / 'picks.txt', '')), 'picks.txt',
+                 'not a folder, .star or .cs file')
 
 
 # --------------------------------------------------------------- folder, match

@@ -9,7 +9,7 @@ from different programs meet on the same names; :func:`match_micrographs`
 maps them onto the micrographs actually given, tolerating the prefixes and
 suffixes RELION and cryoSPARC add.
 
-Inputs:
+Inputs (:func:`read_picks` tells them apart):
 
 * :func:`read_relion_particles`: a RELION particle STAR file or a coordinate
   STAR file listing many micrographs (``_rlnMicrographName``), RELION 3.0
@@ -41,7 +41,6 @@ from .coordinate_files import (SUPPORTED_EXTENSIONS, CoordinateFileError, PathLi
 _MICROGRAPH_NAME = 'rlnMicrographName'
 _COORDINATES_FILE = 'rlnMicrographCoordinates'
 _X, _Y, _SCORE = 'rlnCoordinateX', 'rlnCoordinateY', 'rlnAutopickFigureOfMerit'
-_OPTICS_GROUP = 'rlnOpticsGroup'
 _IMAGE_SIZE, _IMAGE_PIXEL_SIZE = 'rlnImageSize', 'rlnImagePixelSize'
 _MICROGRAPH_PIXEL_SIZE = 'rlnMicrographPixelSize'
 _ORIGINAL_PIXEL_SIZE = 'rlnMicrographOriginalPixelSize'
@@ -103,7 +102,7 @@ class PickSet:
 
 
 @dataclass(frozen=True)
-class Micrograph:
+class ListedMicrograph:
     """A micrograph listed by a micrographs STAR file: its name key and its path as written."""
 
     name: str
@@ -115,7 +114,7 @@ class MicrographList:
     """The micrographs of a RELION ``micrographs.star`` and their pixel size (Å, or None)."""
 
     source: str
-    micrographs: tuple[Micrograph, ...]
+    micrographs: tuple[ListedMicrograph, ...]
     pixel_size: float | None
 
 
@@ -213,6 +212,40 @@ def _match_one(pick_name: str, exact: set, stripped: Mapping[str, list],
     return None
 
 
+def read_picks(path: PathLike, *, pattern: str = '*', project_dir: PathLike | None = None,
+               flip_y: bool = False) -> PickSet:
+    """Read one picker's picks from whatever form a RELION or cryoSPARC user has them in.
+
+    * a folder: one coordinate file per micrograph (:func:`read_coordinate_folder`
+      with ``pattern``);
+    * a ``.cs`` file: cryoSPARC particles (:func:`read_cryosparc_particles`
+      with ``flip_y``);
+    * a ``.star`` file: a RELION 4 coordinate list when it has
+      ``_rlnMicrographCoordinates`` (:func:`read_relion_coordinate_list` with
+      ``project_dir``), else a particle or coordinate STAR file listing
+      micrographs (:func:`read_relion_particles`).  One micrograph's
+      coordinate file (no ``_rlnMicrographName``) is an error that says to
+      give its folder instead.
+    """
+    if Path(path).is_dir():
+        return read_coordinate_folder(path, pattern)
+    extension = Path(path).suffix.lower()
+    if extension == '.cs':
+        return read_cryosparc_particles(path, flip_y=flip_y)
+    if extension != '.star':
+        raise CoordinateFileError(f'{os.fspath(path)}: not a folder, .star or .cs file; picks '
+                                  'come as a folder of per-micrograph files, a RELION STAR file '
+                                  'or a cryoSPARC .cs file')
+    tables = read_star_tables(path)
+    if any({_MICROGRAPH_NAME, _COORDINATES_FILE} <= set(t.columns) for t in tables):
+        return _coordinate_list_from_tables(path, tables, project_dir)
+    if not any(_MICROGRAPH_NAME in t.columns for t in tables) and any(
+            {_X, _Y} <= set(t.columns) for t in tables):
+        raise CoordinateFileError(f'{os.fspath(path)}: the coordinates of one micrograph (no '
+                                  '_rlnMicrographName); give the folder of such files instead')
+    return _particles_from_tables(path, tables)
+
+
 # ----------------------------------------------------------------------- RELION
 
 def read_relion_particles(path: PathLike) -> PickSet:
@@ -241,7 +274,11 @@ def read_relion_particles(path: PathLike) -> PickSet:
     (times ``_rlnImagePixelSize / pixel_size`` when both are known).  Optics
     groups must agree on both, since one run uses one box.
     """
-    tables = read_star_tables(path)
+    return _particles_from_tables(path, read_star_tables(path))
+
+
+def _particles_from_tables(path: PathLike, tables: list[StarTable]) -> PickSet:
+    """:func:`read_relion_particles` on a file's tables."""
     particles = find_star_table(path, tables, (_MICROGRAPH_NAME, _X, _Y),
                                 'a particle STAR file lists micrographs in _rlnMicrographName; '
                                 'for one coordinate file per micrograph read the folder')
@@ -280,7 +317,7 @@ def read_relion_micrographs(path: PathLike) -> MicrographList:
         pixel_size = _one_value(optics, _MICROGRAPH_PIXEL_SIZE)
     else:
         pixel_size = _relion30_pixel_size(table)
-    micrographs = tuple(Micrograph(micrograph_key(p), p) for p in paths)
+    micrographs = tuple(ListedMicrograph(micrograph_key(p), p) for p in paths)
     return MicrographList(os.fspath(path), micrographs, pixel_size)
 
 
@@ -295,7 +332,12 @@ def read_relion_coordinate_list(path: PathLike, project_dir: PathLike | None = N
     autopick.star``), or the list's own folder when that is not a job folder.
     A coordinate file that does not exist is an error naming the list's line.
     """
-    tables = read_star_tables(path)
+    return _coordinate_list_from_tables(path, read_star_tables(path), project_dir)
+
+
+def _coordinate_list_from_tables(path: PathLike, tables: list[StarTable],
+                                 project_dir: PathLike | None) -> PickSet:
+    """:func:`read_relion_coordinate_list` on a file's tables."""
     table = find_star_table(path, tables, (_MICROGRAPH_NAME, _COORDINATES_FILE),
                             'a RELION coordinate list maps micrographs to coordinate files')
     root = Path(project_dir) if project_dir is not None else _relion_project_dir(Path(path))
