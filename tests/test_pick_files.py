@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from deepconsensus_plugin.core import pick_inputs, pick_outputs
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
 from deepconsensus_plugin.core.pick_inputs import (
-    MicrographPicks, PickSet, match_micrographs, micrograph_key, read_coordinate_folder,
+    MicrographPicks, Optics, PickSet, match_micrographs, micrograph_key, read_coordinate_folder,
     read_cryosparc_particles, read_picks, read_relion_coordinate_list, read_relion_micrographs,
     read_relion_particles, strip_cryosparc_name)
 from deepconsensus_plugin.core.pick_outputs import (
@@ -194,6 +194,7 @@ def test_relion_micrographs_star(tmp_path):
                                                   '20170629_00022_frameImage']
     assert mics.micrographs[0].path == 'MotionCorr/job002/Movies/20170629_00021_frameImage.mrc'
     assert mics.pixel_size == pytest.approx(1.77)
+    assert mics.optics == Optics(1.77, 200.0, 1.4, 0.1, 'opticsGroup1')
 
 
 def test_relion30_micrographs_star_and_duplicate_names(tmp_path):
@@ -201,6 +202,12 @@ def test_relion30_micrographs_star_and_duplicate_names(tmp_path):
                'a/m1.mrc 50000 14\nb/m2.mrc 50000 14\n')
     mics = read_relion_micrographs(write(tmp_path / 'mics.star', content))
     assert mics.pixel_size == pytest.approx(2.8)
+    assert mics.optics is None  # no voltage or Cs: the caller must supply them
+    with_ctf = content.replace('_rlnDetectorPixelSize\n', '_rlnDetectorPixelSize\n_rlnVoltage\n'
+                               '_rlnSphericalAberration\n').replace(' 14\n', ' 14 300 2.7\n')
+    optics = read_relion_micrographs(write(tmp_path / 'ctf.star', with_ctf)).optics
+    assert optics.pixel_size == pytest.approx(2.8)
+    assert (optics.voltage, optics.spherical_aberration, optics.amplitude_contrast) == (300, 2.7, None)
     path = write(tmp_path / 'dup.star', content + 'c/m1.mrc 50000 14\n')
     assert_error(lambda: read_relion_micrographs(path), 'dup.star', 'line 8',
                  "micrograph name 'm1' also on line 6")
@@ -404,6 +411,7 @@ def scored(name, xy, scores, votes, kept):
                        np.array(scores, dtype=float), np.array(votes), np.array(kept, dtype=bool))
 
 
+OPTICS = Optics(pixel_size=1.77, voltage=300.0, spherical_aberration=2.7, amplitude_contrast=0.1)
 PICKS = [scored('MotionCorr/job002/Movies/mic 1.mrc', [[10.5, 20.25], [30, 40]], [0.9, 0.1],
                 [3, 1], [True, False]),
          scored('MotionCorr/job002/Movies/mic2.mrc', [[50, 60]], [0.75], [2], [True]),
@@ -412,14 +420,15 @@ PICKS = [scored('MotionCorr/job002/Movies/mic 1.mrc', [[10.5, 20.25], [30, 40]],
 
 def test_particle_star_read_back_by_starfile_column_by_column(tmp_path):
     path = tmp_path / 'retained.star'
-    write_particle_star(path, [p.subset(kept=True) for p in PICKS], pixel_size=1.77, box_size=128)
+    write_particle_star(path, [p.subset(kept=True) for p in PICKS], optics=OPTICS, box_size=128)
     blocks = starfile.read(path, always_dict=True)
     assert list(blocks) == ['optics', 'particles']
     optics = blocks['optics']
     assert list(optics.columns) == ['rlnOpticsGroup', 'rlnOpticsGroupName',
-                                    'rlnMicrographPixelSize', 'rlnImageSize',
-                                    'rlnImageDimensionality']
-    assert optics.iloc[0].tolist() == [1, 'opticsGroup1', 1.77, 128, 2]
+                                    'rlnMicrographPixelSize', 'rlnVoltage',
+                                    'rlnSphericalAberration', 'rlnAmplitudeContrast',
+                                    'rlnImageSize', 'rlnImageDimensionality']
+    assert optics.iloc[0].tolist() == [1, 'opticsGroup1', 1.77, 300.0, 2.7, 0.1, 128, 2]
     particles = blocks['particles']
     assert list(particles.columns) == ['rlnMicrographName', 'rlnCoordinateX', 'rlnCoordinateY',
                                        'rlnOpticsGroup', 'rlnAutopickFigureOfMerit', VOTES_LABEL]
@@ -441,9 +450,13 @@ def test_particle_star_read_back_by_starfile_column_by_column(tmp_path):
     np.testing.assert_allclose(picks.micrographs['mic 1'].xy, [[10.5, 20.25]])
 
 
-def test_particle_star_rejects_missing_pixel_or_box_size(tmp_path):
-    with pytest.raises(ValueError, match='positive'):
-        write_particle_star(tmp_path / 'x.star', PICKS, pixel_size=0, box_size=128)
+def test_particle_star_rejects_bad_box_size_and_optics(tmp_path):
+    with pytest.raises(ValueError, match='box size must be positive'):
+        write_particle_star(tmp_path / 'x.star', PICKS, optics=OPTICS, box_size=0)
+    with pytest.raises(ValueError, match='pixel size and voltage must be positive'):
+        Optics(0.0, 300.0, 2.7)
+    with pytest.raises(ValueError, match='amplitude contrast'):
+        Optics(1.0, 300.0, 2.7, 1.5)
 
 
 def test_coordinate_stars_in_relion_extract_layout(tmp_path, monkeypatch):
@@ -495,10 +508,10 @@ def test_picks_csv(tmp_path):
 
 def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
     path = tmp_path / 'out' / 'retained.star'
-    write_particle_star(path, PICKS, pixel_size=1.0, box_size=64)
+    write_particle_star(path, PICKS, optics=OPTICS, box_size=64)
     before = path.read_text()
     with pytest.raises(ValueError):  # a failed write keeps the previous file whole
-        write_particle_star(path, PICKS, pixel_size=-1.0, box_size=64)
+        write_particle_star(path, PICKS, optics=OPTICS, box_size=-64)
     assert path.read_text() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ['retained.star']
 
@@ -549,7 +562,7 @@ def round_trip_dir(tmp_path_factory):
 @given(picks=scored_micrographs())
 def test_written_star_files_read_back_through_our_readers(round_trip_dir, picks):
     star = round_trip_dir / 'retained.star'
-    write_particle_star(star, picks, pixel_size=1.5, box_size=96)
+    write_particle_star(star, picks, optics=Optics(1.5, 300.0, 2.7), box_size=96)
     particles = read_relion_particles(star)
     folder = round_trip_dir / f'coords{len(list(round_trip_dir.iterdir()))}'
     written = write_coordinate_stars(folder, picks)

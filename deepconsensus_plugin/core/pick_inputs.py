@@ -45,6 +45,8 @@ _IMAGE_SIZE, _IMAGE_PIXEL_SIZE = 'rlnImageSize', 'rlnImagePixelSize'
 _MICROGRAPH_PIXEL_SIZE = 'rlnMicrographPixelSize'
 _ORIGINAL_PIXEL_SIZE = 'rlnMicrographOriginalPixelSize'
 _DETECTOR_PIXEL_SIZE, _MAGNIFICATION = 'rlnDetectorPixelSize', 'rlnMagnification'
+_VOLTAGE, _CS, _AMPLITUDE_CONTRAST = 'rlnVoltage', 'rlnSphericalAberration', 'rlnAmplitudeContrast'
+_OPTICS_GROUP_NAME = 'rlnOpticsGroupName'
 
 _CS_PATH = 'location/micrograph_path'
 _CS_SHAPE = 'location/micrograph_shape'
@@ -110,12 +112,46 @@ class ListedMicrograph:
 
 
 @dataclass(frozen=True)
+class Optics:
+    """What RELION needs to know about the optics of a set of micrographs.
+
+    RELION 3.1+ refuses a particle STAR file whose ``data_optics`` lacks
+    ``_rlnVoltage``, ``_rlnSphericalAberration`` or a pixel size
+    (``ObservationModel`` in RELION's ``src/jaz/single_particle/obs_model.cpp``:
+    "not all necessary variables defined in _optics.star file"), so the
+    writers take them from here.  ``pixel_size`` is the micrographs' (Å),
+    ``voltage`` in kV, ``spherical_aberration`` in mm; ``amplitude_contrast``
+    is None when unknown.
+    """
+
+    pixel_size: float
+    voltage: float
+    spherical_aberration: float
+    amplitude_contrast: float | None = None
+    name: str = 'opticsGroup1'
+
+    def __post_init__(self) -> None:
+        if not (self.pixel_size > 0 and self.voltage > 0 and self.spherical_aberration >= 0):
+            raise ValueError(f'optics {self.name}: pixel size and voltage must be positive and '
+                             f'Cs not negative, got {self.pixel_size} A, {self.voltage} kV, '
+                             f'{self.spherical_aberration} mm')
+        if self.amplitude_contrast is not None and not 0 <= self.amplitude_contrast < 1:
+            raise ValueError(f'optics {self.name}: amplitude contrast must be in [0, 1), got '
+                             f'{self.amplitude_contrast}')
+
+
+@dataclass(frozen=True)
 class MicrographList:
-    """The micrographs of a RELION ``micrographs.star`` and their pixel size (Å, or None)."""
+    """The micrographs of a RELION ``micrographs.star``, their pixel size (Å) and optics.
+
+    ``pixel_size`` is None when the file has none; ``optics`` is None unless
+    the file gives the pixel size, voltage and spherical aberration.
+    """
 
     source: str
     micrographs: tuple[ListedMicrograph, ...]
     pixel_size: float | None
+    optics: Optics | None = None
 
 
 @dataclass(frozen=True)
@@ -293,13 +329,16 @@ def _particles_from_tables(path: PathLike, tables: list[StarTable]) -> PickSet:
 
 
 def read_relion_micrographs(path: PathLike) -> MicrographList:
-    """Read a RELION ``micrographs.star``: the micrographs and their pixel size.
+    """Read a RELION ``micrographs.star``: the micrographs, their pixel size and optics.
 
     The micrograph table is the first with ``_rlnMicrographName``; the pixel
     size is ``_rlnMicrographPixelSize`` of ``data_optics`` (RELION 3.1+), or
     ``10000 * _rlnDetectorPixelSize / _rlnMagnification`` in the rows (3.0),
-    or None.  Two micrographs with the same name key would make the picks'
-    matching ambiguous and are rejected.
+    or None.  ``_rlnVoltage``, ``_rlnSphericalAberration`` and
+    ``_rlnAmplitudeContrast`` come from the same table (``data_optics``, or
+    the rows in 3.0), for the :class:`Optics` of the outputs.  Two
+    micrographs with the same name key would make the picks' matching
+    ambiguous and are rejected.
     """
     tables = read_star_tables(path)
     table = find_star_table(path, tables, (_MICROGRAPH_NAME,),
@@ -318,7 +357,23 @@ def read_relion_micrographs(path: PathLike) -> MicrographList:
     else:
         pixel_size = _relion30_pixel_size(table)
     micrographs = tuple(ListedMicrograph(micrograph_key(p), p) for p in paths)
-    return MicrographList(os.fspath(path), micrographs, pixel_size)
+    return MicrographList(os.fspath(path), micrographs, pixel_size,
+                          _relion_optics(optics if optics is not None else table, pixel_size))
+
+
+def _relion_optics(table: StarTable, pixel_size: float | None) -> Optics | None:
+    """The :class:`Optics` in ``table``, or None when it lacks the pixel size, voltage or Cs."""
+    if pixel_size is None or not {_VOLTAGE, _CS} <= set(table.columns):
+        return None
+    contrast = (_one_value(table, _AMPLITUDE_CONTRAST, positive=False)
+                if _AMPLITUDE_CONTRAST in table.columns else None)
+    name = (table.texts(_OPTICS_GROUP_NAME)[0] if _OPTICS_GROUP_NAME in table.columns
+            else Optics.name)
+    try:
+        return Optics(pixel_size, _one_value(table, _VOLTAGE),
+                      _one_value(table, _CS, positive=False), contrast, name)
+    except ValueError as exc:
+        raise table.error(str(exc)) from None
 
 
 def read_relion_coordinate_list(path: PathLike, project_dir: PathLike | None = None) -> PickSet:
@@ -369,16 +424,16 @@ def _optics_table(tables: list[StarTable]) -> StarTable | None:
     return next((table for table in tables if table.block == 'optics'), None)
 
 
-def _one_value(table: StarTable, name: str) -> float:
-    """The single positive value of column ``name`` over all rows (optics groups)."""
+def _one_value(table: StarTable, name: str, positive: bool = True) -> float:
+    """The single value of column ``name`` over all rows (optics groups), positive if asked."""
     values = table.numbers(name)[:, 0]
     if len(values) == 0:
         raise table.error(f'data_{table.block} has no rows for _{name}')
-    bad = ~(values > 0)
+    bad = ~(values > 0) if positive else np.zeros(len(values), dtype=bool)
     if bad.any():
         row = int(np.argmax(bad))
         raise table.error(f'_{name} must be positive, got {values[row]:g}', row)
-    differs = np.abs(values - values[0]) > 1e-6 * values.max()
+    differs = np.abs(values - values[0]) > 1e-6 * np.abs(values).max()
     if differs.any():
         row = int(np.argmax(differs))
         raise table.error(f'_{name} is {values[row]:g} here but {values[0]:g} on line '

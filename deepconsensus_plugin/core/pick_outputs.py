@@ -8,8 +8,14 @@
   ``coords_suffix_<suffix>.star``.
 * :func:`write_picks_csv` writes every pick with its score, votes and verdict.
 
-RELION conventions followed (read from RELION's source, ``src/preprocessing.cpp``
-and ``src/metadata_table.cpp``):
+RELION conventions followed (read from RELION's source: ``src/preprocessing.cpp``,
+``src/metadata_table.cpp``, ``src/jaz/single_particle/obs_model.cpp``):
+
+* RELION 3.1+ loads a particle file only if ``data_optics`` has
+  ``_rlnVoltage``, ``_rlnSphericalAberration`` and one of
+  ``_rlnImagePixelSize``, ``_rlnMicrographPixelSize`` or
+  ``_rlnMicrographOriginalPixelSize`` (``ObservationModel``), hence
+  :class:`~.pick_inputs.Optics`.
 
 * Extract (3.1) finds a micrograph's coordinates at ``<coord_dir>/<path>_
   <suffix>.star`` where ``<path>`` is the micrograph name without extension
@@ -42,11 +48,10 @@ from pathlib import Path
 import numpy as np
 
 from .coordinate_files import PathLike
+from .pick_inputs import Optics
 
 #: STAR label of the number of pickers that picked a particle (kept by RELION as unknown).
 VOTES_LABEL = 'dcVotes'
-#: Name of the only optics group written.
-OPTICS_GROUP_NAME = 'opticsGroup1'
 
 #: RELION's decomposePipelineFileName: everything up to the folder after the first '/jobNNN'.
 _PIPELINE_PREFIX = re.compile(r'^.+?/job\d{3}[^/]*/')
@@ -95,34 +100,38 @@ class CoordinateStarFiles:
     suffix_file: Path | None
 
 
-def write_particle_star(path: PathLike, picks: Sequence[ScoredPicks], *, pixel_size: float,
+def write_particle_star(path: PathLike, picks: Sequence[ScoredPicks], *, optics: Optics,
                         box_size: int) -> None:
     """Write a RELION 3.1+ particle STAR file of ``picks`` (e.g. ``retained.star``).
 
     ``data_optics`` holds one group: ``_rlnOpticsGroup`` 1,
     ``_rlnOpticsGroupName``, ``_rlnMicrographPixelSize`` (Å, the
-    micrographs' pixel size, in which the coordinates are), ``_rlnImageSize``
-    (the box in pixels) and ``_rlnImageDimensionality`` 2.
-    ``data_particles`` has ``_rlnMicrographName``, ``_rlnCoordinateX/Y``,
-    ``_rlnOpticsGroup``, the score in ``_rlnAutopickFigureOfMerit`` and the
-    votes in :data:`VOTES_LABEL`.  RELION re-extracts particles from such a
-    file (Extract, "Re-extract refined particles").
+    micrographs' pixel size, in which the coordinates are), ``_rlnVoltage``,
+    ``_rlnSphericalAberration`` (both required by RELION to load the file),
+    ``_rlnAmplitudeContrast`` when known, ``_rlnImageSize`` (the box in
+    pixels) and ``_rlnImageDimensionality`` 2.  ``data_particles`` has
+    ``_rlnMicrographName``, ``_rlnCoordinateX/Y``, ``_rlnOpticsGroup``, the
+    score in ``_rlnAutopickFigureOfMerit`` and the votes in
+    :data:`VOTES_LABEL`.
     """
     import pandas as pd
 
-    if not pixel_size > 0 or not box_size > 0:
-        raise ValueError(f'{os.fspath(path)}: pixel size and box size must be positive, got '
-                         f'{pixel_size} and {box_size}')
-    optics = pd.DataFrame({
+    if not box_size > 0:
+        raise ValueError(f'{os.fspath(path)}: box size must be positive, got {box_size}')
+    group = {
         'rlnOpticsGroup': [1],
-        'rlnOpticsGroupName': [OPTICS_GROUP_NAME],
-        'rlnMicrographPixelSize': [float(pixel_size)],
-        'rlnImageSize': [int(box_size)],
-        'rlnImageDimensionality': [2],
-    })
+        'rlnOpticsGroupName': [optics.name],
+        'rlnMicrographPixelSize': [float(optics.pixel_size)],
+        'rlnVoltage': [float(optics.voltage)],
+        'rlnSphericalAberration': [float(optics.spherical_aberration)],
+    }
+    if optics.amplitude_contrast is not None:
+        group['rlnAmplitudeContrast'] = [float(optics.amplitude_contrast)]
+    group['rlnImageSize'] = [int(box_size)]
+    group['rlnImageDimensionality'] = [2]
     particles = _coordinate_frame(picks, with_micrograph=True)
     particles.insert(3, 'rlnOpticsGroup', np.ones(len(particles), dtype=np.int64))
-    _write_star(path, {'optics': optics, 'particles': particles})
+    _write_star(path, {'optics': pd.DataFrame(group), 'particles': particles})
 
 
 def write_coordinate_stars(directory: PathLike, picks: Sequence[ScoredPicks], *,
