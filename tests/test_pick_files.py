@@ -140,6 +140,7 @@ def test_relion31_particles_grouped_per_micrograph_with_pixel_and_box_size(tmp_p
     assert picks.pixel_size == pytest.approx(0.885)
     assert picks.pixel_size_source == '_rlnMicrographOriginalPixelSize'
     assert picks.box_size == pytest.approx(64 * 3.54 / 0.885)
+    assert picks.optics is None  # voltage but no Cs in this optics table
 
 
 def test_relion31_micrograph_pixel_size_is_preferred(tmp_path):
@@ -269,7 +270,10 @@ def test_cryosparc_cs_fractions_times_columns_and_rows(tmp_path, path_dtype):
                          extra=[(('pick_stats/ncc_score', '<f4'), [0.5, 0.25, 0.125]),
                                 (('location/micrograph_psize_A', '<f4'), 0.6575),
                                 (('blob/shape', '<u4', (2,)), (256, 256)),
-                                (('blob/psize_A', '<f4'), 1.315)])
+                                (('blob/psize_A', '<f4'), 1.315),
+                                (('ctf/accel_kv', '<f4'), 300.0),
+                                (('ctf/cs_mm', '<f4'), 2.7),
+                                (('ctf/amp_contrast', '<f4'), 0.1)])
     path = tmp_path / 'P1_J20_picked_particles.cs'
     with open(path, 'wb') as handle:  # np.save appends .npy to a plain path
         np.save(handle, records)
@@ -282,6 +286,9 @@ def test_cryosparc_cs_fractions_times_columns_and_rows(tmp_path, path_dtype):
     assert picks.micrographs[key_a].path == CS_MIC_A
     assert picks.pixel_size == pytest.approx(0.6575)
     assert picks.box_size == pytest.approx(256 * 1.315 / 0.6575, rel=1e-6)
+    assert picks.optics.voltage == 300 and picks.optics.spherical_aberration == pytest.approx(2.7)
+    assert picks.optics.amplitude_contrast == pytest.approx(0.1)
+    assert picks.optics.pixel_size == picks.pixel_size
 
 
 def test_cryosparc_cs_without_optional_fields_and_flipped_y(tmp_path):
@@ -576,3 +583,4 @@ def test_written_star_files_read_back_through_our_readers(round_trip_dir, picks)
             np.testing.assert_allclose(read.scores, mic.scores, rtol=0, atol=1e-6)
     assert set(particles.micrographs) == {micrograph_key(m.micrograph) for m in picks if len(m.xy)}
     assert particles.pixel_size == 1.5 and particles.box_size == 96
+    assert particles.optics == Optics(1.5, 300.0, 2.7)

@@ -54,6 +54,7 @@ _CS_X, _CS_Y = 'location/center_x_frac', 'location/center_y_frac'
 _CS_PIXEL_SIZE = 'location/micrograph_psize_A'
 _CS_SCORE = 'pick_stats/ncc_score'
 _CS_BOX, _CS_BOX_PIXEL_SIZE = 'blob/shape', 'blob/psize_A'
+_CS_VOLTAGE, _CS_CS, _CS_AMPLITUDE_CONTRAST = 'ctf/accel_kv', 'ctf/cs_mm', 'ctf/amp_contrast'
 
 #: cryoSPARC names every imported file ``<uid>_<name>`` with a 21-digit,
 #: zero-padded uid (e.g. ``008578565574161745010_14sep05c_00024sq.mrc``).
@@ -77,38 +78,6 @@ class MicrographPicks:
     xy: np.ndarray
     scores: np.ndarray | None
     path: str | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class PickSet:
-    """One picker's picks on many micrographs, read from one file or folder.
-
-    ``micrographs`` maps a micrograph name to its picks.  ``pixel_size`` (Å
-    per pixel of the micrographs the coordinates refer to) and ``box_size``
-    (pixels of those micrographs) are None when the input does not carry
-    them; ``pixel_size_source`` says which label or field gave the pixel size,
-    because RELION's particle files often carry only a related one (see
-    :func:`read_relion_particles`) and a user should be told which was used.
-    """
-
-    source: str
-    micrographs: dict[str, MicrographPicks]
-    pixel_size: float | None = None
-    box_size: float | None = None
-    pixel_size_source: str | None = None
-
-    @property
-    def n_picks(self) -> int:
-        """Number of picks over all micrographs."""
-        return sum(len(picks.xy) for picks in self.micrographs.values())
-
-
-@dataclass(frozen=True)
-class ListedMicrograph:
-    """A micrograph listed by a micrographs STAR file: its name key and its path as written."""
-
-    name: str
-    path: str
 
 
 @dataclass(frozen=True)
@@ -138,6 +107,41 @@ class Optics:
         if self.amplitude_contrast is not None and not 0 <= self.amplitude_contrast < 1:
             raise ValueError(f'optics {self.name}: amplitude contrast must be in [0, 1), got '
                              f'{self.amplitude_contrast}')
+
+
+@dataclass(frozen=True, eq=False)
+class PickSet:
+    """One picker's picks on many micrographs, read from one file or folder.
+
+    ``micrographs`` maps a micrograph name to its picks.  ``pixel_size`` (Å
+    per pixel of the micrographs the coordinates refer to) and ``box_size``
+    (pixels of those micrographs) are None when the input does not carry
+    them; ``pixel_size_source`` says which label or field gave the pixel size,
+    because RELION's particle files often carry only a related one (see
+    :func:`read_relion_particles`) and a user should be told which was used.
+    ``optics`` is set when the input also gives the voltage and spherical
+    aberration (a RELION optics table, cryoSPARC's ``ctf/`` fields).
+    """
+
+    source: str
+    micrographs: dict[str, MicrographPicks]
+    pixel_size: float | None = None
+    box_size: float | None = None
+    pixel_size_source: str | None = None
+    optics: Optics | None = None
+
+    @property
+    def n_picks(self) -> int:
+        """Number of picks over all micrographs."""
+        return sum(len(picks.xy) for picks in self.micrographs.values())
+
+
+@dataclass(frozen=True)
+class ListedMicrograph:
+    """A micrograph listed by a micrographs STAR file: its name key and its path as written."""
+
+    name: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -324,8 +328,9 @@ def _particles_from_tables(path: PathLike, tables: list[StarTable]) -> PickSet:
     optics = _optics_table(tables)
     pixel_size, pixel_size_source = _relion_pixel_size(optics, particles)
     box_size = _relion_box_size(optics, pixel_size)
+    optics_source = optics if optics is not None else particles  # RELION 3.0: in the rows
     return PickSet(os.fspath(path), _group_by_micrograph(names, xy, scores), pixel_size,
-                   box_size, pixel_size_source)
+                   box_size, pixel_size_source, _relion_optics(optics_source, pixel_size))
 
 
 def read_relion_micrographs(path: PathLike) -> MicrographList:
@@ -514,7 +519,8 @@ def read_cryosparc_particles(path: PathLike, flip_y: bool = False) -> PickSet:
     unsigned ints), ``location/center_x_frac`` and ``location/center_y_frac``
     (the centre as fractions of the width and height), and when present
     ``pick_stats/ncc_score`` (the score), ``location/micrograph_psize_A``
-    (the pixel size) and ``blob/shape`` with ``blob/psize_A`` (the box).
+    (the pixel size), ``blob/shape`` with ``blob/psize_A`` (the box) and
+    ``ctf/accel_kv``, ``ctf/cs_mm``, ``ctf/amp_contrast`` (the optics).
 
     Centres in pixels are ``x = center_x_frac * cols`` and ``y =
     center_y_frac * rows``, in the micrograph array as cryoSPARC stores it
@@ -560,7 +566,18 @@ def read_cryosparc_particles(path: PathLike, flip_y: bool = False) -> PickSet:
     pixel_size = _cs_one_value(path, records, _CS_PIXEL_SIZE)
     return PickSet(os.fspath(path), _group_by_micrograph(paths, xy, scores), pixel_size,
                    _cs_box_size(path, records, pixel_size),
-                   _CS_PIXEL_SIZE if pixel_size is not None else None)
+                   _CS_PIXEL_SIZE if pixel_size is not None else None,
+                   _cs_optics(path, records, pixel_size))
+
+
+def _cs_optics(path: PathLike, records: np.ndarray, pixel_size: float | None) -> Optics | None:
+    """:class:`Optics` from the ``ctf/`` fields of extracted particles, or None without them."""
+    voltage = _cs_one_value(path, records, _CS_VOLTAGE)
+    cs = _cs_one_value(path, records, _CS_CS, positive=False)
+    if pixel_size is None or voltage is None or cs is None:
+        return None
+    contrast = _cs_one_value(path, records, _CS_AMPLITUDE_CONTRAST, positive=False)
+    return Optics(pixel_size, voltage, cs, contrast)
 
 
 def _load_cs(path: PathLike) -> np.ndarray:
@@ -605,13 +622,14 @@ def _check_cs_values(path: PathLike, name: str, values: np.ndarray, positive: bo
                                   f'{row} ({flat[row].tolist()})')
 
 
-def _cs_one_value(path: PathLike, records: np.ndarray, name: str) -> float | None:
-    """The one positive value of field ``name`` over all rows, or None without the field or rows."""
+def _cs_one_value(path: PathLike, records: np.ndarray, name: str,
+                  positive: bool = True) -> float | None:
+    """The one value of field ``name`` over all rows, or None without the field or rows."""
     if name not in records.dtype.names or len(records) == 0:
         return None
     values = np.asarray(records[name], dtype=np.float64).reshape(-1)
-    _check_cs_values(path, name, values, positive=True)
-    if np.ptp(values) > 1e-6 * values.max():
+    _check_cs_values(path, name, values, positive=positive)
+    if np.ptp(values) > 1e-6 * np.abs(values).max():
         raise CoordinateFileError(f'{os.fspath(path)}: field {name!r} differs between particles '
                                   f'({values.min():g} to {values.max():g}); Deep Consensus needs '
                                   'one value')
