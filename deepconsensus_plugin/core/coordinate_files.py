@@ -290,9 +290,6 @@ class StarTable:
         """The table's labels, without the leading underscore."""
         return list(self.frame.columns)
 
-    def __len__(self) -> int:
-        return len(self.frame)
-
     def error(self, message: str, row: int | None = None) -> CoordinateFileError:
         """An error naming the file and the line of ``row`` (the table's line when None)."""
         return _error(self.path, message, self.line if row is None else self.line_numbers[row])
