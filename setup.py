@@ -32,9 +32,10 @@ setup(
         "numpy>=1.23",
         "scipy>=1.9",
         "mrcfile>=1.4",
+        "starfile>=0.5.13",
         "tensorflow>=2.16",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "vermin>=1.9"]},
     entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,4 +1,6 @@
 """Tests for deepconsensus_plugin.core.coordinate_files (pure core, no Scipion needed)."""
+from __future__ import annotations
+
 import ast
 import csv
 from pathlib import Path
@@ -10,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 from deepconsensus_plugin.core import coordinate_files
 from deepconsensus_plugin.core.coordinate_files import (
     SUPPORTED_EXTENSIONS, CoordinateFileError, PickedCoordinates, read_box, read_coordinates,
-    read_csv, read_pos, read_star)
+    read_csv, read_pos, read_star, read_star_tables)
 
 READERS = {'.box': read_box, '.star': read_star, '.csv': read_csv, '.pos': read_pos}
 
@@ -159,6 +161,49 @@ def test_star_columns_without_rows_is_empty_and_keeps_score_column(tmp_path):
 ])
 def test_star_malformed(tmp_path, content, fragments):
     assert_error(write(tmp_path, 'bad.star', content), read_star, *fragments)
+
+
+def test_star_value_starfile_cannot_read_is_named_by_line(tmp_path):
+    # starfile (pandas) cuts a row at any '#'; the tokenizer only at a '#' token.
+    content = ('data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n_rlnMicrographName\n'
+               '1 2 mic.mrc\n3 4 mic#2.mrc\n')
+    assert_error(write(tmp_path, 'hash.star', content), read_star, 'line 7',
+                 "starfile reads 'mic' where the file has 'mic#2.mrc'")
+
+
+def test_star_that_starfile_reads_differently_is_rejected(tmp_path):
+    # Lone carriage returns end lines for Python but not for starfile's line count.
+    path = tmp_path / 'mac.star'
+    path.write_bytes(b'data_\rloop_\r_rlnCoordinateX\r_rlnCoordinateY\r1 2\r3 4\r')
+    assert_error(path, read_star, 'line 2', 'starfile reads the loop of data_')
+
+
+def test_star_corrected_after_an_error_is_read_afresh(tmp_path):
+    # starfile reads through linecache; a failed read must not leave stale lines.
+    path = write(tmp_path, 'fixed.star', 'data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n'
+                                          '1 2\n3 4 5\n')
+    assert_error(path, read_star, 'line 6')
+    path.write_text('data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n10 20\n30 40\n')
+    np.testing.assert_array_equal(read_star(path).xy, [[10, 20], [30, 40]])
+
+
+def test_star_pair_with_comment_beside_loops_is_a_named_starfile_limit(tmp_path):
+    content = RELION31_STAR + '\ndata_extra\n_rlnMicrographName 007.mrc # a comment\n'
+    assert_error(write(tmp_path, 'pair.star', content), read_star,
+                 'starfile cannot read a comment after a "_label value" pair')
+
+
+def test_star_tables_keep_strings_and_lines(tmp_path):
+    content = RELION31_STAR + '\ndata_extra\n_rlnMicrographName 007.mrc\n'
+    tables = read_star_tables(write(tmp_path, 'tables.star', content))
+    assert [t.block for t in tables] == ['optics', 'particles', 'extra']
+    particles = tables[1]
+    assert particles.texts('rlnMicrographName') == ['MotionCorr/job002/mic_001.mrc',
+                                                    'MotionCorr/job002/mic 002.mrc']
+    assert particles.line_numbers == (21, 22)
+    assert tables[2].texts('rlnMicrographName') == ['007.mrc']  # a key-value block
+    with pytest.raises(CoordinateFileError, match='line 16: data_particles has no column _rlnX'):
+        particles.numbers('rlnX')
 
 
 # --------------------------------------------------------------------------- pos

@@ -5,10 +5,12 @@ the micrograph array ``data[row, col]``, so that callers never have to know whic
 picker wrote the file or whether it stored corners or centres.
 
 The module is deliberately free of Scipion and TensorFlow: it works on paths and
-numpy arrays only.  STAR files (RELION and Xmipp) are parsed by a small loop
-parser here rather than with ``emtable`` because ``emtable`` raises bare
-``Exception`` without line numbers, turns column names into namedtuple fields
-and cannot pick a data block by the columns it contains.
+numpy arrays only.  STAR files (RELION and Xmipp) are read by ``starfile``
+(:func:`read_star_tables`), behind a small tokenizer that checks the file's
+structure first: ``starfile`` (0.5) reports neither the line of a bad row nor
+most structural faults (it pads a short row with NaN, skips a ``loop_``
+outside a ``data_`` block, fails on a comment after a key-value pair), and
+the line numbers the tokenizer records let every value error name its line.
 
 Malformed content raises :class:`CoordinateFileError` naming the file and the
 line, so a user can open the file and fix it; a missing file raises the usual
@@ -17,14 +19,22 @@ line, so a user can open the file and fix it; a missing file raises the usual
 from __future__ import annotations
 
 import csv
+import linecache
 import os
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-PathLike = str | os.PathLike
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: A file path as the readers accept it.  ``typing.Union`` rather than
+#: ``str | os.PathLike``: this alias is evaluated at import time, and ``|``
+#: between classes needs Python 3.10 while the package supports 3.9.
+PathLike = Union[str, os.PathLike]
 
 #: Minimum number of columns of an EMAN box line: x y width height.
 _BOX_MIN_COLUMNS = 4
@@ -179,13 +189,15 @@ def read_box(path: PathLike) -> PickedCoordinates:
 
 @dataclass
 class _StarTable:
-    """One table of a STAR file: a ``loop_`` or the key-value pairs of a block.
+    """One table of a STAR file as the tokenizer reads it: a ``loop_`` or a block's pairs.
 
     Column names are stored without the leading underscore; each row keeps its
-    tokens as strings because only the needed columns are converted to numbers.
+    tokens as strings, and ``line_numbers`` the line of each row.
     """
 
     block: str
+    is_loop: bool
+    line: int
     columns: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
     line_numbers: list[int] = field(default_factory=list)
@@ -202,7 +214,7 @@ def _star_split(path: PathLike, line: str, number: int) -> list[str]:
 
 
 def _parse_star(path: PathLike) -> list[_StarTable]:
-    """Parse a STAR file into its tables, one per ``loop_`` and one per key-value block.
+    """Check a STAR file's structure and return its tables, one per ``loop_`` and per pair block.
 
     Supports what RELION and Xmipp write: ``data_<name>`` blocks, ``loop_``
     tables with one row per line, ``_label value`` pairs, ``#`` comments and
@@ -222,7 +234,7 @@ def _parse_star(path: PathLike) -> list[_StarTable]:
         elif block is None:
             raise _error(path, f'{keyword!r} outside a data_ block', number)
         elif keyword == 'loop_':
-            loop = _StarTable(block)
+            loop = _StarTable(block, is_loop=True, line=number)
             tables.append(loop)
         elif keyword.startswith('_') and loop is not None and not loop.rows:
             _add_column(path, loop, keyword[1:], number)
@@ -231,7 +243,8 @@ def _parse_star(path: PathLike) -> list[_StarTable]:
                 raise _error(path, f'expected one value after {keyword}, got {len(tokens) - 1}',
                              number)
             if pairs is None:
-                pairs = _StarTable(block, rows=[[]], line_numbers=[number])
+                pairs = _StarTable(block, is_loop=False, line=number, rows=[[]],
+                                   line_numbers=[number])
                 tables.append(pairs)
             _add_column(path, pairs, keyword[1:], number)
             pairs.rows[0].append(tokens[1])
@@ -254,32 +267,175 @@ def _add_column(path: PathLike, table: _StarTable, name: str, number: int) -> No
     table.columns.append(name)
 
 
+@dataclass(frozen=True, eq=False)
+class StarTable:
+    """One table of a STAR file: its values as ``starfile`` read them, and the line of each row.
+
+    ``frame`` has one column per label (without the leading underscore) and
+    holds the values as strings, so micrograph names keep leading zeros and
+    numbers are converted by :meth:`numbers`, which names the line of a bad
+    value.  RELION's spellings of a missing value (``nan``, ``NaN``,
+    ``<NA>``) are NaN.  ``line`` is where the table starts (its ``loop_`` or
+    first pair), for errors about the table as a whole.
+    """
+
+    path: str
+    block: str
+    line: int
+    frame: pd.DataFrame
+    line_numbers: tuple[int, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        """The table's labels, without the leading underscore."""
+        return list(self.frame.columns)
+
+    def error(self, message: str, row: int | None = None) -> CoordinateFileError:
+        """An error naming the file and the line of ``row`` (the table's line when None)."""
+        return _error(self.path, message, self.line if row is None else self.line_numbers[row])
+
+    def numbers(self, *names: str) -> np.ndarray:
+        """Return columns ``names`` as a finite ``(n, len(names))`` float64 array.
+
+        A value that is not a number, or is NaN or infinite, raises
+        :class:`CoordinateFileError` naming its line.
+        """
+        self.require(*names)
+        values = self.frame[list(names)].to_numpy(dtype=object)
+        return _to_float_table(self.path, values, self.line_numbers, len(names))
+
+    def texts(self, name: str) -> list[str]:
+        """Return column ``name`` as strings; a missing value raises an error naming its line."""
+        self.require(name)
+        column = self.frame[name]
+        missing = column.isna().to_numpy()
+        if missing.any():
+            raise self.error(f'_{name} has no value', int(np.argmax(missing)))
+        return [str(value) for value in column]
+
+    def require(self, *names: str) -> None:
+        """Raise an error naming the table's line when any of ``names`` is not a column."""
+        missing = [f'_{name}' for name in names if name not in self.frame.columns]
+        if missing:
+            raise self.error(f'data_{self.block} has no column {", ".join(missing)}')
+
+
+def read_star_tables(path: PathLike) -> list[StarTable]:
+    """Read every table of a STAR file with ``starfile``, after checking its structure.
+
+    The tokenizer runs first: a structural fault raises
+    :class:`CoordinateFileError` at its line before ``starfile`` sees the
+    file.  Loops are then read by ``starfile``, every column as strings, and
+    checked value by value against the tokenizer's: where ``starfile`` reads
+    a loop differently (a ``#`` inside a value, an apostrophe inside a quoted
+    value, an empty data block before a loop, lone carriage-return line ends)
+    the file is rejected at the line concerned rather than misread.
+    Key-value blocks and loops without rows come from the tokenizer, since
+    ``starfile`` cannot read a comment after a pair; a file that has such a
+    comment as well as loops is rejected (RELION writes no such comments).
+    """
+    parsed = _parse_star(path)
+    frames = _starfile_loops(path, parsed) if any(t.is_loop and t.rows for t in parsed) else {}
+    tables = []
+    for table in parsed:
+        if table.is_loop and table.rows:
+            frame = frames.get(table.block)
+            _check_starfile_read(path, table, frame)
+        else:
+            frame = _frame_from_tokens(table)
+        tables.append(StarTable(os.fspath(path), table.block, table.line, frame,
+                                tuple(table.line_numbers)))
+    return tables
+
+
+def _starfile_loops(path: PathLike, parsed: list[_StarTable]) -> dict[str, pd.DataFrame]:
+    """Return ``starfile``'s loop tables by block name, every column read as strings."""
+    import starfile  # deferred: pandas is only needed once a STAR file is read
+
+    names = sorted({name for table in parsed for name in table.columns})
+    try:
+        blocks = starfile.read(path, always_dict=True, parse_as_string=names)
+    except Exception as exc:  # starfile raises pandas' and its own errors without a line
+        hint = ('; starfile cannot read a comment after a "_label value" pair'
+                if any(not table.is_loop for table in parsed) else '')
+        raise _error(path, f'starfile cannot read it ({exc}){hint}') from None
+    finally:
+        # starfile reads through linecache and leaves stale lines there when it
+        # fails, so a corrected file re-read in the same process would be misread.
+        linecache.clearcache()
+    import pandas as pd
+    return {name: block for name, block in blocks.items() if isinstance(block, pd.DataFrame)}
+
+
+def _check_starfile_read(path: PathLike, table: _StarTable, frame: pd.DataFrame | None) -> None:
+    """Reject a loop that ``starfile`` read with other columns, rows or values than the file's."""
+    shape = (len(table.rows), len(table.columns))
+    if frame is None or list(frame.columns) != table.columns or frame.shape != shape:
+        found = ('no such table' if frame is None
+                 else f'{frame.shape[0]} rows x {frame.shape[1]} columns')
+        raise _error(path, f'starfile reads the loop of data_{table.block} as {found}, not '
+                           f'{shape[0]} rows x {shape[1]} columns; write one loop per data block '
+                           'and no "#" inside values', table.line)
+    # Every value must be the tokenizer's: pandas, under starfile, cuts a row at
+    # any '#' and turns apostrophes into quotes, which would silently change a name.
+    tokens = np.empty(shape, dtype=object)
+    tokens[:] = table.rows
+    values = frame.to_numpy(dtype=object)
+    missing = frame.isna().to_numpy()
+    differs = (values != tokens) & ~(missing & np.isin(tokens, _STAR_MISSING))
+    if differs.any():
+        row, column = np.argwhere(differs)[0]
+        raise _error(path, f'starfile reads {values[row, column]!r} where the file has '
+                           f'{tokens[row, column]!r}; avoid "#" and quotes inside values',
+                     table.line_numbers[row])
+
+
+#: Values that starfile (and RELION) read as missing.
+_STAR_MISSING = ('nan', 'NaN', '<NA>')
+
+
+def _frame_from_tokens(table: _StarTable) -> pd.DataFrame:
+    """A frame of the tokenizer's strings, for tables starfile cannot read or that have no rows."""
+    import pandas as pd
+
+    frame = pd.DataFrame(table.rows, columns=table.columns, dtype=object)
+    return frame.mask(frame.isin(_STAR_MISSING))
+
+
+def find_star_table(path: PathLike, tables: list[StarTable], required: Sequence[str],
+                    why: str) -> StarTable:
+    """The first table with every ``required`` column, else an error naming the missing ones.
+
+    Choosing the table by its columns lets one reader handle RELION 3.0
+    (``data_``), RELION 3.1+/4 (``data_optics`` + ``data_particles``) and Xmipp
+    (``data_header`` + ``data_particles``) without knowing block names.  The
+    error names the line of the table that has most of the columns, and
+    ``why`` says what the columns are for.
+    """
+    for table in tables:
+        if all(name in table.columns for name in required):
+            return table
+    labelled = [table for table in tables if table.columns]
+    if not labelled:
+        raise _error(path, f'no STAR table found ({why})')
+    best = max(labelled, key=lambda t: sum(name in t.columns for name in required))
+    missing = ', '.join(f'_{name}' for name in required if name not in best.columns)
+    raise best.error(f'missing required column {missing} ({why})')
+
+
 def _read_star_columns(path: PathLike, x_name: str, y_name: str,
                        score_name: str) -> PickedCoordinates:
     """Read centres (and optional scores) from the first STAR table with the x and y columns.
 
-    Choosing the table by its columns lets one reader handle RELION 3.0
-    (``data_``), RELION 3.1+/4 (``data_optics`` + ``data_particles``) and Xmipp
-    (``data_header`` + ``data_particles``) without knowing block names.  A
-    file without any labels at all (empty, comments only) has no particles.
+    A file without any labels at all (empty, comments only) has no particles.
     """
-    tables = _parse_star(path)
+    tables = read_star_tables(path)
     if not any(table.columns for table in tables):
         return _coordinates(np.empty((0, 2)), None)
-    required = (x_name, y_name)
-    for table in tables:
-        if all(name in table.columns for name in required):
-            break
-    else:
-        best = max(tables, key=lambda t: sum(name in t.columns for name in required))
-        missing = ', '.join(f'_{name}' for name in required if name not in best.columns)
-        raise _error(path, f'missing required column {missing} (no data block has both '
-                           f'_{x_name} and _{y_name})')
-
+    table = find_star_table(path, tables, (x_name, y_name),
+                            f'no data block has both _{x_name} and _{y_name}')
     names = [x_name, y_name] + ([score_name] if score_name in table.columns else [])
-    indices = [table.columns.index(name) for name in names]
-    rows = [[row[i] for i in indices] for row in table.rows]
-    values = _to_float_table(path, rows, table.line_numbers, len(names))
+    values = table.numbers(*names)
     scores = values[:, 2] if len(names) == 3 else None
     return _coordinates(values[:, :2], scores)
 

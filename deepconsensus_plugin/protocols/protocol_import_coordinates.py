@@ -3,7 +3,7 @@
 Scipion's own coordinate import reads .box, .star and .pos only through the
 EMAN, RELION and Xmipp plugins.  Deep Consensus users often have just the
 pickers' output files, so this protocol reads them with the core readers
-(``core.coordinate_files``) and needs no other plugin.
+(``core.coordinate_files``, ``core.pick_inputs``) and needs no other plugin.
 """
 import glob
 import os
@@ -14,14 +14,17 @@ from pwem.objects import Coordinate
 from pwem.protocols import ProtParticlePicking
 
 from .. import convert
-from ..core.coordinate_files import SUPPORTED_EXTENSIONS, read_box, read_coordinates
+from ..core.coordinate_files import SUPPORTED_EXTENSIONS
+from ..core.pick_inputs import match_micrographs, read_coordinate_folder
 
 
 class ProtImportPickerCoordinates(ProtParticlePicking):
     """Import particle coordinates from picker files (.box, .star, .csv, .pos).
 
     Each file holds the picks of one micrograph and is matched to it by name:
-    the file's name without extension must equal the micrograph's name.
+    the file's name without extension equals the micrograph's name, possibly
+    followed by RELION's ``_<suffix>`` (``mic001_autopick.star``) or with
+    cryoSPARC's uid prefix (``core.pick_inputs.match_micrographs``).
     Coordinates are particle centres in the micrograph's pixels (EMAN .box
     corners are converted).
     """
@@ -46,44 +49,37 @@ class ProtImportPickerCoordinates(ProtParticlePicking):
     def createOutputStep(self):
         mics = self.getInputMicrographs()
         byName = {convert.micrographKey(mic): mic.clone() for mic in mics.iterItems()}
-        files = self._files()
-        coordSet = self._createSetOfCoordinates(self.getInputMicrographsPointer())
-        coordSet.setBoxSize(self._boxSize(files))
-        unmatched = []
-        coord = Coordinate()
-        for path in files:
-            name = os.path.splitext(os.path.basename(path))[0]
-            mic = byName.get(name)
-            if mic is None:
-                unmatched.append(os.path.basename(path))
-                continue
-            for x, y in np.rint(read_coordinates(path).xy).astype(int):
-                coord.cleanObjId()
-                coord.setMicrograph(mic)
-                coord.setPosition(int(x), int(y))
-                coordSet.append(coord)
-        if len(unmatched) == len(files):
+        picks = read_coordinate_folder(self.filesPath.get(), self.filesPattern.get())
+        match = match_micrographs(picks, byName, file_suffixes=True)
+        if not match.picks.micrographs:
             raise ValueError("No coordinate file matches a micrograph of %s by name "
                              "(files: %s; micrographs e.g. %s)"
-                             % (self.getObjectTag(mics), ", ".join(unmatched[:5]),
+                             % (self.getObjectTag(mics), ", ".join(match.unmatched[:5]),
                                 ", ".join(sorted(byName)[:5])))
-        if unmatched:
+        if match.unmatched:
             self.warning("%d files match no micrograph name and were ignored: %s"
-                         % (len(unmatched), ", ".join(unmatched)))
+                         % (len(match.unmatched), ", ".join(match.unmatched)))
+        coordSet = self._createSetOfCoordinates(self.getInputMicrographsPointer())
+        coordSet.setBoxSize(self._boxSize(picks.box_size))
+        coord = Coordinate()
+        for name, micPicks in match.picks.micrographs.items():
+            for x, y in np.rint(micPicks.xy).astype(int):
+                coord.cleanObjId()
+                coord.setMicrograph(byName[name])
+                coord.setPosition(int(x), int(y))
+                coordSet.append(coord)
         self._defineOutputs(outputCoordinates=coordSet)
         self._defineSourceRelation(self.getInputMicrographsPointer(), coordSet)
 
     def _files(self):
         return sorted(glob.glob(os.path.join(self.filesPath.get(), self.filesPattern.get())))
 
-    def _boxSize(self, files):
+    def _boxSize(self, fromFiles):
+        """The form's box size, else the .box files' median width."""
         if self.boxSize.get():
             return self.boxSize.get()
-        for path in files:
-            if path.lower().endswith(".box"):
-                widths = read_box(path).box_sizes
-                if len(widths):
-                    return int(round(float(np.median(widths))))
+        if fromFiles:
+            return int(round(fromFiles))
         raise ValueError("No box size: set 'Box size' (the files give none).")
 
     def _validate(self):
