@@ -38,6 +38,7 @@ from deepconsensus_plugin import headless  # noqa: E402
 from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
                          evaluate_selection, load_dataset, or_labels, score_quality)
 
+from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
 
 CONSENSUS_SETS = ("OR", "AND", "dc_retained")
@@ -141,7 +142,7 @@ def run_results(dc) -> tuple[RunResults, np.ndarray, np.ndarray]:
     protocol's own rule, whatever it grows into.
     """
     results = RunResults(dc._getExtraPath(), dc.getProject().getPath())
-    names = np.array([results.micrographs[int(m)][0] for m in results.table.mic])
+    names = np.array([results.micrographName(int(m)) for m in results.table.mic])
     return results, names, results.retainedMask(results.threshold)
 
 
@@ -165,8 +166,8 @@ def paper_roc_auc(results: RunResults, names: np.ndarray, data: Dataset, invert:
     from deepconsensus_plugin.core.scoring import score_stack
     from deepconsensus_plugin.core.stack import create_stack, open_stack
 
-    box, size = results.info["box"], results.info["networkSize"]
-    ids = {name: micId for micId, (name, *_) in results.micrographs.items()}
+    box, size = results.box, results.info.extraction.network_size
+    ids = {mic.name: micId for micId, mic in results.micrographs.items()}
     rng = np.random.default_rng(seed)
     particles, background, paths = {}, {}, {}
     for name, centres in data.truth.items():
@@ -185,7 +186,7 @@ def paper_roc_auc(results: RunResults, names: np.ndarray, data: Dataset, invert:
             extract_to_stack(extraction_jobs(table, paths), stack, box, invert)
             stack.close()
             with open_stack(path) as images:
-                scores[label] = score_stack(results.path("model.keras"), images, seed=seed)
+                scores[label] = score_stack(results.path(RunFolder.MODEL), images, seed=seed)
     labels = np.r_[np.ones(len(scores["particles"]), bool),
                    np.zeros(len(scores["background"]), bool)]
     return {"roc_auc": roc_auc(labels, np.r_[scores["particles"], scores["background"]]),
@@ -256,8 +257,9 @@ def label_noise_curve(data, out, fractions, info) -> list[dict]:
 
     rows = []
     for fraction in fractions:
-        params = dict(study.DEFAULTS, k=info["minVotes"], size=info["networkSize"],
-                      arch=info["architecture"], noise=fraction)
+        params = dict(study.DEFAULTS, k=info.consensus.min_votes,
+                      size=info.extraction.network_size, arch=info.training.architecture,
+                      noise=fraction)
         result = study.run_variant(data, os.path.join(out, "label_noise"), params)
         rows.append({"noise": fraction, "f1": result["dc_0.5"]["f1"],
                      "precision": result["dc_0.5"]["precision"],
@@ -325,15 +327,15 @@ def retained_close_pairs(results: RunResults, names: np.ndarray, retained: np.nd
                          data: Dataset) -> dict:
     """Retained pairs closer than the run's minimum distance between particles.
 
-    The run's ``minDistancePx`` when it records one, else half the particle
+    The run's minimum distance when it records one, else half the particle
     diameter: two retained boxes that close are one particle picked twice.
     Also the retained coordinates that close to a higher-scoring retained one
     (what a duplicate rule removes), on all micrographs and on the labelled ones.
     """
     from deepconsensus_plugin.core.metrics import close_pairs, near_higher_score
 
-    if "minDistancePx" in results.info:
-        distance, source = float(results.info["minDistancePx"]), "the run's minimum distance"
+    if results.info.split is not None:
+        distance, source = results.minDistancePx, "the run's minimum distance"
     else:
         distance, source = data.spec.diameter / 2, "half the particle diameter"
     table = results.table
@@ -361,7 +363,7 @@ def main(argv=None) -> int:
     table, info = results.table, results.info
     labels = or_labels(names, table.xy, data)
     anchors = audit_anchors(names, table.xy, table.votes, data)
-    keep = {"OR": np.ones(len(table), bool), "AND": table.votes >= info["minVotes"],
+    keep = {"OR": np.ones(len(table), bool), "AND": table.votes >= results.minVotes,
             "dc_retained": retained}
     metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": data.box,
                "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,
@@ -369,7 +371,7 @@ def main(argv=None) -> int:
                "n_labels": int(sum(len(c) for c in data.truth.values())),
                "ground_truth_micrographs": sorted(data.truth), "sets": {},
                "threshold": results.threshold,
-               "threshold_mode": info.get("thresholdMode", "fixed")}
+               "threshold_mode": info.split.threshold_mode}
     for p, picker in enumerate(data.pickers):
         # a picker's own picks, as its files give them (before consensus merged them);
         # MCC is that of keeping the OR coordinates it voted for

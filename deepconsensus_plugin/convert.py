@@ -13,6 +13,10 @@ import numpy as np
 from pwem.objects import Coordinate, SetOfCoordinates, SetOfMicrographs
 from pyworkflow.object import Boolean, Float, Integer
 
+from .core.consensus import rescale
+from .core.run_folder import Micrograph
+from .core.stages import ConsensusInput, PickerInput
+
 
 IMAGE_EXTENSIONS = (".mrc", ".mrcs", ".st", ".tif", ".tiff", ".eer", ".dm4", ".em", ".spi",
                     ".jpg", ".jpeg", ".png", ".xmp")
@@ -57,12 +61,56 @@ def samplingRate(coordSet: SetOfCoordinates) -> Optional[float]:
     return mics.getSamplingRate() if mics is not None else None
 
 
+def picksInReferenceFrame(sets, setNames):
+    """Each set's picks by micrograph name, in the first set's pixel size.
+
+    Returns (per set: name -> (n, 2) picks, per set: its micrograph names,
+    the descriptions of the sets that were rescaled).  The protocol and the
+    radius wizard both see the pickers through this.
+    """
+    reference = samplingRate(sets[0])
+    pickers, names, rescaled = [], [], []
+    for coordSet, setName in zip(sets, setNames):
+        micsByName = micrographsByName(coordSet.getMicrographs())
+        idToName = {info[0]: name for name, info in micsByName.items()}
+        picks = coordinatesByMicrograph(coordSet, idToName)
+        sampling = samplingRate(coordSet)
+        if sampling and reference and abs(sampling - reference) > 1e-6:
+            rescaled.append("%s (%.3f A/px)" % (setName, sampling))
+            picks = {name: rescale(xy, sampling, reference) for name, xy in picks.items()}
+        pickers.append(picks)
+        names.append(set(micsByName))
+    return pickers, names, rescaled
+
+
+def consensusInput(sets, setNames) -> ConsensusInput:
+    """The core's consensus input from coordinate sets: the micrographs common to all sets
+    (ids, files and micNames of the first set's), each set's picks on them in the first
+    set's pixel size, and the notes the summary gives (entries left out, other boxes)."""
+    reference = sets[0]
+    refMics = micrographsByName(reference.getMicrographs())
+    pickers, names, rescaled = picksInReferenceFrame(sets, setNames)
+    common = sorted(set(refMics).intersection(*names))
+    micrographs = [Micrograph(mic_id=refMics[n][0], name=n, path=refMics[n][1],
+                              label=refMics[n][2]) for n in common]
+    ids = {m.name: m.mic_id for m in micrographs}
+    box = reference.getBoxSize()
+    return ConsensusInput(
+        micrographs=micrographs,
+        pickers=[PickerInput(name, {ids[n]: picks[n] for n in common if n in picks})
+                 for name, picks in zip(setNames, pickers)],
+        box=box, sampling_rate=samplingRate(reference),
+        ignored_micrograph_entries=sum(len(n) for n in names) - len(common) * len(sets),
+        other_box_sizes=sorted({s.getBoxSize() for s in sets[1:]} - {box}),
+        rescaled_sets=rescaled)
+
+
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,
                     xy: np.ndarray, scores: np.ndarray, votes: np.ndarray,
-                    duplicate: np.ndarray, micInfo: Dict[int, tuple]) -> None:
+                    duplicate: np.ndarray, micInfo: Dict[int, Micrograph]) -> None:
     """Append scored coordinates to ``outSet``.
 
-    ``micInfo`` maps a micrograph id to (name, file, micName); every
+    ``micInfo`` maps a micrograph id to its :class:`Micrograph` record; every
     coordinate gets its micrograph id and micName, ``_dcScore``, ``_dcVotes``
     and ``_dcDuplicate``.
     """
@@ -71,7 +119,7 @@ def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarr
         micId = int(mic[row])
         coord.cleanObjId()
         coord.setMicId(micId)
-        coord.setMicName(micInfo[micId][2])
+        coord.setMicName(micInfo[micId].label)
         coord.setPosition(int(round(xy[row, 0])), int(round(xy[row, 1])))
         coord._dcScore = Float(float(scores[row]))
         coord._dcVotes = Integer(int(votes[row]))

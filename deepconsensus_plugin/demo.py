@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from pyworkflow.project import Manager
 
     from .protocols import ProtDeepConsensus, ProtImportPickerCoordinates
+    from .results import RunResults
 
     name = args.project or "DeepConsensusDemo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     project = Manager().createProject(name)
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     pruned = coordinates_by_micrograph(dc.outputCoordinatesPruned)
     union = {m: np.vstack([retained.get(m, np.empty((0, 3))), pruned.get(m, np.empty((0, 3)))])
              for m in set(retained) | set(pruned)}
-    min_votes = dc._readInfo()["minVotes"]
+    min_votes = RunResults(dc._getExtraPath(), project.path).minVotes
     rows += [("OR", evaluate(union, truth)),
              ("AND (>= %d)" % min_votes,
               evaluate({m: xy[xy[:, 2] >= min_votes] for m, xy in union.items()}, truth)),

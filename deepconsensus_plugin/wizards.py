@@ -13,10 +13,9 @@ import math
 import numpy as np
 from pyworkflow.gui import dialog
 from pyworkflow.wizard import Wizard
-from scipy.spatial import cKDTree
 
 from . import convert
-from .core.consensus import rescale
+from .core.consensus import pair_distances
 from .protocols import ProtDeepConsensus
 
 SEARCH_FRACTION = 0.25
@@ -28,18 +27,6 @@ RADIUS_RANGE = (0.05, 0.25)
 PAPER_RADIUS = 0.1
 MIN_PAIRS = 20
 """Fewer same-particle pairs say too little: the paper's radius is proposed instead."""
-
-
-def pairDistances(picksA, picksB, maxDistance):
-    """Distances between picks of A and B that are mutual nearest neighbours closer than
-    ``maxDistance``: the same particle, as two pickers placed it."""
-    if len(picksA) == 0 or len(picksB) == 0:
-        return np.empty(0)
-    distA, nearB = cKDTree(picksB).query(picksA, distance_upper_bound=maxDistance)
-    _, nearA = cKDTree(picksA).query(picksB, distance_upper_bound=maxDistance)
-    rowsA = np.flatnonzero(np.isfinite(distA))
-    mutual = nearA[nearB[rowsA]] == rowsA
-    return distA[rowsA[mutual]]
 
 
 def proposeRadius(pickers, box):
@@ -55,7 +42,7 @@ def proposeRadius(pickers, box):
     for i, first in enumerate(pickers):
         for second in pickers[i + 1:]:
             for name in set(first) & set(second):
-                parts.append(pairDistances(first[name], second[name], SEARCH_FRACTION * box))
+                parts.append(pair_distances(first[name], second[name], SEARCH_FRACTION * box))
     distances = np.concatenate(parts)
     if len(distances) < MIN_PAIRS:
         return PAPER_RADIUS, distances
@@ -109,14 +96,4 @@ class DeepConsensusRadiusWizard(Wizard):
 
 def inputPicks(sets):
     """Per set, micrograph name -> picks, in the first set's pixel size (as the protocol does)."""
-    reference = convert.samplingRate(sets[0])
-    pickers = []
-    for coordSet in sets:
-        names = {info[0]: name
-                 for name, info in convert.micrographsByName(coordSet.getMicrographs()).items()}
-        picks = convert.coordinatesByMicrograph(coordSet, names)
-        sampling = convert.samplingRate(coordSet)
-        if sampling and reference and abs(sampling - reference) > 1e-6:
-            picks = {name: rescale(xy, sampling, reference) for name, xy in picks.items()}
-        pickers.append(picks)
-    return pickers
+    return convert.picksInReferenceFrame(sets, [s.getObjLabel() for s in sets])[0]

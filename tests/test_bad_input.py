@@ -6,7 +6,9 @@ import numpy as np
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
-from deepconsensus_plugin.protocols.protocol_deep_consensus import summaryLines
+from deepconsensus_plugin.core.run_folder import (ConsensusInfo, ExtractionInfo, RunFolder,
+                                                   RunInfo, SplitInfo)
+from deepconsensus_plugin.core.stages import summary_lines
 
 from .scipion_helpers import importSynthetic, newDeepConsensus, runToEnd
 
@@ -45,11 +47,11 @@ class TestBadMicrograph(BaseTest):
                                             "outputCoordinatesPruned")
                 for c in getattr(prot, name).iterItems()]
         self.assertNotIn(self.badName, set(kept))
-        info = prot._readInfo()
-        table = np.load(prot._getExtraPath("consensus.npz"))
-        onBad = int(np.isin(table["mic"], info["skippedMicIds"]).sum())
+        run = RunFolder(prot._getExtraPath())
+        info = run.info()
+        onBad = int(np.isin(run.consensus().mic, info.extraction.skipped_mic_ids).sum())
         self.assertGreater(onBad, 0)
-        self.assertEqual(len(kept), info["nOr"] - onBad)
+        self.assertEqual(len(kept), info.consensus.n_or - onBad)
 
 
 class TestTooFewPositives(BaseTest):
@@ -68,21 +70,37 @@ class TestTooFewPositives(BaseTest):
         self.assertIn("larger consensus radius", message)
 
 
+def consensusInfo(**values):
+    fields = dict(n_pickers=3, picker_names=["a", "b", "c"], n_micrographs=2, box=90,
+                  sampling_rate=1.0, radius_px=9.0, min_votes=3, n_or=100, n_and=40,
+                  votes_histogram=[0, 30, 30, 40], picker_counts=[50, 60, 70])
+    fields.update(values)
+    return ConsensusInfo(**fields)
+
+
+def splitInfo(nRetained, nPruned):
+    return SplitInfo(threshold=0.5, threshold_mode="fixed", min_distance_px=0.0,
+                     n_retained=nRetained, n_pruned=nPruned, n_duplicates=0)
+
+
 def test_summary_warns_when_every_score_is_on_one_side():
-    info = {"nPickers": 3, "nMicrographs": 2, "radiusPx": 9.0, "nOr": 100, "minVotes": 3,
-            "nAnd": 40, "threshold": 0.5, "nRetained": 100, "nPruned": 0}
-    lines = summaryLines(info)
+    info = RunInfo(consensus=consensusInfo(), split=splitInfo(100, 0))
+    lines = summary_lines(info)
     assert lines[0].startswith("Kept 100 of 100 coordinates (100.0%)")
     assert any(line.startswith("WARNING: every score is on one side") for line in lines)
-    info.update(nRetained=60, nPruned=40)
-    assert not any("WARNING" in line for line in summaryLines(info))
+    info.split = splitInfo(60, 40)
+    assert not any("WARNING" in line for line in summary_lines(info))
 
 
 def test_summary_reports_partial_overlap_rescaling_and_border_boxes():
-    info = {"nPickers": 2, "nMicrographs": 5, "radiusPx": 9.0, "nOr": 10, "minVotes": 2,
-            "nAnd": 4, "ignoredMicrographEntries": 3, "rescaledSets": ["'topaz' (2.000 A/px)"],
-            "samplingRate": 1.0, "otherBoxSizes": [180], "box": 90, "nCrossingBorder": 7}
-    text = "\n".join(summaryLines(info))
+    info = RunInfo(
+        consensus=consensusInfo(n_pickers=2, n_micrographs=5, n_or=10, min_votes=2, n_and=4,
+                                ignored_micrograph_entries=3,
+                                rescaled_sets=["'topaz' (2.000 A/px)"], other_box_sizes=[180]),
+        extraction=ExtractionInfo(network_size=32, invert=False, n_crossing_border=7,
+                                  skipped_micrographs=[], skipped_mic_ids=[],
+                                  n_user_particles=0, seconds=1.0))
+    text = "\n".join(summary_lines(info))
     assert "3 micrograph entries were left out" in text
     assert "Rescaled to 1.000 A/px: 'topaz' (2.000 A/px)" in text
     assert "other box sizes too (180 px); the first set's 90 px was used" in text

@@ -11,6 +11,7 @@ from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core.metrics import match_to_truth
+from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED
 
 from .scipion_helpers import BOX, DIAMETER, importSynthetic, newDeepConsensus
@@ -69,16 +70,16 @@ class TestDeepConsensus(BaseTest):
         pruned = self.prot.outputCoordinatesPruned
         self.assertSetSize(retained)
         self.assertSetSize(pruned)
-        info = self.prot._readInfo()
-        self.assertEqual(retained.getSize() + pruned.getSize(), info["nOr"])
+        info = RunFolder(self.prot._getExtraPath()).info()
+        self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
         rNames, rValues = outputArrays(retained)
         pNames, pValues = outputArrays(pruned)
         keys = lambda n, v: {(a, int(x), int(y)) for a, (x, y) in zip(n, v[:, :2])}
         self.assertFalse(keys(rNames, rValues) & keys(pNames, pValues))
         assertSplitRule(self, retained, pruned, self.prot.threshold.get(),
-                        info["minDistancePx"])
-        self.assertEqual(info["minDistancePx"], 0.3 * BOX)
-        self.assertEqual(info["nDuplicates"], int(np.sum(pValues[:, 5])))
+                        info.split.min_distance_px)
+        self.assertEqual(info.split.min_distance_px, 0.3 * BOX)
+        self.assertEqual(info.split.n_duplicates, int(np.sum(pValues[:, 5])))
         for values in (rValues, pValues):
             self.assertTrue(np.all((values[:, 2] >= 0) & (values[:, 2] <= 1)))
             self.assertTrue(np.all((values[:, 3] >= 1) & (values[:, 3] <= 4)))
@@ -129,8 +130,9 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual((os.path.getmtime(stack), os.path.getmtime(model)), before)
         retained = self.prot.outputCoordinatesRetained
         pruned = self.prot.outputCoordinatesPruned
-        self.assertEqual(retained.getSize() + pruned.getSize(), self.prot._readInfo()["nOr"])
-        assertSplitRule(self, retained, pruned, 0.9, self.prot._readInfo()["minDistancePx"])
+        info = RunFolder(self.prot._getExtraPath()).info()
+        self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
+        assertSplitRule(self, retained, pruned, 0.9, info.split.min_distance_px)
 
     def _continueWithThreshold(self, threshold):
         for _, output in self.prot.iterOutputAttributes():

@@ -4,7 +4,6 @@ One small deep-consensus run on synthetic data serves every test: the
 viewer's figures are drawn headless (Agg) from it and checked against the
 run's saved results, and new thresholds are cut from its scores.
 """
-import json
 import os
 import unittest
 
@@ -18,6 +17,7 @@ from pyworkflow.viewer import DESKTOP_TKINTER
 import deepconsensus_plugin
 
 from deepconsensus_plugin.core.extraction import read_micrograph
+from deepconsensus_plugin.core.run_folder import RankingInfo
 from deepconsensus_plugin.protocols import (OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus,
                                             ProtDeepConsensusThreshold)
 from deepconsensus_plugin.results import RunResults
@@ -96,27 +96,20 @@ class TestViewerAndThreshold(BaseTest):
         self.assertIn("at threshold 0.80, validation accuracy", summary)
 
     def test_automatic_threshold_needs_the_run_to_have_one(self):
-        infoPath = self.results.path("info.json")
-        with open(infoPath) as handle:
-            original = handle.read()
-        info = json.loads(original)
+        run = self.results.run
+        original = run.info()
         try:
-            info.pop("autoThreshold", None)
-            with open(infoPath, "w") as handle:
-                json.dump(info, handle)
+            run.update_info(ranking=RankingInfo(auto_threshold=None))
             prot = self.newProtocol(ProtDeepConsensusThreshold,
                                     thresholdMode=ProtDeepConsensusThreshold.THRESHOLD_AUTO)
             prot.inputRun.set(self.dc)
             self.assertIn("computed no automatic threshold", " ".join(prot.validate()))
 
-            info["autoThreshold"] = 0.3
-            with open(infoPath, "w") as handle:
-                json.dump(info, handle)
+            run.update_info(ranking=RankingInfo(auto_threshold=0.3))
             prot = self.launchThreshold(
                 thresholdMode=ProtDeepConsensusThreshold.THRESHOLD_AUTO)
         finally:
-            with open(infoPath, "w") as handle:
-                handle.write(original)
+            run.write_info(original)
         kept = coordinateKeys(prot.outputCoordinatesRetained)
         self.assertEqual(len(kept), len(self.results.split(0.3).retained))
         self.assertIn("at the automatic threshold 0.30", "\n".join(prot.summary()))
@@ -159,7 +152,8 @@ class TestViewerAndThreshold(BaseTest):
         loss, accuracy = self.figure(self.viewer(), "showTraining").axes
         np.testing.assert_allclose(loss.lines[1].get_ydata(), history["val_loss"])
         np.testing.assert_allclose(accuracy.lines[0].get_ydata(), history["accuracy"])
-        self.assertEqual(len(loss.lines[0].get_xdata()), self.dc._readInfo()["epochs"])
+        self.assertEqual(len(loss.lines[0].get_xdata()),
+                         self.results.info.training.last.epochs)
 
     def test_galleries_show_the_requested_boxes(self):
         scores = self.results.scores
@@ -191,7 +185,8 @@ class TestViewerAndThreshold(BaseTest):
         micIds = sorted(self.results.micrographs)
         viewer = self.viewer(micrograph=2, viewThreshold=0.5)
         ax = self.figure(viewer, "showMicrograph").axes[0]
-        name, path, _ = self.results.micrographs[micIds[2]]
+        mic = self.results.micrographs[micIds[2]]
+        name, path = mic.name, mic.path
         self.assertIn(name, ax.get_title())
         np.testing.assert_array_equal(ax.images[0].get_array(),
                                       read_micrograph(self.proj.getPath(path)))

@@ -74,7 +74,7 @@ def _tree(xy: np.ndarray) -> cKDTree:
     return cKDTree(xy, balanced_tree=False, compact_nodes=False)
 
 
-def _mutual_nearest_pairs(centres: np.ndarray, picks: np.ndarray,
+def mutual_nearest_pairs(centres: np.ndarray, picks: np.ndarray,
                           radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (centre index, pick index) that are each other's nearest neighbour within ``radius``."""
     if len(centres) == 0 or len(picks) == 0:
@@ -107,7 +107,7 @@ def consensus(picks: Sequence[np.ndarray], radius: float) -> Consensus:
         free_picks = np.arange(len(xy))
         while len(free_centres) and len(free_picks):
             centres = sums[free_centres] / counts[free_centres, None]
-            ci, pi = _mutual_nearest_pairs(centres, xy[free_picks], radius)
+            ci, pi = mutual_nearest_pairs(centres, xy[free_picks], radius)
             if len(ci) == 0:
                 break
             matched_c, matched_p = free_centres[ci], free_picks[pi]
@@ -122,6 +122,15 @@ def consensus(picks: Sequence[np.ndarray], radius: float) -> Consensus:
         counts = np.concatenate([counts, np.ones(len(free_picks))])
         voters = np.vstack([voters, new_voters])
     return Consensus(xy=sums / np.maximum(counts, 1)[:, None], voters=voters)
+
+
+def pair_distances(first: np.ndarray, second: np.ndarray, max_distance: float) -> np.ndarray:
+    """Distances between picks of two pickers that are mutual nearest neighbours closer
+    than ``max_distance``: the same particle, as the two pickers placed it."""
+    first = np.asarray(first, dtype=np.float64).reshape(-1, 2)
+    second = np.asarray(second, dtype=np.float64).reshape(-1, 2)
+    i, j = mutual_nearest_pairs(first, second, max_distance)
+    return np.hypot(*(first[i] - second[j]).T)
 
 
 def rescale(xy: np.ndarray, from_sampling: float, to_sampling: float) -> np.ndarray:

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import mrcfile
 import numpy as np
@@ -166,13 +166,16 @@ class ExtractionReport:
 
 def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: ParticleStack,
                      box: int, invert: bool = False, skip_bad_micrographs: bool = False,
-                     log_every: int = 10_000) -> ExtractionReport:
+                     log_every: int = 10_000,
+                     on_progress: Optional[Callable[[int], None]] = None) -> ExtractionReport:
     """Extract the particles of many micrographs into ``stack``, from its first row on.
 
     ``jobs`` yields (micrograph path, (n, 2) centres) in the order the
     particles must appear in the stack.  Only one micrograph and its boxes
     are in memory at a time; ``stack`` comes from :func:`.stack.create_stack`.
     Rows of a skipped micrograph stay zero and the report names the file.
+    ``on_progress`` is called with the number of particles of each micrograph
+    done (a progress bar's ``update``).
     """
     size = stack.shape[-1]
     report = ExtractionReport()
@@ -191,12 +194,16 @@ def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: ParticleStac
             logger.warning("Skipping unreadable micrograph %s (%d particles)", path, n)
             report.skipped_micrographs.append(path)
             offset += n
+            if on_progress is not None:
+                on_progress(n)
             continue
         images, crossing = extract_particles(micrograph, xy, box, size, invert)
         stack[offset:offset + n] = images
         offset += n
         report.n_particles += n
         report.n_crossing_border += int(crossing.sum())
+        if on_progress is not None:
+            on_progress(n)
         if offset >= next_log:
             rate = offset / max(time.perf_counter() - start, 1e-9)
             logger.info("Extracted %d / %d particles (%.0f particles/s)", offset, len(stack), rate)

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -23,8 +23,9 @@ logger = logging.getLogger(__name__)
 class _Progress:
     """Particles scored so far over all devices, logged every ``every`` particles."""
 
-    def __init__(self, total: int, every: int):
-        self.total, self.every = total, every
+    def __init__(self, total: int, every: int,
+                 on_progress: Optional[Callable[[int], None]] = None):
+        self.total, self.every, self.on_progress = total, every, on_progress
         self.done, self.next_log = 0, every
         self.start = time.perf_counter()
         self.lock = threading.Lock()
@@ -32,6 +33,8 @@ class _Progress:
     def add(self, n: int) -> None:
         with self.lock:
             self.done += n
+            if self.on_progress is not None:
+                self.on_progress(n)
             if self.done >= self.next_log:
                 logger.info("Scored %d / %d particles (%.0f particles/s)", self.done, self.total,
                             self.done / max(time.perf_counter() - self.start, 1e-9))
@@ -40,19 +43,23 @@ class _Progress:
 
 def score_stack(model_path: str, stack, batch_size: int = 512,
                 gpus: Optional[Sequence[int]] = None, seed: int = 0,
-                log_every: int = 50_000) -> np.ndarray:
+                log_every: int = 50_000,
+                on_progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Scores in [0, 1] for every particle of ``stack`` ((n, size, size), e.g. on disk).
 
-    ``gpus`` are the GPU ids to use (None or empty: the CPU).
+    ``gpus`` are the GPU ids to use (None or empty: the CPU); ``on_progress``
+    is called with the number of particles of each batch scored.
     """
     from .runtime import compute_devices, configure_tensorflow
 
     configure_tensorflow(gpus, seed)
-    return score_on_devices(model_path, stack, compute_devices(), batch_size, log_every)
+    return score_on_devices(model_path, stack, compute_devices(), batch_size, log_every,
+                            on_progress)
 
 
 def score_on_devices(model_path: str, stack, devices: Sequence[str], batch_size: int = 512,
-                     log_every: int = 50_000) -> np.ndarray:
+                     log_every: int = 50_000,
+                     on_progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Score ``stack`` with one model copy per TensorFlow device, each on a contiguous part."""
     import keras
     import tensorflow as tf
@@ -63,7 +70,7 @@ def score_on_devices(model_path: str, stack, devices: Sequence[str], batch_size:
     for device in devices:
         with tf.device(device):
             models.append(keras.models.load_model(model_path, compile=False))
-    progress = _Progress(len(stack), log_every)
+    progress = _Progress(len(stack), log_every, on_progress)
 
     def score_part(part: int) -> None:
         with tf.device(devices[part]):

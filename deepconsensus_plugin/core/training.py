@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -152,14 +152,16 @@ def _label_samples(sources: Sequence[Source], offset: int) -> np.ndarray:
 
 def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
                      config: TrainingConfig, model_path: str, history_path: str,
-                     gpus: Optional[Sequence[int]] = None) -> TrainingResult:
+                     gpus: Optional[Sequence[int]] = None,
+                     on_epoch: Optional[Callable[[int], None]] = None) -> TrainingResult:
     """Train a classifier of positives (label 1) vs negatives (label 0) and save it.
 
     Each class is a list of (stack, rows) sources, e.g. the AND rows of the
     OR stack for positives and the random negatives plus user-given particles
     for negatives; nothing is copied into memory.  The best model by
     validation loss is written to ``model_path`` (``.keras``) and the
-    per-epoch history to ``history_path``.
+    per-epoch history to ``history_path``.  ``on_epoch`` is called with 1 after
+    each epoch (a progress bar's ``update``).
     """
     from .runtime import configure_tensorflow
 
@@ -197,7 +199,7 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience,
                                       restore_best_weights=True),
         keras.callbacks.CSVLogger(history_path),
-        _progress_callback(config.max_epochs),
+        _progress_callback(config.max_epochs, on_epoch),
     ]
     start = time.perf_counter()
     fit = model.fit(_as_dataset(train, size), validation_data=_as_dataset(val, size),
@@ -224,7 +226,7 @@ def read_history(path: str) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in rows[0]}
 
 
-def _progress_callback(max_epochs: int):
+def _progress_callback(max_epochs: int, on_epoch: Optional[Callable[[int], None]] = None):
     """A Keras callback that logs each epoch, so the Scipion log shows training move."""
     import keras
 
@@ -241,5 +243,7 @@ def _progress_callback(max_epochs: int):
                         logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
                         logs.get("val_loss", float("nan")),
                         logs.get("val_accuracy", float("nan")), lr)
+            if on_epoch is not None:
+                on_epoch(1)
 
     return ProgressLog()

@@ -2,6 +2,7 @@
 from pwem.objects import SetOfCoordinates
 
 from .. import convert
+from ..core.selection import Split
 from ..results import RunResults
 
 OUTPUT_RETAINED = "outputCoordinatesRetained"
@@ -11,23 +12,21 @@ OUTPUT_PRUNED = "outputCoordinatesPruned"
 POSSIBLE_OUTPUTS = {OUTPUT_RETAINED: SetOfCoordinates, OUTPUT_PRUNED: SetOfCoordinates}
 
 
-def registerSplit(protocol, dcRun, results: RunResults, threshold: float):
-    """Register on ``protocol`` the retained and pruned sets of ``dcRun`` at ``threshold``.
+def registerSplit(protocol, dcRun, results: RunResults, split: Split):
+    """Register on ``protocol`` the retained and pruned sets of ``dcRun`` cut by ``split``.
 
     Both sets point to the micrographs of the run's first input set and keep
     its box size; every coordinate carries ``_dcScore``, ``_dcVotes`` and
     ``_dcDuplicate`` (pruned only because a better retained coordinate is
-    too close); each set is related to every input set.  Returns the
-    :class:`..core.selection.Split`.
+    too close); each set is related to every input set.
     """
-    split = results.split(threshold)
     table = results.table
     micsPointer = dcRun.inputCoordinates[0].get().getMicrographs(asPointer=True)
     outputs = {}
     for name, rows, suffix in ((OUTPUT_RETAINED, split.retained, "retained"),
                                (OUTPUT_PRUNED, split.pruned, "pruned")):
         coordSet = protocol._createSetOfCoordinates(micsPointer, suffix=suffix)
-        coordSet.setBoxSize(results.info["box"])
+        coordSet.setBoxSize(results.box)
         convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
                                 table.votes, split.duplicate, results.micrographs)
         outputs[name] = coordSet
@@ -35,4 +34,3 @@ def registerSplit(protocol, dcRun, results: RunResults, threshold: float):
     for pointer in dcRun.inputCoordinates:
         for coordSet in outputs.values():
             protocol._defineSourceRelation(pointer, coordSet)
-    return split

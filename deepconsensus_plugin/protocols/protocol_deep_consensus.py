@@ -6,10 +6,6 @@ receives the parameters it depends on, so that "continue" re-runs only the
 stages after the first changed parameter (a new threshold re-creates only
 the outputs; new training settings reuse consensus and extraction).
 """
-import json
-import os
-
-import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.protocols import ProtParticles
 from pyworkflow import BETA
@@ -18,85 +14,12 @@ from pyworkflow.utils import Message
 
 from .. import convert
 from ..results import RunResults
-from ..core import extraction, pipeline
-from ..core.agreement import dawid_skene, score_logit
-from ..core.stack import create_stack, open_stack
-from ..core.consensus import rescale
+from ..core import pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
+from ..core.run_folder import RunFolder
 from ..core.selection import DEFAULT_MIN_DISTANCE
-from ..core.thresholds import automatic_threshold
+from ..core.stages import OFFCENTRE_CLEARANCE, OFFCENTRE_SHIFT, SELF_TRAINING_CONFIDENCE
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
-
-MIN_POSITIVES = 100
-"""Fewer AND particles than this cannot train a classifier that generalises."""
-OFFCENTRE_SHIFT = 0.3
-"""Off-centre negatives lie this fraction of the box from a positive: about half a
-particle diameter for the usual box, so the box shows the particle's edge."""
-OFFCENTRE_CLEARANCE = 0.2
-"""...and at least this fraction of the box from every pick, so they centre on no particle."""
-SELF_TRAINING_CONFIDENCE = 0.9
-"""The second round learns from OR coordinates whose first-round combined score is at
-least this (particles) or at most one minus this (what the pickers picked by mistake)."""
-
-def summaryLines(info):
-    """The run's summary, result first, from the counts its steps recorded in info.json."""
-    if "nOr" not in info:
-        return ["Not run yet."]
-    lines = ["Consensus of %d pickers on %d micrographs (radius %.1f px): OR %d, "
-             "AND (picked by >= %d) %d."
-             % (info["nPickers"], info["nMicrographs"], info["radiusPx"], info["nOr"],
-                info["minVotes"], info["nAnd"])]
-    if info.get("ignoredMicrographEntries"):
-        lines.append("Only micrographs common to all input sets were used; %d "
-                     "micrograph entries were left out." % info["ignoredMicrographEntries"])
-    if info.get("otherBoxSizes"):
-        lines.append("The input sets have other box sizes too (%s px); the first set's "
-                     "%d px was used." % (", ".join(map(str, info["otherBoxSizes"])),
-                                         info["box"]))
-    if info.get("rescaledSets"):
-        lines.append("Rescaled to %.3f A/px: %s." % (info["samplingRate"],
-                                                    ", ".join(info["rescaledSets"])))
-    if "nNegRandom" in info:
-        lines.append("Negatives: %d random, %d off-centre, %d known coordinates, %d known "
-                     "particles." % (info["nNegRandom"], info.get("nNegOffCentre", 0),
-                                     info["nNegUserCoords"], info.get("nNegUserParticles", 0)))
-    if info.get("skippedMicrographs"):
-        lines.append("Skipped %d unreadable micrographs: %s."
-                     % (len(info["skippedMicrographs"]),
-                        ", ".join(info["skippedMicrographs"])))
-    if info.get("nCrossingBorder"):
-        lines.append("%d boxes crossed the micrograph border (filled with the mean)."
-                     % info["nCrossingBorder"])
-    for trained in info.get("rounds", []):
-        line = ("Network '%s', round %d: %d epochs, validation accuracy %.3f"
-                % (info["architecture"], trained["round"], trained["epochs"],
-                   trained["valAccuracy"]))
-        if trained["round"] > 1:
-            line += (" (%d particles, %d hard negatives from the first round)"
-                     % (trained["nPositives"], trained["nHardNegatives"]))
-        lines.append(line + ".")
-    if info.get("agreement"):
-        agreement = info["agreement"]
-        lines.append("Score = network combined with picker agreement; per input set, "
-                     "sensitivity / false-pick rate: %s."
-                     % ", ".join("%.2f / %.2f" % pair for pair in
-                                 zip(agreement["sensitivity"], agreement["falsePickRate"])))
-    if "nRetained" in info:
-        total = info["nRetained"] + info["nPruned"]
-        result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
-            info["nRetained"], total, 100.0 * info["nRetained"] / max(total, 1),
-            info.get("thresholdMode", "fixed"), info["threshold"])
-        if "valAccuracy" in info:
-            result += ", validation accuracy %.2f" % info["valAccuracy"]
-        pruned = "; pruned {:,}".format(info["nPruned"])
-        if info.get("nDuplicates"):
-            pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
-                      "one)".format(info["nDuplicates"], info["minDistancePx"])
-        lines.insert(0, result + pruned + ".")  # the result first
-        if info["nRetained"] == 0 or info["nPruned"] == 0:
-            lines.append("WARNING: every score is on one side of the threshold; check "
-                         "the training curves and the score histogram.")
-    return lines
 
 
 class ProtDeepConsensus(ProtParticles):
@@ -321,197 +244,47 @@ class ProtDeepConsensus(ProtParticles):
 
     # -------------------------- STEPS functions ------------------------------
     def consensusStep(self, radiusFraction, minVotes, inputSignature):
-        sets = self._inputSets()
-        reference = sets[0]
-        refMics = convert.micrographsByName(reference.getMicrographs())
-        refSampling = convert.samplingRate(reference)
-        box = reference.getBoxSize()
-        names = set(refMics)
-        perSet = []
-        for coordSet in sets:
-            micsByName = convert.micrographsByName(coordSet.getMicrographs())
-            names &= set(micsByName)
-            idToName = {info[0]: name for name, info in micsByName.items()}
-            perSet.append(convert.coordinatesByMicrograph(coordSet, idToName))
-        common = sorted(names)
-        micIds = {name: refMics[name][0] for name in common}
-        pickers = []
-        rescaled = []
-        for pointer, coordSet, picks in zip(self.inputCoordinates, sets, perSet):
-            sampling = convert.samplingRate(coordSet)
-            if sampling and refSampling and abs(sampling - refSampling) > 1e-6:
-                rescaled.append("%s (%.3f A/px)" % (self._setName(pointer), sampling))
-                picks = {n: rescale(xy, sampling, refSampling) for n, xy in picks.items()}
-            pickers.append({micIds[n]: picks[n] for n in common if n in picks})
-
-        table = pipeline.consensus_table(pickers, radiusFraction * box)
-        table.save(self._path("consensus.npz"))
-        self._writeJson("micrographs.json",
-                        {str(micIds[n]): [n, refMics[n][1], refMics[n][2]] for n in common})
-        votes = table.votes
-        ignored = sum(len(m) for m in (convert.micrographsByName(s.getMicrographs())
-                                       for s in sets)) - len(common) * len(sets)
-        otherBoxes = sorted({s.getBoxSize() for s in sets[1:]} - {box})
-        self._updateInfo(nPickers=len(sets), box=box, otherBoxSizes=otherBoxes,
-                         samplingRate=refSampling,
-                         minVotes=minVotes, radiusPx=radiusFraction * box,
-                         nMicrographs=len(common), ignoredMicrographEntries=ignored,
-                         rescaledSets=rescaled, nOr=len(table),
-                         nAnd=int((votes >= minVotes).sum()),
-                         votesHistogram=np.bincount(votes, minlength=len(sets) + 1).tolist(),
-                         pickerCounts=[int(c) for c in table.voters.sum(axis=0)])
-        self.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d"
-                  % (len(sets), len(common), len(table), minVotes, (votes >= minVotes).sum()))
+        inputs = self._consensusInput()
+        stages.consensus_stage(self._runFolder(), inputs,
+                               stages.ConsensusParams(radius=radiusFraction,
+                                                      and_rule=stages.AND_AT_LEAST, k=minVotes))
 
     def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad,
                       offCentre):
-        info = self._readInfo()
-        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        shapes = {}
-        for micId, (_, path, _) in self._micrographs().items():
-            try:
-                shapes[micId] = extraction.micrograph_shape(path)
-            except extraction.MicrographError as error:
-                if not skipBad:
-                    raise
-                self.warning("No negatives from %s (extraction will skip it)" % error)
-        box = info["box"]
-        total = int(round(ratio * info["nAnd"]))
-        negatives = pipeline.negatives_table(table, shapes, box, total,
-                                             distanceFraction * box, seed)
-        nRandom = len(negatives)
-        parts = [negatives]
-        nOffCentre = 0
-        if offCentre:
-            positives = table.subset(np.flatnonzero(table.votes >= info["minVotes"]))
-            shifted = pipeline.offcentre_table(positives, table, shapes, OFFCENTRE_SHIFT * box,
-                                               OFFCENTRE_CLEARANCE * box, seed + 1)
-            parts.append(shifted)
-            nOffCentre = len(shifted)
         userNegatives = self.inputNegativeCoordinates.get()
-        if userNegatives is not None:
-            parts.append(self._userNegatives(userNegatives, info))
-        negatives = pipeline.merge_tables(*parts)
-        negatives.save(self._path("negatives.npz"))
-        nUser = len(negatives) - nRandom - nOffCentre
-        self._updateInfo(nNegRandom=nRandom, nNegOffCentre=nOffCentre, nNegUserCoords=nUser)
-        self.info("Negatives: %d random, %d off-centre, %d given as coordinates"
-                  % (nRandom, nOffCentre, nUser))
+        known = self._userNegatives(userNegatives) if userNegatives is not None else None
+        stages.negatives_stage(self._runFolder(), stages.NegativeParams(
+            ratio=ratio, distance=distanceFraction, offcentre=offCentre, seed=seed,
+            skip_bad_micrographs=skipBad), known)
 
     def extractStep(self, size, invert, skipBad):
-        info = self._readInfo()
-        paths = {micId: info[1] for micId, info in self._micrographs().items()}
-        box = info["box"]
-        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        negatives = pipeline.CoordinateTable.load(self._path("negatives.npz"))
         userParticles = self.inputNegativeParticles.get()
-        nUser = userParticles.getSize() if userParticles is not None else 0
-
-        self.info("Extracting %d OR particles (box %d px -> %d px)" % (len(table), box, size))
-        orStack = create_stack(self._path("or_particles.npy"), len(table), size)
-        report = extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), orStack,
-                                             box, invert, skipBad)
-        orStack.close()
-        self.info("Extracting %d negative particles" % (len(negatives) + nUser))
-        negStack = create_stack(self._path("neg_particles.npy"), len(negatives) + nUser, size)
-        negReport = extraction.extract_to_stack(pipeline.extraction_jobs(negatives, paths),
-                                                negStack, box, invert, skipBad)
-        if nUser:
-            self._readUserParticles(userParticles, negStack, len(negatives), size, invert)
-        negStack.close()
-        skipped = sorted(set(report.skipped_micrographs) | set(negReport.skipped_micrographs))
-        skippedIds = [micId for micId, path in paths.items() if path in skipped]
-        self._updateInfo(networkSize=size, nCrossingBorder=report.n_crossing_border,
-                         skippedMicrographs=skipped, skippedMicIds=skippedIds,
-                         nNegUserParticles=nUser, extractionSeconds=report.seconds)
+        known = ([(p.getIndex() or 1, p.getFileName()) for p in userParticles.iterItems()]
+                 if userParticles is not None else [])
+        stages.extraction_stage(self._runFolder(), stages.ExtractionParams(
+            network_size=size, invert=invert, skip_bad_micrographs=skipBad), known)
 
     def trainStep(self, roundNumber, rounds, architecture, maxEpochs, patience, learningRate,
                   batchSize, seed):
-        """Train one round: AND vs NEG; a second round adds the first round's confident
-        decisions on the OR set (particles to the positives, junk to the negatives)."""
-        from ..core.training import TrainingConfig, train_classifier
-
-        info = self._readInfo()
-        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        negatives = pipeline.CoordinateTable.load(self._path("negatives.npz"))
-        usable = ~np.isin(table.mic, info["skippedMicIds"])
-        isAnd = table.votes >= info["minVotes"]
-        positives = np.flatnonzero(usable & isAnd)
-        if len(positives) < MIN_POSITIVES:
-            raise ValueError(
-                "Only %d coordinates were picked by at least %d pickers (the AND set): too few "
-                "to train on (at least %d are needed). Use 'picked by at least k pickers' "
-                "with a lower k, a larger consensus radius, or check that the input sets "
-                "are on the same micrographs and pixel size."
-                % (len(positives), info["minVotes"], MIN_POSITIVES))
-        orStack = open_stack(self._path("or_particles.npy"))
-        negStack = open_stack(self._path("neg_particles.npy"))
-        negUsable = np.concatenate([~np.isin(negatives.mic, info["skippedMicIds"]),
-                                    np.ones(info["nNegUserParticles"], dtype=bool)])
-        negativeSources = [(negStack, np.flatnonzero(negUsable))]
-        hard = np.empty(0, dtype=np.int64)
-        if roundNumber > 1:
-            posterior, _ = self._agreement(np.load(self._roundPath("cnn_scores.npy", 1, rounds)),
-                                           table)
-            positives, hard = pipeline.self_training_rows(posterior, isAnd, usable,
-                                                          SELF_TRAINING_CONFIDENCE)
-            negativeSources.append((orStack, hard))
-            self.info("Round %d trains on %d particles (%d beyond the AND set) and %d picks "
-                      "the first round judged junk" % (roundNumber, len(positives),
-                                                       int((~isAnd[positives]).sum()), len(hard)))
-        config = TrainingConfig(architecture=architecture, max_epochs=maxEpochs,
-                                patience=patience, lr_patience=max(1, patience // 2),
-                                learning_rate=learningRate, batch_size=batchSize,
-                                seed=seed + 7 * (roundNumber - 1))
-        result = train_classifier([(orStack, positives)], negativeSources, config,
-                                  self._roundPath("model.keras", roundNumber, rounds),
-                                  self._roundPath("history.csv", roundNumber, rounds),
-                                  gpus=self._gpus())
-        trained = {"round": roundNumber, "epochs": result.epochs,
-                   "valAccuracy": result.val_accuracy, "valLoss": result.val_loss,
-                   "seconds": result.seconds, "nPositives": len(positives),
-                   "nHardNegatives": len(hard)}
-        history = [r for r in info.get("rounds", []) if r["round"] != roundNumber]
-        self._updateInfo(architecture=architecture, epochs=result.epochs,
-                         valAccuracy=result.val_accuracy, valLoss=result.val_loss,
-                         trainingSeconds=sum(r["seconds"] for r in history) + result.seconds,
-                         nTrainPositives=len(positives), nRounds=rounds,
-                         rounds=sorted(history + [trained], key=lambda r: r["round"]))
+        """Train one round (core.stages.training_stage)."""
+        stages.training_stage(self._runFolder(), roundNumber, stages.TrainingParams(
+            architecture=architecture, max_epochs=maxEpochs, patience=patience,
+            learning_rate=learningRate, batch_size=batchSize, seed=seed, rounds=rounds),
+            gpus=self._gpus())
 
     def scoreStep(self, roundNumber, rounds):
-        from ..core.scoring import score_stack
-
-        info = self._readInfo()
-        scores = score_stack(self._roundPath("model.keras", roundNumber, rounds),
-                             open_stack(self._path("or_particles.npy")),
-                             gpus=self._gpus(), seed=self.seed.get())
-        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        scores[np.isin(table.mic, info["skippedMicIds"])] = np.nan
-        self._saveArray(self._roundPath("cnn_scores.npy", roundNumber, rounds), scores)
+        stages.scoring_stage(self._runFolder(), roundNumber, rounds, seed=self.seed.get(),
+                             gpus=self._gpus())
 
     def rankStep(self, combine):
         """The final score: the network's, or its combination with the pickers' agreement."""
-        table = pipeline.CoordinateTable.load(self._path("consensus.npz"))
-        cnn = np.load(self._path("cnn_scores.npy"))
-        if combine:
-            scores, model = self._agreement(cnn, table)
-            agreement = {"sensitivity": model.sensitivity.tolist(),
-                         "falsePickRate": model.false_pick_rate.tolist(),
-                         "prior": model.prior}
-        else:
-            scores, agreement = cnn, None
-        self._saveArray(self._path("scores.npy"), scores)
-        self._updateInfo(autoThreshold=automatic_threshold(scores), agreement=agreement)
+        stages.ranking_stage(self._runFolder(), combine)
 
     def createOutputStep(self, thresholdMode, threshold, minDistancePx):
-        self._updateInfo(minDistancePx=minDistancePx)
-        results = RunResults(self._getExtraPath())
-        if thresholdMode == self.THRESHOLD_AUTOMATIC:
-            threshold = results.autoThreshold
-        split = registerSplit(self, self, results, threshold)
-        self._updateInfo(threshold=threshold, thresholdMode=["fixed", "automatic"][thresholdMode],
-                         nRetained=len(split.retained), nPruned=len(split.pruned),
-                         nDuplicates=split.n_duplicates)
+        automatic = thresholdMode == self.THRESHOLD_AUTOMATIC
+        split = stages.split_stage(self._runFolder(), None if automatic else threshold,
+                                   minDistancePx)
+        registerSplit(self, self, RunResults(self._getExtraPath()), split)
 
     # -------------------------- INFO functions -------------------------------
     def _validate(self):
@@ -559,85 +332,76 @@ class ProtDeepConsensus(ProtParticles):
         return [message for ok, message in checks if not ok]
 
     def _summary(self):
-        return summaryLines(self._readInfo())
+        return stages.summary_lines(self._runFolder().info())
 
     def _methods(self):
-        info = self._readInfo()
-        if "nRetained" not in info:
+        info = self._runFolder().info()
+        if info.split is None:
             return ["Deep Consensus has not produced outputs yet."]
+        consensus, negatives = info.consensus, info.negatives
         text = ("The coordinates of %d pickers were pruned with Deep Consensus "
                 "[SanchezGarcia2018]: a %s convolutional network trained on the %d "
                 "coordinates picked by at least %d pickers (radius %.1f px) against %d "
                 "negative boxes (%d of them off-centre on particles) scored the %d "
                 "coordinates picked by any"
-                % (info["nPickers"], info["architecture"], info["nAnd"], info["minVotes"],
-                   info["radiusPx"], info["nNegRandom"] + info.get("nNegOffCentre", 0)
-                   + info["nNegUserCoords"] + info["nNegUserParticles"],
-                   info.get("nNegOffCentre", 0), info["nOr"]))
-        if info.get("nRounds", 1) > 1:
+                % (consensus.n_pickers, info.training.architecture, consensus.n_and,
+                   consensus.min_votes, consensus.radius_px,
+                   negatives.n_random + negatives.n_offcentre + negatives.n_user_coordinates
+                   + info.extraction.n_user_particles, negatives.n_offcentre, consensus.n_or))
+        if info.training.n_rounds > 1:
             text += (", retrained once with the first round's confident decisions as extra "
                      "particles and negatives")
-        if info.get("agreement"):
+        if info.ranking.agreement is not None:
             text += ("; its score was combined with the pickers' votes, each picker weighted "
                      "by its reliability estimated by EM (Dawid and Skene, 1979)")
         text += ("; %d coordinates with a score of at least %.2f were kept"
-                 % (info["nRetained"], info["threshold"]))
-        if info.get("minDistancePx"):
+                 % (info.split.n_retained, info.split.threshold))
+        if info.split.min_distance_px:
             text += (", none closer than %.0f px to a better-scored one"
-                     % info["minDistancePx"])
+                     % info.split.min_distance_px)
         return [text + "."]
 
     def _citations(self):
         return ["SanchezGarcia2018"]
 
     # -------------------------- UTILS functions ------------------------------
-    def _minVotes(self):
-        nSets = len(self.inputCoordinates)
-        rule = self.andRule.get()
-        if rule == self.AND_ALL:
-            return nSets
-        if rule == self.AND_MAJORITY:
-            return nSets // 2 + 1
-        return self.minVotes.get()
+    def _runFolder(self):
+        """The run folder (core.run_folder) the stages keep their files and record in."""
+        return RunFolder(self._getExtraPath())
 
-    def _usesAgreementMethod(self):
-        return self.method.get() == self.METHOD_AGREEMENT
+    def _minVotes(self):
+        rules = {self.AND_ALL: stages.AND_ALL, self.AND_AT_LEAST: stages.AND_AT_LEAST,
+                 self.AND_MAJORITY: stages.AND_MAJORITY}
+        return stages.min_votes_for(rules[self.andRule.get()], len(self.inputCoordinates),
+                                    self.minVotes.get())
+
+    def _options(self):
+        method = [stages.METHOD_AGREEMENT, stages.METHOD_PUBLISHED][self.method.get()]
+        return stages.MethodOptions.for_method(method, self.offCentreNegatives.get(),
+                                               self.selfTraining.get(),
+                                               self.combineVotes.get())
 
     def _offCentre(self):
-        return self._usesAgreementMethod() and self.offCentreNegatives.get()
+        return self._options().offcentre_negatives
 
     def _rounds(self):
-        return 2 if self._usesAgreementMethod() and self.selfTraining.get() else 1
+        return self._options().rounds
 
     def _combine(self):
-        return self._usesAgreementMethod() and self.combineVotes.get()
+        return self._options().combine_votes
 
     def _minDistancePx(self):
         """The minimum distance in pixels of the first input set (default: a share of the box)."""
-        box = self._inputSets()[0].getBoxSize() or 0
-        if self.minDistance.get() < 0:
-            return DEFAULT_MIN_DISTANCE * box
-        sampling = convert.samplingRate(self._inputSets()[0]) or 1.0
-        return self.minDistance.get() / sampling
-
-    def _roundPath(self, name, roundNumber, rounds):
-        """A round's file; the last round's is the run's (model.keras, history.csv, ...)."""
-        if roundNumber == rounds:
-            return self._path(name)
-        root, ext = os.path.splitext(name)
-        return self._path("%s_round%d%s" % (root, roundNumber, ext))
-
-    def _saveArray(self, path, values):
-        tmp = path + ".tmp.npy"
-        np.save(tmp, values)
-        os.replace(tmp, path)
-
-    def _agreement(self, cnnScores, table):
-        """Posterior of the pickers' votes and the network's score (core.agreement)."""
-        return dawid_skene(table.voters, score_logit(cnnScores))
+        first = self._inputSets()[0]
+        return stages.min_distance_px(self.minDistance.get(), first.getBoxSize() or 0,
+                                      convert.samplingRate(first))
 
     def _inputSets(self):
         return [pointer.get() for pointer in self.inputCoordinates]
+
+    def _consensusInput(self):
+        return convert.consensusInput(self._inputSets(),
+                                      [self._setName(p) for p in self.inputCoordinates])
 
     def _inputSignature(self):
         return ";".join("%s:%s" % (self._setName(p), p.get().getSize())
@@ -664,48 +428,14 @@ class ProtDeepConsensus(ProtParticles):
     def _gpus(self):
         return self.getGpuList() if self.usesGpu() else []
 
-    def _path(self, name):
-        return self._getExtraPath(name)
-
-    def _micrographs(self):
-        return {int(k): tuple(v) for k, v in self._readJson("micrographs.json").items()}
-
-    def _readJson(self, name):
-        path = self._path(name)
-        if not os.path.exists(path):
-            return {}
-        with open(path) as handle:
-            return json.load(handle)
-
-    def _writeJson(self, name, data):
-        tmp = self._path(name + ".tmp")
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, self._path(name))
-
-    def _readInfo(self):
-        return self._readJson("info.json")
-
-    def _updateInfo(self, **values):
-        info = self._readInfo()
-        info.update(values)
-        self._writeJson("info.json", info)
-
-    def _userNegatives(self, userSet, info):
-        """Known-negative coordinates, mapped to the reference micrographs and pixel size."""
-        byName = {info[0]: micId for micId, info in self._micrographs().items()}
+    def _userNegatives(self, userSet):
+        """Known-negative coordinates, mapped to the run's micrographs and pixel size."""
+        run = self._runFolder()
+        byName = {m.name: m.mic_id for m in run.micrographs().values()}
+        reference = run.info().consensus.sampling_rate
         theirs = convert.micrographsByName(userSet.getMicrographs())
         idToName = {info[0]: name for name, info in theirs.items()}
         picks = convert.coordinatesByMicrograph(userSet, idToName)
-        sampling = convert.samplingRate(userSet)
-        factor = (sampling or info["samplingRate"]) / (info["samplingRate"] or 1.0)
+        factor = (convert.samplingRate(userSet) or reference or 1.0) / (reference or 1.0)
         known = {byName[n]: xy * factor for n, xy in picks.items() if n in byName}
         return pipeline.CoordinateTable.from_picks(known)
-
-    def _readUserParticles(self, particles, stack, offset, size, invert, chunk=5000):
-        """Known-negative particle images into the end of the negative stack, in chunks."""
-        items = [(p.getIndex() or 1, p.getFileName()) for p in particles.iterItems()]
-        for first in range(0, len(items), chunk):
-            images = extraction.read_particle_images(items[first:first + chunk], size, invert)
-            stack[offset + first:offset + first + len(images)] = images
-        self.info("Added %d known negative particles" % len(items))

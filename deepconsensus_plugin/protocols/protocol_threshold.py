@@ -64,13 +64,14 @@ class ProtDeepConsensusThreshold(ProtParticles):
         dcRun = self.inputRun.get()
         results = RunResults(dcRun._getExtraPath())
         threshold = results.autoThreshold if mode == self.THRESHOLD_AUTO else value
-        split = registerSplit(self, dcRun, results, threshold)
-        table = results.table
+        split = results.split(threshold)
+        registerSplit(self, dcRun, results, split)
+        table, training = results.table, results.info.training
         summary = {"threshold": float(threshold), "automatic": mode == self.THRESHOLD_AUTO,
                    "nRetained": len(split.retained), "nPruned": len(split.pruned),
                    "nDuplicates": split.n_duplicates, "minDistancePx": results.minDistancePx,
                    "nUnscored": len(table) - len(split.retained) - len(split.pruned),
-                   "valAccuracy": results.info.get("valAccuracy")}
+                   "valAccuracy": training.last.val_accuracy if training else None}
         with open(self._getExtraPath("threshold.json"), "w") as handle:
             json.dump(summary, handle, indent=1)
 

@@ -17,6 +17,7 @@ from pyworkflow.viewer import DESKTOP_TKINTER, MSG_ERROR, MessageView, ProtocolV
 
 from ..core import plots
 from ..core.extraction import read_micrograph
+from ..core.run_folder import RunFolder
 from ..protocols import ProtDeepConsensus, ProtDeepConsensusThreshold
 from ..results import RunResults
 
@@ -121,7 +122,7 @@ class DeepConsensusViewer(ProtocolViewer):
         history = self._results.history()
         if not history:
             return [self._error("This run has no training history (%s)."
-                                % self._results.path("history.csv"))]
+                                % self._results.path(RunFolder.HISTORY))]
         return self._plot(plots.training_curves, "Deep Consensus training", history)
 
     def _showGallery(self, paramName):
@@ -144,7 +145,7 @@ class DeepConsensusViewer(ProtocolViewer):
         xy = results.table.xy[rows]
         return self._plot(plots.micrograph_overlay, "Deep Consensus picks",
                           read_micrograph(path), xy[retained], xy[scored & ~retained],
-                          results.info["box"],
+                          results.box,
                           title="%s (threshold %.2f)" % (name, self.viewThreshold.get()))
 
     def _showPickers(self, paramName=None):
@@ -207,7 +208,7 @@ class DeepConsensusViewer(ProtocolViewer):
     def _micrographChoices(self):
         """(micId, name, absolute path) of the run's micrographs, in id order."""
         results = self._results
-        return [(micId, results.micrographs[micId][0], results.micrographPath(micId))
+        return [(micId, results.micrographName(micId), results.micrographPath(micId))
                 for micId in sorted(results.micrographs)]
 
     def _plot(self, draw, windowTitle, *args, **kwargs):

@@ -1,0 +1,322 @@
+"""The files of one Deep Consensus run, and the typed record of what its stages found.
+
+A run folder (Scipion's ``extra/`` folder of a deep-consensus run, or the
+``--out`` folder of the ``deepconsensus`` command) holds everything the
+stages pass to each other: the consensus table, the negatives, the particle
+stacks, each round's model, history and scores, the final scores, the
+micrographs and ``info.json``.  :class:`RunFolder` is the only code that
+names these files, writes them (atomically: a temporary file moved into
+place, so an interrupted stage leaves the previous file or none) and reads
+them back, so that any stage can start from a folder a previous one filled.
+
+``info.json`` holds a :class:`RunInfo`: one typed section per stage (counts,
+parameters, timings) and a schema version.  Stages replace their own
+section; nothing else writes the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .pipeline import CoordinateTable
+
+SCHEMA_VERSION = 1
+"""Version of ``info.json``'s layout; a folder written with another one is refused."""
+
+
+class RunFolderError(ValueError):
+    """A run folder that lacks what a stage needs, or holds files of another layout."""
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    """A micrograph of a run: ``mic_id`` its index in the tables, ``name`` the name inputs
+    are matched by, ``path`` its file, ``label`` how outputs name it (Scipion's micName,
+    RELION's ``_rlnMicrographName`` as the micrographs STAR file spells it)."""
+
+    mic_id: int
+    name: str
+    path: str
+    label: str
+
+
+# ------------------------------------------------------------------ stage records
+
+@dataclass
+class ConsensusInfo:
+    n_pickers: int
+    picker_names: List[str]
+    n_micrographs: int
+    box: int
+    sampling_rate: Optional[float]
+    radius_px: float
+    min_votes: int
+    n_or: int
+    n_and: int
+    votes_histogram: List[int]
+    picker_counts: List[int]
+    ignored_micrograph_entries: int = 0
+    other_box_sizes: List[int] = field(default_factory=list)
+    rescaled_sets: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class NegativesInfo:
+    n_random: int
+    n_offcentre: int
+    n_user_coordinates: int
+    seed: int
+    seconds: float = 0.0
+
+
+@dataclass
+class ExtractionInfo:
+    network_size: int
+    invert: bool
+    n_crossing_border: int
+    skipped_micrographs: List[str]
+    skipped_mic_ids: List[int]
+    n_user_particles: int
+    seconds: float
+
+
+@dataclass
+class RoundInfo:
+    round: int
+    epochs: int
+    val_accuracy: float
+    val_loss: float
+    seconds: float
+    n_positives: int
+    n_hard_negatives: int
+    scoring_seconds: Optional[float] = None
+
+
+@dataclass
+class TrainingInfo:
+    architecture: str
+    n_rounds: int
+    rounds: List[RoundInfo] = field(default_factory=list)
+
+    @property
+    def last(self) -> Optional[RoundInfo]:
+        return self.rounds[-1] if self.rounds else None
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.rounds)
+
+
+@dataclass
+class AgreementInfo:
+    sensitivity: List[float]
+    false_pick_rate: List[float]
+    prior: float
+
+
+@dataclass
+class RankingInfo:
+    auto_threshold: Optional[float]
+    agreement: Optional[AgreementInfo] = None
+
+
+@dataclass
+class SplitInfo:
+    threshold: float
+    threshold_mode: str
+    min_distance_px: float
+    n_retained: int
+    n_pruned: int
+    n_duplicates: int
+    n_unscored: int = 0
+
+
+_SECTIONS = {"consensus": ConsensusInfo, "negatives": NegativesInfo,
+             "extraction": ExtractionInfo, "training": TrainingInfo, "ranking": RankingInfo,
+             "split": SplitInfo}
+
+
+@dataclass
+class RunInfo:
+    """What each stage of a run found; a section is None until its stage has run."""
+
+    schema_version: int = SCHEMA_VERSION
+    consensus: Optional[ConsensusInfo] = None
+    negatives: Optional[NegativesInfo] = None
+    extraction: Optional[ExtractionInfo] = None
+    training: Optional[TrainingInfo] = None
+    ranking: Optional[RankingInfo] = None
+    split: Optional[SplitInfo] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], source: str = "info.json") -> "RunInfo":
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RunFolderError("%s: run record of schema version %s, this version of Deep "
+                                 "Consensus reads version %d; run the stages again"
+                                 % (source, version, SCHEMA_VERSION))
+        info = cls()
+        for name, kind in _SECTIONS.items():
+            section = data.get(name)
+            if section is None:
+                continue
+            values = dict(section)
+            if kind is TrainingInfo:
+                values["rounds"] = [RoundInfo(**r) for r in values.get("rounds", [])]
+            if kind is RankingInfo and values.get("agreement") is not None:
+                values["agreement"] = AgreementInfo(**values["agreement"])
+            try:
+                setattr(info, name, kind(**values))
+            except TypeError as error:
+                raise RunFolderError("%s: section %r does not match this version (%s)"
+                                     % (source, name, error)) from error
+        return info
+
+
+# ------------------------------------------------------------------ the folder
+
+class RunFolder:
+    """The files of one run in ``path``; every stage reads and writes them through here."""
+
+    CONSENSUS = "consensus.npz"
+    NEGATIVES = "negatives.npz"
+    MICROGRAPHS = "micrographs.json"
+    INFO = "info.json"
+    OR_PARTICLES = "or_particles.npy"
+    NEG_PARTICLES = "neg_particles.npy"
+    MODEL = "model.keras"
+    HISTORY = "history.csv"
+    CNN_SCORES = "cnn_scores.npy"
+    SCORES = "scores.npy"
+
+    #: What a new threshold needs: the run got to its final scores.
+    SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)
+
+    def __init__(self, path: str):
+        self.path = os.fspath(path)
+
+    def __repr__(self) -> str:
+        return "RunFolder(%r)" % self.path
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @staticmethod
+    def round_name(name: str, round_number: int, rounds: int) -> str:
+        """A round's file name; the last round's is the run's (model.keras, history.csv...),
+        earlier ones are ``model_round1.keras`` etc."""
+        if round_number == rounds:
+            return name
+        root, ext = os.path.splitext(name)
+        return "%s_round%d%s" % (root, round_number, ext)
+
+    def round_file(self, name: str, round_number: int, rounds: int) -> str:
+        return self.file(self.round_name(name, round_number, rounds))
+
+    def has(self, *names: str) -> bool:
+        return all(os.path.exists(self.file(name)) for name in names)
+
+    def require(self, *names: str, stage: str = "this stage") -> None:
+        missing = [name for name in names if not os.path.exists(self.file(name))]
+        if missing:
+            raise RunFolderError("%s lacks %s, which %s needs: run the stages before it first"
+                                 % (self.path, ", ".join(missing), stage))
+
+    def is_scored(self) -> bool:
+        return self.has(*self.SCORED)
+
+    # -- writing -----------------------------------------------------------
+    def _atomic(self, name: str, suffix: str = ".tmp"):
+        os.makedirs(self.path, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".%s." % name, suffix=suffix)
+        os.close(handle)
+        return temporary
+
+    def _replace(self, temporary: str, name: str) -> None:
+        os.replace(temporary, self.file(name))
+
+    def write_json(self, name: str, data: Any) -> None:
+        temporary = self._atomic(name)
+        try:
+            with open(temporary, "w") as handle:
+                json.dump(data, handle, indent=1)
+            self._replace(temporary, name)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def write_array(self, name: str, values: np.ndarray) -> None:
+        temporary = self._atomic(name, ".npy")
+        try:
+            np.save(temporary, values)
+            self._replace(temporary, name)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def write_table(self, name: str, table: CoordinateTable) -> None:
+        temporary = self._atomic(name, ".npz")
+        try:
+            table.save(temporary)
+            self._replace(temporary, name)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def write_micrographs(self, micrographs: List[Micrograph]) -> None:
+        self.write_json(self.MICROGRAPHS, [dataclasses.asdict(m) for m in micrographs])
+
+    def write_info(self, info: RunInfo) -> None:
+        self.write_json(self.INFO, info.to_dict())
+
+    def update_info(self, **sections: Any) -> RunInfo:
+        """Replace the given sections of the run record (``consensus=ConsensusInfo(...)``)."""
+        info = self.info()
+        for name, value in sections.items():
+            if name not in _SECTIONS:
+                raise KeyError("no run record section %r" % name)
+            setattr(info, name, value)
+        self.write_info(info)
+        return info
+
+    # -- reading -----------------------------------------------------------
+    def info(self) -> RunInfo:
+        """The run record (empty before the first stage)."""
+        if not self.has(self.INFO):
+            return RunInfo()
+        with open(self.file(self.INFO)) as handle:
+            return RunInfo.from_dict(json.load(handle), self.file(self.INFO))
+
+    def micrographs(self) -> Dict[int, Micrograph]:
+        """mic_id -> :class:`Micrograph` of the run's micrographs."""
+        self.require(self.MICROGRAPHS, stage="reading the micrographs")
+        with open(self.file(self.MICROGRAPHS)) as handle:
+            records = [Micrograph(**m) for m in json.load(handle)]
+        return {m.mic_id: m for m in records}
+
+    def table(self, name: str = CONSENSUS) -> CoordinateTable:
+        self.require(name, stage="reading %s" % name)
+        return CoordinateTable.load(self.file(name))
+
+    def consensus(self) -> CoordinateTable:
+        return self.table(self.CONSENSUS)
+
+    def negatives(self) -> CoordinateTable:
+        return self.table(self.NEGATIVES)
+
+    def array(self, name: str) -> np.ndarray:
+        self.require(name, stage="reading %s" % name)
+        return np.load(self.file(name))
+
+    def scores(self) -> np.ndarray:
+        return self.array(self.SCORES)

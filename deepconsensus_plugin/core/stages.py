@@ -1,0 +1,525 @@
+"""The Deep Consensus pipeline, written once: one function per stage on a run folder.
+
+Scipion's steps (``ProtDeepConsensus``), the ``deepconsensus`` command and the
+benchmarks all call these functions, in this order::
+
+    consensus_stage -> negatives_stage -> extraction_stage
+        -> (training_stage -> scoring_stage) per round -> ranking_stage -> split_stage
+
+Each stage reads what the previous ones left in the :class:`.RunFolder`,
+writes its own files and its section of the run record (:class:`.RunInfo`),
+and returns that section.  The front ends only gather the inputs (Scipion
+sets, or files on disk) into the plain records below and present the results.
+
+The method's policy lives here too (how many negatives, where off-centre
+negatives go, how the learning rate follows the patience, which decisions
+a second round learns from), so that no front end holds a copy of it.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import extraction, pipeline
+from .agreement import dawid_skene, score_logit
+from .model import DEFAULT_SIZE
+from .pipeline import CoordinateTable
+from .run_folder import (AgreementInfo, ConsensusInfo, ExtractionInfo, Micrograph,
+                         NegativesInfo, RankingInfo, RoundInfo, RunFolder, RunFolderError,
+                         SplitInfo, TrainingInfo)
+from .selection import DEFAULT_MIN_DISTANCE, Split, split_scores
+from .stack import create_stack, open_stack
+from .thresholds import automatic_threshold
+
+logger = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------ policy
+
+MIN_POSITIVES = 100
+"""Fewer AND particles than this cannot train a classifier that generalises."""
+OFFCENTRE_SHIFT = 0.3
+"""Off-centre negatives lie this fraction of the box from a positive: about half a
+particle diameter for the usual box, so the box shows the particle's edge."""
+OFFCENTRE_CLEARANCE = 0.2
+"""...and at least this fraction of the box from every pick, so they centre on no particle."""
+SELF_TRAINING_CONFIDENCE = 0.9
+"""The second round learns from OR coordinates whose first-round combined score is at
+least this (particles) or at most one minus this (what the pickers picked by mistake)."""
+ROUND_SEED_STEP = 7
+"""Round r trains with seed + 7 (r - 1): a new split and initialisation, reproducibly."""
+USER_PARTICLE_CHUNK = 5000
+"""Known-negative particle images are read this many at a time."""
+
+METHOD_AGREEMENT = "agreement"
+"""Network and picker agreement: off-centre negatives, a second round, votes combined."""
+METHOD_PUBLISHED = "published"
+"""As published (Sanchez-Garcia et al. 2018): random negatives, one round, network alone."""
+METHODS = (METHOD_AGREEMENT, METHOD_PUBLISHED)
+
+AND_ALL = "all"
+AND_AT_LEAST = "at-least"
+AND_MAJORITY = "majority"
+AND_RULES = (AND_ALL, AND_AT_LEAST, AND_MAJORITY)
+
+
+def lr_patience(patience: int) -> int:
+    """Epochs without a better validation loss before the learning rate drops tenfold:
+    half the early-stopping patience, so the lower rate gets a chance before stopping."""
+    return max(1, patience // 2)
+
+
+def min_votes_for(and_rule: str, n_pickers: int, k: int = 2) -> int:
+    """The votes an AND (positive) coordinate needs under ``and_rule``."""
+    if and_rule == AND_ALL:
+        return n_pickers
+    if and_rule == AND_MAJORITY:
+        return n_pickers // 2 + 1
+    if and_rule == AND_AT_LEAST:
+        return k
+    raise ValueError("unknown AND rule %r (one of %s)" % (and_rule, ", ".join(AND_RULES)))
+
+
+def min_distance_px(min_distance_a: float, box: int, sampling_rate: Optional[float]) -> float:
+    """The minimum distance between retained particles in pixels: ``min_distance_a`` Å,
+    or with a negative value the default share of the box (:data:`DEFAULT_MIN_DISTANCE`)."""
+    if min_distance_a < 0:
+        return DEFAULT_MIN_DISTANCE * box
+    return min_distance_a / (sampling_rate or 1.0)
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """What the chosen method switches on; the published method switches all three off."""
+
+    offcentre_negatives: bool = True
+    self_training: bool = True
+    combine_votes: bool = True
+
+    @classmethod
+    def for_method(cls, method: str, offcentre_negatives: bool = True,
+                   self_training: bool = True, combine_votes: bool = True) -> "MethodOptions":
+        if method not in METHODS:
+            raise ValueError("unknown method %r (one of %s)" % (method, ", ".join(METHODS)))
+        agreement = method == METHOD_AGREEMENT
+        return cls(agreement and offcentre_negatives, agreement and self_training,
+                   agreement and combine_votes)
+
+    @property
+    def rounds(self) -> int:
+        return 2 if self.self_training else 1
+
+
+# ------------------------------------------------------------------ inputs and parameters
+
+ProgressFactory = Callable[[str, int, str], object]
+"""``factory(description, total, unit)`` returns a bar with ``update(n)`` and ``close()``
+(``tqdm`` fits); the stages use one for extraction, training and scoring when given."""
+
+
+@dataclass(frozen=True)
+class PickerInput:
+    """One picker's picks: micrograph id -> (n, 2) centres in the run's micrograph pixels."""
+
+    name: str
+    picks: Mapping[int, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ConsensusInput:
+    """What the front end gathered: micrographs, pickers in one pixel size, the box, and
+    notes for the summary (entries left out, other box sizes, rescaled sets)."""
+
+    micrographs: Sequence[Micrograph]
+    pickers: Sequence[PickerInput]
+    box: int
+    sampling_rate: Optional[float]
+    ignored_micrograph_entries: int = 0
+    other_box_sizes: Sequence[int] = ()
+    rescaled_sets: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class ConsensusParams:
+    radius: float = 0.1
+    """Picks closer than this fraction of the box are one particle."""
+    and_rule: str = AND_MAJORITY
+    k: int = 2
+    """The votes of the 'at-least' rule."""
+
+
+@dataclass(frozen=True)
+class NegativeParams:
+    ratio: float = 1.0
+    """Random negatives per AND particle."""
+    distance: float = 0.5
+    """Random negatives keep this fraction of the box from every pick."""
+    offcentre: bool = True
+    seed: int = 0
+    skip_bad_micrographs: bool = False
+
+
+@dataclass(frozen=True)
+class ExtractionParams:
+    network_size: int = DEFAULT_SIZE
+    invert: bool = False
+    skip_bad_micrographs: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    architecture: str = "fast"
+    max_epochs: int = 30
+    patience: int = 4
+    learning_rate: float = 1e-4
+    batch_size: int = 64
+    seed: int = 0
+    rounds: int = 2
+
+    def config(self, round_number: int):
+        """The :class:`.training.TrainingConfig` of one round (the policy above)."""
+        from .training import TrainingConfig
+
+        return TrainingConfig(architecture=self.architecture, max_epochs=self.max_epochs,
+                              patience=self.patience, lr_patience=lr_patience(self.patience),
+                              learning_rate=self.learning_rate, batch_size=self.batch_size,
+                              seed=self.seed + ROUND_SEED_STEP * (round_number - 1))
+
+
+def _bar(progress: Optional[ProgressFactory], description: str, total: int, unit: str):
+    return progress(description, total, unit) if progress is not None else None
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
+def _update(bar) -> Optional[Callable[[int], None]]:
+    return bar.update if bar is not None else None
+
+
+# ------------------------------------------------------------------ stages
+
+def consensus_stage(run: RunFolder, inputs: ConsensusInput,
+                    params: ConsensusParams = ConsensusParams()) -> ConsensusInfo:
+    """Merge the pickers into the OR table (``consensus.npz``) with each coordinate's voters,
+    and record the micrographs (``micrographs.json``)."""
+    start = time.perf_counter()
+    n_pickers = len(inputs.pickers)
+    if n_pickers < 2:
+        raise ValueError("Deep consensus needs the picks of at least two pickers; %d given"
+                         % n_pickers)
+    min_votes = min_votes_for(params.and_rule, n_pickers, params.k)
+    if not 1 <= min_votes <= n_pickers:
+        raise ValueError("k must be between 1 and the number of pickers (%d), got %d"
+                         % (n_pickers, min_votes))
+    radius_px = params.radius * inputs.box
+    table = pipeline.consensus_table([p.picks for p in inputs.pickers], radius_px)
+    run.write_table(run.CONSENSUS, table)
+    run.write_micrographs(list(inputs.micrographs))
+    votes = table.votes
+    info = ConsensusInfo(
+        n_pickers=n_pickers, picker_names=[p.name for p in inputs.pickers],
+        n_micrographs=len(inputs.micrographs), box=int(inputs.box),
+        sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
+        n_or=len(table), n_and=int((votes >= min_votes).sum()),
+        votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
+        picker_counts=[int(c) for c in table.voters.sum(axis=0)],
+        ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
+        other_box_sizes=[int(b) for b in inputs.other_box_sizes],
+        rescaled_sets=list(inputs.rescaled_sets), seconds=time.perf_counter() - start)
+    run.update_info(consensus=info)
+    logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
+                n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
+    return info
+
+
+def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
+                    known: Optional[CoordinateTable] = None) -> NegativesInfo:
+    """Random negatives (``ratio`` per AND particle), off-centre ones around the AND
+    particles, and ``known`` non-particle coordinates, into ``negatives.npz``."""
+    start = time.perf_counter()
+    consensus = _section(run, "consensus")
+    table = run.consensus()
+    shapes = {}
+    for mic in run.micrographs().values():
+        try:
+            shapes[mic.mic_id] = extraction.micrograph_shape(mic.path)
+        except extraction.MicrographError as error:
+            if not params.skip_bad_micrographs:
+                raise
+            logger.warning("No negatives from %s (extraction will skip it)", error)
+    box = consensus.box
+    total = int(round(params.ratio * consensus.n_and))
+    parts = [pipeline.negatives_table(table, shapes, box, total, params.distance * box,
+                                      params.seed)]
+    n_random = len(parts[0])
+    n_offcentre = 0
+    if params.offcentre:
+        positives = table.subset(np.flatnonzero(table.votes >= consensus.min_votes))
+        parts.append(pipeline.offcentre_table(positives, table, shapes, OFFCENTRE_SHIFT * box,
+                                              OFFCENTRE_CLEARANCE * box, params.seed + 1))
+        n_offcentre = len(parts[-1])
+    if known is not None:
+        parts.append(known)
+    negatives = pipeline.merge_tables(*parts)
+    run.write_table(run.NEGATIVES, negatives)
+    info = NegativesInfo(n_random=n_random, n_offcentre=n_offcentre,
+                         n_user_coordinates=len(negatives) - n_random - n_offcentre,
+                         seed=params.seed, seconds=time.perf_counter() - start)
+    run.update_info(negatives=info)
+    logger.info("Negatives: %d random, %d off-centre, %d given as coordinates",
+                info.n_random, info.n_offcentre, info.n_user_coordinates)
+    return info
+
+
+def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams(),
+                     known_particles: Sequence[Tuple[int, str]] = (),
+                     progress: Optional[ProgressFactory] = None) -> ExtractionInfo:
+    """Cut, downsample and normalise the OR and negative boxes into the two stacks;
+    ``known_particles`` ((1-based index, file) of non-particle images) end the negatives."""
+    consensus = _section(run, "consensus")
+    paths = {m.mic_id: m.path for m in run.micrographs().values()}
+    box, size = consensus.box, params.network_size
+    table, negatives = run.consensus(), run.negatives()
+    n_user = len(known_particles)
+    bar = _bar(progress, "Extracting", len(table) + len(negatives) + n_user, "particle")
+    try:
+        logger.info("Extracting %d OR particles (box %d px -> %d px)", len(table), box, size)
+        or_stack = create_stack(run.file(run.OR_PARTICLES), len(table), size)
+        report = extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), or_stack,
+                                             box, params.invert, params.skip_bad_micrographs,
+                                             on_progress=_update(bar))
+        or_stack.close()
+        logger.info("Extracting %d negative particles", len(negatives) + n_user)
+        neg_stack = create_stack(run.file(run.NEG_PARTICLES), len(negatives) + n_user, size)
+        neg_report = extraction.extract_to_stack(
+            pipeline.extraction_jobs(negatives, paths), neg_stack, box, params.invert,
+            params.skip_bad_micrographs, on_progress=_update(bar))
+        for first in range(0, n_user, USER_PARTICLE_CHUNK):
+            chunk = known_particles[first:first + USER_PARTICLE_CHUNK]
+            images = extraction.read_particle_images(chunk, size, params.invert)
+            offset = len(negatives) + first
+            neg_stack[offset:offset + len(images)] = images
+            if bar is not None:
+                bar.update(len(images))
+        neg_stack.close()
+    finally:
+        _close(bar)
+    skipped = sorted(set(report.skipped_micrographs) | set(neg_report.skipped_micrographs))
+    info = ExtractionInfo(network_size=size, invert=params.invert,
+                          n_crossing_border=report.n_crossing_border,
+                          skipped_micrographs=skipped,
+                          skipped_mic_ids=[m for m, p in paths.items() if p in skipped],
+                          n_user_particles=n_user,
+                          seconds=report.seconds + neg_report.seconds)
+    run.update_info(extraction=info)
+    return info
+
+
+def agreement_posterior(voters: np.ndarray, cnn_scores: np.ndarray):
+    """Posterior of the pickers' votes and the network's score, and the EM model."""
+    return dawid_skene(voters, score_logit(cnn_scores))
+
+
+def training_stage(run: RunFolder, round_number: int, params: TrainingParams = TrainingParams(),
+                   gpus: Sequence[int] = (),
+                   progress: Optional[ProgressFactory] = None) -> RoundInfo:
+    """Train one round: AND vs negatives; a later round adds the first round's confident
+    decisions on the OR set (particles to the positives, junk to the negatives)."""
+    from .training import train_classifier
+
+    consensus = _section(run, "consensus")
+    skipped = _section(run, "extraction")
+    table, negatives = run.consensus(), run.negatives()
+    usable = ~np.isin(table.mic, skipped.skipped_mic_ids)
+    is_and = table.votes >= consensus.min_votes
+    positives = np.flatnonzero(usable & is_and)
+    if len(positives) < MIN_POSITIVES:
+        raise ValueError(
+            "Only %d coordinates were picked by at least %d pickers (the AND set): too few "
+            "to train on (at least %d are needed). Use 'picked by at least k pickers' with a "
+            "lower k (command line: --and-rule at-least --k K), a larger consensus radius, "
+            "or check that the pickers' coordinates are on the same micrographs and pixel "
+            "size."
+            % (len(positives), consensus.min_votes, MIN_POSITIVES))
+    or_stack = open_stack(run.file(run.OR_PARTICLES))
+    neg_stack = open_stack(run.file(run.NEG_PARTICLES))
+    neg_usable = np.concatenate([~np.isin(negatives.mic, skipped.skipped_mic_ids),
+                                 np.ones(skipped.n_user_particles, dtype=bool)])
+    negative_sources = [(neg_stack, np.flatnonzero(neg_usable))]
+    hard = np.empty(0, dtype=np.int64)
+    if round_number > 1:
+        first = run.array(run.round_name(run.CNN_SCORES, 1, params.rounds))
+        posterior, _ = agreement_posterior(table.voters, first)
+        positives, hard = pipeline.self_training_rows(posterior, is_and, usable,
+                                                      SELF_TRAINING_CONFIDENCE)
+        negative_sources.append((or_stack, hard))
+        logger.info("Round %d trains on %d particles (%d beyond the AND set) and %d picks "
+                    "the first round judged junk", round_number, len(positives),
+                    int((~is_and[positives]).sum()), len(hard))
+    bar = _bar(progress, "Training round %d" % round_number, params.max_epochs, "epoch")
+    try:
+        result = train_classifier([(or_stack, positives)], negative_sources,
+                                  params.config(round_number),
+                                  run.round_file(run.MODEL, round_number, params.rounds),
+                                  run.round_file(run.HISTORY, round_number, params.rounds),
+                                  gpus=list(gpus), on_epoch=_update(bar))
+    finally:
+        _close(bar)
+    trained = RoundInfo(round=round_number, epochs=result.epochs,
+                        val_accuracy=result.val_accuracy, val_loss=result.val_loss,
+                        seconds=result.seconds, n_positives=len(positives),
+                        n_hard_negatives=len(hard))
+    previous = run.info().training
+    rounds = [r for r in (previous.rounds if previous else []) if r.round < round_number]
+    run.update_info(training=TrainingInfo(architecture=params.architecture,
+                                          n_rounds=params.rounds, rounds=rounds + [trained]))
+    return trained
+
+
+def scoring_stage(run: RunFolder, round_number: int, rounds: int, seed: int = 0,
+                  gpus: Sequence[int] = (),
+                  progress: Optional[ProgressFactory] = None) -> np.ndarray:
+    """Score every OR box with the round's network (NaN on skipped micrographs)."""
+    from .scoring import score_stack
+
+    skipped = _section(run, "extraction")
+    stack = open_stack(run.file(run.OR_PARTICLES))
+    model = run.round_file(run.MODEL, round_number, rounds)
+    if not run.has(run.round_name(run.MODEL, round_number, rounds)):
+        raise RunFolderError("%s has no trained network for round %d: train first"
+                             % (run.path, round_number))
+    start = time.perf_counter()
+    bar = _bar(progress, "Scoring round %d" % round_number, len(stack), "particle")
+    try:
+        scores = score_stack(model, stack, gpus=list(gpus), seed=seed,
+                             on_progress=_update(bar))
+    finally:
+        _close(bar)
+    table = run.consensus()
+    scores[np.isin(table.mic, skipped.skipped_mic_ids)] = np.nan
+    run.write_array(run.round_name(run.CNN_SCORES, round_number, rounds), scores)
+    training = run.info().training
+    if training is not None:
+        for trained in training.rounds:
+            if trained.round == round_number:
+                trained.scoring_seconds = time.perf_counter() - start
+        run.update_info(training=training)
+    return scores
+
+
+def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
+    """The final score (``scores.npy``): the last round's network score, or its combination
+    with the pickers' votes (each picker weighted by its reliability, estimated by EM)."""
+    table = run.consensus()
+    cnn = run.array(run.CNN_SCORES)
+    agreement = None
+    if combine:
+        scores, model = agreement_posterior(table.voters, cnn)
+        agreement = AgreementInfo(sensitivity=model.sensitivity.tolist(),
+                                  false_pick_rate=model.false_pick_rate.tolist(),
+                                  prior=float(model.prior))
+    else:
+        scores = cnn
+    run.write_array(run.SCORES, scores)
+    info = RankingInfo(auto_threshold=automatic_threshold(scores), agreement=agreement)
+    run.update_info(ranking=info)
+    return info
+
+
+def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float) -> Split:
+    """Cut the final scores: retained at or above ``threshold`` (None: the automatic one)
+    and no closer than ``min_distance`` px to a better retained one; the rest pruned."""
+    run.require(*run.SCORED, stage="splitting the scores")
+    ranking = _section(run, "ranking")
+    automatic = threshold is None
+    if automatic:
+        threshold = ranking.auto_threshold
+    table, scores = run.consensus(), run.scores()
+    split = split_scores(scores, threshold, table.mic, table.xy, min_distance)
+    run.update_info(split=SplitInfo(
+        threshold=float(threshold), threshold_mode="automatic" if automatic else "fixed",
+        min_distance_px=float(min_distance), n_retained=len(split.retained),
+        n_pruned=len(split.pruned), n_duplicates=split.n_duplicates,
+        n_unscored=len(table) - len(split.retained) - len(split.pruned)))
+    return split
+
+
+def _section(run: RunFolder, name: str):
+    section = getattr(run.info(), name)
+    if section is None:
+        raise RunFolderError("%s has no %s results: run that stage first" % (run.path, name))
+    return section
+
+
+# ------------------------------------------------------------------ reporting
+
+def summary_lines(info) -> list:
+    """The run's summary, result first, from its :class:`.RunInfo`."""
+    consensus = info.consensus
+    if consensus is None:
+        return ["Not run yet."]
+    lines = ["Consensus of %d pickers on %d micrographs (radius %.1f px): OR %d, "
+             "AND (picked by >= %d) %d."
+             % (consensus.n_pickers, consensus.n_micrographs, consensus.radius_px,
+                consensus.n_or, consensus.min_votes, consensus.n_and)]
+    if consensus.ignored_micrograph_entries:
+        lines.append("Only micrographs common to all input sets were used; %d "
+                     "micrograph entries were left out." % consensus.ignored_micrograph_entries)
+    if consensus.other_box_sizes:
+        lines.append("The input sets have other box sizes too (%s px); the first set's "
+                     "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),
+                                         consensus.box))
+    if consensus.rescaled_sets:
+        lines.append("Rescaled to %.3f A/px: %s." % (consensus.sampling_rate,
+                                                    ", ".join(consensus.rescaled_sets)))
+    negatives, extracted = info.negatives, info.extraction
+    if negatives is not None:
+        lines.append("Negatives: %d random, %d off-centre, %d known coordinates, %d known "
+                     "particles." % (negatives.n_random, negatives.n_offcentre,
+                                     negatives.n_user_coordinates,
+                                     extracted.n_user_particles if extracted else 0))
+    if extracted is not None and extracted.skipped_micrographs:
+        lines.append("Skipped %d unreadable micrographs: %s."
+                     % (len(extracted.skipped_micrographs),
+                        ", ".join(extracted.skipped_micrographs)))
+    if extracted is not None and extracted.n_crossing_border:
+        lines.append("%d boxes crossed the micrograph border (filled with the mean)."
+                     % extracted.n_crossing_border)
+    training = info.training
+    for trained in (training.rounds if training else []):
+        line = ("Network '%s', round %d: %d epochs, validation accuracy %.3f"
+                % (training.architecture, trained.round, trained.epochs,
+                   trained.val_accuracy))
+        if trained.round > 1:
+            line += (" (%d particles, %d hard negatives from the first round)"
+                     % (trained.n_positives, trained.n_hard_negatives))
+        lines.append(line + ".")
+    if info.ranking is not None and info.ranking.agreement is not None:
+        agreement = info.ranking.agreement
+        lines.append("Score = network combined with picker agreement; per input set, "
+                     "sensitivity / false-pick rate: %s."
+                     % ", ".join("%.2f / %.2f" % pair for pair in
+                                 zip(agreement.sensitivity, agreement.false_pick_rate)))
+    split = info.split
+    if split is not None:
+        total = split.n_retained + split.n_pruned
+        result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
+            split.n_retained, total, 100.0 * split.n_retained / max(total, 1),
+            split.threshold_mode, split.threshold)
+        if training is not None and training.last is not None:
+            result += ", validation accuracy %.2f" % training.last.val_accuracy
+        pruned = "; pruned {:,}".format(split.n_pruned)
+        if split.n_duplicates:
+            pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
+                      "one)".format(split.n_duplicates, split.min_distance_px)
+        lines.insert(0, result + pruned + ".")  # the result first
+        if split.n_retained == 0 or split.n_pruned == 0:
+            lines.append("WARNING: every score is on one side of the threshold; check "
+                         "the training curves and the score histogram.")
+    return lines
