@@ -34,9 +34,11 @@ setup(
         "mrcfile>=1.4",
         "starfile>=0.5.13",
         "tensorflow>=2.16",
+        "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "vermin>=1.9"]},
-    entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"]},
+    entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"],
+                  "console_scripts": ["deepconsensus = deepconsensus_plugin.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Bio-Informatics",

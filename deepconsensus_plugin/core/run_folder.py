@@ -138,7 +138,33 @@ class SplitInfo:
     n_unscored: int = 0
 
 
-_SECTIONS = {"consensus": ConsensusInfo, "negatives": NegativesInfo,
+@dataclass
+class MethodInfo:
+    """The method a front end chose (:class:`.stages.MethodOptions`), so that later
+    stages run from another command (``deepconsensus score``) follow it."""
+
+    method: str
+    offcentre_negatives: bool
+    self_training: bool
+    combine_votes: bool
+
+
+@dataclass
+class ExportInfo:
+    """How the command line writes RELION files for this run: the micrographs' optics, the
+    box, the micrographs STAR file the picks belong to (None for a glob), and the files
+    last written."""
+
+    pixel_size: float
+    voltage: Optional[float]
+    spherical_aberration: Optional[float]
+    amplitude_contrast: Optional[float]
+    box: int
+    micrographs_star: Optional[str] = None
+    files: List[str] = field(default_factory=list)
+
+
+_SECTIONS = {"method": MethodInfo, "export": ExportInfo, "consensus": ConsensusInfo, "negatives": NegativesInfo,
              "extraction": ExtractionInfo, "training": TrainingInfo, "ranking": RankingInfo,
              "split": SplitInfo}
 
@@ -148,6 +174,8 @@ class RunInfo:
     """What each stage of a run found; a section is None until its stage has run."""
 
     schema_version: int = SCHEMA_VERSION
+    method: Optional[MethodInfo] = None
+    export: Optional[ExportInfo] = None
     consensus: Optional[ConsensusInfo] = None
     negatives: Optional[NegativesInfo] = None
     extraction: Optional[ExtractionInfo] = None
@@ -198,6 +226,10 @@ class RunFolder:
     HISTORY = "history.csv"
     CNN_SCORES = "cnn_scores.npy"
     SCORES = "scores.npy"
+    RETAINED_STAR = "retained.star"
+    PRUNED_STAR = "pruned.star"
+    COORDINATES = "coordinates"
+    PICKS_CSV = "picks.csv"
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)

@@ -18,17 +18,20 @@ a second round learns from), so that no front end holds a copy of it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import extraction, pipeline
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
+from .pick_inputs import Optics
+from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
-from .run_folder import (AgreementInfo, ConsensusInfo, ExtractionInfo, Micrograph,
+from .run_folder import (AgreementInfo, ConsensusInfo, ExportInfo, ExtractionInfo, Micrograph,
                          NegativesInfo, RankingInfo, RoundInfo, RunFolder, RunFolderError,
                          SplitInfo, TrainingInfo)
 from .selection import DEFAULT_MIN_DISTANCE, Split, split_scores
@@ -448,6 +451,54 @@ def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float)
         n_pruned=len(split.pruned), n_duplicates=split.n_duplicates,
         n_unscored=len(table) - len(split.retained) - len(split.pruned)))
     return split
+
+
+def scored_picks(run: RunFolder, split: Split) -> List[ScoredPicks]:
+    """The verdict of ``split`` per micrograph (micrographs named by their labels), in
+    micrograph order; rows without a score (skipped micrographs) are left out."""
+    table, scores = run.consensus(), run.scores()
+    kept = split.retained_mask()
+    scored = np.isfinite(scores)
+    votes = table.votes
+    rows_of = dict(table.per_micrograph())
+    picks = []
+    for mic_id, mic in sorted(run.micrographs().items()):
+        rows = rows_of.get(mic_id, np.empty(0, dtype=np.int64))
+        rows = rows[scored[rows]]
+        picks.append(ScoredPicks(mic.label, table.xy[rows], scores[rows], votes[rows],
+                                 kept[rows]))
+    return picks
+
+
+def export_stage(run: RunFolder, split: Split) -> ExportInfo:
+    """Write what RELION and cryoSPARC users import: ``retained.star`` and ``pruned.star``
+    (RELION 3.1+ particle STAR files with the score in ``_rlnAutopickFigureOfMerit``),
+    per-micrograph coordinate STAR files of the retained particles under
+    ``coordinates/`` (with RELION 4's list ``coordinates/deepconsensus.star``) and
+    ``picks.csv`` with every pick's score, votes and verdict."""
+    export = _section(run, "export")
+    if export.voltage is None or export.spherical_aberration is None:
+        raise RunFolderError("%s: the voltage and spherical aberration of the micrographs are "
+                             "unknown; RELION needs them in the optics table" % run.path)
+    optics = Optics(pixel_size=export.pixel_size, voltage=export.voltage,
+                    spherical_aberration=export.spherical_aberration,
+                    amplitude_contrast=export.amplitude_contrast)
+    picks = scored_picks(run, split)
+    retained = [p.subset(True) for p in picks]
+    write_particle_star(run.file(run.RETAINED_STAR), retained, optics=optics,
+                        box_size=export.box)
+    write_particle_star(run.file(run.PRUNED_STAR), [p.subset(False) for p in picks],
+                        optics=optics, box_size=export.box)
+    written = write_coordinate_stars(run.file(run.COORDINATES), retained,
+                                     micrographs_star=export.micrographs_star)
+    write_picks_csv(run.file(run.PICKS_CSV), picks)
+    files = [run.file(run.RETAINED_STAR), run.file(run.PRUNED_STAR),
+             os.fspath(written.coordinate_list)]
+    if written.suffix_file is not None:
+        files.append(os.fspath(written.suffix_file))
+    export.files = files + [run.file(run.PICKS_CSV)]
+    run.update_info(export=export)
+    return export
 
 
 def _section(run: RunFolder, name: str):

@@ -1,0 +1,398 @@
+"""What the ``deepconsensus`` sub-commands share: their options, reading the inputs into
+the core's records, progress bars, the closing summary and the stage sequences.
+
+The stages themselves are :mod:`deepconsensus_plugin.core.stages`, the same
+functions Scipion's protocol calls; this module only turns files and flags
+into their inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core import stages
+from ..core.consensus import rescale
+from ..core.model import ARCHITECTURES, DEFAULT_SIZE
+from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
+                                read_picks, read_relion_micrographs)
+from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
+from ..core.selection import DEFAULT_MIN_DISTANCE
+
+logger = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """Bad command-line input: reported as one line, without a traceback."""
+
+
+# ------------------------------------------------------------------ options
+
+def add_out(parser: argparse.ArgumentParser, new: bool = False) -> None:
+    parser.add_argument("-o", "--out", required=True, metavar="FOLDER",
+                        help="run folder: " + ("created if needed; every file of the run goes "
+                                               "here" if new else
+                                               "a folder an earlier 'deepconsensus' "
+                                               "command wrote"))
+
+
+def add_inputs(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inputs")
+    group.add_argument("--micrographs", required=True, metavar="GLOB_OR_STAR",
+                       help="the micrographs: a quoted glob ('MotionCorr/job002/Movies/*.mrc') "
+                            "or a RELION micrographs.star (motion correction or CTF output); "
+                            "pick coordinates must refer to these micrographs' pixels")
+    group.add_argument("--picks", action="append", required=True, metavar="PATH",
+                       help="one picker's coordinates; repeat for each picker (at least two): "
+                            "a folder of .box/.star/.csv/.pos files (one per micrograph), a "
+                            "RELION particle or coordinate STAR file (e.g. "
+                            "AutoPick/job010/autopick.star), or a cryoSPARC .cs file of picked "
+                            "particles")
+    group.add_argument("--picks-pattern", default="*", metavar="GLOB",
+                       help="in a --picks folder, read only the files matching this "
+                            "(e.g. '*_autopick.star'; default: all supported files)")
+    group.add_argument("--relion-project", default=".", metavar="FOLDER",
+                       help="the RELION project folder the paths in STAR files are relative "
+                            "to (default: the current folder)")
+    group.add_argument("--flip-y", action="store_true",
+                       help="cryoSPARC .cs picks: flip y (when the picks appear mirrored "
+                            "top to bottom on the micrographs)")
+    group.add_argument("--pixel-size", type=float, metavar="A",
+                       help="micrograph pixel size in A (default: from micrographs.star, "
+                            "else from the first micrograph's MRC header)")
+    group.add_argument("--box-size", type=int, metavar="PX",
+                       help="box size in micrograph pixels, about 1.5-2 particle diameters "
+                            "(default: from the first picker that records one, e.g. .box "
+                            "files or a RELION/cryoSPARC particle file)")
+    group.add_argument("--voltage", type=float, metavar="KV",
+                       help="acceleration voltage for the output STAR files' optics table "
+                            "(default: from micrographs.star or the picks; RELION needs it)")
+    group.add_argument("--cs", type=float, metavar="MM",
+                       help="spherical aberration for the optics table (default: as --voltage)")
+    group.add_argument("--amplitude-contrast", type=float, metavar="FRACTION",
+                       help="amplitude contrast for the optics table (default: as --voltage, "
+                            "or left out)")
+
+
+def add_consensus(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("consensus")
+    group.add_argument("--radius", type=float, default=stages.ConsensusParams.radius,
+                       metavar="FRACTION",
+                       help="picks of different pickers closer than this fraction of the box "
+                            "are the same particle (default: %(default)s, the paper's)")
+    group.add_argument("--and-rule", choices=stages.AND_RULES,
+                       default=stages.ConsensusParams.and_rule,
+                       help="which coordinates train the network as particles: picked by all "
+                            "pickers, by at least --k, or by a majority (default: "
+                            "%(default)s; tolerates one weak picker)")
+    group.add_argument("--k", type=int, default=stages.ConsensusParams.k,
+                       help="with --and-rule at-least: the number of pickers (default: "
+                            "%(default)s)")
+
+
+def add_method(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("method")
+    group.add_argument("--method", choices=stages.METHODS, default=stages.METHOD_AGREEMENT,
+                       help="'agreement' (recommended): off-centre negatives, a second round on "
+                            "the first round's confident decisions, and the score combined "
+                            "with how reliable each picker proved; 'published': Sanchez-Garcia "
+                            "et al. 2018 (default: %(default)s)")
+    group.add_argument("--no-offcentre-negatives", action="store_true",
+                       help="agreement method: no negatives centred %.0f%%%% of a box off the "
+                            "particles" % (100 * stages.OFFCENTRE_SHIFT))
+    group.add_argument("--no-self-training", action="store_true",
+                       help="agreement method: one training round only (half the time)")
+    group.add_argument("--no-combine-votes", action="store_true",
+                       help="agreement method: score with the network alone")
+
+
+def add_training(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("negatives and extraction")
+    group.add_argument("--negative-ratio", type=float, default=stages.NegativeParams.ratio,
+                       help="random background boxes per particle (default: %(default)s)")
+    group.add_argument("--negative-distance", type=float,
+                       default=stages.NegativeParams.distance, metavar="FRACTION",
+                       help="random negatives keep this fraction of the box from every pick "
+                            "(default: %(default)s)")
+    group.add_argument("--network-size", type=int, default=DEFAULT_SIZE, metavar="PX",
+                       help="boxes are downsampled to this size for the network "
+                            "(default: %(default)s)")
+    group.add_argument("--invert-contrast", action="store_true",
+                       help="multiply the particles by -1 (only consistency matters)")
+    group.add_argument("--skip-bad-micrographs", action="store_true",
+                       help="leave out unreadable micrographs instead of stopping")
+    group = parser.add_argument_group("training")
+    group.add_argument("--network", choices=ARCHITECTURES, default=ARCHITECTURES[0],
+                       help="'fast' (default) or 'paper', the published network")
+    group.add_argument("--max-epochs", type=int, default=stages.TrainingParams.max_epochs,
+                       help="upper bound on epochs per round; training stops earlier when "
+                            "the validation loss stops improving (default: %(default)s)")
+    group.add_argument("--patience", type=int, default=stages.TrainingParams.patience,
+                       help="stop after this many epochs without improvement; the learning "
+                            "rate drops tenfold after half as many (default: %(default)s)")
+    group.add_argument("--learning-rate", type=float,
+                       default=stages.TrainingParams.learning_rate,
+                       help="Adam's initial learning rate (default: %(default)s)")
+    group.add_argument("--batch-size", type=int, default=stages.TrainingParams.batch_size,
+                       help="particles per training step (default: %(default)s)")
+
+
+def add_seed_and_gpus(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("computing")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seeds negatives, validation split and network: the same seed "
+                            "gives the same scores on CPU (default: %(default)s)")
+    group.add_argument("--gpus", default="0", metavar="IDS",
+                       help="comma-separated GPU ids, or 'cpu' (default: %(default)s; the CPU "
+                            "is used when there is no GPU)")
+
+
+def add_split(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("selection")
+    group.add_argument("--threshold", default="0.5", metavar="SCORE|auto",
+                       help="keep picks scoring at least this; 'auto' places it in the valley "
+                            "of the score histogram (default: %(default)s)")
+    group.add_argument("--min-distance", type=float, default=-1.0, metavar="A",
+                       help="a retained pick closer than this to a better one is a duplicate "
+                            "and goes to pruned.star; -1: %.0f%%%% of the box, 0: keep "
+                            "duplicates (default: %%(default)s)" % (100 * DEFAULT_MIN_DISTANCE))
+
+
+# ------------------------------------------------------------------ reading the inputs
+
+def parse_gpus(text: str) -> List[int]:
+    if text.strip().lower() in ("", "cpu", "none"):
+        return []
+    try:
+        return [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise InputError("--gpus %r: give comma-separated GPU ids or 'cpu'" % text) from None
+
+
+def parse_threshold(text: str) -> Optional[float]:
+    """The threshold flag: a score in [0, 1], or None for 'auto'."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError("--threshold %r: give a score in [0, 1] or 'auto'" % text) from None
+    if not 0 <= value <= 1:
+        raise InputError("--threshold %s: a score must be in [0, 1]" % text)
+    return value
+
+
+def _resolve(path: str, root: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(root, path))
+
+
+def read_micrographs(spec: str, relion_project: str) -> Tuple[List[Micrograph], Optional[
+        MicrographList]]:
+    """The micrographs of a glob or a RELION micrographs STAR file, and the latter's contents.
+
+    Labels (the names outputs give) are the paths as written (as RELION must see them);
+    paths are resolved against the RELION project folder for STAR files.
+    """
+    if spec.lower().endswith(".star"):
+        if not os.path.isfile(spec):
+            raise InputError("--micrographs %s: no such file" % spec)
+        listing = read_relion_micrographs(spec)
+        entries = [(m.name, _resolve(m.path, relion_project), m.path)
+                   for m in listing.micrographs]
+    else:
+        listing = None
+        files = sorted(glob.glob(spec))
+        if not files:
+            raise InputError("--micrographs %r matches no file (quote the glob so the shell "
+                             "leaves it to deepconsensus)" % spec)
+        entries = [(micrograph_key(f), os.path.abspath(f), f) for f in files]
+        names = [name for name, _, _ in entries]
+        if len(set(names)) < len(names):
+            raise InputError("--micrographs %r: two files have the same name" % spec)
+    missing = [path for _, path, _ in entries if not os.path.exists(path)]
+    if missing:
+        raise InputError("%d micrograph file(s) not found, e.g. %s (run from the RELION "
+                         "project folder or give --relion-project)" % (len(missing), missing[0]))
+    return ([Micrograph(mic_id=i + 1, name=name, path=path, label=label)
+             for i, (name, path, label) in enumerate(entries)], listing)
+
+
+def header_pixel_size(path: str) -> Optional[float]:
+    import mrcfile
+
+    try:
+        with mrcfile.open(path, header_only=True, permissive=True) as mrc:
+            size = float(mrc.voxel_size.x)
+    except Exception as error:  # mrcfile raises ValueError, OSError...
+        raise InputError("%s: cannot read the MRC header (%s)" % (path, error)) from error
+    return size if size > 0 else None
+
+
+def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
+    """The consensus input, the export settings and notes for the user, from the flags."""
+    micrographs, listing = read_micrographs(args.micrographs, args.relion_project)
+    if len(args.picks) < 2:
+        raise InputError("give the picks of at least two pickers (--picks A --picks B)")
+    notes = []
+    pixel = args.pixel_size or (listing.pixel_size if listing else None) \
+        or header_pixel_size(micrographs[0].path)
+    if not pixel:
+        raise InputError("the micrographs' pixel size is unknown: give --pixel-size")
+    names = [m.name for m in micrographs]
+    ids = {m.name: m.mic_id for m in micrographs}
+    pickers, box, rescaled, sets = [], None, [], []
+    for path in args.picks:
+        if not os.path.exists(path):
+            raise InputError("--picks %s: no such file or folder" % path)
+        picks = read_picks(path, pattern=args.picks_pattern,
+                           project_dir=args.relion_project, flip_y=args.flip_y)
+        match = match_micrographs(picks, names, file_suffixes=os.path.isdir(path))
+        if match.unmatched:
+            notes.append("%s: %d micrograph(s) match none of --micrographs (e.g. %s)"
+                         % (path, len(match.unmatched), match.unmatched[0]))
+        factor = 1.0
+        if picks.pixel_size and abs(picks.pixel_size - pixel) > 1e-3 * pixel:
+            factor = picks.pixel_size / pixel
+            rescaled.append("%s (%.3f A/px)" % (path, picks.pixel_size))
+        xy = {ids[n]: rescale(m.xy, picks.pixel_size, pixel) if factor != 1.0 else m.xy
+              for n, m in match.picks.micrographs.items()}
+        if not any(len(v) for v in xy.values()):
+            raise InputError("%s: no pick on any of the %d micrographs (are they the same "
+                             "micrographs?)" % (path, len(micrographs)))
+        if picks.box_size and box is None:
+            box = int(round(picks.box_size * factor))
+        pickers.append(stages.PickerInput(path, xy))
+        sets.append(picks)
+    box = args.box_size or box
+    if not box or box < 8:
+        raise InputError("the box size is unknown: give --box-size (pixels, about 1.5-2 "
+                         "particle diameters)")
+    export = _export_settings(args, pixel, box, listing, sets)
+    inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=box,
+                                   sampling_rate=pixel, rescaled_sets=rescaled)
+    return inputs, export, notes
+
+
+def _export_settings(args, pixel: float, box: int, listing: Optional[MicrographList],
+                     sets: Sequence[PickSet]) -> ExportInfo:
+    optics = (listing.optics if listing is not None else None) or next(
+        (s.optics for s in sets if s.optics is not None), None)
+    voltage = args.voltage or (optics.voltage if optics else None)
+    cs = args.cs if args.cs is not None else (optics.spherical_aberration if optics else None)
+    if voltage is None or cs is None:
+        raise InputError("the voltage and spherical aberration are unknown (RELION needs them in "
+                         "the output's optics table): give --voltage and --cs")
+    contrast = args.amplitude_contrast if args.amplitude_contrast is not None else (
+        optics.amplitude_contrast if optics else None)
+    star = args.micrographs if listing is not None else None
+    return ExportInfo(pixel_size=pixel, voltage=voltage, spherical_aberration=cs,
+                      amplitude_contrast=contrast, box=box, micrographs_star=star)
+
+
+def method_info(args) -> MethodInfo:
+    options = stages.MethodOptions.for_method(args.method, not args.no_offcentre_negatives,
+                                              not args.no_self_training,
+                                              not args.no_combine_votes)
+    return MethodInfo(method=args.method, offcentre_negatives=options.offcentre_negatives,
+                      self_training=options.self_training, combine_votes=options.combine_votes)
+
+
+# ------------------------------------------------------------------ stage sequences
+
+def progress_bars():
+    """A :data:`.stages.ProgressFactory` drawing tqdm bars on the terminal (stderr)."""
+    from tqdm import tqdm
+
+    def factory(description: str, total: int, unit: str):
+        return tqdm(total=total, desc=description, unit=" " + unit, unit_scale=False,
+                    dynamic_ncols=True, leave=True)
+
+    return factory
+
+
+def run_consensus(args, run: RunFolder) -> None:
+    inputs, export, notes = gather(args)
+    for note in notes:
+        print("Note: " + note)
+    run.update_info(export=export)
+    stages.consensus_stage(run, inputs, stages.ConsensusParams(
+        radius=args.radius, and_rule=args.and_rule, k=args.k))
+
+
+def run_training(args, run: RunFolder) -> None:
+    """Negatives, extraction and every training round (with the scoring a later round needs)."""
+    method = method_info(args)
+    run.update_info(method=method)
+    progress = progress_bars()
+    stages.negatives_stage(run, stages.NegativeParams(
+        ratio=args.negative_ratio, distance=args.negative_distance,
+        offcentre=method.offcentre_negatives, seed=args.seed,
+        skip_bad_micrographs=args.skip_bad_micrographs))
+    stages.extraction_stage(run, stages.ExtractionParams(
+        network_size=args.network_size, invert=args.invert_contrast,
+        skip_bad_micrographs=args.skip_bad_micrographs), progress=progress)
+    rounds = 2 if method.self_training else 1
+    params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
+                                   patience=args.patience, learning_rate=args.learning_rate,
+                                   batch_size=args.batch_size, seed=args.seed, rounds=rounds)
+    gpus = parse_gpus(args.gpus)
+    for round_number in range(1, rounds + 1):
+        stages.training_stage(run, round_number, params, gpus=gpus, progress=progress)
+        if round_number < rounds:
+            stages.scoring_stage(run, round_number, rounds, seed=args.seed, gpus=gpus,
+                                 progress=progress)
+
+
+def run_scoring(args, run: RunFolder) -> None:
+    """Score with the last round's network and rank (combined with the votes or not)."""
+    info = run.info()
+    if info.training is None or info.method is None:
+        raise InputError("%s has no trained network: run 'deepconsensus train' first"
+                         % run.path)
+    rounds = info.training.n_rounds
+    stages.scoring_stage(run, rounds, rounds, seed=args.seed, gpus=parse_gpus(args.gpus),
+                         progress=progress_bars())
+    stages.ranking_stage(run, info.method.combine_votes)
+
+
+def run_split(args, run: RunFolder) -> None:
+    """Cut the scores and write the STAR and CSV files."""
+    info = run.info()
+    if info.ranking is None or info.consensus is None:
+        raise InputError("%s has no scores: run 'deepconsensus score' first" % run.path)
+    consensus = info.consensus
+    distance = stages.min_distance_px(args.min_distance, consensus.box, consensus.sampling_rate)
+    split = stages.split_stage(run, parse_threshold(args.threshold), distance)
+    stages.export_stage(run, split)
+
+
+WHAT_FILES_ARE = {
+    RunFolder.RETAINED_STAR: "the retained particles: RELION Extract (or Subset selection) / "
+                             "cryoSPARC Import Particle Stack",
+    RunFolder.PRUNED_STAR: "the pruned picks (duplicates included), to check what was removed",
+    RunFolder.PICKS_CSV: "every pick with its score, votes and verdict",
+}
+
+
+def print_summary(run: RunFolder) -> None:
+    """The run's summary (as Scipion shows it) and the files to import back."""
+    info = run.info()
+    print()
+    for line in stages.summary_lines(info):
+        print(line)
+    if info.export is not None and info.export.files:
+        print("\nOutput files:")
+        for path in info.export.files:
+            name = os.path.basename(path)
+            what = WHAT_FILES_ARE.get(name)
+            if what is None and name.startswith("coords_suffix_"):
+                what = "RELION 3.1 Extract: 'Input coordinates'"
+            elif what is None:
+                what = ("the retained particles' coordinate files, one per micrograph: "
+                        "RELION 4/5 Extract: 'Input coordinates'")
+            print("  %s\n      %s" % (path, what))
