@@ -1,0 +1,179 @@
+"""The ``deepconsensus`` command: end to end on the demo data, re-thresholding, bad input,
+and the same scores as the Scipion protocol on the same input and seed."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import starfile
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from deepconsensus_plugin.convert import coordinatesByMicrograph, micrographsByName
+from deepconsensus_plugin.core.pick_outputs import VOTES_LABEL
+from deepconsensus_plugin.core.run_folder import RunFolder
+from deepconsensus_plugin.core.selection import split_scores
+from deepconsensus_plugin.demo import DEMO_DATA, PICKERS, SAMPLING_RATE
+
+from .scipion_helpers import BOX, importSynthetic, newDeepConsensus, runToEnd
+
+
+def writeCentresAsBoxFiles(folder, picks, box):
+    """EMAN .box files (lower-left corners) of micrograph name -> (n, 2) centres."""
+    os.makedirs(folder, exist_ok=True)
+    for name, xy in picks.items():
+        np.savetxt(os.path.join(folder, name + ".box"),
+                   np.column_stack([np.asarray(xy) - box / 2, np.full((len(xy), 2), box)]),
+                   fmt="%.1f", delimiter="\t")
+
+QUICK = ["--max-epochs", "2", "--gpus", "cpu"]
+
+
+def deepconsensus(*args, cwd=None):
+    """Run the command as a user does, in a subprocess; the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "deepconsensus_plugin.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def demo_arguments():
+    args = ["--micrographs", os.path.join(DEMO_DATA, "micrographs", "*.mrc")]
+    for picker in PICKERS:
+        args += ["--picks", os.path.join(DEMO_DATA, "coordinates", picker)]
+    return args + ["--voltage", "300", "--cs", "2.7"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = deepconsensus("run", *demo_arguments(), *QUICK, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def read_particles(path):
+    blocks = starfile.read(path, always_dict=True)
+    return blocks["optics"], blocks["particles"]
+
+
+def test_run_prunes_the_demo_data_into_star_files(demo_run):
+    out, result = demo_run
+    run = RunFolder(out)
+    info = run.info()
+    assert info.consensus.n_pickers == 3 and info.consensus.box == 90
+    assert info.export.pixel_size == pytest.approx(SAMPLING_RATE)  # from the MRC header
+    optics, retained = read_particles(out / "retained.star")
+    _, pruned = read_particles(out / "pruned.star")
+    assert optics["rlnMicrographPixelSize"][0] == pytest.approx(SAMPLING_RATE)
+    assert optics["rlnVoltage"][0] == 300 and optics["rlnSphericalAberration"][0] == 2.7
+    assert optics["rlnImageSize"][0] == 90
+    for table in (retained, pruned):
+        assert list(table.columns) == ["rlnMicrographName", "rlnCoordinateX", "rlnCoordinateY",
+                                       "rlnOpticsGroup", "rlnAutopickFigureOfMerit",
+                                       VOTES_LABEL]
+    # retained + pruned = OR, cut as the core's rule cuts the saved scores
+    assert len(retained) + len(pruned) == info.consensus.n_or == len(run.consensus())
+    split = split_scores(run.scores(), info.split.threshold, run.consensus().mic,
+                         run.consensus().xy, info.split.min_distance_px)
+    assert len(retained) == len(split.retained) == info.split.n_retained
+    assert (retained["rlnAutopickFigureOfMerit"] >= info.split.threshold - 1e-6).all()
+    assert set(retained[VOTES_LABEL]) <= {1, 2, 3}
+    names = {os.path.basename(n) for n in retained["rlnMicrographName"]}
+    assert names == {os.path.basename(p) for p in
+                     os.listdir(os.path.join(DEMO_DATA, "micrographs"))}
+    # RELION 4's coordinate list names one STAR file per micrograph, retained picks only
+    listing = starfile.read(out / "coordinates" / "deepconsensus.star")
+    assert len(listing) == 3
+    assert sum(len(starfile.read(f)) for f in listing["rlnMicrographCoordinates"]) \
+        == len(retained)
+    rows = (out / "picks.csv").read_text().splitlines()
+    assert len(rows) == 1 + info.consensus.n_or
+    for name in ("retained.star", "pruned.star", "picks.csv", "deepconsensus.star"):
+        assert name in result.stdout
+    assert "Kept {:,} of {:,}".format(len(retained), info.consensus.n_or) in result.stdout
+
+
+def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
+    out, _ = demo_run
+    run = RunFolder(out)
+    untouched = [run.file(n) for n in (run.MODEL, run.SCORES, run.OR_PARTICLES)]
+    before = [os.path.getmtime(p) for p in untouched]
+    result = deepconsensus("split", "--out", str(out), "--threshold", "0.95",
+                           "--min-distance", "0")
+    assert result.returncode == 0, result.stderr
+    assert [os.path.getmtime(p) for p in untouched] == before
+    _, retained = read_particles(out / "retained.star")
+    _, pruned = read_particles(out / "pruned.star")
+    scores = run.scores()
+    assert len(retained) == int(np.sum(scores >= 0.95))
+    assert len(retained) + len(pruned) == len(scores)
+    info = run.info()
+    assert (info.split.threshold, info.split.min_distance_px) == (0.95, 0.0)
+    result = deepconsensus("split", "--out", str(out), "--threshold", "auto")
+    assert result.returncode == 0, result.stderr
+    assert run.info().split.threshold == pytest.approx(run.info().ranking.auto_threshold)
+
+
+def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "picks"
+    bad.mkdir()
+    (bad / "mic.box").write_text("10\t20\t90\t90\nnot a number\n")
+    args = ["run", "--micrographs", os.path.join(DEMO_DATA, "micrographs", "*.mrc"),
+            "--picks", os.path.join(DEMO_DATA, "coordinates", PICKERS[0]), "--picks", str(bad),
+            "--voltage", "300", "--cs", "2.7", "--out", str(tmp_path / "run")]
+    result = deepconsensus(*args)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert "mic.box" in lines[0] and "line 2" in lines[0]
+    result = deepconsensus("split", "--out", str(tmp_path / "nothing"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_resumed_stages_need_the_earlier_ones(tmp_path):
+    result = deepconsensus("train", "--out", str(tmp_path), *QUICK)
+    assert result.returncode == 1
+    assert "consensus" in result.stderr and "Traceback" not in result.stderr
+
+
+class TestSameScoresAsTheProtocol(BaseTest):
+    """The protocol and the command run the same stage functions: same input and seed,
+    same scores."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.mics = importSynthetic(
+            cls, nMicrographs=3, shape=(640, 640), nParticles=80)
+
+    def test_protocol_and_command_line_give_identical_scores(self):
+        prot = runToEnd(self, newDeepConsensus(self, self.protCoords, maxEpochs=2,
+                                               networkSize=32, seed=3))
+        self.assertTrue(prot.isFinished(), prot.getErrorMessage())
+        folder = os.path.dirname(self.mics[0].path)
+        out = self.proj.getTmpPath("cli_run")
+        args = ["run", "--micrographs", os.path.join(folder, "synthetic_*.mrc"),
+                "--pixel-size", "2.0", "--voltage", "300", "--cs", "2.7",
+                "--max-epochs", "2", "--network-size", "32", "--seed", "3", "--out", out]
+        for p, protCoords in enumerate(self.protCoords):
+            # the picks as the protocol saw them: Scipion keeps whole-pixel coordinates
+            picks = self.proj.getTmpPath("scipion_picker%d" % p)
+            coordSet = protCoords.outputCoordinates
+            names = {i: n for n, (i, *_) in micrographsByName(coordSet.getMicrographs()).items()}
+            writeCentresAsBoxFiles(picks, coordinatesByMicrograph(coordSet, names), BOX)
+            args += ["--picks", picks]
+        result = deepconsensus(*args)
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+        protocolRun = RunFolder(self.proj.getPath(prot._getExtraPath()))
+        commandRun = RunFolder(out)
+        keys = []
+        for run in (protocolRun, commandRun):
+            names = {m.mic_id: m.name for m in run.micrographs().values()}
+            table = run.consensus()
+            keys.append([(names[m], round(x, 3), round(y, 3))
+                         for m, (x, y) in zip(table.mic, table.xy)])
+        self.assertEqual(keys[0], keys[1])
+        self.assertEqual(len(protocolRun.negatives()), len(commandRun.negatives()))
+        np.testing.assert_array_equal(protocolRun.scores(), commandRun.scores())
+        self.assertEqual(protocolRun.info().split.n_retained,
+                         commandRun.info().split.n_retained)
