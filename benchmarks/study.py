@@ -5,7 +5,7 @@
 
 Each variant is a comma-separated list of overrides of the defaults below; the
 script runs the whole pipeline (consensus on all micrographs, negatives,
-extraction, training, scoring) for it and appends one JSON line to
+extraction through the core's stage functions; training, scoring) for it and appends one JSON line to
 ``OUT/study.jsonl`` with the parameters, the metrics on the ground-truth
 micrographs and the time taken.  Extraction stacks are cached per setting.
 """
@@ -25,9 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from empiar_data import (Dataset, audit_anchors, evaluate_selection,  # noqa: E402
                          load_dataset, or_labels, score_quality)
 
-from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
+from deepconsensus_plugin.core import stages  # noqa: E402
 from deepconsensus_plugin.core.model import DEFAULT_SIZE  # noqa: E402
-from deepconsensus_plugin.core.stack import create_stack, open_stack  # noqa: E402
+from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder  # noqa: E402
+from deepconsensus_plugin.core.stack import open_stack  # noqa: E402
 from deepconsensus_plugin.core.thresholds import automatic_threshold  # noqa: E402
 
 DEFAULTS = {"k": 2, "radius": 0.1, "neg_ratio": 1.0, "neg_dist": 0.5, "size": DEFAULT_SIZE,
@@ -46,31 +47,30 @@ def parse_variant(text: str) -> dict:
 
 
 def prepare(data: Dataset, out: str, p: dict) -> dict:
-    """Consensus, negatives and particle stacks for one setting (cached on disk)."""
+    """Consensus, negatives and particle stacks for one setting, by the pipeline's own stages
+    (:mod:`deepconsensus_plugin.core.stages`, the published method's random negatives), in a
+    run folder cached on disk."""
     key = "k{k}_r{radius}_n{neg_ratio}_d{neg_dist}_s{size}_seed{seed}".format(**p)
-    folder = os.path.join(out, "cache", key)
-    os.makedirs(folder, exist_ok=True)
-    index = {n: i for i, n in enumerate(data.names)}
-    pickers = [{index[n]: xy for n, xy in picks.items()} for picks in data.picks.values()]
-    table = pipeline.consensus_table(pickers, p["radius"] * data.box)
+    run = RunFolder(os.path.join(out, "cache", key))
+    if run.info().extraction is None:
+        micrographs = [Micrograph(mic_id=i, name=n, path=data.mrc_paths[n], label=n)
+                       for i, n in enumerate(data.names)]
+        index = {n: i for i, n in enumerate(data.names)}
+        pickers = [stages.PickerInput(name, {index[n]: xy for n, xy in picks.items()})
+                   for name, picks in data.picks.items()]
+        stages.consensus_stage(run, stages.ConsensusInput(micrographs, pickers, data.box, None),
+                               stages.ConsensusParams(radius=p["radius"],
+                                                      and_rule=stages.AND_AT_LEAST, k=p["k"]))
+        stages.negatives_stage(run, stages.NegativeParams(
+            ratio=p["neg_ratio"], distance=p["neg_dist"], offcentre=False, seed=p["seed"]))
+        stages.extraction_stage(run, stages.ExtractionParams(network_size=p["size"]))
+    table = run.consensus()
     names = np.array(data.names)[table.mic]
     positives = np.flatnonzero(table.votes >= p["k"])
-    shapes = {i: extraction.micrograph_shape(data.mrc_paths[n]) for n, i in index.items()}
-    negatives = pipeline.negatives_table(table, shapes, data.box,
-                                         int(p["neg_ratio"] * len(positives)),
-                                         p["neg_dist"] * data.box, p["seed"])
-    paths = {i: data.mrc_paths[n] for n, i in index.items()}
-    stacks = {}
-    for label, coords in (("or", table), ("neg", negatives)):
-        path = os.path.join(folder, label + ".npy")
-        if not os.path.exists(path):
-            stack = create_stack(path + ".tmp.npy", len(coords), p["size"])
-            extraction.extract_to_stack(pipeline.extraction_jobs(coords, paths), stack, data.box)
-            stack.close()
-            os.replace(path + ".tmp.npy", path)
-        stacks[label] = open_stack(path)
+    stacks = {"or": open_stack(run.file(run.OR_PARTICLES)),
+              "neg": open_stack(run.file(run.NEG_PARTICLES))}
     return {"table": table, "names": names, "positives": positives, "stacks": stacks,
-            "folder": folder}
+            "folder": run.path}
 
 
 def corrupt(positives: np.ndarray, negatives: np.ndarray, fraction: float,
@@ -93,9 +93,8 @@ def train_and_score(prep: dict, p: dict) -> tuple[np.ndarray, dict]:
     scores, info = [], {}
     for m in range(p["models"]):
         config = TrainingConfig(architecture=p["arch"], max_epochs=p["epochs"],
-                                patience=p["patience"], lr_patience=max(1, p["patience"] // 2),
-                                learning_rate=p["lr"], batch_size=p["batch"],
-                                seed=p["seed"] + m)
+                                patience=p["patience"], learning_rate=p["lr"],
+                                batch_size=p["batch"], seed=p["seed"] + m)
         model = os.path.join(prep["folder"], "model.keras")
         result = train_classifier([(stacks[s], rows) for s, rows in pos_sources],
                                   [(stacks[s], rows) for s, rows in neg_sources],

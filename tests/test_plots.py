@@ -5,6 +5,8 @@ from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
 
 from deepconsensus_plugin.core import plots
+from deepconsensus_plugin.core.metrics import picker_counts
+from deepconsensus_plugin.core.selection import GALLERY_KINDS, gallery_rows
 
 
 def bar_total(ax):
@@ -63,12 +65,12 @@ def test_training_curves_say_when_there_is_no_history():
     assert fig.axes[0].texts[0].get_text() == "no training history"
 
 
-@pytest.mark.parametrize("kind", plots.GALLERY_KINDS)
+@pytest.mark.parametrize("kind", GALLERY_KINDS)
 def test_gallery_rows_pick_the_right_end_in_decreasing_score(kind):
     rng = np.random.default_rng(1)
     scores = rng.random(200)
     scores[:5] = np.nan
-    rows = plots.gallery_rows(scores, 12, kind, 0.3)
+    rows = gallery_rows(scores, 12, kind, 0.3)
     assert len(rows) == 12 and not np.isnan(scores[rows]).any()
     assert np.all(np.diff(scores[rows]) <= 0)
     others = np.setdiff1d(np.flatnonzero(np.isfinite(scores)), rows)
@@ -120,7 +122,7 @@ def test_picker_table_counts():
     voters = np.array([[1, 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0]],
                       dtype=bool)
     retained = np.array([1, 1, 1, 0, 0, 1], dtype=bool)
-    counts = plots.picker_counts(voters, retained)
+    counts = picker_counts(voters, retained)
     assert counts["picked"].tolist() == [4, 3, 2]
     assert counts["retained"].tolist() == [4, 2, 1]
     assert counts["alone"].tolist() == [2, 1, 1]

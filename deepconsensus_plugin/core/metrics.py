@@ -270,3 +270,17 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     tpr = np.concatenate([[0.0], np.cumsum(hits) / max(int(hits.sum()), 1)])
     fpr = np.concatenate([[0.0], np.cumsum(~hits) / max(int((~hits).sum()), 1)])
     return fpr, tpr
+
+
+def picker_counts(voters: np.ndarray, retained: np.ndarray) -> dict[str, np.ndarray]:
+    """Per picker: coordinates picked, retained, picked by it alone and of those retained.
+
+    ``voters`` is the consensus table's (n, n_pickers) boolean matrix and
+    ``retained`` a boolean mask over its rows.  The coordinates only one
+    picker found are the ones Deep Consensus is there to judge.
+    """
+    voters = np.asarray(voters, dtype=bool)
+    retained = np.asarray(retained, dtype=bool)
+    alone = voters & (voters.sum(axis=1) == 1)[:, None]
+    return {"picked": voters.sum(axis=0), "retained": (voters & retained[:, None]).sum(axis=0),
+            "alone": alone.sum(axis=0), "alone_retained": (alone & retained[:, None]).sum(axis=0)}

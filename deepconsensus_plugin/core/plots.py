@@ -20,12 +20,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Circle, Patch
 
+from . import metrics
+
 RETAINED_COLOUR = "#009E73"
 """Okabe-Ito bluish green and vermillion: told apart with the common colour blindnesses."""
 PRUNED_COLOUR = "#D55E00"
-
-GALLERY_KINDS = ("highest", "lowest", "threshold")
-"""The particles a gallery shows: best scored, worst scored, or those nearest the threshold."""
 
 
 def _figure(figure: Optional[Figure], size: tuple[float, float]) -> Figure:
@@ -154,26 +153,6 @@ def training_curves(history: Mapping[str, Sequence[float]],
     return fig
 
 
-def gallery_rows(scores: np.ndarray, n: int, kind: str, threshold: float) -> np.ndarray:
-    """The ``n`` rows a gallery shows, in decreasing score.
-
-    ``kind`` is one of :data:`GALLERY_KINDS`.  Unscored (NaN) rows are never
-    shown: they have no place in a ranking.
-    """
-    if kind not in GALLERY_KINDS:
-        raise ValueError(f"gallery kind must be one of {GALLERY_KINDS}, not {kind!r}")
-    scores = np.asarray(scores, dtype=np.float64)
-    scored = np.flatnonzero(np.isfinite(scores))
-    if kind == "highest":
-        key = -scores[scored]
-    elif kind == "lowest":
-        key = scores[scored]
-    else:
-        key = np.abs(scores[scored] - threshold)
-    chosen = scored[np.argsort(key, kind="stable")[:n]]
-    return chosen[np.argsort(-scores[chosen], kind="stable")]
-
-
 def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
             scores: Optional[np.ndarray] = None, title: str = "",
             threshold: Optional[float] = None, figure: Optional[Figure] = None) -> Figure:
@@ -260,20 +239,6 @@ def micrograph_overlay(image: np.ndarray, retained_xy: np.ndarray, pruned_xy: np
     return fig
 
 
-def picker_counts(voters: np.ndarray, retained: np.ndarray) -> dict[str, np.ndarray]:
-    """Per picker: coordinates picked, retained, picked by it alone and of those retained.
-
-    ``voters`` is the consensus table's (n, n_pickers) boolean matrix and
-    ``retained`` a boolean mask over its rows.  The coordinates only one
-    picker found are the ones Deep Consensus is there to judge.
-    """
-    voters = np.asarray(voters, dtype=bool)
-    retained = np.asarray(retained, dtype=bool)
-    alone = voters & (voters.sum(axis=1) == 1)[:, None]
-    return {"picked": voters.sum(axis=0), "retained": (voters & retained[:, None]).sum(axis=0),
-            "alone": alone.sum(axis=0), "alone_retained": (alone & retained[:, None]).sum(axis=0)}
-
-
 PICKER_COLUMNS = ("picker", "picked", "retained", "% retained", "picked alone",
                   "alone, retained")
 
@@ -281,7 +246,7 @@ PICKER_COLUMNS = ("picker", "picked", "retained", "% retained", "picked alone",
 def picker_table_rows(voters: np.ndarray, retained: np.ndarray,
                       picker_names: Sequence[str]) -> list[list[str]]:
     """The per-picker table as text rows (see :data:`PICKER_COLUMNS`), with an OR row last."""
-    counts = picker_counts(voters, retained)
+    counts = metrics.picker_counts(voters, retained)
     rows = [[name, f"{picked:,}", f"{kept:,}", f"{100.0 * kept / max(picked, 1):.1f}",
              f"{alone:,}", f"{alone_kept:,}"]
             for name, picked, kept, alone, alone_kept in zip(
@@ -296,7 +261,7 @@ def picker_table_rows(voters: np.ndarray, retained: np.ndarray,
 def picker_table(voters: np.ndarray, retained: np.ndarray, picker_names: Sequence[str],
                  figure: Optional[Figure] = None) -> Figure:
     """How many of each picker's coordinates were retained: bars and the numbers."""
-    counts = picker_counts(voters, retained)
+    counts = metrics.picker_counts(voters, retained)
     names = list(picker_names)
     fig = _figure(figure, (7.5, 2.0 + 0.55 * len(names)))
     ax, table_ax = fig.subplots(2, 1, height_ratios=[len(names), len(names) + 2])

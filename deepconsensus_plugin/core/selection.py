@@ -108,3 +108,27 @@ def split_scores(scores: np.ndarray, threshold: float, mic: np.ndarray, xy: np.n
     duplicate = find_duplicates(mic, xy, scores, above, min_distance)
     return Split(retained=np.flatnonzero(above & ~duplicate),
                  pruned=np.flatnonzero(scored & ~(above & ~duplicate)), duplicate=duplicate)
+
+
+GALLERY_KINDS = ("highest", "lowest", "threshold")
+"""The particles a gallery shows: best scored, worst scored, or those nearest the threshold."""
+
+
+def gallery_rows(scores: np.ndarray, n: int, kind: str, threshold: float) -> np.ndarray:
+    """The ``n`` rows a gallery shows, in decreasing score.
+
+    ``kind`` is one of :data:`GALLERY_KINDS`.  Unscored (NaN) rows are never
+    shown: they have no place in a ranking.
+    """
+    if kind not in GALLERY_KINDS:
+        raise ValueError(f"gallery kind must be one of {GALLERY_KINDS}, not {kind!r}")
+    scores = np.asarray(scores, dtype=np.float64)
+    scored = np.flatnonzero(np.isfinite(scores))
+    if kind == "highest":
+        key = -scores[scored]
+    elif kind == "lowest":
+        key = scores[scored]
+    else:
+        key = np.abs(scores[scored] - threshold)
+    chosen = scored[np.argsort(key, kind="stable")[:n]]
+    return chosen[np.argsort(-scores[chosen], kind="stable")]

@@ -12,8 +12,9 @@ and returns that section.  The front ends only gather the inputs (Scipion
 sets, or files on disk) into the plain records below and present the results.
 
 The method's policy lives here too (how many negatives, where off-centre
-negatives go, how the learning rate follows the patience, which decisions
-a second round learns from), so that no front end holds a copy of it.
+negatives go, which decisions a second round learns from, how a round's seed
+follows the run's; :mod:`.training` says how the learning rate follows the
+patience), so that no front end holds a copy of it.
 """
 from __future__ import annotations
 
@@ -67,12 +68,6 @@ AND_ALL = "all"
 AND_AT_LEAST = "at-least"
 AND_MAJORITY = "majority"
 AND_RULES = (AND_ALL, AND_AT_LEAST, AND_MAJORITY)
-
-
-def lr_patience(patience: int) -> int:
-    """Epochs without a better validation loss before the learning rate drops tenfold:
-    half the early-stopping patience, so the lower rate gets a chance before stopping."""
-    return max(1, patience // 2)
 
 
 def min_votes_for(and_rule: str, n_pickers: int, k: int = 2) -> int:
@@ -183,12 +178,12 @@ class TrainingParams:
     rounds: int = 2
 
     def config(self, round_number: int):
-        """The :class:`.training.TrainingConfig` of one round (the policy above)."""
+        """The :class:`.training.TrainingConfig` of one round (the policy above; the
+        learning rate's patience is the training module's rule)."""
         from .training import TrainingConfig
 
         return TrainingConfig(architecture=self.architecture, max_epochs=self.max_epochs,
-                              patience=self.patience, lr_patience=lr_patience(self.patience),
-                              learning_rate=self.learning_rate, batch_size=self.batch_size,
+                              patience=self.patience, learning_rate=self.learning_rate, batch_size=self.batch_size,
                               seed=self.seed + ROUND_SEED_STEP * (round_number - 1))
 
 

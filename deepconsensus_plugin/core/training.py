@@ -22,6 +22,12 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+def lr_patience_for(patience: int) -> int:
+    """Half the early-stopping patience: the lower learning rate gets its chance before
+    training stops."""
+    return max(1, patience // 2)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Training hyper-parameters; the defaults are the paper's where it gives them."""
@@ -29,11 +35,17 @@ class TrainingConfig:
     architecture: str = "fast"
     max_epochs: int = 30
     patience: int = 4
-    lr_patience: int = 2
+    lr_patience: Optional[int] = None
+    """Epochs without a better validation loss before the learning rate drops tenfold;
+    None: :func:`lr_patience_for` the patience."""
     learning_rate: float = 1e-4
     batch_size: int = 64
     validation_fraction: float = 0.1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr_patience is None:
+            object.__setattr__(self, "lr_patience", lr_patience_for(self.patience))
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pyworkflow.viewer import DESKTOP_TKINTER, MSG_ERROR, MessageView, ProtocolV
 from ..core import plots
 from ..core.extraction import read_micrograph
 from ..core.run_folder import RunFolder
+from ..core.selection import gallery_rows
 from ..protocols import ProtDeepConsensus, ProtDeepConsensusThreshold
 from ..results import RunResults
 
@@ -131,7 +132,7 @@ class DeepConsensusViewer(ProtocolViewer):
                        "showLowest": ("lowest", "Lowest scores")}[paramName]
         results = self._results
         threshold = self.viewThreshold.get()
-        rows = plots.gallery_rows(results.scores, self.gallerySize.get(), kind, threshold)
+        rows = gallery_rows(results.scores, self.gallerySize.get(), kind, threshold)
         return self._plot(plots.gallery, title, results.particles(), rows,
                           n_cols=GALLERY_COLUMNS, scores=results.scores,
                           title="%s (threshold %.2f)" % (title, threshold), threshold=threshold)
