@@ -13,7 +13,7 @@ from matplotlib.collections import PatchCollection
 from pwem import Domain
 from pyworkflow.object import Pointer
 from pyworkflow.tests import BaseTest, setupTestProject
-from pyworkflow.viewer import DESKTOP_TKINTER
+from pyworkflow.viewer import DESKTOP_TKINTER, MSG_ERROR, MessageView
 
 import deepconsensus_plugin
 
@@ -248,6 +248,27 @@ class TestViewerAndThreshold(BaseTest):
         self.assertTrue(launched.isFinished(), launched.getStatus())
         self.assertEqual(launched.outputCoordinatesRetained.getSize(),
                          len(self.results.split(0.65)[0]))
+
+
+    def test_bad_threshold_and_missing_history_give_error_dialogs(self):
+        """Errors come back as error MessageViews (a Protocol's ``_error`` String must not
+        shadow the viewer's helper)."""
+        runs = len(self.proj.getProtocolsByClass("ProtDeepConsensusThreshold"))
+        viewer = self.viewer(viewThreshold=1.5)
+        views = viewer._getVisualizeDict()["createSets"]("createSets")
+        self.assertEqual(len(views), 1)
+        self.assertIsInstance(views[0], MessageView)
+        self.assertEqual(views[0]._msgType, MSG_ERROR)
+        self.assertIn("Score threshold must be in [0, 1]", views[0].getMessage())
+        self.assertEqual(len(self.proj.getProtocolsByClass("ProtDeepConsensusThreshold")),
+                         runs, "a refused threshold launched a run")
+
+        history = self.results.path("history.csv")
+        os.rename(history, history + ".hidden")
+        self.addCleanup(os.rename, history + ".hidden", history)
+        views = self.viewer()._getVisualizeDict()["showTraining"]("showTraining")
+        self.assertEqual(views[0]._msgType, MSG_ERROR)
+        self.assertIn("no training history", views[0].getMessage())
 
 
 class TestRegistration(unittest.TestCase):
