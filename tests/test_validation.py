@@ -78,6 +78,11 @@ class TestValidation(BaseTest):
                 self.assertError(newDeepConsensus(self, self.protCoords, **{name: value}),
                                  fragment)
 
+    def test_input_and_range_errors_come_in_one_round(self):
+        """The form shows every problem at once, not the range errors on the next try."""
+        prot = newDeepConsensus(self, self.protCoords[:1], threshold=2.0)
+        self.assertError(prot, "at least two pickers", "Score threshold must be in [0, 1]")
+
     def test_and_rules_give_the_votes_a_positive_needs(self):
         """Majority (the default) is more than half the pickers; k is only checked for 'at least k'."""
         cases = [(self.protCoords[:2], ProtDeepConsensus.AND_MAJORITY, 2),

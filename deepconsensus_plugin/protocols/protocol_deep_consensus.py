@@ -400,8 +400,8 @@ class ProtDeepConsensus(ProtParticles):
                 errors.append("Input coordinate set %d is not available." % i)
             elif coordSet.getSize() == 0:
                 errors.append("Input coordinate set %s is empty." % self._setName(pointer))
-        if errors:
-            return errors
+        if errors:  # the sets cannot be compared; the parameters can, in the same round
+            return errors + self._validateRanges(len(pointers))
         box = sets[0].getBoxSize()
         if not box or box < 8:
             errors.append("The box size of %s is %s: set it (at least 8 px) when picking."
