@@ -83,6 +83,14 @@ class TestValidation(BaseTest):
         prot = newDeepConsensus(self, self.protCoords[:1], threshold=2.0)
         self.assertError(prot, "at least two pickers", "Score threshold must be in [0, 1]")
 
+    def test_hidden_parameters_are_not_range_checked(self):
+        """The fixed threshold and k are hidden (and unused) under other choices."""
+        prot = newDeepConsensus(self, self.protCoords, threshold=2.0, minVotes=9,
+                                thresholdMode=ProtDeepConsensus.THRESHOLD_AUTOMATIC)
+        self.assertEqual(prot.validate(), [])
+        prot.thresholdMode.set(ProtDeepConsensus.THRESHOLD_FIXED)
+        self.assertError(prot, "Score threshold must be in [0, 1]")
+
     def test_and_rules_give_the_votes_a_positive_needs(self):
         """Majority (the default) is more than half the pickers; k is only checked for 'at least k'."""
         cases = [(self.protCoords[:2], ProtDeepConsensus.AND_MAJORITY, 2),

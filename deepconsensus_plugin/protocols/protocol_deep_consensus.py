@@ -414,9 +414,11 @@ class ProtDeepConsensus(ProtParticles):
         return errors
 
     def _validateRanges(self, nSets):
+        """One message per parameter out of range; a parameter hidden by its form
+        condition (k, the fixed threshold) is unused and not checked."""
         checks = [
             (0 < self.consensusRadius.get() <= 1, "Consensus radius must be in (0, 1]."),
-            (self.andRule.get() != self.AND_AT_LEAST or 1 <= self.minVotes.get() <= nSets,
+            (not self.evalParamCondition("minVotes") or 1 <= self.minVotes.get() <= nSets,
              "k must be between 1 and the number of input sets (%d)." % nSets),
             (self.negativeRatio.get() > 0, "Negatives per positive must be positive."),
             (0 <= self.negativeDistance.get() <= 2,
@@ -426,7 +428,8 @@ class ProtDeepConsensus(ProtParticles):
             (self.patience.get() >= 1, "Early-stopping patience must be at least 1."),
             (0 < self.learningRate.get() < 1, "Learning rate must be in (0, 1)."),
             (self.batchSize.get() >= 2, "Batch size must be at least 2."),
-            (0 <= self.threshold.get() <= 1, "Score threshold must be in [0, 1]."),
+            (not self.evalParamCondition("threshold") or 0 <= self.threshold.get() <= 1,
+             "Score threshold must be in [0, 1]."),
         ]
         return [message for ok, message in checks if not ok]
 
