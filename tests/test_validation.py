@@ -34,6 +34,21 @@ class TestValidation(BaseTest):
         cls.otherCoords.inputMicrographs.set(cls.otherMics)
         cls.otherCoords.inputMicrographs.setExtended("outputMicrographs")
         cls.launchProtocol(cls.otherCoords)
+        # Known negatives on the junk (which pickers pick now and then), and on the particles.
+        cls.junkNegatives, cls.particleNegatives = (
+            cls.importKnownNegatives(label, [getattr(m, attr) for m in cls.truth])
+            for label, attr in (("junk", "junk"), ("particles", "particles")))
+
+    @classmethod
+    def importKnownNegatives(cls, label, picks):
+        folder = os.path.abspath(cls.proj.getTmpPath("known_" + label))
+        writeBoxFiles(folder, cls.truth, picks, 48)
+        prot = cls.newProtocol(ProtImportPickerCoordinates, filesPath=folder,
+                               filesPattern="*.box")
+        prot.setObjLabel("known " + label)
+        prot.inputMicrographs.set(cls.protMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        return cls.launchProtocol(prot)
 
     def assertError(self, prot, *fragments):
         errors = "\n".join(prot.validate())
@@ -77,6 +92,50 @@ class TestValidation(BaseTest):
             with self.subTest(name):
                 self.assertError(newDeepConsensus(self, self.protCoords, **{name: value}),
                                  fragment)
+
+    def withKnownNegatives(self, producer):
+        prot = newDeepConsensus(self, self.protCoords)
+        prot.inputNegativeCoordinates.set(producer)
+        prot.inputNegativeCoordinates.setExtended("outputCoordinates")
+        return prot
+
+    def test_known_negatives_off_the_picks_pass(self):
+        self.assertEqual(self.withKnownNegatives(self.junkNegatives).validate(), [])
+
+    def test_known_negatives_that_are_an_input_set_are_refused(self):
+        self.assertError(self.withKnownNegatives(self.protCoords[1]),
+                         "known negatives 'picker 1' (outputCoordinates) are the input set "
+                         "'picker 1' (outputCoordinates)")
+
+    def test_known_negatives_on_an_input_sets_picks_are_refused(self):
+        """A picker's particles given as negatives (e.g. a picker run that was selected when
+        the form opened) would teach the network that particles are background."""
+        prot = self.withKnownNegatives(self.particleNegatives)
+        self.assertError(prot, "of the 24 known negatives 'known particles' (outputCoordinates) "
+                               "on the micrographs they share with the input set 'picker 0'",
+                         "'picker 1'", "'picker 2'", "within the consensus radius")
+
+    def test_form_leaves_known_negatives_empty_when_a_run_is_selected(self):
+        """pyworkflow's form fills empty pointers from the run selected in the project
+        (FormWindow.getWidgetValue); a picker's or a deep-consensus run's particles must
+        not become known negatives that way, while the pickers' outputs stay selectable."""
+        import pyworkflow.gui.project  # noqa: F401  (pyworkflow.gui.form's import order)
+        from pyworkflow.gui.form import FormWindow, SubclassesTreeProvider
+
+        for selected in (self.protCoords[0], self.particleNegatives):
+            prot = self.newProtocol(ProtDeepConsensus)
+            form = FormWindow.__new__(FormWindow)  # its filling logic, without a window
+            form.protocol, form.previousProt = prot, selected
+            for name, param in prot.getDefinition().iterParams():
+                form.getWidgetValue(getattr(prot, name), param)
+            self.assertIsNone(prot.inputNegativeCoordinates.get(), selected.getObjLabel())
+
+        # The object browser still offers every coordinate set for the known negatives.
+        self.proj.getRuns(refresh=True)  # the browser reads the project's cached runs
+        browser = SubclassesTreeProvider(prot, prot.getParam("inputNegativeCoordinates"))
+        offered = {(p.getObjValue().getObjId(), p.getExtended()) for p in browser.getObjects()}
+        self.assertLessEqual({(c.getObjId(), "outputCoordinates")
+                              for c in self.protCoords + [self.junkNegatives]}, offered)
 
     def test_input_and_range_errors_come_in_one_round(self):
         """The form shows every problem at once, not the range errors on the next try."""

@@ -22,11 +22,26 @@ from ..core import extraction, pipeline
 from ..core.stack import create_stack, open_stack
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
+from ..core.negatives import fraction_on_picks
 from ..core.thresholds import automatic_threshold
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
 MIN_POSITIVES = 100
 """Fewer AND particles than this cannot train a classifier that generalises."""
+
+
+def notPrefilled(className):
+    """The pointerClass of an optional input that the form must not fill in by itself.
+
+    When a run is selected in the project, pyworkflow's form (3.11,
+    ``FormWindow.suggestValueFromPreviousProt``) fills every empty PointerParam
+    with that run's first output whose class name is in ``pointerClass``, with
+    no switch to turn it off; a picker's particles would silently become known
+    negatives.  The pre-fill compares the names as written, the object browser
+    strips them before looking the classes up: with a trailing space the input
+    is still browsable and no longer pre-filled.
+    """
+    return className + " "
 
 
 
@@ -150,13 +165,13 @@ class ProtDeepConsensus(ProtParticles):
                            "from every picked coordinate, so that they show no picked "
                            "particle's centre. The paper uses half a box.")
         form.addParam("inputNegativeCoordinates", params.PointerParam,
-                      pointerClass="SetOfCoordinates", allowsNull=True,
+                      pointerClass=notPrefilled("SetOfCoordinates"), allowsNull=True,
                       label="Known negatives: coordinates (optional)",
                       help="Coordinates of things that are not particles (ice, carbon, "
                            "contamination) on the same micrographs, e.g. picked by hand. "
                            "They are added to the random negatives.")
         form.addParam("inputNegativeParticles", params.PointerParam,
-                      pointerClass="SetOfParticles", allowsNull=True,
+                      pointerClass=notPrefilled("SetOfParticles"), allowsNull=True,
                       label="Known negatives: particles (optional)",
                       help="Extracted images of non-particles (e.g. from discarded 2D "
                            "classes). They are resized to the network size and added to "
@@ -410,8 +425,61 @@ class ProtDeepConsensus(ProtParticles):
         if not set.intersection(*names):
             errors.append("The input sets share no micrograph (matched by name): %s."
                           % ", ".join(self._setName(p) for p in pointers))
+        errors += self._validateKnownNegatives(pointers, sets)
         errors += self._validateRanges(len(sets))
         return errors
+
+    def _validateKnownNegatives(self, pointers, sets):
+        """Refuse known negatives that are an input set or sit on an input set's picks.
+
+        Trained as negatives, a picker's particles teach the network that
+        particles are background.  More than half of the known negatives on the
+        micrographs they share with an input set (matched by name, rescaled to
+        the first set's pixel size) within the consensus radius of its picks
+        is a picker's output, not ice or carbon.
+        """
+        negPointer = self.inputNegativeCoordinates
+        known = negPointer.get()
+        if known is None:
+            return []
+        if known.getSize() == 0:
+            return ["The known negatives %s are empty." % self._setName(negPointer)]
+        refSampling = convert.samplingRate(sets[0])
+        radius = self.consensusRadius.get() * sets[0].getBoxSize()
+        knownMics = convert.micrographsByName(known.getMicrographs())
+        errors = []
+        for pointer, coordSet in zip(pointers, sets):
+            if known.getFileName() == coordSet.getFileName():
+                errors.append("The known negatives %s are the input set %s: known negatives "
+                              "must be non-particles (ice, carbon, contamination), not a "
+                              "picker's particles." % (self._setName(negPointer),
+                                                       self._setName(pointer)))
+                continue
+            mics = convert.micrographsByName(coordSet.getMicrographs())
+            shared = set(knownMics) & set(mics)
+            if not shared:
+                continue
+            knownXy = self._picksOn(known, {n: knownMics[n] for n in shared}, refSampling)
+            picks = self._picksOn(coordSet, {n: mics[n] for n in shared}, refSampling)
+            nShared, fraction = fraction_on_picks(knownXy, picks, radius)
+            if fraction > 0.5:
+                errors.append("%d of the %d known negatives %s on the micrographs they share "
+                              "with the input set %s lie within the consensus radius of its "
+                              "picks: they are particles, not the non-particles (ice, carbon, "
+                              "contamination) known negatives must be."
+                              % (round(fraction * nShared), nShared,
+                                 self._setName(negPointer), self._setName(pointer)))
+        return errors
+
+    @staticmethod
+    def _picksOn(coordSet, mics, refSampling):
+        """name -> x/y of a set's picks on ``mics`` (name -> (micId, ...)), at refSampling."""
+        picks = convert.coordinatesByMicrograph(
+            coordSet, {info[0]: name for name, info in mics.items()}, onlyThese=True)
+        sampling = convert.samplingRate(coordSet)
+        if sampling and refSampling:
+            picks = {n: rescale(xy, sampling, refSampling) for n, xy in picks.items()}
+        return picks
 
     def _validateRanges(self, nSets):
         """One message per parameter out of range; a parameter hidden by its form
