@@ -13,6 +13,7 @@ setup(
     description="Deep Consensus particle pruning for Scipion on current TensorFlow",
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
+    url="https://pypi.org/project/scipion-em-deepconsensus/",
     license="GPLv3",
     python_requires=">=3.9",
     packages=find_packages(include=["deepconsensus_plugin", "deepconsensus_plugin.*"]),

@@ -282,6 +282,8 @@ class TestRegistration(unittest.TestCase):
         self.assertIs(wizards["consensusRadius"], DeepConsensusRadiusWizard)
         self.assertIs(Domain.getProtocols()["ProtDeepConsensusThreshold"],
                       ProtDeepConsensusThreshold)
+        # The run log's "plugin: NAME - URL" line names this plugin's page, not pwem's.
+        self.assertEqual(ProtDeepConsensus.getUrl(), deepconsensus_plugin.URL)
         conf = os.path.join(os.path.dirname(deepconsensus_plugin.__file__), "protocols.conf")
         with open(conf) as handle:
             self.assertIn('"value": "ProtDeepConsensusThreshold"', handle.read())
