@@ -214,7 +214,10 @@ class ProtDeepConsensus(ProtParticles):
                       expertLevel=params.LEVEL_ADVANCED, label="Learning rate",
                       help="Adam's initial learning rate (the paper's 1e-4).")
         form.addParam("batchSize", params.IntParam, default=64,
-                      expertLevel=params.LEVEL_ADVANCED, label="Batch size")
+                      expertLevel=params.LEVEL_ADVANCED, label="Batch size",
+                      help="Particles per training step. Larger batches make an epoch "
+                           "faster, on a GPU especially, and need more memory: lower it if "
+                           "the GPU runs out of memory. Scoring uses its own batches.")
         form.addParam("seed", params.IntParam, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Random seed",
                       help="Seeds negative sampling, the validation split, augmentation "
