@@ -36,7 +36,8 @@ setup(
         "tensorflow>=2.16",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
-    entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"]},
+    entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"],
+                  "console_scripts": ["deepconsensus-project = deepconsensus_plugin.project:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Bio-Informatics",
