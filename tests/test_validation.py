@@ -79,6 +79,10 @@ class TestValidation(BaseTest):
         for box in (None, 4):
             coords.setBoxSize(box)
             self.assertError(newDeepConsensus(self, self.protCoords), "box size of 'picker 0'")
+        coords.setBoxSize(None)  # and with known negatives, which are compared within a radius
+        prot = self.withKnownNegatives(self.junkNegatives)
+        self.assertEqual(prot.validate(), ["The box size of 'picker 0' (outputCoordinates) is "
+                                           "None: set it (at least 8 px) when picking."])
 
     def test_parameters_out_of_range(self):
         cases = {"consensusRadius": (1.5, "Consensus radius"),

@@ -448,7 +448,7 @@ class ProtDeepConsensus(ProtParticles):
         if known.getSize() == 0:
             return ["The known negatives %s are empty." % self._setName(negPointer)]
         refSampling = convert.samplingRate(sets[0])
-        radius = self.consensusRadius.get() * sets[0].getBoxSize()
+        radius = self.consensusRadius.get() * (sets[0].getBoxSize() or 0)  # no box: refused
         knownMics = convert.micrographsByName(known.getMicrographs())
         errors = []
         for pointer, coordSet in zip(pointers, sets):
