@@ -2,7 +2,9 @@
 import os
 import shutil
 
-from pwem.protocols import ProtImportMicrographs
+import mrcfile
+import numpy as np
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
@@ -119,20 +121,31 @@ class TestValidation(BaseTest):
                                "on the micrographs they share with the input set 'picker 0'",
                          "'picker 1'", "'picker 2'", "within the consensus radius")
 
+    def importParticles(self):
+        """A run whose output is a SetOfParticles (as an extraction's would be)."""
+        folder = os.path.abspath(self.proj.getTmpPath("particles"))
+        os.makedirs(folder, exist_ok=True)
+        mrcfile.write(os.path.join(folder, "boxes.mrcs"), np.zeros((4, 16, 16), np.float32),
+                      overwrite=True)
+        prot = self.newProtocol(ProtImportParticles, filesPath=folder, filesPattern="*.mrcs",
+                                samplingRate=2.0)
+        return self.launchProtocol(prot)
+
     def test_form_leaves_known_negatives_empty_when_a_run_is_selected(self):
         """pyworkflow's form fills empty pointers from the run selected in the project
-        (FormWindow.getWidgetValue); a picker's or a deep-consensus run's particles must
-        not become known negatives that way, while the pickers' outputs stay selectable."""
+        (FormWindow.getWidgetValue); a picker's coordinates or a run's particles must not
+        become known negatives that way, while the pickers' outputs stay selectable."""
         import pyworkflow.gui.project  # noqa: F401  (pyworkflow.gui.form's import order)
         from pyworkflow.gui.form import FormWindow, SubclassesTreeProvider
 
-        for selected in (self.protCoords[0], self.particleNegatives):
+        for selected in (self.protCoords[0], self.particleNegatives, self.importParticles()):
             prot = self.newProtocol(ProtDeepConsensus)
             form = FormWindow.__new__(FormWindow)  # its filling logic, without a window
             form.protocol, form.previousProt = prot, selected
             for name, param in prot.getDefinition().iterParams():
                 form.getWidgetValue(getattr(prot, name), param)
             self.assertIsNone(prot.inputNegativeCoordinates.get(), selected.getObjLabel())
+            self.assertIsNone(prot.inputNegativeParticles.get(), selected.getObjLabel())
 
         # The object browser still offers every coordinate set for the known negatives.
         self.proj.getRuns(refresh=True)  # the browser reads the project's cached runs
