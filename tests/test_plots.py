@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from matplotlib.collections import PatchCollection
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from deepconsensus_plugin.core import plots
@@ -92,6 +93,13 @@ def test_gallery_has_one_framed_box_per_row():
         expected = plots.RETAINED_COLOUR if scores[row] >= 0.5 else plots.PRUNED_COLOUR
         assert ax.spines["left"].get_edgecolor() == pytest.approx(
             tuple(int(expected[i:i + 2], 16) / 255 for i in (1, 3, 5)) + (1.0,))
+    # The legend names the frames' colours and the threshold.
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["retained (score >= 0.50)",
+                                                          "pruned (score < 0.50)"]
+    assert [to_hex(h.get_edgecolor()) for h in legend.legend_handles] == [
+        plots.RETAINED_COLOUR.lower(), plots.PRUNED_COLOUR.lower()]
+    assert not plots.gallery(stack, rows, n_cols=3, scores=scores).legends  # no frames
 
 
 def test_micrograph_overlay_draws_both_sets_on_the_image():
