@@ -123,14 +123,16 @@ def run_scipion(data: Dataset, args) -> tuple:
 
 
 def step_timings(prot) -> dict:
-    """Seconds per protocol step, from the step records Scipion keeps."""
+    """Seconds per protocol step function, from the step records Scipion keeps (summed over
+    the steps of one function: training and scoring run once per round)."""
     timings = {}
     for step in prot.loadSteps():
         begin, end = step.initTime.get(), step.endTime.get()
         if begin and end:
             fmt = "%Y-%m-%d %H:%M:%S.%f"
-            timings[step.funcName.get()] = (datetime.strptime(end, fmt)
-                                            - datetime.strptime(begin, fmt)).total_seconds()
+            seconds = (datetime.strptime(end, fmt) - datetime.strptime(begin, fmt)).total_seconds()
+            name = step.funcName.get()
+            timings[name] = timings.get(name, 0.0) + seconds
     return timings
 
 
