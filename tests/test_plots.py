@@ -1,4 +1,5 @@
 """The viewer's figures, drawn from plain arrays (no Scipion)."""
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.collections import PatchCollection
@@ -152,3 +153,16 @@ def test_save_png_draws_into_a_given_figure_without_a_display(tmp_path):
     path = plots.save_png(fig, str(tmp_path / "h.png"), dpi=50)
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gallery_frames_duplicates_as_pruned():
+    stack = np.zeros((3, 8, 8), dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.2])
+    duplicate = np.array([False, True, False])
+    fig = plots.gallery(stack, [0, 1, 2], n_cols=3, scores=scores, threshold=0.5,
+                        duplicate=duplicate)
+    titles = [ax.get_title() for ax in fig.axes]
+    colours = [ax.spines["left"].get_edgecolor() for ax in fig.axes]
+    assert titles == ["0.900", "0.800 dup", "0.200"]
+    assert [matplotlib.colors.to_hex(c) for c in colours] == [
+        plots.RETAINED_COLOUR.lower(), plots.PRUNED_COLOUR.lower(), plots.PRUNED_COLOUR.lower()]

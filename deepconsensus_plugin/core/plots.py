@@ -176,13 +176,16 @@ def gallery_rows(scores: np.ndarray, n: int, kind: str, threshold: float) -> np.
 
 def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
             scores: Optional[np.ndarray] = None, title: str = "",
-            threshold: Optional[float] = None, figure: Optional[Figure] = None) -> Figure:
+            threshold: Optional[float] = None, duplicate: Optional[np.ndarray] = None,
+            figure: Optional[Figure] = None) -> Figure:
     """A montage of the extracted boxes ``stack[rows]``, one small axes per box.
 
     Each box is labelled with its score when ``scores`` is given, and framed
     in the retained or pruned colour when ``threshold`` is too, so a glance
     tells which side of the cut every particle is on; a legend under the
-    title says which colour is which.
+    title says which colour is which.  ``duplicate`` marks coordinates above
+    the threshold that are pruned as the second pick of a particle: they are
+    framed as pruned and their score is marked "dup".
     """
     rows = np.asarray(rows, dtype=np.int64)
     n_cols = max(1, min(n_cols, len(rows)))
@@ -199,7 +202,8 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
             Patch(facecolor="none", edgecolor=RETAINED_COLOUR, linewidth=2,
                   label=f"retained (score >= {threshold:.2f})"),
             Patch(facecolor="none", edgecolor=PRUNED_COLOUR, linewidth=2,
-                  label=f"pruned (score < {threshold:.2f})")],
+                  label=f"pruned (score < {threshold:.2f}"
+                        + (", or dup: a duplicate)" if duplicate is not None else ")"))],
             loc="upper center", bbox_to_anchor=(0.5, 1.0 - (title_height - 0.05) / fig.get_figheight()),
             ncol=2, fontsize=8, frameon=False, handlelength=1.2)
     for i, row in enumerate(rows):
@@ -208,9 +212,12 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
         ax.set_xticks([])
         ax.set_yticks([])
         if scores is not None:
-            ax.set_title(f"{scores[row]:.3f}", fontsize=7, pad=2)
+            is_duplicate = duplicate is not None and bool(duplicate[row])
+            ax.set_title(f"{scores[row]:.3f}" + (" dup" if is_duplicate else ""), fontsize=7,
+                         pad=2)
             if threshold is not None:
-                colour = RETAINED_COLOUR if scores[row] >= threshold else PRUNED_COLOUR
+                kept = scores[row] >= threshold and not is_duplicate
+                colour = RETAINED_COLOUR if kept else PRUNED_COLOUR
                 for spine in ax.spines.values():
                     spine.set_edgecolor(colour)
                     spine.set_linewidth(2)

@@ -133,7 +133,8 @@ class DeepConsensusViewer(ProtocolViewer):
         rows = plots.gallery_rows(results.scores, self.gallerySize.get(), kind, threshold)
         return self._plot(plots.gallery, title, results.particles(), rows,
                           n_cols=GALLERY_COLUMNS, scores=results.scores,
-                          title="%s (threshold %.2f)" % (title, threshold), threshold=threshold)
+                          title="%s (threshold %.2f)" % (title, threshold), threshold=threshold,
+                          duplicate=results.split(threshold).duplicate)
 
     def _showMicrograph(self, paramName=None):
         results = self._results
