@@ -13,6 +13,7 @@ setup(
     description="Deep Consensus particle pruning for Scipion on current TensorFlow",
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
+    url="https://pypi.org/project/scipion-em-deepconsensus/",
     license="GPLv3",
     python_requires=">=3.9",
     packages=find_packages(include=["deepconsensus_plugin", "deepconsensus_plugin.*"]),
@@ -38,7 +39,9 @@ setup(
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "vermin>=1.9"]},
     entry_points={"pyworkflow.plugin": ["deepconsensus_plugin = deepconsensus_plugin"],
-                  "console_scripts": ["deepconsensus = deepconsensus_plugin.cli:main"]},
+                  "console_scripts": ["deepconsensus = deepconsensus_plugin.cli:main",
+                                      "deepconsensus-project = "
+                                      "deepconsensus_plugin.project:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Bio-Informatics",

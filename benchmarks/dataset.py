@@ -67,6 +67,19 @@ def parse_args(argv):
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--threshold", default=None,
                         help="a number, or 'auto' for the automatic threshold")
+    parser.add_argument("--method", choices=("agreement", "paper"), default=None,
+                        help="'paper': the method as published (random negatives, one round, "
+                             "the network's score alone)")
+    parser.add_argument("--self-training", action=argparse.BooleanOptionalAction, default=None,
+                        help="the second round on the first round's confident decisions")
+    parser.add_argument("--off-centre", action=argparse.BooleanOptionalAction, default=None,
+                        help="off-centre negatives")
+    parser.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=None,
+                        help="combine the network's score with the pickers' votes")
+    parser.add_argument("--min-distance", type=float, default=None,
+                        help="minimum distance between retained particles in A (-1: the "
+                             "protocol's default, 0: keep duplicates)")
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--label-noise", default="",
                         help="comma-separated label-noise fractions for the Appendix C curve")
     return parser.parse_args(argv)
@@ -82,6 +95,16 @@ def protocol_params(args) -> dict:
         params["architecture"] = ("fast", "paper").index(args.architecture)
     if args.max_epochs is not None:
         params["maxEpochs"] = args.max_epochs
+    if args.method is not None:
+        params["method"] = ("agreement", "paper").index(args.method)
+    for flag, name in (("self_training", "selfTraining"), ("off_centre", "offCentreNegatives"),
+                       ("agreement", "combineVotes")):
+        if getattr(args, flag) is not None:
+            params[name] = getattr(args, flag)
+    if args.min_distance is not None:
+        params["minDistance"] = args.min_distance
+    if args.seed is not None:
+        params["seed"] = args.seed
     if args.threshold == "auto":
         params["thresholdMode"] = 1
     elif args.threshold is not None:
@@ -124,14 +147,16 @@ def run_scipion(data: Dataset, args) -> tuple:
 
 
 def step_timings(prot) -> dict:
-    """Seconds per protocol step, from the step records Scipion keeps."""
+    """Seconds per protocol step function, from the step records Scipion keeps (summed over
+    the steps of one function: training and scoring run once per round)."""
     timings = {}
     for step in prot.loadSteps():
         begin, end = step.initTime.get(), step.endTime.get()
         if begin and end:
             fmt = "%Y-%m-%d %H:%M:%S.%f"
-            timings[step.funcName.get()] = (datetime.strptime(end, fmt)
-                                            - datetime.strptime(begin, fmt)).total_seconds()
+            seconds = (datetime.strptime(end, fmt) - datetime.strptime(begin, fmt)).total_seconds()
+            name = step.funcName.get()
+            timings[name] = timings.get(name, 0.0) + seconds
     return timings
 
 

@@ -9,6 +9,8 @@ imported (and can configure a headless Scipion) before pyworkflow starts.
 """
 
 __version__ = "0.1.0"
+URL = "https://pypi.org/project/scipion-em-deepconsensus/"
+"""The plugin's page, which every run's log names (pwem.Plugin's default is pwem's)."""
 _logo = ""
 _references = ["SanchezGarcia2018"]
 
@@ -30,6 +32,8 @@ def _definePlugin():
         Deep Consensus needs no external binaries: TensorFlow comes from pip
         with the package, so there are no variables or binaries to define.
         """
+
+        _url = URL
 
         @classmethod
         def _defineVariables(cls) -> None:

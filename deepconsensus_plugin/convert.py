@@ -45,11 +45,19 @@ def micrographsByName(micSet: SetOfMicrographs) -> Dict[str, tuple]:
             for mic in micSet.iterItems()}
 
 
-def coordinatesByMicrograph(coordSet: SetOfCoordinates,
-                            idToName: Dict[int, str]) -> Dict[str, np.ndarray]:
-    """micrograph name -> (n, 2) float x/y of a coordinate set; unknown micIds are dropped."""
+def coordinatesByMicrograph(coordSet: SetOfCoordinates, idToName: Dict[int, str],
+                            onlyThese: bool = False) -> Dict[str, np.ndarray]:
+    """micrograph name -> (n, 2) float x/y of a coordinate set; unknown micIds are dropped.
+
+    With ``onlyThese`` only the coordinates of the micrographs in ``idToName``
+    are read from the set's database (a few micrographs of a large set).
+    """
     grouped: Dict[str, list] = {}
-    for coord in coordSet.iterItems():
+    if onlyThese and not idToName:
+        return {}
+    # pyworkflow maps attribute names to columns only in "a=1 OR a=2" terms, not in IN (...)
+    where = " OR ".join("_micId=%d" % micId for micId in idToName) if onlyThese else None
+    for coord in coordSet.iterItems(where=where):
         name = idToName.get(coord.getMicId())
         if name is not None:
             grouped.setdefault(name, []).append((coord.getX(), coord.getY()))

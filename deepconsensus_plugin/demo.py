@@ -148,9 +148,15 @@ def main(argv: list[str] | None = None) -> int:
         print("%-14s %6d %9.3f %7.3f %6.3f %11.3f" % (label, n, precision, recall, f1,
                                                       lenient_f1))
     print("\n" + "\n".join(dc.summary()))
-    print("\nFinished in %.0f s. Open the project with: scipion3 project %s"
-          % (time.perf_counter() - start, name))
+    print("\nFinished in %.0f s. Open the project with: %s"
+          % (time.perf_counter() - start, open_command(name, args.user_data)))
     return 0
+
+
+def open_command(name: str, user_data: str | None) -> str:
+    """The command that opens the project's window with what a pip install brings."""
+    command = "%s -m deepconsensus_plugin.project %s" % (sys.executable, name)
+    return command + (" --user-data %s" % os.path.abspath(user_data) if user_data else "")
 
 
 if __name__ == "__main__":

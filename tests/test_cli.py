@@ -113,6 +113,37 @@ def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
     assert run.info().split.threshold == pytest.approx(run.info().ranking.auto_threshold)
 
 
+def test_command_defaults_are_the_protocol_defaults():
+    """Each flag starts where the protocol's form does, so both front ends run the same
+    method unless told otherwise."""
+    from deepconsensus_plugin.cli import build_parser
+    from deepconsensus_plugin.core.model import ARCHITECTURES
+    from deepconsensus_plugin.core.stages import AND_RULES, METHODS
+    from deepconsensus_plugin.protocols import ProtDeepConsensus
+
+    args = build_parser().parse_args(["run", "--micrographs", "m", "--picks", "a", "--out", "o"])
+    form = ProtDeepConsensus()
+    rules = {form.AND_ALL: "all", form.AND_AT_LEAST: "at-least", form.AND_MAJORITY: "majority"}
+    assert set(rules.values()) == set(AND_RULES)
+    expected = {
+        "method": METHODS[form.method.get()], "radius": form.consensusRadius.get(),
+        "and_rule": rules[form.andRule.get()], "k": form.minVotes.get(),
+        "negative_ratio": form.negativeRatio.get(),
+        "negative_distance": form.negativeDistance.get(),
+        "offcentre_negatives": form.offCentreNegatives.get(),
+        "network_size": form.networkSize.get(), "invert_contrast": form.invertContrast.get(),
+        "skip_bad_micrographs": form.skipBadMicrographs.get(),
+        "network": ARCHITECTURES[form.architecture.get()],
+        "no_self_training": not form.selfTraining.get(), "max_epochs": form.maxEpochs.get(),
+        "patience": form.patience.get(), "learning_rate": form.learningRate.get(),
+        "batch_size": form.batchSize.get(), "seed": form.seed.get(),
+        "no_combine_votes": not form.combineVotes.get(),
+        "min_distance": form.minDistance.get(), "threshold": str(form.threshold.get()),
+    }
+    assert form.thresholdMode.get() == form.THRESHOLD_FIXED
+    assert {name: getattr(args, name) for name in expected} == expected
+
+
 def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):
     bad = tmp_path / "picks"
     bad.mkdir()

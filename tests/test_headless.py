@@ -3,6 +3,8 @@ import os
 import sys
 import warnings
 
+import pytest
+
 from deepconsensus_plugin import headless
 
 VARIABLES = ("SCIPION_DOMAIN", "SCIPION_USER_DATA", "SCIPION_HOSTS", "SCIPION_PYTHON")
@@ -45,3 +47,34 @@ def test_warns_when_pyworkflow_was_imported_first(monkeypatch, tmp_path):
         warnings.simplefilter("always")
         headless.configure(str(tmp_path))
     assert any("pyworkflow was imported" in str(w.message) for w in caught)
+
+
+def test_project_command_opens_an_existing_project_without_scipion_app(monkeypatch):
+    """``deepconsensus-project NAME`` (the demo's last line) opens pyworkflow's project window
+    in-process: pw_project would start ``python -O -m scipion`` (scipion-app) instead."""
+    import pyworkflow.gui.project
+    from pyworkflow.project import Manager
+
+    from deepconsensus_plugin import demo, project
+
+    opened = []
+
+    class Window:  # stands in for the Tk window, which needs a display
+        def __init__(self, path):
+            self.path = path
+
+        def show(self):
+            opened.append(self.path)
+
+    monkeypatch.setattr(pyworkflow.gui.project, "ProjectWindow", Window)
+    path = Manager().createProject("OpenMe").getPath()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyworkflow is already imported in this session
+        assert project.main(["OpenMe"]) == 0
+        assert project.main([path]) == 0  # the folder the demo prints first works too
+        with pytest.raises(SystemExit, match="No Scipion project 'NoSuchProject' .*OpenMe"):
+            project.main(["NoSuchProject"])  # names the projects that are there
+    assert opened == [path, path]
+    assert "scipion" not in sys.modules
+    assert demo.open_command("OpenMe", None) == (
+        "%s -m deepconsensus_plugin.project OpenMe" % sys.executable)

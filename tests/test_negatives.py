@@ -7,7 +7,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
 from deepconsensus_plugin.core.extraction import cut_boxes
-from deepconsensus_plugin.core.negatives import allocate, sample_negatives
+from deepconsensus_plugin.core.negatives import allocate, fraction_on_picks, sample_negatives
 
 
 def _check_invariants(result, shape, box, avoid, min_distance):
@@ -193,3 +193,12 @@ def test_offcentre_negatives_drop_those_outside_or_near_another_pick():
                                   shift=30.0, clearance=5.0, rng=rng)
     assert len(blocked) == 0
     assert offcentre_negatives(np.empty((0, 2)), ring, (1000, 1000), 30.0, 5.0, rng).shape == (0, 2)
+
+
+def test_fraction_on_picks_counts_only_shared_micrographs():
+    picks = {"a": np.array([[100.0, 100.0], [300.0, 300.0]]), "b": np.array([[50.0, 50.0]])}
+    known = {"a": np.array([[103.0, 104.0], [200.0, 200.0], [300.0, 303.0]]),  # 5 and 3 px
+             "c": np.array([[100.0, 100.0]])}  # a micrograph the picker did not pick
+    assert fraction_on_picks(known, picks, radius=5.1) == (3, 2 / 3)
+    assert fraction_on_picks(known, picks, radius=5.0) == (3, 1 / 3)  # closer than, as consensus
+    assert fraction_on_picks({"c": known["c"]}, picks, radius=5.0) == (0, 0.0)

@@ -1,7 +1,9 @@
 """The viewer's figures, drawn from plain arrays (no Scipion)."""
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.collections import PatchCollection
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from deepconsensus_plugin.core import plots
@@ -94,6 +96,13 @@ def test_gallery_has_one_framed_box_per_row():
         expected = plots.RETAINED_COLOUR if scores[row] >= 0.5 else plots.PRUNED_COLOUR
         assert ax.spines["left"].get_edgecolor() == pytest.approx(
             tuple(int(expected[i:i + 2], 16) / 255 for i in (1, 3, 5)) + (1.0,))
+    # The legend names the frames' colours and the threshold.
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["retained (score >= 0.50)",
+                                                          "pruned (score < 0.50)"]
+    assert [to_hex(h.get_edgecolor()) for h in legend.legend_handles] == [
+        plots.RETAINED_COLOUR.lower(), plots.PRUNED_COLOUR.lower()]
+    assert not plots.gallery(stack, rows, n_cols=3, scores=scores).legends  # no frames
 
 
 def test_micrograph_overlay_draws_both_sets_on_the_image():
@@ -146,3 +155,16 @@ def test_save_png_draws_into_a_given_figure_without_a_display(tmp_path):
     path = plots.save_png(fig, str(tmp_path / "h.png"), dpi=50)
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gallery_frames_duplicates_as_pruned():
+    stack = np.zeros((3, 8, 8), dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.2])
+    duplicate = np.array([False, True, False])
+    fig = plots.gallery(stack, [0, 1, 2], n_cols=3, scores=scores, threshold=0.5,
+                        duplicate=duplicate)
+    titles = [ax.get_title() for ax in fig.axes]
+    colours = [ax.spines["left"].get_edgecolor() for ax in fig.axes]
+    assert titles == ["0.900", "0.800 dup", "0.200"]
+    assert [matplotlib.colors.to_hex(c) for c in colours] == [
+        plots.RETAINED_COLOUR.lower(), plots.PRUNED_COLOUR.lower(), plots.PRUNED_COLOUR.lower()]

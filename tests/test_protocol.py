@@ -36,7 +36,7 @@ def assertSplitRule(test, retained, pruned, threshold, minDistance):
     above = pValues[:, 2] >= threshold
     test.assertTrue(np.all(pValues[above, 5] == 1))
     test.assertTrue(np.all(pValues[~above, 5] == 0))
-    for micId in np.unique(rValues[:, 4]):
+    for micId in np.unique(rValues[:, 4]) if minDistance > 1.5 else ():
         xy = rValues[rValues[:, 4] == micId, :2]
         # positions are rounded to whole pixels in the sets: allow a pixel
         test.assertEqual(len(cKDTree(xy).query_pairs(minDistance - 1.5)), 0)
@@ -112,10 +112,27 @@ class TestDeepConsensus(BaseTest):
         self.assertGreaterEqual(recallRetained, 0.9)
         self.assertGreater(precisionRetained, precisionOr + 0.1)
 
+    def test_two_rounds_and_the_agreement_made_the_scores(self):
+        """The default method: a second round learnt from the first round's confident
+        decisions, and the final score combines the network with the four pickers' votes."""
+        info = RunFolder(self.prot._getExtraPath()).info()
+        rounds = info.training.rounds
+        self.assertEqual([r.round for r in rounds], [1, 2])
+        self.assertGreater(rounds[1].n_hard_negatives, 0)
+        self.assertGreaterEqual(rounds[1].n_positives, info.consensus.n_and - 1)
+        self.assertTrue(os.path.exists(self.prot._getExtraPath("model_round1.keras")))
+        self.assertEqual(len(info.ranking.agreement.sensitivity), 4)
+        scores = np.load(self.prot._getExtraPath("scores.npy"))
+        cnn = np.load(self.prot._getExtraPath("cnn_scores.npy"))
+        self.assertEqual(scores.shape, cnn.shape)
+        self.assertFalse(np.allclose(scores, cnn))
+
     def test_summary_methods_citations(self):
         summary = "\n".join(self.prot.summary())
         self.assertIn("Kept", summary)
         self.assertIn("validation accuracy", summary)
+        self.assertIn("round 2", summary)
+        self.assertIn("sensitivity / false-pick rate", summary)
         self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
         self.assertIn("SanchezGarcia2018", self.prot.getCitations())
 
@@ -142,3 +159,31 @@ class TestDeepConsensus(BaseTest):
         self.launchProtocol(self.prot)
         # Reload: the continued run re-created the output sets' files.
         self.__class__.prot = self.proj.getProtocol(self.prot.getObjId())
+
+
+class TestPublishedMethod(BaseTest):
+    """'As published': random negatives, one round, the network's score alone."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(cls, nMicrographs=3)
+        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=6, networkSize=32,
+                                    method=1, minDistance=0)
+        cls.launchProtocol(cls.prot)
+
+    def test_one_round_and_the_network_score_alone(self):
+        info = RunFolder(self.prot._getExtraPath()).info()
+        self.assertEqual([r.round for r in info.training.rounds], [1])
+        self.assertIsNone(info.ranking.agreement)
+        self.assertEqual(info.negatives.n_offcentre, 0)
+        self.assertFalse(os.path.exists(self.prot._getExtraPath("model_round1.keras")))
+        np.testing.assert_array_equal(np.load(self.prot._getExtraPath("scores.npy")),
+                                      np.load(self.prot._getExtraPath("cnn_scores.npy")))
+
+    def test_zero_minimum_distance_keeps_every_coordinate_above_the_threshold(self):
+        split = RunFolder(self.prot._getExtraPath()).info().split
+        self.assertEqual(split.min_distance_px, 0)
+        self.assertEqual(split.n_duplicates, 0)
+        assertSplitRule(self, self.prot.outputCoordinatesRetained,
+                        self.prot.outputCoordinatesPruned, self.prot.threshold.get(), 0)

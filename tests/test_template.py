@@ -54,11 +54,16 @@ class TestWorkflowTemplate(BaseTest):
         self.assertEqual([(p.getObjValue(), p.getExtended()) for p in dc.inputCoordinates],
                          [(picker, "outputCoordinates") for picker in pickers])
 
+        # pyworkflow drops the template's labels; the imports are named by their folders.
+        self.assertEqual([p.getObjLabel() for p in pickers], list(PICKERS))
+
         for prot in [mics] + pickers:
             self.launchProtocol(prot)
         self.assertEqual(mics.outputMicrographs.getSize(), 3)
         for picker in pickers:
             self.assertSetSize(picker.outputCoordinates)
             self.assertEqual(picker.outputCoordinates.getBoxSize(), 90)
+        self.assertEqual([self.proj.getProtocol(p.getObjId()).getObjLabel() for p in pickers],
+                         list(PICKERS))
         dc = self.proj.getProtocol(dc.getObjId())
         self.assertEqual(dc.validate(), [])

@@ -2,7 +2,9 @@
 import os
 import shutil
 
-from pwem.protocols import ProtImportMicrographs
+import mrcfile
+import numpy as np
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
@@ -34,6 +36,21 @@ class TestValidation(BaseTest):
         cls.otherCoords.inputMicrographs.set(cls.otherMics)
         cls.otherCoords.inputMicrographs.setExtended("outputMicrographs")
         cls.launchProtocol(cls.otherCoords)
+        # Known negatives on the junk (which pickers pick now and then), and on the particles.
+        cls.junkNegatives, cls.particleNegatives = (
+            cls.importKnownNegatives(label, [getattr(m, attr) for m in cls.truth])
+            for label, attr in (("junk", "junk"), ("particles", "particles")))
+
+    @classmethod
+    def importKnownNegatives(cls, label, picks):
+        folder = os.path.abspath(cls.proj.getTmpPath("known_" + label))
+        writeBoxFiles(folder, cls.truth, picks, 48)
+        prot = cls.newProtocol(ProtImportPickerCoordinates, filesPath=folder,
+                               filesPattern="*.box")
+        prot.setObjLabel("known " + label)
+        prot.inputMicrographs.set(cls.protMics)
+        prot.inputMicrographs.setExtended("outputMicrographs")
+        return cls.launchProtocol(prot)
 
     def assertError(self, prot, *fragments):
         errors = "\n".join(prot.validate())
@@ -64,6 +81,10 @@ class TestValidation(BaseTest):
         for box in (None, 4):
             coords.setBoxSize(box)
             self.assertError(newDeepConsensus(self, self.protCoords), "box size of 'picker 0'")
+        coords.setBoxSize(None)  # and with known negatives, which are compared within a radius
+        prot = self.withKnownNegatives(self.junkNegatives)
+        self.assertEqual(prot.validate(), ["The box size of 'picker 0' (outputCoordinates) is "
+                                           "None: set it (at least 8 px) when picking."])
 
     def test_parameters_out_of_range(self):
         cases = {"consensusRadius": (1.5, "Consensus radius"),
@@ -77,6 +98,74 @@ class TestValidation(BaseTest):
             with self.subTest(name):
                 self.assertError(newDeepConsensus(self, self.protCoords, **{name: value}),
                                  fragment)
+
+    def withKnownNegatives(self, producer):
+        prot = newDeepConsensus(self, self.protCoords)
+        prot.inputNegativeCoordinates.set(producer)
+        prot.inputNegativeCoordinates.setExtended("outputCoordinates")
+        return prot
+
+    def test_known_negatives_off_the_picks_pass(self):
+        self.assertEqual(self.withKnownNegatives(self.junkNegatives).validate(), [])
+
+    def test_known_negatives_that_are_an_input_set_are_refused(self):
+        self.assertError(self.withKnownNegatives(self.protCoords[1]),
+                         "known negatives 'picker 1' (outputCoordinates) are the input set "
+                         "'picker 1' (outputCoordinates)")
+
+    def test_known_negatives_on_an_input_sets_picks_are_refused(self):
+        """A picker's particles given as negatives (e.g. a picker run that was selected when
+        the form opened) would teach the network that particles are background."""
+        prot = self.withKnownNegatives(self.particleNegatives)
+        self.assertError(prot, "of the 24 known negatives 'known particles' (outputCoordinates) "
+                               "on the micrographs they share with the input set 'picker 0'",
+                         "'picker 1'", "'picker 2'", "within the consensus radius")
+
+    def importParticles(self):
+        """A run whose output is a SetOfParticles (as an extraction's would be)."""
+        folder = os.path.abspath(self.proj.getTmpPath("particles"))
+        os.makedirs(folder, exist_ok=True)
+        mrcfile.write(os.path.join(folder, "boxes.mrcs"), np.zeros((4, 16, 16), np.float32),
+                      overwrite=True)
+        prot = self.newProtocol(ProtImportParticles, filesPath=folder, filesPattern="*.mrcs",
+                                samplingRate=2.0)
+        return self.launchProtocol(prot)
+
+    def test_form_leaves_known_negatives_empty_when_a_run_is_selected(self):
+        """pyworkflow's form fills empty pointers from the run selected in the project
+        (FormWindow.getWidgetValue); a picker's coordinates or a run's particles must not
+        become known negatives that way, while the pickers' outputs stay selectable."""
+        import pyworkflow.gui.project  # noqa: F401  (pyworkflow.gui.form's import order)
+        from pyworkflow.gui.form import FormWindow, SubclassesTreeProvider
+
+        for selected in (self.protCoords[0], self.particleNegatives, self.importParticles()):
+            prot = self.newProtocol(ProtDeepConsensus)
+            form = FormWindow.__new__(FormWindow)  # its filling logic, without a window
+            form.protocol, form.previousProt = prot, selected
+            for name, param in prot.getDefinition().iterParams():
+                form.getWidgetValue(getattr(prot, name), param)
+            self.assertIsNone(prot.inputNegativeCoordinates.get(), selected.getObjLabel())
+            self.assertIsNone(prot.inputNegativeParticles.get(), selected.getObjLabel())
+
+        # The object browser still offers every coordinate set for the known negatives.
+        self.proj.getRuns(refresh=True)  # the browser reads the project's cached runs
+        browser = SubclassesTreeProvider(prot, prot.getParam("inputNegativeCoordinates"))
+        offered = {(p.getObjValue().getObjId(), p.getExtended()) for p in browser.getObjects()}
+        self.assertLessEqual({(c.getObjId(), "outputCoordinates")
+                              for c in self.protCoords + [self.junkNegatives]}, offered)
+
+    def test_input_and_range_errors_come_in_one_round(self):
+        """The form shows every problem at once, not the range errors on the next try."""
+        prot = newDeepConsensus(self, self.protCoords[:1], threshold=2.0)
+        self.assertError(prot, "at least two pickers", "Score threshold must be in [0, 1]")
+
+    def test_hidden_parameters_are_not_range_checked(self):
+        """The fixed threshold and k are hidden (and unused) under other choices."""
+        prot = newDeepConsensus(self, self.protCoords, threshold=2.0, minVotes=9,
+                                thresholdMode=ProtDeepConsensus.THRESHOLD_AUTOMATIC)
+        self.assertEqual(prot.validate(), [])
+        prot.thresholdMode.set(ProtDeepConsensus.THRESHOLD_FIXED)
+        self.assertError(prot, "Score threshold must be in [0, 1]")
 
     def test_and_rules_give_the_votes_a_positive_needs(self):
         """Majority (the default) is more than half the pickers; k is only checked for 'at least k'."""

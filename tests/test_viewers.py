@@ -12,7 +12,7 @@ from matplotlib.collections import PatchCollection
 from pwem import Domain
 from pyworkflow.object import Pointer
 from pyworkflow.tests import BaseTest, setupTestProject
-from pyworkflow.viewer import DESKTOP_TKINTER
+from pyworkflow.viewer import DESKTOP_TKINTER, MSG_ERROR, MessageView
 
 import deepconsensus_plugin
 
@@ -206,7 +206,7 @@ class TestViewerAndThreshold(BaseTest):
         figure = self.figure(viewer, "showPickers")
         cells = figure.axes[1].tables[0].get_celld()
         voters = self.results.table.voters
-        retained = self.results.scores >= 0.5
+        retained = self.results.retainedMask(0.5)  # duplicates are pruned
         for p in range(3):
             row = [cells[p + 1, c].get_text().get_text() for c in range(3)]
             self.assertEqual(row, ["picker %d" % p, "{:,}".format(voters[:, p].sum()),
@@ -245,6 +245,27 @@ class TestViewerAndThreshold(BaseTest):
                          len(self.results.split(0.65).retained))
 
 
+    def test_bad_threshold_and_missing_history_give_error_dialogs(self):
+        """Errors come back as error MessageViews (a Protocol's ``_error`` String must not
+        shadow the viewer's helper)."""
+        runs = len(self.proj.getProtocolsByClass("ProtDeepConsensusThreshold"))
+        viewer = self.viewer(viewThreshold=1.5)
+        views = viewer._getVisualizeDict()["createSets"]("createSets")
+        self.assertEqual(len(views), 1)
+        self.assertIsInstance(views[0], MessageView)
+        self.assertEqual(views[0]._msgType, MSG_ERROR)
+        self.assertIn("Score threshold must be in [0, 1]", views[0].getMessage())
+        self.assertEqual(len(self.proj.getProtocolsByClass("ProtDeepConsensusThreshold")),
+                         runs, "a refused threshold launched a run")
+
+        history = self.results.path("history.csv")
+        os.rename(history, history + ".hidden")
+        self.addCleanup(os.rename, history + ".hidden", history)
+        views = self.viewer()._getVisualizeDict()["showTraining"]("showTraining")
+        self.assertEqual(views[0]._msgType, MSG_ERROR)
+        self.assertIn("no training history", views[0].getMessage())
+
+
 class TestRegistration(unittest.TestCase):
     """Scipion finds the viewer, the wizard and the threshold protocol as the GUI does."""
 
@@ -256,6 +277,8 @@ class TestRegistration(unittest.TestCase):
         self.assertIs(wizards["consensusRadius"], DeepConsensusRadiusWizard)
         self.assertIs(Domain.getProtocols()["ProtDeepConsensusThreshold"],
                       ProtDeepConsensusThreshold)
+        # The run log's "plugin: NAME - URL" line names this plugin's page, not pwem's.
+        self.assertEqual(ProtDeepConsensus.getUrl(), deepconsensus_plugin.URL)
         conf = os.path.join(os.path.dirname(deepconsensus_plugin.__file__), "protocols.conf")
         with open(conf) as handle:
             self.assertIn('"value": "ProtDeepConsensusThreshold"', handle.read())

@@ -9,6 +9,7 @@ pickers' false positives look like.
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -131,3 +132,24 @@ def _add_spread(chosen: np.ndarray, candidates: np.ndarray, min_distance: float)
             blocked[tree.query_ball_point(candidates[i], min_distance)] = True
         kept = [candidates[taken]]
     return np.vstack([chosen, *kept]) if kept else chosen
+
+
+def fraction_on_picks(known: Mapping[str, np.ndarray], picks: Mapping[str, np.ndarray],
+                      radius: float) -> tuple[int, float]:
+    """How many known negatives share a micrograph with ``picks``, and what fraction of
+    those lie closer than ``radius`` to a pick (as picks agree in the consensus).
+
+    Both map a micrograph name to (n, 2) x/y in the same pixels.  Known
+    negatives that mostly sit on a picker's picks are that picker's
+    particles, not background: training on them as negatives teaches the
+    network that particles are not particles.
+    """
+    near = shared = 0
+    for name, xy in known.items():
+        theirs = picks.get(name)
+        if theirs is None or not len(theirs) or not len(xy):
+            continue
+        dist, _ = cKDTree(theirs).query(xy, distance_upper_bound=radius)
+        shared += len(xy)
+        near += int(np.count_nonzero(dist < radius))
+    return shared, near / shared if shared else 0.0

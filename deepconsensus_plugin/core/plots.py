@@ -155,28 +155,48 @@ def training_curves(history: Mapping[str, Sequence[float]],
 
 def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
             scores: Optional[np.ndarray] = None, title: str = "",
-            threshold: Optional[float] = None, figure: Optional[Figure] = None) -> Figure:
+            threshold: Optional[float] = None, duplicate: Optional[np.ndarray] = None,
+            figure: Optional[Figure] = None) -> Figure:
     """A montage of the extracted boxes ``stack[rows]``, one small axes per box.
 
     Each box is labelled with its score when ``scores`` is given, and framed
     in the retained or pruned colour when ``threshold`` is too, so a glance
-    tells which side of the cut every particle is on.
+    tells which side of the cut every particle is on; a legend under the
+    title says which colour is which.  ``duplicate`` marks coordinates above
+    the threshold that are pruned as the second pick of a particle: they are
+    framed as pruned and their score is marked "dup".
     """
     rows = np.asarray(rows, dtype=np.int64)
     n_cols = max(1, min(n_cols, len(rows)))
     n_rows = max(1, math.ceil(len(rows) / n_cols))
-    fig = _figure(figure, (1.05 * n_cols + 0.2, 1.15 * n_rows + (0.5 if title else 0.1)))
+    framed = scores is not None and threshold is not None
+    title_height = 0.5 if title else 0.1
+    top = title_height + (0.3 if framed else 0.0)  # inches above the boxes
+    fig = _figure(figure, (max(1.05 * n_cols + 0.2, 4.0 if framed else 0.0),
+                           1.15 * n_rows + top))
     if title:
         fig.suptitle(title)
+    if framed:
+        fig.legend(handles=[
+            Patch(facecolor="none", edgecolor=RETAINED_COLOUR, linewidth=2,
+                  label=f"retained (score >= {threshold:.2f})"),
+            Patch(facecolor="none", edgecolor=PRUNED_COLOUR, linewidth=2,
+                  label=f"pruned (score < {threshold:.2f}"
+                        + (", or dup: a duplicate)" if duplicate is not None else ")"))],
+            loc="upper center", bbox_to_anchor=(0.5, 1.0 - (title_height - 0.05) / fig.get_figheight()),
+            ncol=2, fontsize=8, frameon=False, handlelength=1.2)
     for i, row in enumerate(rows):
         ax = fig.add_subplot(n_rows, n_cols, i + 1)
         ax.imshow(np.asarray(stack[row], dtype=np.float32), cmap="gray", interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         if scores is not None:
-            ax.set_title(f"{scores[row]:.3f}", fontsize=7, pad=2)
+            is_duplicate = duplicate is not None and bool(duplicate[row])
+            ax.set_title(f"{scores[row]:.3f}" + (" dup" if is_duplicate else ""), fontsize=7,
+                         pad=2)
             if threshold is not None:
-                colour = RETAINED_COLOUR if scores[row] >= threshold else PRUNED_COLOUR
+                kept = scores[row] >= threshold and not is_duplicate
+                colour = RETAINED_COLOUR if kept else PRUNED_COLOUR
                 for spine in ax.spines.values():
                     spine.set_edgecolor(colour)
                     spine.set_linewidth(2)
@@ -185,7 +205,7 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
         ax.axis("off")
         ax.text(0.5, 0.5, "no scored particles", ha="center", va="center")
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, wspace=0.05, hspace=0.3,
-                        top=1.0 - (0.5 if title else 0.1) / fig.get_figheight())
+                        top=1.0 - top / fig.get_figheight())
     return fig
 
 

@@ -59,7 +59,8 @@ USER_PARTICLE_CHUNK = 5000
 """Known-negative particle images are read this many at a time."""
 
 METHOD_AGREEMENT = "agreement"
-"""Network and picker agreement: off-centre negatives, a second round, votes combined."""
+"""Network and picker agreement: a second round, votes combined (off-centre negatives
+on request)."""
 METHOD_PUBLISHED = "published"
 """As published (Sanchez-Garcia et al. 2018): random negatives, one round, network alone."""
 METHODS = (METHOD_AGREEMENT, METHOD_PUBLISHED)
@@ -93,12 +94,12 @@ def min_distance_px(min_distance_a: float, box: int, sampling_rate: Optional[flo
 class MethodOptions:
     """What the chosen method switches on; the published method switches all three off."""
 
-    offcentre_negatives: bool = True
+    offcentre_negatives: bool = False
     self_training: bool = True
     combine_votes: bool = True
 
     @classmethod
-    def for_method(cls, method: str, offcentre_negatives: bool = True,
+    def for_method(cls, method: str, offcentre_negatives: bool = False,
                    self_training: bool = True, combine_votes: bool = True) -> "MethodOptions":
         if method not in METHODS:
             raise ValueError("unknown method %r (one of %s)" % (method, ", ".join(METHODS)))
@@ -155,7 +156,7 @@ class NegativeParams:
     """Random negatives per AND particle."""
     distance: float = 0.5
     """Random negatives keep this fraction of the box from every pick."""
-    offcentre: bool = True
+    offcentre: bool = False
     seed: int = 0
     skip_bad_micrographs: bool = False
 

@@ -7,6 +7,7 @@ pickers' output files, so this protocol reads them with the core readers
 """
 import glob
 import os
+import re
 
 import numpy as np
 import pyworkflow.protocol.params as params
@@ -42,6 +43,22 @@ class ProtImportPickerCoordinates(ProtParticlePicking):
         form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
                       help="Box size of the particles. 0 takes it from the .box files' "
                            "width column.")
+
+    def getObjLabel(self):
+        """The run's label; where it is pyworkflow's default, the coordinate folder's name.
+
+        Several imports (one per picker) would otherwise all read "deepconsensus_plugin -
+        import picker coordinates (n)": pyworkflow 3.11 drops the labels a workflow
+        template gives (``Project.loadProtocols`` passes them to a constructor that
+        ignores them) and labels new runs by class.  The folder ("crYOLO", "topaz")
+        tells them apart; a label the user sets is kept.
+        """
+        label = super().getObjLabel()
+        folder = self.filesPath.get() if hasattr(self, "filesPath") else None
+        if folder and (not label or re.fullmatch(r"%s( \(\d*\))?" % re.escape(
+                self.getClassLabel()), label.strip())):
+            return os.path.basename(os.path.normpath(folder))
+        return label
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.createOutputStep, needsGPU=False)

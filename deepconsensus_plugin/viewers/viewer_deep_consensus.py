@@ -122,8 +122,8 @@ class DeepConsensusViewer(ProtocolViewer):
     def _showTraining(self, paramName=None):
         history = self._results.history()
         if not history:
-            return [self._error("This run has no training history (%s)."
-                                % self._results.path(RunFolder.HISTORY))]
+            return [self._errorView("This run has no training history (%s)."
+                                    % self._results.path(RunFolder.HISTORY))]
         return self._plot(plots.training_curves, "Deep Consensus training", history)
 
     def _showGallery(self, paramName):
@@ -135,7 +135,8 @@ class DeepConsensusViewer(ProtocolViewer):
         rows = gallery_rows(results.scores, self.gallerySize.get(), kind, threshold)
         return self._plot(plots.gallery, title, results.particles(), rows,
                           n_cols=GALLERY_COLUMNS, scores=results.scores,
-                          title="%s (threshold %.2f)" % (title, threshold), threshold=threshold)
+                          title="%s (threshold %.2f)" % (title, threshold), threshold=threshold,
+                          duplicate=results.split(threshold).duplicate)
 
     def _showMicrograph(self, paramName=None):
         results = self._results
@@ -158,7 +159,7 @@ class DeepConsensusViewer(ProtocolViewer):
     def _createSets(self, paramName=None):
         prot, errors = self.launchThresholdRun(self.viewThreshold.get())
         if errors:
-            return [self._error("\n".join(errors))]
+            return [self._errorView("\n".join(errors))]
         return [MessageView("Launched '%s': new retained and pruned sets at threshold %.2f. "
                             "It appears in the project window when it has finished."
                             % (prot.getObjLabel(), prot.threshold.get()),
@@ -219,7 +220,9 @@ class DeepConsensusViewer(ProtocolViewer):
         plotter.tightLayoutOn = False  # the drawing function laid the figure out
         return [plotter]
 
-    def _error(self, message):
+    def _errorView(self, message):
+        """An error dialog. Not ``_error``: every Protocol (a viewer is one) has a
+        ``_error`` String attribute that would hide such a method."""
         return MessageView(message, title="Deep Consensus viewer", msgType=MSG_ERROR,
                            tkParent=self.getTkRoot())
 
