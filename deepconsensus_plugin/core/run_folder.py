@@ -164,9 +164,13 @@ class ExportInfo:
     files: List[str] = field(default_factory=list)
 
 
-_SECTIONS = {"method": MethodInfo, "export": ExportInfo, "consensus": ConsensusInfo, "negatives": NegativesInfo,
-             "extraction": ExtractionInfo, "training": TrainingInfo, "ranking": RankingInfo,
-             "split": SplitInfo}
+_SECTIONS = {"method": MethodInfo, "export": ExportInfo, "consensus": ConsensusInfo,
+             "negatives": NegativesInfo, "extraction": ExtractionInfo,
+             "training": TrainingInfo, "ranking": RankingInfo, "split": SplitInfo}
+
+STAGE_ORDER = ("consensus", "negatives", "extraction", "training", "ranking", "split")
+"""The stages' sections in pipeline order: a stage that runs again makes the later ones'
+records stale (:meth:`RunFolder.record_stage`)."""
 
 
 @dataclass
@@ -318,6 +322,16 @@ class RunFolder:
             if name not in _SECTIONS:
                 raise KeyError("no run record section %r" % name)
             setattr(info, name, value)
+        self.write_info(info)
+        return info
+
+    def record_stage(self, name: str, section: Any) -> RunInfo:
+        """Record what stage ``name`` found and forget the later stages' records, which
+        described files made from the previous result."""
+        info = self.info()
+        setattr(info, name, section)
+        for later in STAGE_ORDER[STAGE_ORDER.index(name) + 1:]:
+            setattr(info, later, None)
         self.write_info(info)
         return info
 

@@ -231,7 +231,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
         rescaled_sets=list(inputs.rescaled_sets), seconds=time.perf_counter() - start)
-    run.update_info(consensus=info)
+    run.record_stage("consensus", info)
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
                 n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
     return info
@@ -270,7 +270,7 @@ def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
     info = NegativesInfo(n_random=n_random, n_offcentre=n_offcentre,
                          n_user_coordinates=len(negatives) - n_random - n_offcentre,
                          seed=params.seed, seconds=time.perf_counter() - start)
-    run.update_info(negatives=info)
+    run.record_stage("negatives", info)
     logger.info("Negatives: %d random, %d off-centre, %d given as coordinates",
                 info.n_random, info.n_offcentre, info.n_user_coordinates)
     return info
@@ -316,7 +316,7 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
                           skipped_mic_ids=[m for m, p in paths.items() if p in skipped],
                           n_user_particles=n_user,
                           seconds=report.seconds + neg_report.seconds)
-    run.update_info(extraction=info)
+    run.record_stage("extraction", info)
     return info
 
 
@@ -376,8 +376,8 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
                         n_hard_negatives=len(hard))
     previous = run.info().training
     rounds = [r for r in (previous.rounds if previous else []) if r.round < round_number]
-    run.update_info(training=TrainingInfo(architecture=params.architecture,
-                                          n_rounds=params.rounds, rounds=rounds + [trained]))
+    run.record_stage("training", TrainingInfo(architecture=params.architecture,
+                                              n_rounds=params.rounds, rounds=rounds + [trained]))
     return trained
 
 
@@ -408,7 +408,7 @@ def scoring_stage(run: RunFolder, round_number: int, rounds: int, seed: int = 0,
         for trained in training.rounds:
             if trained.round == round_number:
                 trained.scoring_seconds = time.perf_counter() - start
-        run.update_info(training=training)
+        run.record_stage("training", training)  # new scores: the ranking is stale
     return scores
 
 
@@ -427,7 +427,7 @@ def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
         scores = cnn
     run.write_array(run.SCORES, scores)
     info = RankingInfo(auto_threshold=automatic_threshold(scores), agreement=agreement)
-    run.update_info(ranking=info)
+    run.record_stage("ranking", info)
     return info
 
 
@@ -441,7 +441,7 @@ def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float)
         threshold = ranking.auto_threshold
     table, scores = run.consensus(), run.scores()
     split = split_scores(scores, threshold, table.mic, table.xy, min_distance)
-    run.update_info(split=SplitInfo(
+    run.record_stage("split", SplitInfo(
         threshold=float(threshold), threshold_mode="automatic" if automatic else "fixed",
         min_distance_px=float(min_distance), n_retained=len(split.retained),
         n_pruned=len(split.pruned), n_duplicates=split.n_duplicates,

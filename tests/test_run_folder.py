@@ -1,0 +1,121 @@
+"""The run folder and its typed record, and the stages that need no network, on synthetic data."""
+import json
+import os
+
+import numpy as np
+import pytest
+import starfile
+
+from deepconsensus_plugin.core import stages, synthetic
+from deepconsensus_plugin.core.run_folder import (SCHEMA_VERSION, AgreementInfo, ExportInfo,
+                                                  Micrograph, RankingInfo, RoundInfo, RunFolder,
+                                                  RunFolderError, RunInfo, TrainingInfo)
+
+BOX = 48
+
+
+def test_the_record_reads_back_as_written(tmp_path):
+    run = RunFolder(tmp_path)
+    assert run.info() == RunInfo()  # before the first stage
+    info = RunInfo(training=TrainingInfo("fast", 2, [RoundInfo(1, 3, 0.9, 0.3, 5.0, 120, 0),
+                                                     RoundInfo(2, 4, 0.95, 0.2, 6.0, 130, 40)]),
+                   ranking=RankingInfo(0.42, AgreementInfo([0.9, 0.8], [0.1, 0.3], 0.6)))
+    run.write_info(info)
+    assert run.info() == info
+    assert run.info().training.last.val_accuracy == 0.95
+    assert json.loads((tmp_path / "info.json").read_text())["schema_version"] == SCHEMA_VERSION
+    assert [p.name for p in tmp_path.iterdir()] == ["info.json"]  # no temporary file left
+
+
+def test_a_record_of_another_layout_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "info.json").write_text(json.dumps({"nOr": 10, "box": 48}))
+    with pytest.raises(RunFolderError, match="info.json: run record of schema version None"):
+        RunFolder(tmp_path).info()
+    (tmp_path / "info.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION,
+                                                    "ranking": {"threshold": 0.5}}))
+    with pytest.raises(RunFolderError, match="section 'ranking'"):
+        RunFolder(tmp_path).info()
+
+
+def test_a_stage_run_again_forgets_the_later_records(tmp_path):
+    run = RunFolder(tmp_path)
+    run.update_info(ranking=RankingInfo(0.5), training=TrainingInfo("fast", 1))
+    run.record_stage("training", TrainingInfo("paper", 1))
+    assert run.info().ranking is None and run.info().training.architecture == "paper"
+    with pytest.raises(KeyError):
+        run.update_info(rounds=[])
+
+
+def test_a_stage_before_its_inputs_says_what_to_run(tmp_path):
+    with pytest.raises(RunFolderError, match="consensus"):
+        stages.negatives_stage(RunFolder(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic")
+    mics, pickers = synthetic.make_dataset(str(folder), n_micrographs=2, shape=(512, 512),
+                                           n_particles=60, diameter=32)
+    micrographs = [Micrograph(mic_id=i + 1, name="synthetic_%03d" % i, path=m.path,
+                              label="Movies/synthetic_%03d.mrc" % i) for i, m in enumerate(mics)]
+    inputs = stages.ConsensusInput(
+        micrographs=micrographs,
+        pickers=[stages.PickerInput("picker %d" % p, {i + 1: xy for i, xy in enumerate(picks)})
+                 for p, picks in enumerate(pickers)],
+        box=BOX, sampling_rate=2.0)
+    return inputs
+
+
+def test_stages_up_to_extraction_and_from_ranking_to_star_files(tmp_path, dataset):
+    """Every stage but training and scoring (which need TensorFlow, see test_cli.py):
+    their files, records and the STAR files of the export."""
+    run = RunFolder(tmp_path)
+    consensus = stages.consensus_stage(run, dataset, stages.ConsensusParams(and_rule="all"))
+    table = run.consensus()
+    assert consensus.n_or == len(table) and consensus.min_votes == 3
+    assert consensus.n_and == int((table.votes == 3).sum())
+    assert sorted(run.micrographs()) == [1, 2]
+    assert run.micrographs()[2].label == "Movies/synthetic_001.mrc"
+    negatives = stages.negatives_stage(run, stages.NegativeParams(offcentre=True, seed=1))
+    assert negatives.n_random == consensus.n_and and negatives.n_offcentre > 0
+    assert len(run.negatives()) == negatives.n_random + negatives.n_offcentre
+    bars = []
+
+    class Bar:
+        def __init__(self, description, total, unit):
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.done += n
+
+        def close(self):
+            pass
+
+    extracted = stages.extraction_stage(run, stages.ExtractionParams(network_size=16),
+                                        progress=Bar)
+    assert extracted.skipped_micrographs == [] and extracted.network_size == 16
+    assert [(b.done, b.total) for b in bars] == [(len(table) + len(run.negatives()),) * 2]
+
+    # a stand-in for the network's scores, then the real ranking, split and export
+    scores = np.linspace(0, 1, len(table))
+    run.write_array(run.CNN_SCORES, scores)
+    ranking = stages.ranking_stage(run, combine=False)
+    np.testing.assert_array_equal(run.scores(), scores)
+    assert 0 < ranking.auto_threshold < 1
+    split = stages.split_stage(run, 0.5, min_distance=0)
+    assert len(split.retained) == int((scores >= 0.5).sum())
+    assert run.info().split.n_retained == len(split.retained)
+    run.update_info(export=ExportInfo(pixel_size=2.0, voltage=300, spherical_aberration=2.7,
+                                      amplitude_contrast=0.1, box=BOX))
+    export = stages.export_stage(run, split)
+    retained = starfile.read(run.file(run.RETAINED_STAR), always_dict=True)["particles"]
+    pruned = starfile.read(run.file(run.PRUNED_STAR), always_dict=True)["particles"]
+    assert len(retained) == len(split.retained) and len(pruned) == len(split.pruned)
+    assert set(retained["rlnMicrographName"]) <= {m.label for m in dataset.micrographs}
+    assert all(os.path.exists(f) for f in export.files)
+    summary = "\n".join(stages.summary_lines(run.info()))
+    assert summary.startswith("Kept {:,} of {:,}".format(len(retained), len(table)))
+    # consensus again: everything recorded after it describes files of the old consensus
+    stages.consensus_stage(run, dataset)
+    assert run.info().negatives is None and run.info().split is None
