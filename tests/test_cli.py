@@ -113,6 +113,82 @@ def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
     assert run.info().split.threshold == pytest.approx(run.info().ranking.auto_threshold)
 
 
+MICROGRAPHS_STAR = """
+# version 30001
+
+data_optics
+
+loop_
+_rlnOpticsGroupName #1
+_rlnOpticsGroup #2
+_rlnVoltage #3
+_rlnSphericalAberration #4
+_rlnAmplitudeContrast #5
+_rlnMicrographPixelSize #6
+opticsGroup1 1 200.0 2.0 0.07 3.54
+
+# version 30001
+
+data_micrographs
+
+loop_
+_rlnMicrographName #1
+_rlnOpticsGroup #2
+{rows}
+"""
+
+
+def test_a_relion_project_in_and_out(tmp_path):
+    """micrographs.star and a RELION particle STAR file in; pixel size and optics from the
+    former; names as RELION wrote them in the STAR files out, with RELION 3.1's suffix file."""
+    from deepconsensus_plugin.core.coordinate_files import read_coordinates
+    from deepconsensus_plugin.core import stages
+
+    movies = tmp_path / "MotionCorr" / "job002" / "Movies"
+    movies.mkdir(parents=True)
+    names = sorted(os.listdir(os.path.join(DEMO_DATA, "micrographs")))
+    for name in names:
+        os.symlink(os.path.join(DEMO_DATA, "micrographs", name), movies / name)
+    written = ["MotionCorr/job002/Movies/" + name for name in names]
+    (tmp_path / "micrographs_ctf.star").write_text(
+        MICROGRAPHS_STAR.format(rows="\n".join(n + " 1" for n in written)))
+    rows = []  # the second picker as a RELION 3.0 particle STAR file (no box size in it)
+    for name, mic in zip(names, written):
+        box = os.path.join(DEMO_DATA, "coordinates", PICKERS[1], name.replace(".mrc", ".box"))
+        rows += ["%s %.1f %.1f" % (mic, x, y) for x, y in read_coordinates(box).xy]
+    (tmp_path / "topaz.star").write_text(
+        "data_\nloop_\n_rlnMicrographName #1\n_rlnCoordinateX #2\n_rlnCoordinateY #3\n"
+        + "\n".join(rows) + "\n")
+    result = deepconsensus("consensus", "--micrographs", "micrographs_ctf.star",
+                           "--picks", os.path.join(DEMO_DATA, "coordinates", PICKERS[0]),
+                           "--picks", "topaz.star", "--out", "DeepConsensus/run1",
+                           cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    run = RunFolder(tmp_path / "DeepConsensus" / "run1")
+    info = run.info()
+    assert (info.export.pixel_size, info.export.voltage, info.export.spherical_aberration,
+            info.export.amplitude_contrast, info.export.box) == (3.54, 200.0, 2.0, 0.07, 90)
+    assert [m.label for m in run.micrographs().values()] == written
+    assert info.consensus.n_pickers == 2 and info.consensus.n_micrographs == 3
+
+    # scores without training (a stand-in for the network's), then the command's split
+    run.write_array(run.CNN_SCORES, np.resize([0.2, 0.8], info.consensus.n_or))
+    stages.ranking_stage(run, combine=False)
+    result = deepconsensus("split", "--out", "DeepConsensus/run1", "--threshold", "0.5",
+                           cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    optics, retained = read_particles(run.file(run.RETAINED_STAR))
+    assert optics["rlnVoltage"][0] == 200.0 and optics["rlnAmplitudeContrast"][0] == 0.07
+    assert set(retained["rlnMicrographName"]) == set(written)
+    suffix = tmp_path / "DeepConsensus/run1/coordinates/coords_suffix_deepconsensus.star"
+    assert suffix.read_text().strip() == "micrographs_ctf.star"
+    listing = starfile.read(tmp_path / "DeepConsensus/run1/coordinates/deepconsensus.star")
+    assert list(listing["rlnMicrographName"]) == written
+    for coordinates in listing["rlnMicrographCoordinates"]:  # relative to the project
+        assert coordinates.startswith("DeepConsensus/run1/coordinates/Movies/")
+        assert (tmp_path / coordinates).exists()
+
+
 def test_command_defaults_are_the_protocol_defaults():
     """Each flag starts where the protocol's form does, so both front ends run the same
     method unless told otherwise."""
