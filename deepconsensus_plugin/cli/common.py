@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import os
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
-
-import numpy as np
 
 from ..core import stages
 from ..core.consensus import rescale
@@ -23,9 +19,6 @@ from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micr
                                 read_picks, read_relion_micrographs)
 from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
 from ..core.selection import DEFAULT_MIN_DISTANCE
-
-logger = logging.getLogger(__name__)
-
 
 class InputError(ValueError):
     """Bad command-line input: reported as one line, without a traceback."""
