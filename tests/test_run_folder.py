@@ -31,6 +31,9 @@ def test_a_record_of_another_layout_is_refused_naming_the_file(tmp_path):
     (tmp_path / "info.json").write_text(json.dumps({"nOr": 10, "box": 48}))
     with pytest.raises(RunFolderError, match="info.json: run record of schema version None"):
         RunFolder(tmp_path).info()
+    for name in RunFolder.SCORED[:-1]:
+        (tmp_path / name).write_bytes(b"")
+    assert not RunFolder(tmp_path).is_scored()  # the viewer and threshold protocol pass it by
     (tmp_path / "info.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION,
                                                     "ranking": {"threshold": 0.5}}))
     with pytest.raises(RunFolderError, match="section 'ranking'"):

@@ -269,7 +269,13 @@ class RunFolder:
                                  % (self.path, ", ".join(missing), stage))
 
     def is_scored(self) -> bool:
-        return self.has(*self.SCORED)
+        """Whether the run got to its final scores, with a record this version reads."""
+        if not self.has(*self.SCORED):
+            return False
+        try:
+            return self.info().ranking is not None
+        except RunFolderError:
+            return False
 
     # -- writing -----------------------------------------------------------
     def _atomic(self, name: str, suffix: str = ".tmp"):

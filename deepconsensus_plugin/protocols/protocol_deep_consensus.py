@@ -16,7 +16,7 @@ from .. import convert
 from ..results import RunResults
 from ..core import pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
-from ..core.run_folder import RunFolder
+from ..core.run_folder import RunFolder, RunFolderError
 from ..core.selection import DEFAULT_MIN_DISTANCE
 from ..core.consensus import rescale
 from ..core.negatives import fraction_on_picks
@@ -407,10 +407,16 @@ class ProtDeepConsensus(ProtParticles):
         return [message for ok, message in checks if not ok]
 
     def _summary(self):
-        return stages.summary_lines(self._runFolder().info())
+        try:
+            return stages.summary_lines(self._runFolder().info())
+        except RunFolderError as error:  # a run of an older version: say so, do not fail
+            return [str(error)]
 
     def _methods(self):
-        info = self._runFolder().info()
+        try:
+            info = self._runFolder().info()
+        except RunFolderError as error:
+            return [str(error)]
         if info.split is None:
             return ["Deep Consensus has not produced outputs yet."]
         consensus, negatives = info.consensus, info.negatives
