@@ -352,14 +352,15 @@ def retained_close_pairs(results: RunResults, names: np.ndarray, retained: np.nd
                          data: Dataset) -> dict:
     """Retained pairs closer than the run's minimum distance between particles.
 
-    The run's minimum distance when it records one, else half the particle
-    diameter: two retained boxes that close are one particle picked twice.
+    The run's minimum distance when it records a positive one, else half the
+    particle diameter (a run that keeps duplicates is still counted): two
+    retained boxes that close are one particle picked twice.
     Also the retained coordinates that close to a higher-scoring retained one
     (what a duplicate rule removes), on all micrographs and on the labelled ones.
     """
     from deepconsensus_plugin.core.metrics import close_pairs, near_higher_score
 
-    if results.info.split is not None:
+    if results.minDistancePx > 0:
         distance, source = results.minDistancePx, "the run's minimum distance"
     else:
         distance, source = data.spec.diameter / 2, "half the particle diameter"
