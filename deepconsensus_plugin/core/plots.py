@@ -122,13 +122,16 @@ def _viridis(i: int, n: int) -> tuple:
 
 
 def training_curves(history: Mapping[str, Sequence[float]],
-                    figure: Optional[Figure] = None) -> Figure:
+                    figure: Optional[Figure] = None, title: Optional[str] = None) -> Figure:
     """Loss and accuracy per epoch, training and validation, from the saved history.
 
     The epoch with the lowest validation loss is marked: early stopping keeps
     that epoch's weights, so it is the network that scored the particles.
+    ``title`` (where the network came from) heads the figure.
     """
     fig = _figure(figure, (9.0, 3.8))
+    if title:
+        fig.suptitle(title, fontsize="medium")
     loss_ax = fig.add_subplot(1, 2, 1)
     acc_ax = fig.add_subplot(1, 2, 2)
     n = len(history.get("loss", ()))
@@ -149,7 +152,7 @@ def training_curves(history: Mapping[str, Sequence[float]],
         ax.set_title(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93) if title else None)
     return fig
 
 

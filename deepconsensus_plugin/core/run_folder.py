@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -26,7 +27,7 @@ import numpy as np
 
 from .pipeline import CoordinateTable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Version of ``info.json``'s layout; a folder written with another one is refused."""
 
 
@@ -85,6 +86,20 @@ class ExtractionInfo:
     skipped_mic_ids: List[int]
     n_user_particles: int
     seconds: float
+
+
+@dataclass
+class ModelInfo:
+    """Where the run's network came from: trained here (``use`` 'new'), or a reused model
+    (``source``: how the user named it, ``path``: its file) fine-tuned on this data
+    ('fine-tune') or scoring without training ('score-only'), and that model's facts."""
+
+    use: str
+    source: Optional[str] = None
+    path: Optional[str] = None
+    architecture: Optional[str] = None
+    trained_box: Optional[int] = None
+    trained_sampling_rate: Optional[float] = None
 
 
 @dataclass
@@ -166,9 +181,9 @@ class ExportInfo:
 
 _SECTIONS = {"method": MethodInfo, "export": ExportInfo, "consensus": ConsensusInfo,
              "negatives": NegativesInfo, "extraction": ExtractionInfo,
-             "training": TrainingInfo, "ranking": RankingInfo, "split": SplitInfo}
+             "model": ModelInfo, "training": TrainingInfo, "ranking": RankingInfo, "split": SplitInfo}
 
-STAGE_ORDER = ("consensus", "negatives", "extraction", "training", "ranking", "split")
+STAGE_ORDER = ("consensus", "negatives", "extraction", "model", "training", "ranking", "split")
 """The stages' sections in pipeline order: a stage that runs again makes the later ones'
 records stale (:meth:`RunFolder.record_stage`)."""
 
@@ -183,6 +198,7 @@ class RunInfo:
     consensus: Optional[ConsensusInfo] = None
     negatives: Optional[NegativesInfo] = None
     extraction: Optional[ExtractionInfo] = None
+    model: Optional[ModelInfo] = None
     training: Optional[TrainingInfo] = None
     ranking: Optional[RankingInfo] = None
     split: Optional[SplitInfo] = None
@@ -227,6 +243,8 @@ class RunFolder:
     OR_PARTICLES = "or_particles.npy"
     NEG_PARTICLES = "neg_particles.npy"
     MODEL = "model.keras"
+    REUSED_MODEL = "reused_model.keras"
+    """A reused model's copy, which fine-tuning starts from (the source may move or go)."""
     HISTORY = "history.csv"
     CNN_SCORES = "cnn_scores.npy"
     SCORES = "scores.npy"
@@ -310,6 +328,16 @@ class RunFolder:
         temporary = self._atomic(name, ".npz")
         try:
             table.save(temporary)
+            self._replace(temporary, name)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def copy_in(self, source: str, name: str) -> None:
+        """Copy the file ``source`` into the folder as ``name``."""
+        temporary = self._atomic(name, os.path.splitext(name)[1])
+        try:
+            shutil.copyfile(source, temporary)
             self._replace(temporary, name)
         except BaseException:
             os.unlink(temporary)

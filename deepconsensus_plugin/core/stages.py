@@ -3,8 +3,11 @@
 Scipion's steps (``ProtDeepConsensus``), the ``deepconsensus`` command and the
 benchmarks all call these functions, in this order::
 
-    consensus_stage -> negatives_stage -> extraction_stage
+    consensus_stage -> negatives_stage -> extraction_stage -> model_stage
         -> (training_stage -> scoring_stage) per round -> ranking_stage -> split_stage
+
+(``model_stage`` may reuse an earlier run's model: fine-tuned by the training
+rounds, or scoring alone with no training round.)
 
 Each stage reads what the previous ones left in the :class:`.RunFolder`,
 writes its own files and its section of the run record (:class:`.RunInfo`),
@@ -29,12 +32,13 @@ import numpy as np
 from . import extraction, pipeline
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
+from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
 from .pick_inputs import Optics
 from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
 from .run_folder import (AgreementInfo, ConsensusInfo, ExportInfo, ExtractionInfo, Micrograph,
-                         NegativesInfo, RankingInfo, RoundInfo, RunFolder, RunFolderError,
-                         SplitInfo, TrainingInfo)
+                         ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
+                         RunFolderError, SplitInfo, TrainingInfo)
 from .selection import DEFAULT_MIN_DISTANCE, Split, split_scores
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
@@ -64,6 +68,14 @@ on request)."""
 METHOD_PUBLISHED = "published"
 """As published (Sanchez-Garcia et al. 2018): random negatives, one round, network alone."""
 METHODS = (METHOD_AGREEMENT, METHOD_PUBLISHED)
+
+MODEL_NEW = "new"
+"""Train a new network (the default)."""
+MODEL_FINE_TUNE = "fine-tune"
+"""Start the training rounds from a reused model's weights."""
+MODEL_SCORE_ONLY = "score-only"
+"""Score with a reused model as it is: no training round."""
+MODEL_USES = (MODEL_NEW, MODEL_FINE_TUNE, MODEL_SCORE_ONLY)
 
 AND_ALL = "all"
 AND_AT_LEAST = "at-least"
@@ -320,6 +332,64 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
     return info
 
 
+def run_model_spec(box: int, sampling_rate: Optional[float], network_size: int, invert: bool,
+                   architecture: str) -> ModelSpec:
+    """What a model trained (or reused) by a run with these boxes and settings must record."""
+    return ModelSpec(architecture=architecture, network_size=int(network_size),
+                     invert=bool(invert), box=int(box), sampling_rate=sampling_rate)
+
+
+def model_stage(run: RunFolder, use: str = MODEL_NEW, source: Optional[str] = None,
+                source_name: Optional[str] = None,
+                architecture: str = TrainingParams.architecture) -> ModelInfo:
+    """Choose the run's network: a new one (``use`` :data:`MODEL_NEW`), or the model file
+    ``source`` (named ``source_name`` to the user), fine-tuned on this run's particles or
+    scoring them as it is.  A model trained on other boxes (network size, contrast,
+    architecture, field of view) is refused with a message naming both values; an
+    accepted one is copied into the run folder, so the run does not depend on it staying."""
+    if use not in MODEL_USES:
+        raise ValueError("unknown model use %r (one of %s)" % (use, ", ".join(MODEL_USES)))
+    if use == MODEL_NEW:
+        info = ModelInfo(use=use, architecture=architecture)
+        run.record_stage("model", info)
+        return info
+    if source is None:
+        raise ValueError("reusing a model (%s) needs its file" % use)
+    consensus, extracted = _section(run, "consensus"), _section(run, "extraction")
+    spec = read_spec(source)
+    ours = run_model_spec(consensus.box, consensus.sampling_rate, extracted.network_size,
+                          extracted.invert, architecture)
+    errors = compatibility_errors(spec, ours, source_name or source)
+    if errors:
+        raise ModelFileError(" ".join(errors))
+    target = run.REUSED_MODEL if use == MODEL_FINE_TUNE else run.MODEL
+    run.copy_in(source, target)
+    info = ModelInfo(use=use, source=source_name or source, path=os.path.abspath(source),
+                     architecture=spec.architecture, trained_box=spec.box,
+                     trained_sampling_rate=spec.sampling_rate)
+    run.record_stage("model", info)
+    logger.info("Model: %s", model_origin(info))
+    return info
+
+
+def model_origin(model: Optional[ModelInfo]) -> str:
+    """Where a run's network came from, in words (for the summary and the viewer)."""
+    if model is None or model.use == MODEL_NEW:
+        return "trained on this data"
+    if model.use == MODEL_FINE_TUNE:
+        return "fine-tuned on this data from %s" % model.source
+    return "%s, scoring without training" % model.source
+
+
+def scoring_round(info) -> int:
+    """The round whose network gives the final scores (1 when a reused model scores alone)."""
+    if info.model is not None and info.model.use == MODEL_SCORE_ONLY:
+        return 1
+    if info.training is None:
+        raise RunFolderError("the run has no trained network: train first")
+    return info.training.n_rounds
+
+
 def agreement_posterior(voters: np.ndarray, cnn_scores: np.ndarray):
     """Posterior of the pickers' votes and the network's score, and the EM model."""
     return dawid_skene(voters, score_logit(cnn_scores))
@@ -334,6 +404,12 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
 
     consensus = _section(run, "consensus")
     skipped = _section(run, "extraction")
+    reused = run.info().model
+    if reused is not None and reused.use == MODEL_SCORE_ONLY:
+        raise RunFolderError("%s scores with %s without training: there is nothing to train"
+                             % (run.path, reused.source))
+    initial = (run.file(run.REUSED_MODEL)
+               if reused is not None and reused.use == MODEL_FINE_TUNE else None)
     table, negatives = run.consensus(), run.negatives()
     usable = ~np.isin(table.mic, skipped.skipped_mic_ids)
     is_and = table.votes >= consensus.min_votes
@@ -362,14 +438,18 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
                     "the first round judged junk", round_number, len(positives),
                     int((~is_and[positives]).sum()), len(hard))
     bar = _bar(progress, "Training round %d" % round_number, params.max_epochs, "epoch")
+    model_path = run.round_file(run.MODEL, round_number, params.rounds)
     try:
         result = train_classifier([(or_stack, positives)], negative_sources,
-                                  params.config(round_number),
-                                  run.round_file(run.MODEL, round_number, params.rounds),
+                                  params.config(round_number), model_path,
                                   run.round_file(run.HISTORY, round_number, params.rounds),
-                                  gpus=list(gpus), on_epoch=_update(bar))
+                                  gpus=list(gpus), on_epoch=_update(bar),
+                                  initial_model=initial)
     finally:
         _close(bar)
+    write_spec(model_path, run_model_spec(consensus.box, consensus.sampling_rate,
+                                          skipped.network_size, skipped.invert,
+                                          params.architecture))
     trained = RoundInfo(round=round_number, epochs=result.epochs,
                         val_accuracy=result.val_accuracy, val_loss=result.val_loss,
                         seconds=result.seconds, n_positives=len(positives),
@@ -553,6 +633,8 @@ def summary_lines(info) -> list:
                      "sensitivity / false-pick rate: %s."
                      % ", ".join("%.2f / %.2f" % pair for pair in
                                  zip(agreement.sensitivity, agreement.false_pick_rate)))
+    if info.model is not None and info.model.use != MODEL_NEW:
+        lines.append("Model: %s." % model_origin(info.model))
     split = info.split
     if split is not None:
         total = split.n_retained + split.n_pruned

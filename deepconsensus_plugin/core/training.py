@@ -165,7 +165,8 @@ def _label_samples(sources: Sequence[Source], offset: int) -> np.ndarray:
 def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
                      config: TrainingConfig, model_path: str, history_path: str,
                      gpus: Optional[Sequence[int]] = None,
-                     on_epoch: Optional[Callable[[int], None]] = None) -> TrainingResult:
+                     on_epoch: Optional[Callable[[int], None]] = None,
+                     initial_model: Optional[str] = None) -> TrainingResult:
     """Train a classifier of positives (label 1) vs negatives (label 0) and save it.
 
     Each class is a list of (stack, rows) sources, e.g. the AND rows of the
@@ -173,7 +174,8 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
     for negatives; nothing is copied into memory.  The best model by
     validation loss is written to ``model_path`` (``.keras``) and the
     per-epoch history to ``history_path``.  ``on_epoch`` is called with 1 after
-    each epoch (a progress bar's ``update``).
+    each epoch (a progress bar's ``update``).  ``initial_model`` (a ``.keras`` file)
+    fine-tunes that network instead of training a new one of ``config.architecture``.
     """
     from .runtime import configure_tensorflow
 
@@ -202,7 +204,15 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
                 config.architecture, len(pos_train), len(neg_train),
                 len(pos_val), len(neg_val), size, size)
 
-    model = build_model(config.architecture, size, n_train=len(pos_train) + len(neg_train))
+    if initial_model is None:
+        model = build_model(config.architecture, size, n_train=len(pos_train) + len(neg_train))
+    else:
+        model = keras.models.load_model(initial_model, compile=False)
+        if tuple(model.input_shape[1:3]) != (size, size):
+            raise ValueError("%s takes %s px boxes; the particles are %d x %d px"
+                             % (initial_model, " x ".join(map(str, model.input_shape[1:3])),
+                                size, size))
+        logger.info("Fine-tuning the network of %s", initial_model)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                   loss="binary_crossentropy", metrics=["accuracy"])
     callbacks = [
