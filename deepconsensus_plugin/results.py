@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from .core.run_folder import RunFolder
+from .core.stages import MODEL_SCORE_ONLY, model_origin
 from .core.selection import Split, split_scores
 from .core.stack import open_stack
 from .core.training import read_history
@@ -71,6 +72,16 @@ class RunResults:
     def minDistancePx(self):
         """The run's minimum distance between retained coordinates (0: none)."""
         return self.info.split.min_distance_px if self.info.split else 0.0
+
+    @property
+    def modelOrigin(self):
+        """Where the run's network came from, in words."""
+        return model_origin(self.info.model)
+
+    @property
+    def scoredWithoutTraining(self):
+        """Whether a reused model scored the run as it was (no training, no curves)."""
+        return self.info.model is not None and self.info.model.use == MODEL_SCORE_ONLY
 
     def split(self, threshold) -> Split:
         """The protocols' rule at ``threshold``: retained, pruned (duplicates included) and

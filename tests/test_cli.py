@@ -113,6 +113,47 @@ def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
     assert run.info().split.threshold == pytest.approx(run.info().ranking.auto_threshold)
 
 
+def test_score_only_with_the_model_of_an_earlier_run(demo_run, tmp_path):
+    """--model FOLDER --score-only: no training; the earlier run's network scores the same
+    boxes to the same network scores."""
+    out, _ = demo_run
+    result = deepconsensus("run", *demo_arguments(), "--gpus", "cpu", "--model", str(out),
+                           "--score-only", "--out", str(tmp_path / "reuse"))
+    assert result.returncode == 0, result.stderr
+    run = RunFolder(tmp_path / "reuse")
+    info = run.info()
+    assert info.training is None and info.model.use == "score-only"
+    assert info.model.path == os.path.abspath(out / "model.keras")
+    assert not run.has(run.HISTORY)
+    np.testing.assert_array_equal(run.array(run.CNN_SCORES), RunFolder(out).array(run.CNN_SCORES))
+    assert "scoring without training" in result.stdout
+    rescored = deepconsensus("score", "--out", str(tmp_path / "reuse"), "--gpus", "cpu")
+    assert rescored.returncode == 0, rescored.stderr
+
+
+def test_fine_tune_the_model_of_an_earlier_run(demo_run, tmp_path):
+    out, _ = demo_run
+    result = deepconsensus("run", *demo_arguments(), "--gpus", "cpu", "--max-epochs", "1",
+                           "--no-self-training", "--model", str(out / "model.keras"),
+                           "--out", str(tmp_path / "tuned"))
+    assert result.returncode == 0, result.stderr
+    info = RunFolder(tmp_path / "tuned").info()
+    assert info.model.use == "fine-tune" and [r.epochs for r in info.training.rounds] == [1]
+    assert "fine-tuned on this data from" in result.stdout
+
+
+def test_a_model_of_other_boxes_is_refused_naming_both_values(demo_run, tmp_path):
+    out, _ = demo_run
+    result = deepconsensus("run", *demo_arguments(), "--network-size", "64", "--model",
+                           str(out), "--score-only", "--out", str(tmp_path / "refused"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "network box size of 32 px; this run's is 64 px" in result.stderr
+    assert not (tmp_path / "refused" / "or_particles.npy").exists()  # refused before extracting
+    result = deepconsensus("run", *demo_arguments(), "--score-only",
+                           "--out", str(tmp_path / "no_model"))
+    assert result.returncode == 1 and "--score-only needs --model" in result.stderr
+
+
 MICROGRAPHS_STAR = """
 # version 30001
 

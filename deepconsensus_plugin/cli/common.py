@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence, Tuple
 from ..core import stages
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
+from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
                                 read_picks, read_relion_micrographs)
 from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
@@ -135,6 +136,14 @@ def add_training(parser: argparse.ArgumentParser) -> None:
                        help="Adam's initial learning rate (default: %(default)s)")
     group.add_argument("--batch-size", type=int, default=stages.TrainingParams.batch_size,
                        help="particles per training step (default: %(default)s)")
+    group = parser.add_argument_group("model reuse")
+    group.add_argument("--model", metavar="FILE_OR_FOLDER",
+                       help="start from the network of an earlier run (of the same sample, "
+                            "picked with a box of the same size in A): its model.keras, or "
+                            "its run folder; fine-tuned on this data unless --score-only. "
+                            "Network size, contrast, network and box must match it")
+    group.add_argument("--score-only", action="store_true",
+                       help="with --model: score with that network as it is, no training")
 
 
 def add_seed_and_gpus(parser: argparse.ArgumentParser) -> None:
@@ -319,8 +328,35 @@ def run_consensus(args, run: RunFolder) -> None:
         radius=args.radius, and_rule=args.and_rule, k=args.k))
 
 
+def reused_model(args, run: RunFolder) -> Optional[str]:
+    """The model file of ``--model`` (a run folder stands for its model.keras), checked
+    against this run's boxes and flags before anything is extracted; None without it."""
+    if args.model is None:
+        if args.score_only:
+            raise InputError("--score-only needs --model: the network to score with")
+        return None
+    path = args.model
+    if os.path.isdir(path):
+        path = RunFolder(path).file(RunFolder.MODEL)
+    consensus = run.info().consensus
+    if consensus is None:
+        raise InputError("%s has no consensus: run 'deepconsensus consensus' first" % run.path)
+    try:
+        spec = read_spec(path)
+    except ModelFileError as error:
+        raise InputError("--model: %s" % error) from error
+    ours = stages.run_model_spec(consensus.box, consensus.sampling_rate, args.network_size,
+                                 args.invert_contrast, args.network)
+    errors = compatibility_errors(spec, ours, "--model %s" % path)
+    if errors:
+        raise InputError(" ".join(errors))
+    return path
+
+
 def run_training(args, run: RunFolder) -> None:
-    """Negatives, extraction and every training round (with the scoring a later round needs)."""
+    """Negatives, extraction, the model (new or reused) and every training round (with the
+    scoring a later round needs); no round when a reused model scores alone."""
+    model = reused_model(args, run)
     method = method_info(args)
     run.update_info(method=method)
     progress = progress_bars()
@@ -331,6 +367,11 @@ def run_training(args, run: RunFolder) -> None:
     stages.extraction_stage(run, stages.ExtractionParams(
         network_size=args.network_size, invert=args.invert_contrast,
         skip_bad_micrographs=args.skip_bad_micrographs), progress=progress)
+    use = (stages.MODEL_NEW if model is None else
+           stages.MODEL_SCORE_ONLY if args.score_only else stages.MODEL_FINE_TUNE)
+    stages.model_stage(run, use, model, architecture=args.network)
+    if use == stages.MODEL_SCORE_ONLY:
+        return
     rounds = 2 if method.self_training else 1
     params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
                                    patience=args.patience, learning_rate=args.learning_rate,
@@ -346,10 +387,10 @@ def run_training(args, run: RunFolder) -> None:
 def run_scoring(args, run: RunFolder) -> None:
     """Score with the last round's network and rank (combined with the votes or not)."""
     info = run.info()
-    if info.training is None or info.method is None:
+    if info.method is None or (info.training is None and info.model is None):
         raise InputError("%s has no trained network: run 'deepconsensus train' first"
                          % run.path)
-    rounds = info.training.n_rounds
+    rounds = stages.scoring_round(info)
     stages.scoring_stage(run, rounds, rounds, seed=args.seed, gpus=parse_gpus(args.gpus),
                          progress=progress_bars())
     stages.ranking_stage(run, info.method.combine_votes)

@@ -16,6 +16,7 @@ from .. import convert
 from ..results import RunResults
 from ..core import pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
+from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.run_folder import RunFolder, RunFolderError
 from ..core.selection import DEFAULT_MIN_DISTANCE
 from ..core.consensus import rescale
@@ -60,6 +61,11 @@ class ProtDeepConsensus(ProtParticles):
     THRESHOLD_AUTOMATIC = 1
     METHOD_AGREEMENT = 0
     METHOD_PAPER = 1
+    MODEL_NEW = 0
+    MODEL_RUN = 1
+    MODEL_FILE = 2
+    USE_FINE_TUNE = 0
+    USE_SCORE_ONLY = 1
 
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -165,6 +171,8 @@ class ProtDeepConsensus(ProtParticles):
                            "leave out its coordinates and say so in the summary, instead "
                            "of stopping with an error that names the file.")
 
+        self._defineModelParams(form)
+
         form.addSection(label="Training")
         form.addParam("architecture", params.EnumParam, default=0,
                       choices=list(ARCHITECTURES), display=params.EnumParam.DISPLAY_HLIST,
@@ -238,6 +246,37 @@ class ProtDeepConsensus(ProtParticles):
                            "others DC-pruned. 0.5 is the natural cut of a balanced "
                            "classifier; changing it only re-creates the outputs.")
 
+    def _defineModelParams(self, form):
+        """The Model section: train a new network, or reuse one (issue 14)."""
+        form.addSection(label="Model")
+        form.addParam("modelSource", params.EnumParam, default=self.MODEL_NEW,
+                      choices=["train a new model", "model of a previous run", "model file"],
+                      display=params.EnumParam.DISPLAY_HLIST, label="Network",
+                      help="'train a new model' (default) learns from this data alone. A "
+                           "model from an earlier collection of the same sample (a previous "
+                           "deep-consensus run, or the model.keras file such a run left in "
+                           "its extra folder) can be fine-tuned on this data, which needs "
+                           "fewer particles and epochs, or score it as it is. The model must "
+                           "have been trained on the same kind of boxes: network box size, "
+                           "contrast, network and box size in A are checked.")
+        form.addParam("modelRun", params.PointerParam, pointerClass="ProtDeepConsensus",
+                      allowsNull=True, condition="modelSource==%d" % self.MODEL_RUN,
+                      label="Previous deep-consensus run",
+                      help="A finished deep-consensus run whose final network is reused.")
+        form.addParam("modelFile", params.FileParam, default="",
+                      condition="modelSource==%d" % self.MODEL_FILE, label="Model file",
+                      help="A model.keras file written by a deep-consensus run (Scipion's "
+                           "or the deepconsensus command's); it records the boxes it was "
+                           "trained on.")
+        form.addParam("modelUse", params.EnumParam, default=self.USE_FINE_TUNE,
+                      choices=["fine-tune on this data", "score only (no training)"],
+                      display=params.EnumParam.DISPLAY_HLIST,
+                      condition="modelSource!=%d" % self.MODEL_NEW, label="Use it to",
+                      help="'fine-tune' trains the reused network further on this data "
+                           "(the training section's rounds and epochs). 'score only' scores "
+                           "every coordinate with it as it is: no training at all, and the "
+                           "AND set may be small.")
+
     # -------------------------- INSERT steps functions -----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
@@ -249,14 +288,17 @@ class ProtDeepConsensus(ProtParticles):
         self._insertFunctionStep(self.extractStep, self.networkSize.get(),
                                  self.invertContrast.get(), self.skipBadMicrographs.get(),
                                  needsGPU=False)
+        self._insertFunctionStep(self.modelStep, *self._modelChoice(), needsGPU=False)
         rounds = self._rounds()
-        for roundNumber in range(1, rounds + 1):
+        for roundNumber in range(1, rounds + 1) if not self._scoreOnly() else ():
             self._insertFunctionStep(self.trainStep, roundNumber, rounds,
                                      ARCHITECTURES[self.architecture.get()],
                                      self.maxEpochs.get(), self.patience.get(),
                                      self.learningRate.get(), self.batchSize.get(),
                                      self.seed.get(), needsGPU=True)
             self._insertFunctionStep(self.scoreStep, roundNumber, rounds, needsGPU=True)
+        if self._scoreOnly():
+            self._insertFunctionStep(self.scoreStep, 1, 1, needsGPU=True)
         self._insertFunctionStep(self.rankStep, self._combine(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, self.thresholdMode.get(),
                                  self.threshold.get(), self._minDistancePx(), needsGPU=False)
@@ -282,6 +324,10 @@ class ProtDeepConsensus(ProtParticles):
                  if userParticles is not None else [])
         stages.extraction_stage(self._runFolder(), stages.ExtractionParams(
             network_size=size, invert=invert, skip_bad_micrographs=skipBad), known)
+
+    def modelStep(self, use, source, sourceName, architecture):
+        """A new network, or the reused one copied into the run (core.stages.model_stage)."""
+        stages.model_stage(self._runFolder(), use, source, sourceName, architecture)
 
     def trainStep(self, roundNumber, rounds, architecture, maxEpochs, patience, learningRate,
                   batchSize, seed):
@@ -329,6 +375,7 @@ class ProtDeepConsensus(ProtParticles):
             errors.append("The input sets share no micrograph (matched by name): %s."
                           % ", ".join(self._setName(p) for p in pointers))
         errors += self._validateKnownNegatives(pointers, sets)
+        errors += self._validateModel(sets[0])
         errors += self._validateRanges(len(sets))
         return errors
 
@@ -373,6 +420,25 @@ class ProtDeepConsensus(ProtParticles):
                               % (round(fraction * nShared), nShared,
                                  self._setName(negPointer), self._setName(pointer)))
         return errors
+
+    def _validateModel(self, firstSet):
+        """Refuse a reused model trained on other boxes, naming both values (the check is
+        core.model_file's, which the deepconsensus command makes too)."""
+        if self.modelSource.get() == self.MODEL_NEW:
+            return []
+        use, path, name, architecture = self._modelChoice()
+        if not path:
+            return ["Choose the %s whose model to reuse (Model section)."
+                    % ("previous run" if self.modelSource.get() == self.MODEL_RUN
+                       else "model file")]
+        try:
+            spec = read_spec(path)
+        except ModelFileError as error:
+            return ["Cannot reuse the model: %s." % error]
+        ours = stages.run_model_spec(firstSet.getBoxSize() or 0,
+                                     convert.samplingRate(firstSet), self.networkSize.get(),
+                                     self.invertContrast.get(), architecture)
+        return compatibility_errors(spec, ours, name[0].upper() + name[1:])
 
     @staticmethod
     def _picksOn(coordSet, mics, refSampling):
@@ -420,16 +486,26 @@ class ProtDeepConsensus(ProtParticles):
         if info.split is None:
             return ["Deep Consensus has not produced outputs yet."]
         consensus, negatives = info.consensus, info.negatives
-        text = ("The coordinates of %d pickers were pruned with Deep Consensus "
-                "[SanchezGarcia2018]: a %s convolutional network trained on the %d "
-                "coordinates picked by at least %d pickers (radius %.1f px) against %d "
-                "negative boxes (%d of them off-centre on particles) scored the %d "
-                "coordinates picked by any"
-                % (consensus.n_pickers, info.training.architecture, consensus.n_and,
-                   consensus.min_votes, consensus.radius_px,
-                   negatives.n_random + negatives.n_offcentre + negatives.n_user_coordinates
-                   + info.extraction.n_user_particles, negatives.n_offcentre, consensus.n_or))
-        if info.training.n_rounds > 1:
+        if info.training is None:  # a reused model scored alone
+            text = ("The coordinates of %d pickers were pruned with Deep Consensus "
+                    "[SanchezGarcia2018]: a %s convolutional network trained earlier (%s) "
+                    "scored the %d coordinates picked by any"
+                    % (consensus.n_pickers, info.model.architecture, info.model.source,
+                       consensus.n_or))
+        else:
+            text = ("The coordinates of %d pickers were pruned with Deep Consensus "
+                    "[SanchezGarcia2018]: a %s convolutional network %s on the %d "
+                    "coordinates picked by at least %d pickers (radius %.1f px) against %d "
+                    "negative boxes (%d of them off-centre on particles) scored the %d "
+                    "coordinates picked by any"
+                    % (consensus.n_pickers, info.training.architecture,
+                       "trained" if info.model is None or info.model.use == stages.MODEL_NEW
+                       else "(%s) fine-tuned" % info.model.source,
+                       consensus.n_and, consensus.min_votes, consensus.radius_px,
+                       negatives.n_random + negatives.n_offcentre
+                       + negatives.n_user_coordinates + info.extraction.n_user_particles,
+                       negatives.n_offcentre, consensus.n_or))
+        if info.training is not None and info.training.n_rounds > 1:
             text += (", retrained once with the first round's confident decisions as extra "
                      "particles and negatives")
         if info.ranking.agreement is not None:
@@ -461,6 +537,27 @@ class ProtDeepConsensus(ProtParticles):
         return stages.MethodOptions.for_method(method, self.offCentreNegatives.get(),
                                                self.selfTraining.get(),
                                                self.combineVotes.get())
+
+    def _modelChoice(self):
+        """(use, model file, its name for the user, network) of the Model section; the file
+        is empty when the chosen run or file is missing."""
+        architecture = ARCHITECTURES[self.architecture.get()]
+        source = self.modelSource.get()
+        if source == self.MODEL_NEW:
+            return stages.MODEL_NEW, "", "", architecture
+        use = [stages.MODEL_FINE_TUNE, stages.MODEL_SCORE_ONLY][self.modelUse.get()]
+        if source == self.MODEL_RUN:
+            run = self.modelRun.get()
+            if run is None:
+                return use, "", "", architecture
+            name = "the model of run '%s'" % (run.getObjLabel() or run.getRunName())
+            return use, RunFolder(run._getExtraPath()).file(RunFolder.MODEL), name, architecture
+        path = self.modelFile.get() or ""
+        return use, path, "the model file %s" % path, architecture
+
+    def _scoreOnly(self):
+        return (self.modelSource.get() != self.MODEL_NEW
+                and self.modelUse.get() == self.USE_SCORE_ONLY)
 
     def _offCentre(self):
         return self._options().offcentre_negatives

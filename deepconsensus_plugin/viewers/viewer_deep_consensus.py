@@ -64,7 +64,9 @@ class DeepConsensusViewer(ProtocolViewer):
                            "would keep.")
         form.addParam("showTraining", params.LabelParam, label="Training curves",
                       help="Loss and accuracy per epoch on the training and validation "
-                           "particles; the marked epoch's weights scored the coordinates.")
+                           "particles; the marked epoch's weights scored the coordinates. "
+                           "The title says where the network came from: trained on this "
+                           "data, or a reused model fine-tuned or scoring alone.")
         form.addParam("createSets", params.LabelParam,
                       label="Create sets at this threshold",
                       help="Launch a 'deep consensus threshold' run that registers new "
@@ -120,11 +122,18 @@ class DeepConsensusViewer(ProtocolViewer):
                           duplicate=results.split(threshold).duplicate)
 
     def _showTraining(self, paramName=None):
-        history = self._results.history()
+        results = self._results
+        origin = "Network: %s." % results.modelOrigin
+        history = results.history()
+        if results.scoredWithoutTraining:
+            return [MessageView("%s This run trained nothing, so there are no training "
+                                "curves." % origin, title="Deep Consensus training",
+                                tkParent=self.getTkRoot())]
         if not history:
             return [self._errorView("This run has no training history (%s)."
-                                    % self._results.path(RunFolder.HISTORY))]
-        return self._plot(plots.training_curves, "Deep Consensus training", history)
+                                    % results.path(RunFolder.HISTORY))]
+        return self._plot(plots.training_curves, "Deep Consensus training", history,
+                          title=origin)
 
     def _showGallery(self, paramName):
         kind, title = {"showHighest": ("highest", "Highest scores"),
