@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from .core.evaluation import agreement
 from .core.run_folder import RunFolder
 from .core.stages import MODEL_SCORE_ONLY, model_origin
 from .core.selection import Split, split_scores
@@ -88,6 +89,21 @@ class RunResults:
         the duplicates; rows with NaN scores are in neither set."""
         return split_scores(self.scores, threshold, self.table.mic, self.table.xy,
                             self.minDistancePx)
+
+    def knownLabels(self):
+        """(OR rows, 1 good / 0 bad) of the user's known picks, or None without them."""
+        if self.info.evaluation is None or not self.run.has(RunFolder.KNOWN_LABELS):
+            return None
+        pairs = self.run.array(RunFolder.KNOWN_LABELS)
+        return pairs[:, 0], pairs[:, 1]
+
+    def knownAgreement(self, threshold):
+        """Precision, recall and ROC-AUC on the known picks at ``threshold`` (None without)."""
+        known = self.knownLabels()
+        if known is None:
+            return None
+        rows, labels = known
+        return agreement(labels, self.scores[rows], self.retainedMask(threshold)[rows])
 
     def retainedMask(self, threshold):
         return self.split(threshold).retained_mask()

@@ -307,3 +307,48 @@ def picker_table(voters: np.ndarray, retained: np.ndarray, picker_names: Sequenc
     box = table_ax.get_position()
     table_ax.set_position([0.03, box.y0, 0.94, box.height])
     return fig
+
+
+def known_picks(labels: np.ndarray, scores: np.ndarray, retained: np.ndarray, threshold: float,
+                figure: Optional[Figure] = None) -> Figure:
+    """The scores against the user's known-good (label 1) and known-bad (0) picks: the ROC
+    curve with the threshold's operating point, and the scores of each kind as histograms
+    with precision, recall and ROC-AUC (:func:`.evaluation.agreement`) in the title."""
+    from .evaluation import agreement
+
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    retained = np.asarray(retained, dtype=bool)
+    scored = np.isfinite(scores)
+    labels, scores, retained = labels[scored], scores[scored], retained[scored]
+    result = agreement(labels, scores, retained)
+    fig = _figure(figure, (9.0, 3.8))
+    roc_ax = fig.add_subplot(1, 2, 1)
+    hist_ax = fig.add_subplot(1, 2, 2)
+    if labels.any() and (~labels).any():
+        fpr, tpr = metrics.roc_curve(labels, scores)
+        roc_ax.plot(fpr, tpr, "-", label="ROC-AUC %.2f" % result.roc_auc)
+        roc_ax.plot([(retained & ~labels).sum() / (~labels).sum()],
+                    [(retained & labels).sum() / labels.sum()], "o", color="black",
+                    label="threshold %.2f" % threshold)
+        roc_ax.legend(fontsize="small", loc="lower right")
+    else:
+        roc_ax.text(0.5, 0.5, "ROC needs good and bad picks", ha="center", va="center",
+                    transform=roc_ax.transAxes)
+    roc_ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    roc_ax.set_xlabel("known-bad retained (false-positive rate)")
+    roc_ax.set_ylabel("known-good retained (recall)")
+    roc_ax.set_title("ROC on the known picks")
+    bins = np.linspace(0, 1, 21)
+    for mask, name, colour in ((labels, "known good", "tab:green"),
+                               (~labels, "known bad", "tab:orange")):
+        if mask.any():
+            hist_ax.hist(scores[mask], bins=bins, alpha=0.6, color=colour,
+                         label="%s (%d)" % (name, mask.sum()))
+    hist_ax.axvline(threshold, color="black", ls="--", lw=1)
+    hist_ax.set_xlabel("score")
+    hist_ax.set_title("precision %s, recall %s" % tuple(
+        "n/a" if math.isnan(v) else "%.2f" % v for v in (result.precision, result.recall)))
+    hist_ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -154,6 +154,23 @@ class SplitInfo:
 
 
 @dataclass
+class EvaluationInfo:
+    """The scores against the user's known-good and known-bad picks (:mod:`.evaluation`),
+    at the split's threshold; None where undefined (no bad picks: no precision)."""
+
+    n_good: int
+    n_bad: int
+    n_good_unpicked: int
+    n_bad_unpicked: int
+    n_conflicting: int
+    n_labelled: int
+    threshold: float
+    precision: Optional[float]
+    recall: Optional[float]
+    roc_auc: Optional[float]
+
+
+@dataclass
 class MethodInfo:
     """The method a front end chose (:class:`.stages.MethodOptions`), so that later
     stages run from another command (``deepconsensus score``) follow it."""
@@ -181,9 +198,11 @@ class ExportInfo:
 
 _SECTIONS = {"method": MethodInfo, "export": ExportInfo, "consensus": ConsensusInfo,
              "negatives": NegativesInfo, "extraction": ExtractionInfo,
-             "model": ModelInfo, "training": TrainingInfo, "ranking": RankingInfo, "split": SplitInfo}
+             "model": ModelInfo, "training": TrainingInfo, "ranking": RankingInfo, "split": SplitInfo,
+             "evaluation": EvaluationInfo}
 
-STAGE_ORDER = ("consensus", "negatives", "extraction", "model", "training", "ranking", "split")
+STAGE_ORDER = ("consensus", "negatives", "extraction", "model", "training", "ranking", "split",
+               "evaluation")
 """The stages' sections in pipeline order: a stage that runs again makes the later ones'
 records stale (:meth:`RunFolder.record_stage`)."""
 
@@ -202,6 +221,7 @@ class RunInfo:
     training: Optional[TrainingInfo] = None
     ranking: Optional[RankingInfo] = None
     split: Optional[SplitInfo] = None
+    evaluation: Optional[EvaluationInfo] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -252,6 +272,8 @@ class RunFolder:
     PRUNED_STAR = "pruned.star"
     COORDINATES = "coordinates"
     PICKS_CSV = "picks.csv"
+    KNOWN_LABELS = "known_labels.npy"
+    """(OR row, 1 good / 0 bad) of the OR coordinates the user's known picks matched."""
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)

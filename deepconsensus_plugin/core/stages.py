@@ -29,15 +29,15 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import extraction, pipeline
+from . import evaluation, extraction, pipeline
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
 from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
 from .pick_inputs import Optics
 from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
-from .run_folder import (AgreementInfo, ConsensusInfo, ExportInfo, ExtractionInfo, Micrograph,
-                         ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
+from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
+                         ExtractionInfo, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
                          RunFolderError, SplitInfo, TrainingInfo)
 from .selection import DEFAULT_MIN_DISTANCE, Split, split_scores
 from .stack import create_stack, open_stack
@@ -529,6 +529,36 @@ def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float)
     return split
 
 
+def evaluation_stage(run: RunFolder, good: Optional[CoordinateTable],
+                     bad: Optional[CoordinateTable]) -> Optional[EvaluationInfo]:
+    """The split's scores and decisions against the user's known-good and known-bad picks
+    (tables in the run's micrograph ids and pixels), matched within the consensus radius
+    (:mod:`.evaluation`); the labelled rows go to ``known_labels.npy`` for the viewer.
+    Without known picks the record says nothing (None)."""
+    split_info, consensus = _section(run, "split"), _section(run, "consensus")
+    if good is None and bad is None:
+        run.record_stage("evaluation", None)
+        return None
+    table, scores = run.consensus(), run.scores()
+    known = evaluation.known_labels(table, good, bad, consensus.radius_px)
+    run.write_array(run.KNOWN_LABELS, np.column_stack([known.rows, known.labels]))
+    retained = split_scores(scores, split_info.threshold, table.mic, table.xy,
+                            split_info.min_distance_px).retained_mask()
+    result = evaluation.agreement(known.labels, scores[known.rows], retained[known.rows])
+    info = EvaluationInfo(n_good=known.n_good, n_bad=known.n_bad,
+                          n_good_unpicked=known.n_good_unpicked,
+                          n_bad_unpicked=known.n_bad_unpicked, n_conflicting=known.n_conflicting,
+                          n_labelled=len(known.rows), threshold=split_info.threshold,
+                          precision=_defined(result.precision), recall=_defined(result.recall),
+                          roc_auc=_defined(result.roc_auc))
+    run.record_stage("evaluation", info)
+    return info
+
+
+def _defined(value: float) -> Optional[float]:
+    return None if np.isnan(value) else float(value)
+
+
 def scored_picks(run: RunFolder, split: Split) -> List[ScoredPicks]:
     """The verdict of ``split`` per micrograph (micrographs named by their labels), in
     micrograph order; rows without a score (skipped micrographs) are left out."""
@@ -648,7 +678,29 @@ def summary_lines(info) -> list:
             pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
                       "one)".format(split.n_duplicates, split.min_distance_px)
         lines.insert(0, result + pruned + ".")  # the result first
+        if info.evaluation is not None:
+            lines.append(evaluation_line(info.evaluation))
         if split.n_retained == 0 or split.n_pruned == 0:
             lines.append("WARNING: every score is on one side of the threshold; check "
                          "the training curves and the score histogram.")
     return lines
+
+
+def evaluation_line(known: EvaluationInfo) -> str:
+    """The summary's line on the user's known picks."""
+    def figure(value: Optional[float]) -> str:
+        return "n/a" if value is None else "%.2f" % value
+
+    counts = []
+    for n, unpicked, kind in ((known.n_good, known.n_good_unpicked, "good"),
+                              (known.n_bad, known.n_bad_unpicked, "bad")):
+        if n:
+            counts.append("%d %s" % (n, kind) + (" (%d picked by no picker)" % unpicked
+                                                 if unpicked else ""))
+    line = ("Known picks, %s: precision %s, recall %s at threshold %.2f; ROC-AUC %s"
+            % (" and ".join(counts), figure(known.precision), figure(known.recall),
+               known.threshold, figure(known.roc_auc)))
+    if known.n_conflicting:
+        line += "; %d coordinates matched both a good and a bad pick and were left out" \
+                % known.n_conflicting
+    return line + "."
