@@ -38,18 +38,23 @@ def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=(768, 768),
                                 filesPattern="synthetic_*.mrc", samplingRate=2.0,
                                 voltage=300)
     test.launchProtocol(protMics)
-    protCoords = []
-    for p, picks in enumerate(pickers):
-        boxFolder = os.path.join(folder, "picker%d" % p)
-        writeBoxFiles(boxFolder, mics, picks, BOX)
-        prot = test.newProtocol(ProtImportPickerCoordinates, filesPath=boxFolder,
-                                filesPattern="*.box")
-        prot.setObjLabel("picker %d" % p)  # pyworkflow 3.11 drops an objLabel keyword
-        prot.inputMicrographs.set(protMics)
-        prot.inputMicrographs.setExtended("outputMicrographs")
-        test.launchProtocol(prot)
-        protCoords.append(prot)
+    protCoords = [importCoordinates(test, protMics, mics, picks, "picker %d" % p)
+                  for p, picks in enumerate(pickers)]
     return protMics, protCoords, mics
+
+
+def importCoordinates(test, protMics, mics, picks, label):
+    """Import per-micrograph centres ``picks`` (aligned with ``mics``) as coordinates on the
+    micrographs of ``protMics``; the import protocol."""
+    boxFolder = os.path.join(os.path.dirname(mics[0].path), label.replace(" ", "_"))
+    writeBoxFiles(boxFolder, mics, picks, BOX)
+    prot = test.newProtocol(ProtImportPickerCoordinates, filesPath=boxFolder,
+                            filesPattern="*.box")
+    prot.setObjLabel(label)  # pyworkflow 3.11 drops an objLabel keyword
+    prot.inputMicrographs.set(protMics)
+    prot.inputMicrographs.setExtended("outputMicrographs")
+    test.launchProtocol(prot)
+    return prot
 
 
 def newDeepConsensus(test, protCoords, **params):

@@ -10,11 +10,14 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.convert import baseName
+from deepconsensus_plugin.core.evaluation import agreement
 from deepconsensus_plugin.core.metrics import match_to_truth
 from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED
+from deepconsensus_plugin.results import RunResults
+from deepconsensus_plugin.viewers import DeepConsensusViewer
 
-from .scipion_helpers import BOX, DIAMETER, importSynthetic, newDeepConsensus
+from .scipion_helpers import BOX, DIAMETER, importCoordinates, importSynthetic, newDeepConsensus
 
 
 def outputArrays(coordSet):
@@ -51,7 +54,17 @@ class TestDeepConsensus(BaseTest):
         setupTestProject(cls)
         # Four pickers: the original failed with an IndexError beyond three.
         cls.protMics, cls.protCoords, cls.truth = importSynthetic(cls, nPickers=4)
+        # what a user knows: particles and junk "picked by hand" on the first two micrographs
+        known = cls.truth[:2]
+        cls.knownGood = importCoordinates(cls, cls.protMics, known,
+                                          [m.particles for m in known], "known good")
+        cls.knownBad = importCoordinates(cls, cls.protMics, known, [m.junk for m in known],
+                                         "known bad")
         cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=12, networkSize=32)
+        cls.prot.knownGoodCoordinates.set(cls.knownGood)
+        cls.prot.knownGoodCoordinates.setExtended("outputCoordinates")
+        cls.prot.knownBadCoordinates.set(cls.knownBad)
+        cls.prot.knownBadCoordinates.setExtended("outputCoordinates")
         cls.launchProtocol(cls.prot)
 
     def _precisionRecall(self, *coordSets):
@@ -136,6 +149,37 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
         self.assertIn("SanchezGarcia2018", self.prot.getCitations())
 
+    def test_the_known_picks_rate_the_scores(self):
+        """The hand-picked particles and junk: the summary and the viewer report precision,
+        recall and ROC-AUC, as the core computes them from the run's scores."""
+        run = RunFolder(self.prot._getExtraPath())
+        info = run.info()
+        known = info.evaluation
+        self.assertEqual(known.n_good, sum(len(m.particles) for m in self.truth[:2]))
+        self.assertEqual(known.n_bad, sum(len(m.junk) for m in self.truth[:2]))
+        self.assertEqual(known.threshold, info.split.threshold)
+        self.assertGreater(known.roc_auc, 0.9)
+        self.assertGreater(known.recall, 0.9)
+        self.assertGreater(known.precision, 0.8)
+        pairs = run.array(run.KNOWN_LABELS)
+        results = RunResults(self.prot._getExtraPath())
+        rows, labels = results.knownLabels()
+        np.testing.assert_array_equal(rows, pairs[:, 0])
+        again = agreement(labels, results.scores[rows],
+                          results.retainedMask(info.split.threshold)[rows])
+        self.assertAlmostEqual(again.precision, known.precision)
+        self.assertAlmostEqual(again.recall, known.recall)
+        self.assertIn("Known picks, %d good" % known.n_good, "\n".join(self.prot.summary()))
+        viewer = DeepConsensusViewer(project=self.proj)
+        viewer.setProtocol(self.prot)
+        viewer.viewThreshold.set(0.5)
+        views = viewer._getVisualizeDict()["showKnown"]("showKnown")
+        self.addCleanup(views[0].close)
+        histogram = views[0].getFigure().axes[1]
+        atHalf = results.knownAgreement(0.5)
+        self.assertEqual(histogram.get_title(), "precision %.2f, recall %.2f"
+                         % (atHalf.precision, atHalf.recall))
+
     def test_continue_with_a_new_threshold_only_recreates_outputs(self):
         """Scipion's continue re-runs from the first changed step: no re-extraction, no retraining."""
         stack = self.prot._getExtraPath("or_particles.npy")
@@ -150,6 +194,7 @@ class TestDeepConsensus(BaseTest):
         info = RunFolder(self.prot._getExtraPath()).info()
         self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
         assertSplitRule(self, retained, pruned, 0.9, info.split.min_distance_px)
+        self.assertEqual(info.evaluation.threshold, 0.9)  # evaluated at the new threshold
 
     def _continueWithThreshold(self, threshold):
         for _, output in self.prot.iterOutputAttributes():

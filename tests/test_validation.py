@@ -121,6 +121,23 @@ class TestValidation(BaseTest):
                                "on the micrographs they share with the input set 'picker 0'",
                          "'picker 1'", "'picker 2'", "within the consensus radius")
 
+    def test_known_picks_on_the_input_micrographs_pass_others_and_empty_ones_are_named(self):
+        prot = newDeepConsensus(self, self.protCoords)
+        for pointer, producer in ((prot.knownGoodCoordinates, self.particleNegatives),
+                                  (prot.knownBadCoordinates, self.junkNegatives)):
+            pointer.set(producer)
+            pointer.setExtended("outputCoordinates")
+        self.assertEqual(prot.validate(), [])
+        prot.knownBadCoordinates.set(self.otherCoords)
+        prot.knownBadCoordinates.setExtended("outputCoordinates")
+        self.assertError(prot, "The known bad picks 'renamed picker' (outputCoordinates) are "
+                               "on none of the input micrographs")
+        good = self.particleNegatives.outputCoordinates
+        good.getSize = lambda: 0  # the import protocol's in-memory set, restored below
+        self.addCleanup(delattr, good, "getSize")
+        self.assertError(prot, "The known good picks 'known particles' (outputCoordinates) "
+                               "are empty.")
+
     def importParticles(self):
         """A run whose output is a SetOfParticles (as an extraction's would be)."""
         folder = os.path.abspath(self.proj.getTmpPath("particles"))

@@ -246,6 +246,8 @@ class ProtDeepConsensus(ProtParticles):
                            "others DC-pruned. 0.5 is the natural cut of a balanced "
                            "classifier; changing it only re-creates the outputs.")
 
+        self._defineEvaluationParams(form)
+
     def _defineModelParams(self, form):
         """The Model section: train a new network, or reuse one (issue 14)."""
         form.addSection(label="Model")
@@ -277,6 +279,26 @@ class ProtDeepConsensus(ProtParticles):
                            "every coordinate with it as it is: no training at all, and the "
                            "AND set may be small.")
 
+    def _defineEvaluationParams(self, form):
+        """The Evaluation section: the scores against what the user knows (issue 14)."""
+        form.addSection(label="Evaluation")
+        form.addParam("knownGoodCoordinates", params.PointerParam,
+                      pointerClass=notPrefilled("SetOfCoordinates"), allowsNull=True,
+                      label="Known good picks (optional)",
+                      help="Coordinates you know are particles (e.g. a few hundred picked by "
+                           "hand) on some of the micrographs. They do not train the network: "
+                           "the summary and the viewer report how many of those the pickers "
+                           "picked are retained (recall), what share of the retained known "
+                           "picks are good (precision, with known bad picks) and how well the "
+                           "scores rank good above bad (ROC-AUC), so that you can trust a "
+                           "threshold. Matched to the picks within the consensus radius.")
+        form.addParam("knownBadCoordinates", params.PointerParam,
+                      pointerClass=notPrefilled("SetOfCoordinates"), allowsNull=True,
+                      label="Known bad picks (optional)",
+                      help="Coordinates you know are not particles (ice, carbon, "
+                           "aggregates, empty background) where the pickers picked; see "
+                           "above. Unlike the known negatives, they do not train the network.")
+
     # -------------------------- INSERT steps functions -----------------------
     def _insertAllSteps(self):
         self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
@@ -288,7 +310,11 @@ class ProtDeepConsensus(ProtParticles):
         self._insertFunctionStep(self.extractStep, self.networkSize.get(),
                                  self.invertContrast.get(), self.skipBadMicrographs.get(),
                                  needsGPU=False)
-        self._insertFunctionStep(self.modelStep, *self._modelChoice(), needsGPU=False)
+        # with the extraction's arguments: a new extraction forgets the model's record, and
+        # pyworkflow's continue re-runs a step whose arguments changed, not the steps after it
+        self._insertFunctionStep(self.modelStep, *self._modelChoice(), self.networkSize.get(),
+                                 self.invertContrast.get(), self.skipBadMicrographs.get(),
+                                 needsGPU=False)
         rounds = self._rounds()
         for roundNumber in range(1, rounds + 1) if not self._scoreOnly() else ():
             self._insertFunctionStep(self.trainStep, roundNumber, rounds,
@@ -302,6 +328,11 @@ class ProtDeepConsensus(ProtParticles):
         self._insertFunctionStep(self.rankStep, self._combine(), needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, self.thresholdMode.get(),
                                  self.threshold.get(), self._minDistancePx(), needsGPU=False)
+        # with the split's arguments: pyworkflow's continue re-runs a step whose arguments
+        # changed, not the steps after it
+        self._insertFunctionStep(self.evaluateStep, self._knownSignature(),
+                                 self.thresholdMode.get(), self.threshold.get(),
+                                 self._minDistancePx(), needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
     def consensusStep(self, radiusFraction, minVotes, inputSignature):
@@ -313,7 +344,7 @@ class ProtDeepConsensus(ProtParticles):
     def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad,
                       offCentre):
         userNegatives = self.inputNegativeCoordinates.get()
-        known = self._userNegatives(userNegatives) if userNegatives is not None else None
+        known = self._userCoordinates(userNegatives) if userNegatives is not None else None
         stages.negatives_stage(self._runFolder(), stages.NegativeParams(
             ratio=ratio, distance=distanceFraction, offcentre=offCentre, seed=seed,
             skip_bad_micrographs=skipBad), known)
@@ -325,7 +356,7 @@ class ProtDeepConsensus(ProtParticles):
         stages.extraction_stage(self._runFolder(), stages.ExtractionParams(
             network_size=size, invert=invert, skip_bad_micrographs=skipBad), known)
 
-    def modelStep(self, use, source, sourceName, architecture):
+    def modelStep(self, use, source, sourceName, architecture, size, invert, skipBad):
         """A new network, or the reused one copied into the run (core.stages.model_stage)."""
         stages.model_stage(self._runFolder(), use, source, sourceName, architecture)
 
@@ -350,6 +381,13 @@ class ProtDeepConsensus(ProtParticles):
         split = stages.split_stage(self._runFolder(), None if automatic else threshold,
                                    minDistancePx)
         registerSplit(self, self, RunResults(self._getExtraPath()), split)
+
+    def evaluateStep(self, knownSignature, thresholdMode, threshold, minDistancePx):
+        """The split's scores against the known good and bad picks
+        (core.stages.evaluation_stage)."""
+        known = [self._userCoordinates(p.get()) if p.get() is not None else None
+                 for p in (self.knownGoodCoordinates, self.knownBadCoordinates)]
+        stages.evaluation_stage(self._runFolder(), *known)
 
     # -------------------------- INFO functions -------------------------------
     def _validate(self):
@@ -376,6 +414,7 @@ class ProtDeepConsensus(ProtParticles):
                           % ", ".join(self._setName(p) for p in pointers))
         errors += self._validateKnownNegatives(pointers, sets)
         errors += self._validateModel(sets[0])
+        errors += self._validateKnownPicks(names)
         errors += self._validateRanges(len(sets))
         return errors
 
@@ -419,6 +458,22 @@ class ProtDeepConsensus(ProtParticles):
                               "contamination) known negatives must be."
                               % (round(fraction * nShared), nShared,
                                  self._setName(negPointer), self._setName(pointer)))
+        return errors
+
+    def _validateKnownPicks(self, inputNames):
+        """Known good or bad picks must be coordinates on the input micrographs."""
+        errors = []
+        for pointer, kind in ((self.knownGoodCoordinates, "good"),
+                              (self.knownBadCoordinates, "bad")):
+            known = pointer.get()
+            if known is None:
+                continue
+            if known.getSize() == 0:
+                errors.append("The known %s picks %s are empty." % (kind, self._setName(pointer)))
+            elif not set(convert.micrographsByName(known.getMicrographs())) & set.union(
+                    *inputNames):
+                errors.append("The known %s picks %s are on none of the input micrographs "
+                              "(matched by name)." % (kind, self._setName(pointer)))
         return errors
 
     def _validateModel(self, firstSet):
@@ -585,6 +640,13 @@ class ProtDeepConsensus(ProtParticles):
         return ";".join("%s:%s" % (self._setName(p), p.get().getSize())
                         for p in self.inputCoordinates)
 
+    def _knownSignature(self):
+        """The known good and bad sets, so that continue re-evaluates when they change."""
+        return ";".join("%s=%s:%d" % (kind, self._setName(p), p.get().getSize())
+                        for p, kind in ((self.knownGoodCoordinates, "good"),
+                                        (self.knownBadCoordinates, "bad"))
+                        if p.get() is not None)
+
     def _negativeSignature(self):
         parts = [(self.inputNegativeCoordinates, "coordinates"),
                  (self.inputNegativeParticles, "particles")]
@@ -606,8 +668,9 @@ class ProtDeepConsensus(ProtParticles):
     def _gpus(self):
         return self.getGpuList() if self.usesGpu() else []
 
-    def _userNegatives(self, userSet):
-        """Known-negative coordinates, mapped to the run's micrographs and pixel size."""
+    def _userCoordinates(self, userSet):
+        """A user's coordinates (known negatives, known good or bad picks), mapped to the
+        run's micrographs and pixel size."""
         run = self._runFolder()
         byName = {m.name: m.mic_id for m in run.micrographs().values()}
         reference = run.info().consensus.sampling_rate

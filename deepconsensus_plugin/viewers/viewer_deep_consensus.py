@@ -67,6 +67,12 @@ class DeepConsensusViewer(ProtocolViewer):
                            "particles; the marked epoch's weights scored the coordinates. "
                            "The title says where the network came from: trained on this "
                            "data, or a reused model fine-tuned or scoring alone.")
+        if results.knownLabels() is not None:
+            form.addParam("showKnown", params.LabelParam, label="Against your known picks",
+                          help="The scores on the known-good and known-bad coordinates given "
+                               "to the run (matched to the OR coordinates within the consensus "
+                               "radius): the ROC curve with this threshold's point, and "
+                               "precision and recall at this threshold.")
         form.addParam("createSets", params.LabelParam,
                       label="Create sets at this threshold",
                       help="Launch a 'deep consensus threshold' run that registers new "
@@ -105,6 +111,7 @@ class DeepConsensusViewer(ProtocolViewer):
             return {}
         return {"showHistogram": self._showHistogram,
                 "showTraining": self._showTraining,
+                "showKnown": self._showKnown,
                 "showHighest": self._showGallery,
                 "showNearThreshold": self._showGallery,
                 "showLowest": self._showGallery,
@@ -134,6 +141,14 @@ class DeepConsensusViewer(ProtocolViewer):
                                     % results.path(RunFolder.HISTORY))]
         return self._plot(plots.training_curves, "Deep Consensus training", history,
                           title=origin)
+
+    def _showKnown(self, paramName=None):
+        results = self._results
+        rows, labels = results.knownLabels()
+        threshold = self.viewThreshold.get()
+        return self._plot(plots.known_picks, "Deep Consensus against known picks", labels,
+                          results.scores[rows], results.retainedMask(threshold)[rows],
+                          threshold)
 
     def _showGallery(self, paramName):
         kind, title = {"showHighest": ("highest", "Highest scores"),
