@@ -114,6 +114,24 @@ def dawid_skene(voters: np.ndarray, logit: Optional[np.ndarray] = None,
     return posterior, model
 
 
+def posterior_given(model: AgreementModel, voters: np.ndarray,
+                    logit: Optional[np.ndarray] = None) -> np.ndarray:
+    """The posterior of new coordinates under a fitted ``model`` (EM's E-step, no refit):
+    what a streaming run gives a later batch, so that the coordinates already in its
+    outputs keep their scores.  NaN logits give NaN."""
+    v = np.asarray(voters, dtype=np.float64)
+    log_pos = (np.log(model.prior) + v @ np.log(model.sensitivity)
+               + (1 - v) @ np.log1p(-model.sensitivity))
+    log_neg = (np.log1p(-model.prior) + v @ np.log(model.false_pick_rate)
+               + (1 - v) @ np.log1p(-model.false_pick_rate))
+    if logit is not None and model.logit_mean is not None:
+        z = np.asarray(logit, dtype=np.float64)
+        log_pos = log_pos + _log_normal(z, model.logit_mean[1], model.logit_std[1])
+        log_neg = log_neg + _log_normal(z, model.logit_mean[0], model.logit_std[0])
+    top = np.maximum(log_pos, log_neg)
+    return np.exp(log_pos - top - np.log(np.exp(log_pos - top) + np.exp(log_neg - top)))
+
+
 def _m_step(q: np.ndarray, v: np.ndarray, z: Optional[np.ndarray]):
     """Maximum-likelihood voter parameters given the current posteriors ``q``."""
     w_pos, w_neg = q.sum(), (1 - q).sum()

@@ -232,14 +232,11 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     table = pipeline.consensus_table([p.picks for p in inputs.pickers], radius_px)
     run.write_table(run.CONSENSUS, table)
     run.write_micrographs(list(inputs.micrographs))
-    votes = table.votes
     info = ConsensusInfo(
         n_pickers=n_pickers, picker_names=[p.name for p in inputs.pickers],
         n_micrographs=len(inputs.micrographs), box=int(inputs.box),
         sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
-        n_or=len(table), n_and=int((votes >= min_votes).sum()),
-        votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
-        picker_counts=[int(c) for c in table.voters.sum(axis=0)],
+        **table_counts(table, n_pickers, min_votes),
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
         rescaled_sets=list(inputs.rescaled_sets), seconds=time.perf_counter() - start)
@@ -247,6 +244,14 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
                 n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
     return info
+
+
+def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int) -> dict:
+    """The counts a :class:`.ConsensusInfo` keeps of a consensus table."""
+    votes = table.votes
+    return dict(n_or=len(table), n_and=int((votes >= min_votes).sum()),
+                votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
+                picker_counts=[int(c) for c in table.voters.sum(axis=0)])
 
 
 def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),

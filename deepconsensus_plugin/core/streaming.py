@@ -1,0 +1,362 @@
+"""Deep Consensus on coordinate sets that are still growing (on-the-fly processing).
+
+In a facility's live pipeline the pickers' coordinate sets grow while the
+microscope collects.  A streaming run takes the micrographs in batches, in
+the order they arrive:
+
+1. a micrograph is *ready* when every picker's set has coordinates on it, or
+   that set is closed (then the picker found nothing there)
+   (:func:`ready_micrographs`); a micrograph whose coordinates arrive in two
+   updates (one picker now, another later) waits for the second;
+2. each ready batch's consensus is appended to the run's OR table (the
+   consensus of a micrograph depends on that micrograph alone, so the table
+   is the one a run on all the micrographs would build, rows in arrival order);
+3. once the AND set is large enough (:func:`training_size`), or when the
+   inputs close first, the ordinary stages (:mod:`.stages`) train on
+   everything so far and score it: with the inputs closed before that, the
+   run is exactly the batch run;
+4. every later batch is extracted, scored by that network and combined with
+   the votes under the agreement model fitted at training time, so the
+   coordinates already handed out keep their scores;
+5. each scored batch is split at the run's threshold; since duplicates are
+   looked for within a micrograph, the union of the batches' splits is the
+   split of the whole table: retained and pruned partition the scored OR set,
+   with no coordinate in two batches.
+
+:class:`StreamingRun` keeps what is done in ``stream.json`` in the run
+folder, written after each batch (atomically): a run stopped mid-stream and
+continued starts after the last finished batch, and rows a batch had
+appended before it was stopped are dropped and redone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import List, Mapping, Optional, Sequence, Set
+
+import numpy as np
+
+from . import extraction, pipeline, stages
+from .agreement import AgreementModel, dawid_skene, posterior_given, score_logit
+from .pipeline import CoordinateTable
+from .run_folder import ConsensusInfo, Micrograph, RunFolder, RunFolderError
+from .selection import Split, split_scores
+from .stack import create_stack, open_stack
+
+logger = logging.getLogger(__name__)
+
+STREAM_FILE = "stream.json"
+TRAINING_MICROGRAPHS = 20
+"""By default training waits for the AND particles of this many micrographs..."""
+TRAINING_MINIMUM = 1000
+"""...and for at least this many AND particles, ten times the least a network trains on
+(:data:`.stages.MIN_POSITIVES`): fewer would give later batches a network trained on a
+corner of the data."""
+
+
+def ready_micrographs(arrived: Sequence[str], picked: Sequence[Set[str]],
+                      closed: Sequence[bool], done: Set[str]) -> List[str]:
+    """The micrographs (names, in arrival order) that a batch can take now: arrived, not
+    ``done``, and picked by every picker whose set is still open."""
+    return [name for name in arrived if name not in done
+            and all(is_closed or name in names for names, is_closed in zip(picked, closed))]
+
+
+def training_size(and_per_micrograph: float, requested: int = 0) -> int:
+    """The AND set a streaming run trains on: ``requested`` when positive, else the AND
+    particles of :data:`TRAINING_MICROGRAPHS` micrographs at the rate seen so far, and at
+    least :data:`TRAINING_MINIMUM`."""
+    if requested > 0:
+        return max(requested, stages.MIN_POSITIVES)
+    return max(TRAINING_MINIMUM, int(math.ceil(TRAINING_MICROGRAPHS * and_per_micrograph)))
+
+
+@dataclass
+class StreamBatch:
+    """One batch of micrographs: its rows of the OR table and what became of them."""
+
+    number: int
+    micrographs: List[str]
+    first_row: int
+    n_rows: int
+    scored: bool = False
+    n_retained: int = 0
+    n_pruned: int = 0
+    skipped_micrographs: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.arange(self.first_row, self.first_row + self.n_rows)
+
+
+@dataclass
+class StreamState:
+    """What a streaming run has done (``stream.json``)."""
+
+    batches: List[StreamBatch] = field(default_factory=list)
+    trained_at_and: Optional[int] = None
+    """The AND count the network was trained on; None before training."""
+    agreement: Optional[dict] = None
+    """The agreement model fitted at training time (None: the network's score alone)."""
+    threshold: Optional[float] = None
+    closed: bool = False
+
+    @property
+    def done(self) -> Set[str]:
+        return {name for batch in self.batches for name in batch.micrographs}
+
+    @property
+    def n_rows(self) -> int:
+        return sum(batch.n_rows for batch in self.batches)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """The run's parameters: the stages' and the streaming ones."""
+
+    consensus: stages.ConsensusParams = stages.ConsensusParams()
+    negatives: stages.NegativeParams = stages.NegativeParams()
+    extraction: stages.ExtractionParams = stages.ExtractionParams()
+    training: stages.TrainingParams = stages.TrainingParams()
+    combine_votes: bool = True
+    threshold: Optional[float] = 0.5
+    """None: the automatic threshold of the scores at training time."""
+    min_distance_px: float = 0.0
+    train_at: int = 0
+    """AND particles to train on (0: :func:`training_size`'s default)."""
+    model_use: str = stages.MODEL_NEW
+    model_source: Optional[str] = None
+    model_name: Optional[str] = None
+    gpus: Sequence[int] = ()
+
+
+class StreamingRun:
+    """A deep-consensus run folder fed batch by batch (see the module's description)."""
+
+    def __init__(self, run: RunFolder, settings: StreamSettings, picker_names: Sequence[str],
+                 box: int, sampling_rate: Optional[float]):
+        self.run = run
+        self.settings = settings
+        self.picker_names = list(picker_names)
+        self.box = int(box)
+        self.sampling_rate = sampling_rate
+        self.min_votes = stages.min_votes_for(settings.consensus.and_rule, len(picker_names),
+                                              settings.consensus.k)
+        self.state = self._load()
+
+    # -- the record ---------------------------------------------------------
+    def _load(self) -> StreamState:
+        """The state of a run stopped earlier, its table cut back to the finished batches."""
+        if not self.run.has(STREAM_FILE):
+            return StreamState()
+        with open(self.run.file(STREAM_FILE)) as handle:
+            data = json.load(handle)
+        state = StreamState(**{**data, "batches": [StreamBatch(**b) for b in data["batches"]]})
+        if self.run.has(self.run.CONSENSUS) and len(self.run.consensus()) != state.n_rows:
+            logger.info("Dropping the rows of a batch that did not finish")
+            self._truncate(state)
+        return state
+
+    def _truncate(self, state: StreamState) -> None:
+        keep = np.arange(state.n_rows)
+        self.run.write_table(self.run.CONSENSUS, self.run.consensus().subset(keep))
+        done = state.done
+        self.run.write_micrographs([m for m in self.run.micrographs().values()
+                                    if m.name in done])
+        for name in (self.run.CNN_SCORES, self.run.SCORES):
+            if self.run.has(name):
+                self.run.write_array(name, self.run.array(name)[:state.n_rows])
+
+    def _save(self) -> None:
+        self.run.write_json(STREAM_FILE, dataclasses.asdict(self.state))
+
+    @property
+    def trained(self) -> bool:
+        return self.state.trained_at_and is not None
+
+    def next_mic_id(self) -> int:
+        """The id the next micrograph gets (ids grow in arrival order)."""
+        if not self.run.has(self.run.MICROGRAPHS):
+            return 1
+        return max(self.run.micrographs(), default=0) + 1
+
+    # -- a batch ------------------------------------------------------------
+    def add_batch(self, micrographs: Sequence[Micrograph],
+                  picks: Sequence[Mapping[int, np.ndarray]]) -> StreamBatch:
+        """Append the consensus of a batch: ``micrographs`` with new ids from
+        :meth:`next_mic_id` on, ``picks[p]`` picker p's centres per micrograph id (in the
+        run's pixels).  A micrograph already in the run is refused: no coordinate twice."""
+        start = time.perf_counter()
+        if not micrographs:
+            raise ValueError("a batch needs at least one micrograph")
+        again = sorted({m.name for m in micrographs} & self.state.done)
+        if again:
+            raise RunFolderError("%s: micrograph(s) %s are already in an earlier batch"
+                                 % (self.run.path, ", ".join(again)))
+        first_id = self.next_mic_id()
+        if min(m.mic_id for m in micrographs) < first_id:
+            raise ValueError("batch micrograph ids must start at %d" % first_id)
+        ids = [m.mic_id for m in micrographs]
+        batch_picks = [{i: np.asarray(p.get(i, np.empty((0, 2)))).reshape(-1, 2)
+                        for i in ids} for p in picks]
+        table = pipeline.consensus_table(batch_picks,
+                                         self.settings.consensus.radius * self.box)
+        old = self.run.consensus() if self.run.has(self.run.CONSENSUS) else None
+        merged = table if old is None else CoordinateTable(
+            mic=np.concatenate([old.mic, table.mic]), xy=np.concatenate([old.xy, table.xy]),
+            voters=np.concatenate([old.voters, table.voters]))
+        mics = list(self.run.micrographs().values()) if old is not None else []
+        self.run.write_table(self.run.CONSENSUS, merged)
+        self.run.write_micrographs(mics + list(micrographs))
+        self._record_consensus(merged, len(mics) + len(micrographs))
+        batch = StreamBatch(number=len(self.state.batches) + 1,
+                            micrographs=[m.name for m in micrographs],
+                            first_row=len(merged) - len(table), n_rows=len(table))
+        if self.trained:
+            self._score_batch(batch)
+        batch.seconds = time.perf_counter() - start
+        self.state.batches.append(batch)
+        self._save()
+        logger.info("Batch %d: %d micrographs, %d OR coordinates%s", batch.number,
+                    len(micrographs), batch.n_rows,
+                    ", scored" if batch.scored else " (waiting for the network)")
+        return batch
+
+    def _record_consensus(self, table: CoordinateTable, n_micrographs: int) -> None:
+        """The consensus record of the table so far; before training a stage record (what
+        it described is gone), after it an update that keeps the training's record."""
+        info = ConsensusInfo(n_pickers=len(self.picker_names), picker_names=self.picker_names,
+                             n_micrographs=n_micrographs, box=self.box,
+                             sampling_rate=self.sampling_rate,
+                             radius_px=self.settings.consensus.radius * self.box,
+                             min_votes=self.min_votes,
+                             **stages.table_counts(table, len(self.picker_names),
+                                                   self.min_votes))
+        if self.trained:
+            self.run.update_info(consensus=info)
+        else:
+            self.run.record_stage("consensus", info)
+
+    # -- training -----------------------------------------------------------
+    def n_and(self) -> int:
+        return self.run.info().consensus.n_and if self.state.batches else 0
+
+    def should_train(self, inputs_closed: bool) -> bool:
+        """Whether to train now: not yet trained, and the AND set is large enough, the
+        inputs are closed, or a reused model scores without training."""
+        if self.trained or not self.state.batches:
+            return False
+        if inputs_closed or self.settings.model_use == stages.MODEL_SCORE_ONLY:
+            return True
+        consensus = self.run.info().consensus
+        return consensus.n_and >= training_size(consensus.n_and / consensus.n_micrographs,
+                                                self.settings.train_at)
+
+    def train(self, progress=None) -> None:
+        """Train (or take the reused model) on everything so far, score it and split every
+        batch so far: the ordinary stages, as a batch run on these micrographs."""
+        s, run = self.settings, self.run
+        stages.negatives_stage(run, s.negatives)
+        stages.extraction_stage(run, s.extraction, progress=progress)
+        stages.model_stage(run, s.model_use, s.model_source, s.model_name,
+                           s.training.architecture)
+        rounds = s.training.rounds
+        if s.model_use == stages.MODEL_SCORE_ONLY:
+            stages.scoring_stage(run, 1, 1, seed=s.training.seed, gpus=s.gpus,
+                                 progress=progress)
+        else:
+            for round_number in range(1, rounds + 1):
+                stages.training_stage(run, round_number, s.training, gpus=s.gpus,
+                                      progress=progress)
+                stages.scoring_stage(run, round_number, rounds, seed=s.training.seed,
+                                     gpus=s.gpus, progress=progress)
+        ranking = stages.ranking_stage(run, s.combine_votes)
+        agreement = None
+        if s.combine_votes:  # the ranking's fit again (deterministic), kept for later batches
+            _, model = dawid_skene(run.consensus().voters, score_logit(run.array(run.CNN_SCORES)))
+            agreement = {name: (value.tolist() if isinstance(value, np.ndarray) else value)
+                         for name, value in dataclasses.asdict(model).items()}
+        self.state.agreement = agreement
+        self.state.threshold = (ranking.auto_threshold if s.threshold is None
+                                else s.threshold)
+        self.state.trained_at_and = run.info().consensus.n_and
+        skipped = run.info().extraction.skipped_micrographs
+        for batch in self.state.batches:
+            self._split_batch(batch)
+            batch.skipped_micrographs = [p for p in skipped if p in self._paths(batch)]
+        self._save()
+
+    def _agreement_model(self) -> Optional[AgreementModel]:
+        data = self.state.agreement
+        if data is None:
+            return None
+        arrays = {k: (np.asarray(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return AgreementModel(**arrays)
+
+    def _paths(self, batch: StreamBatch) -> List[str]:
+        names = set(batch.micrographs)
+        return [m.path for m in self.run.micrographs().values() if m.name in names]
+
+    # -- scoring a later batch ----------------------------------------------
+    def _score_batch(self, batch: StreamBatch) -> None:
+        """Extract, score and combine a batch's rows with the network and agreement model
+        of the training; then split it."""
+        from .scoring import score_stack
+
+        run, s = self.run, self.settings
+        table = run.consensus()
+        rows = batch.rows
+        sub = table.subset(rows)
+        paths = {m.mic_id: m.path for m in run.micrographs().values()}
+        stack_path = run.file("batch_%04d_particles.npy" % batch.number)
+        stack = create_stack(stack_path, len(rows), s.extraction.network_size)
+        report = extraction.extract_to_stack(pipeline.extraction_jobs(sub, paths), stack,
+                                             self.box, s.extraction.invert,
+                                             s.extraction.skip_bad_micrographs)
+        stack.close()
+        if report.skipped_micrographs:
+            logger.warning("Batch %d: skipped unreadable micrographs %s", batch.number,
+                           ", ".join(report.skipped_micrographs))
+        batch.skipped_micrographs = list(report.skipped_micrographs)
+        cnn = (score_stack(run.file(run.MODEL), open_stack(stack_path), gpus=list(s.gpus),
+                           seed=s.training.seed) if len(rows) else np.empty(0))
+        bad_ids = [i for i, p in paths.items() if p in report.skipped_micrographs]
+        cnn[np.isin(sub.mic, bad_ids)] = np.nan
+        model = self._agreement_model()
+        final = cnn if model is None else posterior_given(model, sub.voters, score_logit(cnn))
+        final = np.where(np.isfinite(cnn), final, np.nan)
+        for name, values in ((run.CNN_SCORES, cnn), (run.SCORES, final)):
+            previous = run.array(name)[:batch.first_row]
+            run.write_array(name, np.concatenate([previous, values]))
+        self._split_batch(batch)
+
+    def _split_batch(self, batch: StreamBatch) -> None:
+        _, split = self.batch_split(batch)
+        batch.scored = True
+        batch.n_retained, batch.n_pruned = len(split.retained), len(split.pruned)
+
+    def batch_split(self, batch: StreamBatch):
+        """(the batch's rows of the table, their split at the run's threshold); the split's
+        indices are positions in those rows."""
+        table, scores = self.run.consensus(), self.run.scores()
+        rows = batch.rows
+        return rows, split_scores(scores[rows], self.state.threshold, table.mic[rows],
+                                  table.xy[rows], self.settings.min_distance_px)
+
+    # -- the end ------------------------------------------------------------
+    def close(self) -> Split:
+        """The inputs closed and every batch is scored: the run's split record, the whole
+        table's (the union of the batches'), and the stream marked closed."""
+        if not self.trained:
+            raise RunFolderError("%s: the stream closed before the network was trained"
+                                 % self.run.path)
+        split = stages.split_stage(self.run, self.state.threshold,
+                                   self.settings.min_distance_px)
+        self.state.closed = True
+        self._save()
+        return split

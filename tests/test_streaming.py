@@ -1,0 +1,187 @@
+"""Deep consensus on growing inputs, in the core (issue 14, points 1 and 4): when a
+micrograph is ready, the training trigger, the stream's equality with a batch run when it
+trains at the close, the exact partition with no coordinate twice, scores that stay put,
+resuming after the last finished batch, and a bad micrograph skipped under the option."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
+from deepconsensus_plugin.core.extraction import MicrographError  # noqa: E402
+from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError  # noqa: E402
+from deepconsensus_plugin.core.streaming import (  # noqa: E402
+    TRAINING_MINIMUM, StreamingRun, StreamSettings, ready_micrographs, training_size)
+
+BOX = 48
+N_MICROGRAPHS = 6
+SETTINGS = StreamSettings(extraction=stages.ExtractionParams(network_size=16),
+                          training=stages.TrainingParams(max_epochs=2, rounds=1),
+                          threshold=0.5, min_distance_px=0.3 * BOX)
+
+
+def test_a_micrograph_is_ready_when_every_open_set_has_picked_it():
+    arrived = ["a", "b", "c", "d"]
+    picked = [{"a", "b", "c"}, {"a", "c"}]
+    assert ready_micrographs(arrived, picked, [False, False], done=set()) == ["a", "c"]
+    # b's second picker comes in a later update of its set: then b is ready
+    picked[1].add("b")
+    assert ready_micrographs(arrived, picked, [False, False], done={"a", "c"}) == ["b"]
+    # a closed set that never picked d: it found nothing there
+    assert ready_micrographs(arrived, picked, [False, True], done={"a", "b"}) == ["c"]
+    assert ready_micrographs(arrived, [{"d"}, set()], [False, True], done=set()) == ["d"]
+
+
+def test_training_waits_for_twenty_micrographs_of_particles_or_what_the_user_asks():
+    assert training_size(10) == TRAINING_MINIMUM
+    assert training_size(80) == 1600
+    assert training_size(80, requested=300) == 300
+    assert training_size(80, requested=5) == stages.MIN_POSITIVES
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stream_data")
+    mics, pickers = synthetic.make_dataset(str(folder), n_micrographs=N_MICROGRAPHS,
+                                           shape=(448, 448), n_particles=40, diameter=32)
+    return mics, pickers
+
+
+def new_stream(folder, settings=SETTINGS, n_pickers=3):
+    return StreamingRun(RunFolder(str(folder)), settings,
+                        ["picker %d" % p for p in range(n_pickers)], BOX, 2.0)
+
+
+def feed(stream, dataset, indices):
+    """Add the micrographs ``indices`` of the dataset as one batch."""
+    mics, pickers = dataset
+    first = stream.next_mic_id()
+    batch = [Micrograph(first + k, "mic%d" % i, mics[i].path, "mic%d.mrc" % i)
+             for k, i in enumerate(indices)]
+    picks = [{first + k: picker[i] for k, i in enumerate(indices)} for picker in pickers]
+    return stream.add_batch(batch, picks)
+
+
+def batch_run(folder, dataset, settings=SETTINGS):
+    """The ordinary stages on all the micrographs, in the stream's order."""
+    mics, pickers = dataset
+    run = RunFolder(str(folder))
+    inputs = stages.ConsensusInput(
+        micrographs=[Micrograph(i + 1, "mic%d" % i, m.path, "mic%d.mrc" % i)
+                     for i, m in enumerate(mics)],
+        pickers=[stages.PickerInput("picker %d" % p, {i + 1: xy for i, xy in enumerate(picks)})
+                 for p, picks in enumerate(pickers)], box=BOX, sampling_rate=2.0)
+    stages.consensus_stage(run, inputs, settings.consensus)
+    stages.negatives_stage(run, settings.negatives)
+    stages.extraction_stage(run, settings.extraction)
+    stages.model_stage(run)
+    stages.training_stage(run, 1, settings.training)
+    stages.scoring_stage(run, 1, 1, seed=settings.training.seed)
+    stages.ranking_stage(run, settings.combine_votes)
+    return run, stages.split_stage(run, settings.threshold, settings.min_distance_px)
+
+
+def test_a_stream_that_trains_when_the_inputs_close_is_the_batch_run(dataset, tmp_path):
+    stream = new_stream(tmp_path / "stream", StreamSettings(**{**SETTINGS.__dict__,
+                                                               "train_at": 10 ** 6}))
+    for indices in ([0, 1], [2, 3], [4, 5]):
+        feed(stream, dataset, indices)
+        assert not stream.should_train(inputs_closed=False)
+    assert stream.should_train(inputs_closed=True)
+    stream.train()
+    split = stream.close()
+    run, expected = batch_run(tmp_path / "batch", dataset)
+    # the same coordinates (to the round-off of the consensus' tiling), boxes and scores
+    np.testing.assert_allclose(stream.run.consensus().xy, run.consensus().xy, atol=1e-9)
+    np.testing.assert_array_equal(stream.run.consensus().voters, run.consensus().voters)
+    np.testing.assert_array_equal(stream.run.scores(), run.scores())
+    np.testing.assert_array_equal(split.retained, expected.retained)
+    np.testing.assert_array_equal(split.pruned, expected.pruned)
+
+
+def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, tmp_path):
+    stream = new_stream(tmp_path, StreamSettings(**{**SETTINGS.__dict__, "train_at": 150}))
+    feed(stream, dataset, [0, 1])
+    assert not stream.should_train(False)  # about 110 AND particles
+    feed(stream, dataset, [2, 3])
+    assert stream.should_train(False)
+    stream.train()
+    handed_out = stream.run.scores().copy()
+    assert [b.scored for b in stream.state.batches] == [True, True]
+    later = [feed(stream, dataset, [4]), feed(stream, dataset, [5])]
+    assert all(b.scored for b in later)
+    scores = stream.run.scores()
+    np.testing.assert_array_equal(scores[:len(handed_out)], handed_out)  # kept their scores
+    assert len(scores) == len(stream.run.consensus())
+    # the batches' splits: every scored OR row in exactly one batch and one output
+    retained, pruned = [], []
+    for batch in stream.state.batches:
+        rows, split = stream.batch_split(batch)
+        retained += rows[split.retained].tolist()
+        pruned += rows[split.pruned].tolist()
+        assert (batch.n_retained, batch.n_pruned) == (len(split.retained), len(split.pruned))
+    assert len(set(retained) | set(pruned)) == len(retained) + len(pruned) == len(scores)
+    whole = stream.close()
+    assert sorted(retained) == whole.retained.tolist()
+    assert sorted(pruned) == whole.pruned.tolist()
+    info = stream.run.info()
+    assert info.split.n_retained + info.split.n_pruned == info.consensus.n_or
+    assert info.consensus.n_micrographs == N_MICROGRAPHS
+    with pytest.raises(RunFolderError, match="mic5 are already in an earlier batch"):
+        feed(stream, dataset, [5])
+
+
+def test_a_stopped_run_resumes_after_its_last_finished_batch(dataset, tmp_path, monkeypatch):
+    stream = new_stream(tmp_path, StreamSettings(**{**SETTINGS.__dict__, "train_at": 150}))
+    feed(stream, dataset, [0, 1])
+    feed(stream, dataset, [2, 3])
+    stream.train()
+    feed(stream, dataset, [4])
+    finished = stream.run.file("batch_0003_particles.npy")
+    before = os.path.getmtime(finished), len(stream.run.consensus())
+
+    def stopped(batch):
+        raise KeyboardInterrupt  # the run is stopped while batch 4 is scored
+
+    monkeypatch.setattr(stream, "_score_batch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        feed(stream, dataset, [5])
+    assert len(stream.run.consensus()) > before[1]  # batch 4's rows were appended
+    resumed = new_stream(tmp_path, SETTINGS)
+    assert len(resumed.run.consensus()) == before[1]  # ...and are dropped
+    assert resumed.state.done == {"mic0", "mic1", "mic2", "mic3", "mic4"}
+    assert resumed.trained and resumed.next_mic_id() == 6
+    batch = feed(resumed, dataset, [5])
+    assert batch.number == 4 and batch.scored
+    assert os.path.getmtime(finished) == before[0]  # the finished batch was not redone
+    assert len(resumed.run.scores()) == len(resumed.run.consensus())
+
+
+def test_a_bad_micrograph_is_skipped_under_the_option_and_stops_the_batch_otherwise(
+        dataset, tmp_path):
+    mics, pickers = dataset
+    broken = tmp_path / "broken.mrc"
+    broken.write_bytes(open(mics[5].path, "rb").read()[:2000])  # truncated
+    bad = (list(mics[:5]) + [synthetic.SyntheticMicrograph(str(broken), mics[5].particles,
+                                                            mics[5].junk)], pickers)
+    strict = new_stream(tmp_path / "strict", StreamSettings(**{**SETTINGS.__dict__,
+                                                               "train_at": 150}))
+    feed(strict, bad, [0, 1, 2, 3])
+    strict.train()
+    with pytest.raises(MicrographError, match="broken.mrc"):
+        feed(strict, bad, [5])
+    assert [b.number for b in strict.state.batches] == [1]  # nothing half-done is recorded
+    skipping = StreamSettings(**{**SETTINGS.__dict__, "train_at": 150,
+                                 "extraction": stages.ExtractionParams(
+                                     network_size=16, skip_bad_micrographs=True)})
+    stream = new_stream(tmp_path / "skip", skipping)
+    feed(stream, bad, [0, 1, 2, 3])
+    stream.train()
+    batch = feed(stream, bad, [5])
+    later = feed(stream, bad, [4])  # the stream goes on
+    assert batch.scored and batch.skipped_micrographs == [str(broken)]
+    assert batch.n_retained + batch.n_pruned == 0
+    assert later.scored and later.n_retained > 0
+    assert np.isnan(stream.run.scores()[batch.rows]).all()
