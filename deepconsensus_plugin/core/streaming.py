@@ -88,6 +88,8 @@ class StreamBatch:
     n_pruned: int = 0
     skipped_micrographs: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    published: bool = False
+    """Whether the front end has handed its coordinates out (Scipion's output sets)."""
 
     @property
     def rows(self) -> np.ndarray:
@@ -188,9 +190,11 @@ class StreamingRun:
     # -- a batch ------------------------------------------------------------
     def add_batch(self, micrographs: Sequence[Micrograph],
                   picks: Sequence[Mapping[int, np.ndarray]]) -> StreamBatch:
-        """Append the consensus of a batch: ``micrographs`` with new ids from
-        :meth:`next_mic_id` on, ``picks[p]`` picker p's centres per micrograph id (in the
-        run's pixels).  A micrograph already in the run is refused: no coordinate twice."""
+        """Append the consensus of a batch: ``micrographs`` with ids new to the run (Scipion's
+        micrograph ids, or :meth:`next_mic_id` on), ``picks[p]`` picker p's centres per
+        micrograph id (in the run's pixels).  A micrograph already in the run is refused: no
+        coordinate twice.  The table keeps each micrograph's rows together, in arrival
+        order."""
         start = time.perf_counter()
         if not micrographs:
             raise ValueError("a batch needs at least one micrograph")
@@ -198,10 +202,11 @@ class StreamingRun:
         if again:
             raise RunFolderError("%s: micrograph(s) %s are already in an earlier batch"
                                  % (self.run.path, ", ".join(again)))
-        first_id = self.next_mic_id()
-        if min(m.mic_id for m in micrographs) < first_id:
-            raise ValueError("batch micrograph ids must start at %d" % first_id)
         ids = [m.mic_id for m in micrographs]
+        taken = set(self.run.micrographs()) if self.run.has(self.run.MICROGRAPHS) else set()
+        if taken & set(ids) or len(set(ids)) < len(ids):
+            raise ValueError("%s: micrograph ids of a batch must be new and distinct (%s)"
+                             % (self.run.path, sorted(taken & set(ids))))
         batch_picks = [{i: np.asarray(p.get(i, np.empty((0, 2)))).reshape(-1, 2)
                         for i in ids} for p in picks]
         table = pipeline.consensus_table(batch_picks,
@@ -348,6 +353,16 @@ class StreamingRun:
         return rows, split_scores(scores[rows], self.state.threshold, table.mic[rows],
                                   table.xy[rows], self.settings.min_distance_px)
 
+    def unpublished(self) -> List[StreamBatch]:
+        """The scored batches whose coordinates the front end has not handed out yet."""
+        return [b for b in self.state.batches if b.scored and not b.published]
+
+    def mark_published(self, batches: Sequence[StreamBatch]) -> None:
+        """Record that ``batches`` are in the outputs, so that none is handed out twice."""
+        for batch in batches:
+            batch.published = True
+        self._save()
+
     # -- the end ------------------------------------------------------------
     def close(self) -> Split:
         """The inputs closed and every batch is scored: the run's split record, the whole
@@ -360,3 +375,27 @@ class StreamingRun:
         self.state.closed = True
         self._save()
         return split
+
+
+def stream_summary(run: RunFolder) -> List[str]:
+    """The summary's lines on a streaming run (none for a batch run)."""
+    if not run.has(STREAM_FILE):
+        return []
+    with open(run.file(STREAM_FILE)) as handle:
+        state = json.load(handle)
+    batches = state["batches"]
+    scored = [b for b in batches if b["scored"]]
+    line = ("Streaming: %d batches of micrographs (%d micrographs), %d scored and %d handed "
+            "out" % (len(batches), sum(len(b["micrographs"]) for b in batches), len(scored),
+                     sum(b["published"] for b in batches)))
+    if state["trained_at_and"] is None:
+        line += "; waiting for enough AND particles to train"
+    else:
+        line += ("; the network trained on the first %d AND particles scored every batch"
+                 % state["trained_at_and"])
+    line += "; inputs closed." if state["closed"] else "; inputs still open."
+    skipped = [m for b in batches for m in b["skipped_micrographs"]]
+    lines = [line]
+    if skipped:
+        lines.append("Skipped unreadable micrographs in the stream: %s." % ", ".join(skipped))
+    return lines

@@ -9,7 +9,7 @@ the outputs; new training settings reuse consensus and extraction).
 import pyworkflow.protocol.params as params
 from pwem.protocols import ProtParticles
 from pyworkflow import BETA
-from pyworkflow.protocol import Protocol
+from pyworkflow.protocol import STEPS_PARALLEL, Protocol
 from pyworkflow.utils import Message
 
 from .. import convert
@@ -19,10 +19,12 @@ from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.run_folder import RunFolder, RunFolderError
 from ..core.selection import DEFAULT_MIN_DISTANCE
+from ..core.streaming import stream_summary
 from ..core.consensus import rescale
 from ..core.negatives import fraction_on_picks
 from ..core.stages import OFFCENTRE_CLEARANCE, OFFCENTRE_SHIFT, SELF_TRAINING_CONFIDENCE
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
+from .streaming import DeepConsensusStreaming
 
 
 def notPrefilled(className):
@@ -39,7 +41,7 @@ def notPrefilled(className):
     return className + " "
 
 
-class ProtDeepConsensus(ProtParticles):
+class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     """Deep Consensus (Sanchez-Garcia et al., IUCrJ 2018) prunes false-positive picks.
 
     Several pickers' coordinates are merged: the coordinates picked by a
@@ -53,6 +55,9 @@ class ProtDeepConsensus(ProtParticles):
     _label = "deep consensus"
     _devStatus = BETA
     _possibleOutputs = POSSIBLE_OUTPUTS
+    # open inputs: a step generator beside the batch steps (protocols/streaming.py); closed
+    # inputs keep one thread, hence the serial steps of before
+    stepsExecutionMode = STEPS_PARALLEL
 
     AND_ALL = 0
     AND_AT_LEAST = 1
@@ -247,6 +252,7 @@ class ProtDeepConsensus(ProtParticles):
                            "classifier; changing it only re-creates the outputs.")
 
         self._defineEvaluationParams(form)
+        self._defineStreamingParams(form)
 
     def _defineModelParams(self, form):
         """The Model section: train a new network, or reuse one (issue 14)."""
@@ -301,6 +307,9 @@ class ProtDeepConsensus(ProtParticles):
 
     # -------------------------- INSERT steps functions -----------------------
     def _insertAllSteps(self):
+        if self._inputsOpen():
+            self._insertStreamingSteps()
+            return
         self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
                                  self._minVotes(), self._inputSignature(), needsGPU=False)
         self._insertFunctionStep(self.negativesStep, self.negativeRatio.get(),
@@ -400,7 +409,7 @@ class ProtDeepConsensus(ProtParticles):
         for i, (pointer, coordSet) in enumerate(zip(pointers, sets), 1):
             if coordSet is None:
                 errors.append("Input coordinate set %d is not available." % i)
-            elif coordSet.getSize() == 0:
+            elif coordSet.getSize() == 0 and not coordSet.isStreamOpen():
                 errors.append("Input coordinate set %s is empty." % self._setName(pointer))
         if errors:  # the sets cannot be compared; the parameters can, in the same round
             return errors + self._validateRanges(len(pointers))
@@ -409,13 +418,14 @@ class ProtDeepConsensus(ProtParticles):
             errors.append("The box size of %s is %s: set it (at least 8 px) when picking."
                           % (self._setName(pointers[0]), box))
         names = [set(convert.micrographsByName(s.getMicrographs())) for s in sets]
-        if not set.intersection(*names):
+        if not set.intersection(*names) and not self._inputsOpen():
             errors.append("The input sets share no micrograph (matched by name): %s."
                           % ", ".join(self._setName(p) for p in pointers))
         errors += self._validateKnownNegatives(pointers, sets)
         errors += self._validateModel(sets[0])
         errors += self._validateKnownPicks(names)
         errors += self._validateRanges(len(sets))
+        errors += self._validateStreaming()
         return errors
 
     def _validateKnownNegatives(self, pointers, sets):
@@ -529,7 +539,8 @@ class ProtDeepConsensus(ProtParticles):
 
     def _summary(self):
         try:
-            return stages.summary_lines(self._runFolder().info())
+            return (stages.summary_lines(self._runFolder().info())
+                    + stream_summary(self._runFolder()))
         except RunFolderError as error:  # a run of an older version: say so, do not fail
             return [str(error)]
 

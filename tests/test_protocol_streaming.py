@@ -1,0 +1,124 @@
+"""ProtDeepConsensus on coordinate sets that grow while it runs (issue 14, point 5).
+
+The pickers' sets are fed in streaming by pwem's ProtCreateStreamData, as Scipion's own
+streaming tests feed theirs: one micrograph's coordinates per update, the set open until
+the last.  Two deep-consensus runs watch the same feeders: one trains when the inputs
+close and must end equal to the batch run on the same data and seed; the other scores
+with the batch run's model from its first batch on, so its outputs grow while the
+inputs are still open.
+"""
+import time
+
+import numpy as np
+from pwem.protocols import ProtCreateStreamData
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+
+from deepconsensus_plugin.core.run_folder import RunFolder
+from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
+
+from .scipion_helpers import importSynthetic, newDeepConsensus
+
+N_MICROGRAPHS = 4
+FEED_INTERVAL = 8
+"""Seconds between two updates of a fed set."""
+PARAMS = dict(maxEpochs=3, networkSize=32, selfTraining=False, seed=2)
+
+
+def keys(coordSet):
+    """{(micName, x, y): score} of a coordinate set."""
+    return {(c.getMicName(), c.getX(), c.getY()): c._dcScore.get() for c in coordSet.iterItems()}
+
+
+class TestStreaming(BaseTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, _ = importSynthetic(cls, nMicrographs=N_MICROGRAPHS)
+        cls.batch = cls.launchProtocol(newDeepConsensus(cls, cls.protCoords, **PARAMS))
+        feeders = []
+        for prot in cls.protCoords:
+            feeder = cls.newProtocol(ProtCreateStreamData, setof=4, nDim=N_MICROGRAPHS,
+                                     creationInterval=FEED_INTERVAL)
+            feeder.inputCoordinates.set(prot)
+            feeder.inputCoordinates.setExtended("outputCoordinates")
+            cls.proj.launchProtocol(feeder, wait=False)
+            feeders.append(feeder)
+        cls.feeders = [cls._waitFor(f, lambda p: p.hasAttribute("outputCoordinates"))
+                       for f in feeders]
+        atClose = cls._streamingRun(streamTrainAt=10 ** 6)
+        scoring = cls._streamingRun(modelSource=ProtDeepConsensus.MODEL_RUN,
+                                    modelUse=ProtDeepConsensus.USE_SCORE_ONLY)
+        scoring.modelRun.set(cls.batch)
+        cls.sizesWhileOpen = []
+        for prot in (atClose, scoring):
+            errors = prot.validate()
+            assert not errors, errors
+            cls.proj.launchProtocol(prot, wait=False)
+        while any(cls._current(f).isActive() for f in cls.feeders):
+            current = cls._current(scoring)
+            if current.hasAttribute(OUTPUT_RETAINED):
+                sizes = (getattr(current, OUTPUT_RETAINED).getSize()
+                         + getattr(current, OUTPUT_PRUNED).getSize())
+                cls.sizesWhileOpen.append((sizes, getattr(current, OUTPUT_RETAINED)
+                                           .isStreamOpen()))
+            time.sleep(2)
+        cls.atClose = cls._waitFor(atClose, lambda p: not p.isActive())
+        cls.scoring = cls._waitFor(scoring, lambda p: not p.isActive())
+
+    @classmethod
+    def _streamingRun(cls, **params):
+        prot = newDeepConsensus(cls, [], numberOfThreads=3, streamBatchSize=1,
+                                streamingSleepOnWait=2, **PARAMS, **params)
+        for feeder in cls.feeders:
+            prot.inputCoordinates.append(Pointer(feeder, extended="outputCoordinates"))
+        return prot
+
+    @classmethod
+    def _current(cls, prot):
+        """``prot`` as its run is now (its run.db copied into the project, as the GUI does)."""
+        cls.proj._updateProtocol(prot)
+        return prot
+
+    @classmethod
+    def _waitFor(cls, prot, condition, timeout=300):
+        start = time.time()
+        while time.time() - start < timeout:
+            current = cls._current(prot)
+            if condition(current):
+                return current
+            time.sleep(2)
+        raise AssertionError("%s: timed out" % prot.getRunName())
+
+    def test_the_outputs_grow_while_the_inputs_are_open(self):
+        self.assertTrue(self.scoring.isFinished(), self.scoring.getErrorMessage())
+        openSizes = [n for n, isOpen in self.sizesWhileOpen if isOpen]
+        self.assertGreaterEqual(len(set(openSizes)), 2, self.sizesWhileOpen)
+        self.assertEqual(openSizes, sorted(openSizes))
+        retained, pruned = (getattr(self.scoring, n) for n in (OUTPUT_RETAINED, OUTPUT_PRUNED))
+        self.assertTrue(retained.isStreamClosed() and pruned.isStreamClosed())
+        self.assertGreater(openSizes[-1], 0)
+        self.assertGreater(retained.getSize() + pruned.getSize(), openSizes[0])
+
+    def test_outputs_partition_the_or_set_with_no_coordinate_twice(self):
+        for prot in (self.atClose, self.scoring):
+            self.assertTrue(prot.isFinished(), prot.getErrorMessage())
+            retained, pruned = (getattr(prot, n) for n in (OUTPUT_RETAINED, OUTPUT_PRUNED))
+            kept, dropped = keys(retained), keys(pruned)
+            self.assertEqual(len(kept), retained.getSize())  # no coordinate twice
+            self.assertEqual(len(dropped), pruned.getSize())
+            self.assertFalse(set(kept) & set(dropped))
+            info = RunFolder(prot._getExtraPath()).info()
+            self.assertEqual(len(kept) + len(dropped), info.consensus.n_or)
+            self.assertEqual(info.consensus.n_micrographs, N_MICROGRAPHS)
+
+    def test_trained_when_the_inputs_closed_it_ends_equal_to_the_batch_run(self):
+        self.assertTrue(self.atClose.isFinished(), self.atClose.getErrorMessage())
+        for name in (OUTPUT_RETAINED, OUTPUT_PRUNED):
+            streamed, batch = keys(getattr(self.atClose, name)), keys(getattr(self.batch, name))
+            self.assertEqual(set(streamed), set(batch))
+            np.testing.assert_allclose([streamed[k] for k in sorted(batch)],
+                                       [batch[k] for k in sorted(batch)], rtol=1e-6)
+        summary = "\n".join(self.atClose.summary())
+        self.assertIn("Streaming: %d batches" % N_MICROGRAPHS, summary)
+        self.assertIn("inputs closed", summary)
