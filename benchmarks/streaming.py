@@ -15,6 +15,7 @@ micrograph arrives.  Both use the same settings and seed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import tempfile
@@ -94,6 +95,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.disable(logging.WARNING)  # the stages' notes (crowded micrographs) are not figures
     inputs, settings = demo_input(), settings_from(args)
     with tempfile.TemporaryDirectory() as folder:
         latency, stream_end, stream = run_stream(inputs, settings,

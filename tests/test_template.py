@@ -53,6 +53,9 @@ class TestWorkflowTemplate(BaseTest):
             self.assertEqual(picker.filesPath.get(), os.path.join(DEMO_DATA, "coordinates", name))
         self.assertEqual([(p.getObjValue(), p.getExtended()) for p in dc.inputCoordinates],
                          [(picker, "outputCoordinates") for picker in pickers])
+        # ready for open inputs: the step generator and the batches need threads of their own
+        self.assertEqual((dc.numberOfThreads.get(), dc.streamBatchSize.get(),
+                          dc.streamTrainAt.get()), (3, 10, 0))
 
         # pyworkflow drops the template's labels; the imports are named by their folders.
         self.assertEqual([p.getObjLabel() for p in pickers], list(PICKERS))
