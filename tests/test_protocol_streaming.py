@@ -17,7 +17,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
 
-from .scipion_helpers import importSynthetic, newDeepConsensus
+from .scipion_helpers import importCoordinates, importSynthetic, newDeepConsensus
 
 N_MICROGRAPHS = 4
 FEED_INTERVAL = 8
@@ -34,7 +34,9 @@ class TestStreaming(BaseTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
-        cls.protMics, cls.protCoords, _ = importSynthetic(cls, nMicrographs=N_MICROGRAPHS)
+        cls.protMics, cls.protCoords, truth = importSynthetic(cls, nMicrographs=N_MICROGRAPHS)
+        cls.knownGood = importCoordinates(cls, cls.protMics, truth[:2],
+                                          [m.particles for m in truth[:2]], "known good")
         cls.batch = cls.launchProtocol(newDeepConsensus(cls, cls.protCoords, **PARAMS))
         feeders = []
         for prot in cls.protCoords:
@@ -47,6 +49,8 @@ class TestStreaming(BaseTest):
         cls.feeders = [cls._waitFor(f, lambda p: p.hasAttribute("outputCoordinates"))
                        for f in feeders]
         atClose = cls._streamingRun(streamTrainAt=10 ** 6)
+        atClose.knownGoodCoordinates.set(cls.knownGood)
+        atClose.knownGoodCoordinates.setExtended("outputCoordinates")
         scoring = cls._streamingRun(modelSource=ProtDeepConsensus.MODEL_RUN,
                                     modelUse=ProtDeepConsensus.USE_SCORE_ONLY)
         scoring.modelRun.set(cls.batch)
@@ -122,3 +126,6 @@ class TestStreaming(BaseTest):
         summary = "\n".join(self.atClose.summary())
         self.assertIn("Streaming: %d batches" % N_MICROGRAPHS, summary)
         self.assertIn("inputs closed", summary)
+        known = RunFolder(self.atClose._getExtraPath()).info().evaluation
+        self.assertGreater(known.recall, 0.8)  # the known picks rate a stream as a batch run
+        self.assertIn("Known picks, %d good" % known.n_good, summary)

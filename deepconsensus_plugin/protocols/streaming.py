@@ -123,12 +123,15 @@ class DeepConsensusStreaming:
         self._publish(stream, Set.STREAM_OPEN)
 
     def streamCloseStep(self):
-        """The inputs are closed: train if that has not happened, append the rest, close."""
+        """The inputs are closed: train if that has not happened, append the rest, close,
+        and rate the scores against the known picks as a batch run does."""
         stream = self._stream()
         if stream.should_train(inputs_closed=True):
             stream.train()
         stream.close()
         self._publish(stream, Set.STREAM_CLOSED)
+        self.evaluateStep(self._knownSignature(), self.thresholdMode.get(),
+                          self.threshold.get(), self._minDistancePx())
 
     # -------------------------- inputs and outputs ---------------------------
     def _freshSets(self):
