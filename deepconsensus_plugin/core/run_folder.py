@@ -236,6 +236,7 @@ class RunFolder:
     PICKS_CSV = "picks.csv"
     SHARDS = "shards"
     ENVIRONMENT = "environment.json"
+    KNOWN_PARTICLES = "known_particles.json"
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)
