@@ -30,6 +30,10 @@ PYTHON = "DEEPCONSENSUS_PYTHON"
 the one of the environment ``scipion installb deepconsensus`` creates."""
 HOME = "DEEPCONSENSUS_HOME"
 """Where ``scipion installb deepconsensus`` creates that environment (under EM_ROOT)."""
+JOB_PYTHON_FLOOR = (3, 9)
+"""The jobs (core and command, with TensorFlow >= 2.16) need this Python; the Scipion layer
+(plugin, protocols, viewers, wizards and what they import) runs on setup.py's floor, 3.8,
+the Python scipion-installer still gives Scipion (tests/test_python_floor.py holds both)."""
 BASE_PYTHON = "DEEPCONSENSUS_BASE_PYTHON"
 """The Python (>= 3.9) the job environment is created from; default ``python3``."""
 JOB_REQUIREMENTS = ["numpy>=1.23", "scipy>=1.9", "mrcfile>=1.4", "starfile>=0.5.13",
@@ -129,9 +133,11 @@ def _definePlugin():
                        else "scipion-em-deepconsensus==%s" % __version__)
             pip = "env/bin/python -m pip install --quiet"
             base = cls.getVar(BASE_PYTHON)
-            check = ("%s -c 'import sys; sys.exit(sys.version_info < (3, 9) and "
-                     "\"%s is Python %%d.%%d: the job environment needs Python >= 3.9 (set "
-                     "%s)\" %% sys.version_info[:2])'" % (base, base, BASE_PYTHON))
+            floor = "%d.%d" % JOB_PYTHON_FLOOR
+            check = ("%s -c 'import sys; sys.exit(sys.version_info < (%s) and "
+                     "\"%s is Python %%d.%%d: the job environment needs Python >= %s (set "
+                     "%s)\" %% sys.version_info[:2])'"
+                     % (base, floor.replace(".", ", "), base, floor, BASE_PYTHON))
             create = " && ".join([
                 check, "%s -m venv env" % base, "ln -sfn env/bin bin",
                 "%s --upgrade pip" % pip,
