@@ -36,7 +36,8 @@ setup(
         "numpy>=1.23",
         "scipy>=1.9",
         "mrcfile>=1.4",
-        "starfile>=0.5.13",
+        "starfile>=0.5.13; python_version >= '3.9'",
+        "starfile>=0.4.11; python_version < '3.9'",  # 0.5.13 on needs pandas 2.1 (3.9+)
         "tensorflow>=2.16; python_version >= '3.9'",
         "tqdm>=4.60",
     ],
