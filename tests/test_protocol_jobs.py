@@ -52,6 +52,10 @@ class TestJobs(BaseTest):
         for piece in ("extract", "merge-extraction", "train", "score"):
             self.assertIn("-m deepconsensus_plugin.cli -v job %s" % piece, log)
         self.assertIn("ThreadStepExecutor", open(three.getLogPaths()[0]).read() + log)
+        # no GPU booked: the scoring shards claim no GPU slot and run at the same time
+        scoring = [s for s in three.loadSteps() if s.funcName.get() == "scoreStep"]
+        self.assertLess(max(s.initTime.datetime() for s in scoring),
+                        min(s.endTime.datetime() for s in scoring))
         self.assertNotIn("WARNING: GPU", "\n".join(three.summary()))  # no GPU was booked
 
     def test_a_failed_shard_runs_again_alone_on_continue(self):

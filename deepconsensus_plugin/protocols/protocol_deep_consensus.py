@@ -262,7 +262,10 @@ class ProtDeepConsensus(ProtParticles):
         jobs = self.jobsPerStage.get()
         size, invert = self.networkSize.get(), self.invertContrast.get()
         skipBad = self.skipBadMicrographs.get()
-        self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=True)
+        # GPU steps wait for a free GPU slot of Scipion's executor: CPU runs claim none, so
+        # that their scoring shards run side by side
+        gpu = self.usesGpu()
+        self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=gpu)
         self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
                                  self._minVotes(), self._inputSignature(), needsGPU=False)
         negatives = self._insertFunctionStep(
@@ -281,9 +284,9 @@ class ProtDeepConsensus(ProtParticles):
                 self.trainStep, roundNumber, rounds, ARCHITECTURES[self.architecture.get()],
                 self.maxEpochs.get(), self.patience.get(), self.learningRate.get(),
                 self.batchSize.get(), self.seed.get(), prerequisites=[previous],
-                needsGPU=True)
+                needsGPU=gpu)
             shards = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
-                                               prerequisites=[trained], needsGPU=True)
+                                               prerequisites=[trained], needsGPU=gpu)
                       for shard in range(1, jobs + 1)]
             previous = self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
                                                 prerequisites=shards, needsGPU=False)
