@@ -131,7 +131,7 @@ def _definePlugin():
             source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             package = (source if os.path.exists(os.path.join(source, "setup.py"))
                        else "scipion-em-deepconsensus==%s" % __version__)
-            pip = "env/bin/python -m pip install --quiet"
+            pip = "bin/python -m pip install --quiet"
             base = cls.getVar(BASE_PYTHON)
             floor = "%d.%d" % JOB_PYTHON_FLOOR
             check = ("%s -c 'import sys; sys.exit(sys.version_info < (%s) and "
@@ -139,7 +139,7 @@ def _definePlugin():
                      "%s)\" %% sys.version_info[:2])'"
                      % (base, floor.replace(".", ", "), base, floor, BASE_PYTHON))
             create = " && ".join([
-                check, "%s -m venv env" % base, "ln -sfn env/bin bin",
+                check, "%s -m venv ." % base,  # the package folder is the virtualenv
                 "%s --upgrade pip" % pip,
                 "%s %s" % (pip, " ".join("'%s'" % r for r in JOB_REQUIREMENTS
                                          + [TENSORFLOW["cpu"]])),

@@ -59,7 +59,7 @@ def test_installb_creates_a_virtualenv_with_tensorflow_and_the_gpu_flavour_adds_
     cpu, gpu = env.packages["deepconsensus"], env.packages["deepconsensus-gpu"]
     (command, targets), = cpu["commands"]
     steps = command.split(" && ")
-    assert steps[1] == "%s -m venv env" % plugin.getVar(BASE_PYTHON)
+    assert steps[1] == "%s -m venv ." % plugin.getVar(BASE_PYTHON)
     assert "'%s'" % TENSORFLOW["cpu"] in command and "and-cuda" not in command
     assert "--no-deps '%s'" % SOURCE in command  # this package, without Scipion's
     assert targets == ["installed"] and steps[-1] == "touch installed"
