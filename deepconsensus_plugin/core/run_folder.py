@@ -234,6 +234,9 @@ class RunFolder:
     PRUNED_STAR = "pruned.star"
     COORDINATES = "coordinates"
     PICKS_CSV = "picks.csv"
+    SHARDS = "shards"
+    ENVIRONMENT = "environment.json"
+    KNOWN_PARTICLES = "known_particles.json"
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)
@@ -278,9 +281,16 @@ class RunFolder:
             return False
 
     # -- writing -----------------------------------------------------------
+    @classmethod
+    def shard_name(cls, kind: str, shard: int, n_shards: int, suffix: str) -> str:
+        """The file of one shard (one job's share of a stage) under ``shards/``: e.g.
+        ``shards/extract_2of4_or.npy``; ``shard`` counts from 1."""
+        return os.path.join(cls.SHARDS, "%s_%dof%d%s" % (kind, shard, n_shards, suffix))
+
     def _atomic(self, name: str, suffix: str = ".tmp"):
-        os.makedirs(self.path, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".%s." % name, suffix=suffix)
+        folder, base = os.path.split(self.file(name))
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".%s." % base, suffix=suffix)
         os.close(handle)
         return temporary
 
@@ -310,6 +320,16 @@ class RunFolder:
         temporary = self._atomic(name, ".npz")
         try:
             table.save(temporary)
+            self._replace(temporary, name)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
+        """Several named arrays in one ``.npz`` file (a shard's rows and report)."""
+        temporary = self._atomic(name, ".npz")
+        try:
+            np.savez(temporary, **arrays)
             self._replace(temporary, name)
         except BaseException:
             os.unlink(temporary)
@@ -369,6 +389,19 @@ class RunFolder:
     def array(self, name: str) -> np.ndarray:
         self.require(name, stage="reading %s" % name)
         return np.load(self.file(name))
+
+    def arrays(self, name: str) -> Dict[str, np.ndarray]:
+        """The arrays of a ``.npz`` file written by :meth:`write_arrays`."""
+        self.require(name, stage="reading %s" % name)
+        with np.load(self.file(name)) as data:
+            return {key: data[key] for key in data.files}
+
+    def environment(self) -> Optional[Dict[str, Any]]:
+        """What the job environment reported (:func:`.runtime.environment_report`), if it ran."""
+        if not self.has(self.ENVIRONMENT):
+            return None
+        with open(self.file(self.ENVIRONMENT)) as handle:
+            return json.load(handle)
 
     def scores(self) -> np.ndarray:
         return self.array(self.SCORES)
