@@ -1,9 +1,12 @@
 """Packaging for the Deep Consensus Scipion plugin.
 
-TensorFlow is a plain pip dependency (CPU and GPU from the same wheel on
-Linux); no conda environment is created.  pyworkflow pins numpy 1.26, so
-install with ``constraints.txt`` (see README.rst) to keep pip from upgrading
-numpy under Scipion when it resolves TensorFlow.
+The Scipion layer installs on Python 3.8 (scipion-installer's default); the
+heavy stages run as jobs on Python >= 3.9 with TensorFlow.  On Python >= 3.9
+TensorFlow comes with the package and the jobs use Scipion's own Python; on
+3.8 it is left out and ``scipion installb deepconsensus`` creates the jobs'
+virtualenv (see the Plugin class).  pyworkflow pins numpy 1.26, so install
+with ``constraints.txt`` (see README.rst) to keep pip from upgrading numpy
+under Scipion when it resolves TensorFlow.
 """
 from setuptools import find_packages, setup
 
@@ -15,7 +18,7 @@ setup(
     long_description_content_type="text/x-rst",
     url="https://pypi.org/project/scipion-em-deepconsensus/",
     license="GPLv3",
-    python_requires=">=3.9",
+    python_requires=">=3.8",
     packages=find_packages(include=["deepconsensus_plugin", "deepconsensus_plugin.*"]),
     package_data={
         "deepconsensus_plugin": [
@@ -33,8 +36,9 @@ setup(
         "numpy>=1.23",
         "scipy>=1.9",
         "mrcfile>=1.4",
-        "starfile>=0.5.13",
-        "tensorflow>=2.16",
+        "starfile>=0.5.13; python_version >= '3.9'",
+        "starfile>=0.4.11; python_version < '3.9'",  # 0.5.13 on needs pandas 2.1 (3.9+)
+        "tensorflow>=2.16; python_version >= '3.9'",
         "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "vermin>=1.9"]},

@@ -414,7 +414,7 @@ def main(argv=None) -> int:
     metrics["auto_threshold"] = results.autoThreshold
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}
-    metrics["run_info"] = info
+    metrics["run_info"] = info.to_dict()
     write_scores(os.path.join(out, "scores.csv"), results, names, retained)
     # End to end: micrograph conversion, Scipion imports, the run and its evaluation;
     # the optional label-noise runs are timed apart.

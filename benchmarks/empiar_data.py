@@ -158,6 +158,19 @@ def _box_size(picks_dir: str, pickers: tuple[str, ...]) -> int:
     return next(iter(widths))
 
 
+def read_label_csv(path: str) -> np.ndarray:
+    """Labelled centres ``x,y`` of one micrograph; ``#`` comments and a header row allowed."""
+    with open(path) as handle:
+        rows = [line for line in handle if line.strip() and not line.lstrip().startswith("#")]
+    if rows:
+        try:
+            float(rows[0].split(",")[0])
+        except ValueError:
+            rows = rows[1:]  # a header such as "x,y"
+    return np.loadtxt(rows, delimiter=",", ndmin=2)[:, :2] if rows \
+        else np.zeros((0, 2))
+
+
 def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None) -> Dataset:
     """Read a dataset folder, writing its micrographs as MRC under ``out_dir/micrographs``."""
     spec = spec or dataset_spec(data_dir)
@@ -173,7 +186,7 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
         name = os.path.splitext(os.path.basename(csv))[0]
         if name not in paths:
             raise SystemExit("%s labels a micrograph that %s lacks" % (csv, data_dir))
-        xy = np.loadtxt(csv, delimiter=",", comments="#", ndmin=2)[:, :2]
+        xy = read_label_csv(csv)
         if spec.flip_y:
             height = int(mrcfile.open(paths[name], header_only=True).header.ny)
             xy = np.column_stack([xy[:, 0], height - xy[:, 1]])

@@ -16,9 +16,10 @@ import os
 import sys
 import warnings
 
-from . import consensus, run, score, split, train
+from . import consensus, job, run, score, split, train
 
-COMMANDS = {"run": run, "consensus": consensus, "train": train, "score": score, "split": split}
+COMMANDS = {"run": run, "consensus": consensus, "train": train, "score": score, "split": split,
+            "job": job}
 
 
 def build_parser() -> argparse.ArgumentParser:

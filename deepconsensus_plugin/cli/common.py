@@ -172,8 +172,8 @@ def add_split(parser: argparse.ArgumentParser) -> None:
 def parse_gpus(text: str) -> List[int]:
     if text.strip().lower() in ("", "cpu", "none"):
         return []
-    try:
-        return [int(g) for g in text.split(",") if g.strip()]
+    try:  # Scipion's %(GPU)s gives space-separated ids
+        return [int(g) for g in text.replace(",", " ").split()]
     except ValueError:
         raise InputError("--gpus %r: give comma-separated GPU ids or 'cpu'" % text) from None
 

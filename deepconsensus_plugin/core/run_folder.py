@@ -274,6 +274,9 @@ class RunFolder:
     PICKS_CSV = "picks.csv"
     KNOWN_LABELS = "known_labels.npy"
     """(OR row, 1 good / 0 bad) of the OR coordinates the user's known picks matched."""
+    SHARDS = "shards"
+    ENVIRONMENT = "environment.json"
+    KNOWN_PARTICLES = "known_particles.json"
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)
@@ -318,9 +321,16 @@ class RunFolder:
             return False
 
     # -- writing -----------------------------------------------------------
+    @classmethod
+    def shard_name(cls, kind: str, shard: int, n_shards: int, suffix: str) -> str:
+        """The file of one shard (one job's share of a stage) under ``shards/``: e.g.
+        ``shards/extract_2of4_or.npy``; ``shard`` counts from 1."""
+        return os.path.join(cls.SHARDS, "%s_%dof%d%s" % (kind, shard, n_shards, suffix))
+
     def _atomic(self, name: str, suffix: str = ".tmp"):
-        os.makedirs(self.path, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path, prefix=".%s." % name, suffix=suffix)
+        folder, base = os.path.split(self.file(name))
+        os.makedirs(folder, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".%s." % base, suffix=suffix)
         os.close(handle)
         return temporary
 
@@ -360,6 +370,16 @@ class RunFolder:
         temporary = self._atomic(name, os.path.splitext(name)[1])
         try:
             shutil.copyfile(source, temporary)
+            self._replace(temporary, name)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
+        """Several named arrays in one ``.npz`` file (a shard's rows and report)."""
+        temporary = self._atomic(name, ".npz")
+        try:
+            np.savez(temporary, **arrays)
             self._replace(temporary, name)
         except BaseException:
             os.unlink(temporary)
@@ -419,6 +439,19 @@ class RunFolder:
     def array(self, name: str) -> np.ndarray:
         self.require(name, stage="reading %s" % name)
         return np.load(self.file(name))
+
+    def arrays(self, name: str) -> Dict[str, np.ndarray]:
+        """The arrays of a ``.npz`` file written by :meth:`write_arrays`."""
+        self.require(name, stage="reading %s" % name)
+        with np.load(self.file(name)) as data:
+            return {key: data[key] for key in data.files}
+
+    def environment(self) -> Optional[Dict[str, Any]]:
+        """What the job environment reported (:func:`.runtime.environment_report`), if it ran."""
+        if not self.has(self.ENVIRONMENT):
+            return None
+        with open(self.file(self.ENVIRONMENT)) as handle:
+            return json.load(handle)
 
     def scores(self) -> np.ndarray:
         return self.array(self.SCORES)

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class TrainingResult:
     seconds: float
 
 
-Source = tuple[np.ndarray, np.ndarray]
+Source = Tuple[np.ndarray, np.ndarray]
 """A particle stack (usually memory-mapped) and the rows of it to use."""
 
 

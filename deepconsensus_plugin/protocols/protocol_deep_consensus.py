@@ -6,6 +6,8 @@ receives the parameters it depends on, so that "continue" re-runs only the
 stages after the first changed parameter (a new threshold re-creates only
 the outputs; new training settings reuse consensus and extraction).
 """
+import shlex
+
 import pyworkflow.protocol.params as params
 from pwem.protocols import ProtParticles
 from pyworkflow import BETA
@@ -25,6 +27,10 @@ from ..core.negatives import fraction_on_picks
 from ..core.stages import OFFCENTRE_CLEARANCE, OFFCENTRE_SHIFT, SELF_TRAINING_CONFIDENCE
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 from .streaming import DeepConsensusStreaming
+
+
+GPU_PLACEHOLDER = '"%(GPU)s"'
+"""runJob replaces it with the GPU ids Scipion booked for the step (space-separated)."""
 
 
 def notPrefilled(className):
@@ -55,8 +61,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     _label = "deep consensus"
     _devStatus = BETA
     _possibleOutputs = POSSIBLE_OUTPUTS
-    # open inputs: a step generator beside the batch steps (protocols/streaming.py); closed
-    # inputs keep one thread, hence the serial steps of before
+    # the shards of a stage run side by side; with open inputs, a step generator beside
+    # the batch steps (protocols/streaming.py)
     stepsExecutionMode = STEPS_PARALLEL
 
     AND_ALL = 0
@@ -253,6 +259,14 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
         self._defineEvaluationParams(form)
         self._defineStreamingParams(form)
+        form.addParallelSection(threads=1, mpi=0)
+        form.addParam("jobsPerStage", params.IntParam, default=1,
+                      label="Jobs per stage",
+                      help="Extraction (by micrographs) and scoring (by particles) are cut "
+                           "into this many jobs; training is one job. Scipion runs as many "
+                           "jobs at once as threads minus one, or, with a queue that takes "
+                           "one job per step (QUEUE_FOR_JOBS), submits each as a cluster "
+                           "job. The jobs merge exactly: the same scores for any number.")
 
     def _defineModelParams(self, form):
         """The Model section: train a new network, or reuse one (issue 14)."""
@@ -307,34 +321,55 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     # -------------------------- INSERT steps functions -----------------------
     def _insertAllSteps(self):
+        """The heavy stages (extraction, training, scoring) are jobs of ``deepconsensus
+        job`` in the plugin's environment (``runJob``), cut into shards; the light ones
+        (consensus, negatives, merging the scores, ranking, outputs) run here."""
         if self._inputsOpen():
             self._insertStreamingSteps()
             return
+        jobs = self.jobsPerStage.get()
+        size, invert = self.networkSize.get(), self.invertContrast.get()
+        skipBad = self.skipBadMicrographs.get()
+        # GPU steps wait for a free GPU slot of Scipion's executor: CPU runs claim none, so
+        # that their scoring shards run side by side
+        gpu = self.usesGpu()
+        self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=gpu)
         self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
                                  self._minVotes(), self._inputSignature(), needsGPU=False)
-        self._insertFunctionStep(self.negativesStep, self.negativeRatio.get(),
-                                 self.negativeDistance.get(), self.seed.get(),
-                                 self._negativeSignature(), self.skipBadMicrographs.get(),
-                                 self._offCentre(), needsGPU=False)
-        self._insertFunctionStep(self.extractStep, self.networkSize.get(),
-                                 self.invertContrast.get(), self.skipBadMicrographs.get(),
-                                 needsGPU=False)
+        negatives = self._insertFunctionStep(
+            self.negativesStep, self.negativeRatio.get(), self.negativeDistance.get(),
+            self.seed.get(), self._negativeSignature(), skipBad, self._offCentre(),
+            needsGPU=False)
+        shards = [self._insertFunctionStep(self.extractStep, shard, jobs, size, invert, skipBad,
+                                           prerequisites=[negatives], needsGPU=False)
+                  for shard in range(1, jobs + 1)]
+        previous = self._insertFunctionStep(self.mergeExtractionStep, jobs, size, invert,
+                                            skipBad, self._negativeSignature(),
+                                            prerequisites=shards, needsGPU=False)
         # with the extraction's arguments: a new extraction forgets the model's record, and
         # pyworkflow's continue re-runs a step whose arguments changed, not the steps after it
-        self._insertFunctionStep(self.modelStep, *self._modelChoice(), self.networkSize.get(),
-                                 self.invertContrast.get(), self.skipBadMicrographs.get(),
-                                 needsGPU=False)
+        previous = self._insertFunctionStep(self.modelStep, *self._modelChoice(), size, invert,
+                                            skipBad, prerequisites=[previous], needsGPU=False)
         rounds = self._rounds()
         for roundNumber in range(1, rounds + 1) if not self._scoreOnly() else ():
-            self._insertFunctionStep(self.trainStep, roundNumber, rounds,
-                                     ARCHITECTURES[self.architecture.get()],
-                                     self.maxEpochs.get(), self.patience.get(),
-                                     self.learningRate.get(), self.batchSize.get(),
-                                     self.seed.get(), needsGPU=True)
-            self._insertFunctionStep(self.scoreStep, roundNumber, rounds, needsGPU=True)
-        if self._scoreOnly():
-            self._insertFunctionStep(self.scoreStep, 1, 1, needsGPU=True)
-        self._insertFunctionStep(self.rankStep, self._combine(), needsGPU=False)
+            trained = self._insertFunctionStep(
+                self.trainStep, roundNumber, rounds, ARCHITECTURES[self.architecture.get()],
+                self.maxEpochs.get(), self.patience.get(), self.learningRate.get(),
+                self.batchSize.get(), self.seed.get(), prerequisites=[previous],
+                needsGPU=gpu)
+            shards = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
+                                               prerequisites=[trained], needsGPU=gpu)
+                      for shard in range(1, jobs + 1)]
+            previous = self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
+                                                prerequisites=shards, needsGPU=False)
+        if self._scoreOnly():  # the reused network as it is: round 1 of 1, no training
+            shards = [self._insertFunctionStep(self.scoreStep, 1, 1, shard, jobs,
+                                               prerequisites=[previous], needsGPU=gpu)
+                      for shard in range(1, jobs + 1)]
+            previous = self._insertFunctionStep(self.mergeScoresStep, 1, 1, jobs,
+                                                prerequisites=shards, needsGPU=False)
+        self._insertFunctionStep(self.rankStep, self._combine(), prerequisites=[previous],
+                                 needsGPU=False)
         self._insertFunctionStep(self.createOutputStep, self.thresholdMode.get(),
                                  self.threshold.get(), self._minDistancePx(), needsGPU=False)
         # with the split's arguments: pyworkflow's continue re-runs a step whose arguments
@@ -344,6 +379,15 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                                  self._minDistancePx(), needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
+    def checkEnvironmentStep(self):
+        """Ask the job environment what it has (Python, TensorFlow, the GPUs it sees among
+        those booked): a GPU booked and not seen is said here, at the top of the log, and
+        in the summary; the run goes on on the CPU."""
+        self._runStage("check", *self._gpuArgs())
+        report = self._runFolder().environment()
+        if report is not None and report.get("warning"):
+            self.warning(report["warning"])
+
     def consensusStep(self, radiusFraction, minVotes, inputSignature):
         inputs = self._consensusInput()
         stages.consensus_stage(self._runFolder(), inputs,
@@ -358,12 +402,21 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             ratio=ratio, distance=distanceFraction, offcentre=offCentre, seed=seed,
             skip_bad_micrographs=skipBad), known)
 
-    def extractStep(self, size, invert, skipBad):
+    def extractStep(self, shard, jobs, size, invert, skipBad):
+        """One shard of micrographs (core.stages.extraction_shard_stage), as a job."""
+        self._runStage("extract", "--shard", shard, "--shards", jobs,
+                       *self._extractionArgs(size, invert, skipBad))
+
+    def mergeExtractionStep(self, jobs, size, invert, skipBad, negativeSignature):
+        """The shards into the run's stacks, with the known negative particles, as a job."""
         userParticles = self.inputNegativeParticles.get()
         known = ([(p.getIndex() or 1, p.getFileName()) for p in userParticles.iterItems()]
                  if userParticles is not None else [])
-        stages.extraction_stage(self._runFolder(), stages.ExtractionParams(
-            network_size=size, invert=invert, skip_bad_micrographs=skipBad), known)
+        run = self._runFolder()
+        run.write_json(run.KNOWN_PARTICLES, known)
+        self._runStage("merge-extraction", "--shards", jobs,
+                       "--known-particles", run.file(run.KNOWN_PARTICLES),
+                       *self._extractionArgs(size, invert, skipBad))
 
     def modelStep(self, use, source, sourceName, architecture, size, invert, skipBad):
         """A new network, or the reused one copied into the run (core.stages.model_stage)."""
@@ -371,15 +424,20 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def trainStep(self, roundNumber, rounds, architecture, maxEpochs, patience, learningRate,
                   batchSize, seed):
-        """Train one round (core.stages.training_stage)."""
-        stages.training_stage(self._runFolder(), roundNumber, stages.TrainingParams(
-            architecture=architecture, max_epochs=maxEpochs, patience=patience,
-            learning_rate=learningRate, batch_size=batchSize, seed=seed, rounds=rounds),
-            gpus=self._gpus())
+        """Train one round (core.stages.training_stage), as a job."""
+        self._runStage("train", "--round", roundNumber, "--rounds", rounds,
+                       "--network", architecture, "--max-epochs", maxEpochs,
+                       "--patience", patience, "--learning-rate", repr(learningRate),
+                       "--batch-size", batchSize, "--seed", seed, *self._gpuArgs())
 
-    def scoreStep(self, roundNumber, rounds):
-        stages.scoring_stage(self._runFolder(), roundNumber, rounds, seed=self.seed.get(),
-                             gpus=self._gpus())
+    def scoreStep(self, roundNumber, rounds, shard, jobs):
+        """Score one shard of particles (core.stages.scoring_shard_stage), as a job."""
+        self._runStage("score", "--round", roundNumber, "--rounds", rounds, "--shard", shard,
+                       "--shards", jobs, "--seed", self.seed.get(), *self._gpuArgs())
+
+    def mergeScoresStep(self, roundNumber, rounds, jobs):
+        """The round's scores from its shards (core.stages.merge_scores_stage)."""
+        stages.merge_scores_stage(self._runFolder(), roundNumber, rounds, jobs)
 
     def rankStep(self, combine):
         """The final score: the network's, or its combination with the pickers' agreement."""
@@ -538,11 +596,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return [message for ok, message in checks if not ok]
 
     def _summary(self):
+        run = self._runFolder()
+        report = run.environment()
+        warning = [report["warning"]] if report and report.get("warning") else []
         try:
-            return (stages.summary_lines(self._runFolder().info())
-                    + stream_summary(self._runFolder()))
+            return warning + stages.summary_lines(run.info()) + stream_summary(run)
         except RunFolderError as error:  # a run of an older version: say so, do not fail
-            return [str(error)]
+            return warning + [str(error)]
 
     def _methods(self):
         try:
@@ -676,8 +736,25 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             return "None"
         return "'%s' (id %s)" % (obj.getObjLabel() or obj.getClassName(), obj.getObjId())
 
-    def _gpus(self):
-        return self.getGpuList() if self.usesGpu() else []
+    def _runStage(self, piece, *arguments):
+        """Run a piece of a stage as a job of ``deepconsensus job`` in the plugin's
+        environment (``Plugin.getJobProgram``), on this run's folder."""
+        from .. import Plugin
+
+        words = ["-v", "job", piece, "--out", self._getExtraPath()] + [str(a) for a in arguments]
+        self.runJob(Plugin.getJobProgram(), " ".join(w if w == GPU_PLACEHOLDER else shlex.quote(w)
+                                                     for w in words),
+                    env=Plugin.getEnviron())
+
+    def _gpuArgs(self):
+        """The GPUs Scipion books for the step (%(GPU)s, filled in by runJob), or the CPU."""
+        booked = self.usesGpu() and self.getGpuList()
+        return ["--gpus", GPU_PLACEHOLDER if booked else "cpu"]
+
+    @staticmethod
+    def _extractionArgs(size, invert, skipBad):
+        return (["--network-size", size] + (["--invert-contrast"] if invert else [])
+                + (["--skip-bad-micrographs"] if skipBad else []))
 
     def _userCoordinates(self, userSet):
         """A user's coordinates (known negatives, known good or bad picks), mapped to the

@@ -57,7 +57,6 @@ class DeepConsensusStreaming:
                       expertLevel=params.LEVEL_ADVANCED,
                       label="Sleep when waiting (s)",
                       help="How long to wait between looks at the open inputs.")
-        form.addParallelSection(threads=1, mpi=0)
 
     def _validateStreaming(self):
         """Open inputs run the generator and the batches side by side: with the main

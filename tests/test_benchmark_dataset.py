@@ -1,0 +1,56 @@
+"""``benchmarks/dataset.py`` end to end: the accuracy figures come from this one command, so
+it runs here on the bundled demo data laid out as a dataset folder (two epochs, one round)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO = os.path.join(ROOT, "deepconsensus_plugin", "demo_data")
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("data") / "demo"
+    data.mkdir()
+    for folder, source in (("micrographs", "micrographs"), ("picks", "coordinates"),
+                           ("gt", "ground_truth")):
+        os.symlink(os.path.join(DEMO, source), data / folder)
+    out = tmp_path_factory.mktemp("out")
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "dataset.py"),
+               "--data", str(data), "--out", str(out), "--pixel-size", "3.54",
+               "--diameter", "54", "--max-epochs", "2", "--no-self-training"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with open(out / "metrics.json") as handle:
+        return out, json.load(handle)
+
+
+def test_metrics_in_three_countings_for_every_set(benchmark_run):
+    out, metrics = benchmark_run
+    assert metrics["pickers"] == ["crYOLO", "deepPicker", "topaz"]
+    assert set(metrics["sets"]) == {"crYOLO", "deepPicker", "topaz", "OR", "AND", "dc_retained"}
+    for figures in metrics["sets"].values():
+        for counting in (figures, figures["lenient"], figures["audited"]):
+            assert 0 <= counting["precision"] <= 1 and 0 <= counting["recall"] <= 1
+        assert figures["n"] >= figures["audited"]["n"]
+    assert metrics["sets"]["OR"]["recall"] >= metrics["sets"]["dc_retained"]["recall"]
+    assert 0.5 < metrics["roc_auc"] <= 1 and 0.5 < metrics["paper_roc_auc"]["roc_auc"] <= 1
+    close = metrics["retained_close_pairs"]
+    assert close["source"] == "the run's minimum distance"
+    assert close["pairs_all"] == 0 and close["duplicates_all"] == 0
+
+
+def test_scores_report_and_plots_written(benchmark_run):
+    out, metrics = benchmark_run
+    with open(out / "scores.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == metrics["run_info"]["consensus"]["n_or"]
+    assert sum(int(r["retained"]) for r in rows) == metrics["run_info"]["split"]["n_retained"]
+    report = (out / "report.md").read_text()
+    assert "| dc_retained |" in report and "one-to-one" in report
+    for picture in ("curves.png", "score_histogram.png"):
+        assert (out / picture).stat().st_size > 0

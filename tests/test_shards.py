@@ -1,0 +1,173 @@
+"""Extraction and scoring in shards (one job each): the shards cover every row once and
+merge into exactly what the one-piece stages write; a missing, repeated or foreign shard
+is refused."""
+import os
+
+import numpy as np
+import pytest
+
+from deepconsensus_plugin.core import stages, synthetic
+from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError
+from deepconsensus_plugin.core.stack import open_stack
+
+BOX = 48
+PARAMS = stages.ExtractionParams(network_size=16)
+
+
+@pytest.mark.parametrize("boxes, n_shards", [
+    ({1: 10, 2: 10, 3: 10, 4: 10}, 2), ({1: 100, 2: 1, 3: 1, 4: 1}, 3),
+    ({5: 3, 9: 0, 7: 8}, 5), ({}, 2), ({1: 4}, 1)])
+def test_micrograph_shards_hold_every_micrograph_once_in_order(boxes, n_shards):
+    shards = stages.micrograph_shards(boxes, n_shards)
+    assert len(shards) == n_shards
+    assert [m for shard in shards for m in shard] == sorted(boxes)
+
+
+def test_micrograph_shards_balance_the_boxes():
+    shards = stages.micrograph_shards({m: 10 for m in range(1, 9)}, 4)
+    assert [len(s) for s in shards] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize("n, n_shards", [(0, 3), (1, 1), (511, 2), (513, 2), (5000, 3),
+                                         (1024, 7)])
+def test_particle_shards_tile_the_stack_on_whole_batches(n, n_shards):
+    shards = stages.particle_shards(n, n_shards)
+    assert len(shards) == n_shards
+    assert shards[0][0] == 0 and shards[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
+    assert all(start % stages.SCORING_BATCH == 0 for start, stop in shards if stop > start)
+
+
+def test_a_shard_number_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="shards must be at least 1"):
+        stages.particle_shards(10, 0)
+
+
+@pytest.fixture()
+def prepared(tmp_path):
+    """A run folder after consensus and negatives (off-centre ones too, so the negative
+    table is not ordered by micrograph) on four synthetic micrographs."""
+    mics, pickers = synthetic.make_dataset(str(tmp_path / "mics"), n_micrographs=4,
+                                           shape=(384, 384), n_particles=40, diameter=32)
+    inputs = stages.ConsensusInput(
+        micrographs=[Micrograph(mic_id=i + 1, name="m%d" % i, path=m.path, label=m.path)
+                     for i, m in enumerate(mics)],
+        pickers=[stages.PickerInput("p%d" % p, {i + 1: xy for i, xy in enumerate(picks)})
+                 for p, picks in enumerate(pickers)],
+        box=BOX, sampling_rate=2.0)
+    run = RunFolder(tmp_path / "run")
+    stages.consensus_stage(run, inputs)
+    stages.negatives_stage(run, stages.NegativeParams(offcentre=True, seed=2))
+    return run, mics
+
+
+def one_piece(run, tmp_path):
+    """The run's stacks and record as the one-piece extraction writes them."""
+    reference = RunFolder(tmp_path / "reference")
+    for name in (run.CONSENSUS, run.NEGATIVES, run.MICROGRAPHS, run.INFO):
+        os.makedirs(reference.path, exist_ok=True)
+        with open(run.file(name), "rb") as source, open(reference.file(name), "wb") as target:
+            target.write(source.read())
+    info = stages.extraction_stage(reference, PARAMS)
+    return reference, info
+
+
+@pytest.mark.parametrize("n_shards", [1, 3, 6])
+def test_extraction_shards_merge_into_the_one_piece_stacks(prepared, tmp_path, n_shards):
+    run, _ = prepared
+    extracted = sum(stages.extraction_shard_stage(run, shard, n_shards, PARAMS)
+                    for shard in range(1, n_shards + 1))
+    assert extracted == len(run.consensus()) + len(run.negatives())  # none twice, none lost
+    info = stages.merge_extraction_stage(run, n_shards, PARAMS)
+    reference, expected = one_piece(run, tmp_path)
+    for name in (run.OR_PARTICLES, run.NEG_PARTICLES):
+        with open_stack(run.file(name)) as merged, open_stack(reference.file(name)) as whole:
+            np.testing.assert_array_equal(merged[:], whole[:])
+    assert (info.n_crossing_border, info.skipped_micrographs) == \
+        (expected.n_crossing_border, expected.skipped_micrographs)
+    assert run.info().extraction.network_size == 16
+
+
+def test_a_failed_shard_is_refused_and_runs_again_alone(prepared, tmp_path):
+    run, mics = prepared
+    os.rename(mics[3].path, mics[3].path + ".away")  # the last shard's micrograph is missing
+    stages.extraction_shard_stage(run, 1, 2, PARAMS)
+    with pytest.raises(Exception, match="file not found"):
+        stages.extraction_shard_stage(run, 2, 2, PARAMS)
+    with pytest.raises(RunFolderError, match="shard 2 of 2 has not finished"):
+        stages.merge_extraction_stage(run, 2, PARAMS)
+    os.rename(mics[3].path + ".away", mics[3].path)
+    first = os.stat(run.file(RunFolder.shard_name("extract", 1, 2, ".npz"))).st_mtime_ns
+    stages.extraction_shard_stage(run, 2, 2, PARAMS)
+    stages.merge_extraction_stage(run, 2, PARAMS)
+    assert os.stat(run.file(RunFolder.shard_name("extract", 1, 2, ".npz"))).st_mtime_ns == first
+    reference, _ = one_piece(run, tmp_path)
+    with open_stack(run.file(run.OR_PARTICLES)) as merged, \
+            open_stack(reference.file(run.OR_PARTICLES)) as whole:
+        np.testing.assert_array_equal(merged[:], whole[:])
+
+
+def test_shards_of_another_cut_or_setting_are_refused(prepared):
+    run, _ = prepared
+    for shard in (1, 2):
+        stages.extraction_shard_stage(run, shard, 2, PARAMS)
+    with pytest.raises(RunFolderError, match="other settings"):
+        stages.merge_extraction_stage(run, 2, stages.ExtractionParams(network_size=24))
+    # a shard's record that claims rows of another shard: one row repeated, one missing
+    name = RunFolder.shard_name("extract", 2, 2, ".npz")
+    data = run.arrays(name)
+    data["or_rows"] = np.concatenate([[0], data["or_rows"][1:]])
+    run.write_arrays(name, **data)
+    with pytest.raises(RunFolderError, match="miss 1 and repeat 1 of the"):
+        stages.merge_extraction_stage(run, 2, PARAMS)
+
+
+def test_skipped_micrographs_are_skipped_by_their_shard(prepared):
+    run, mics = prepared
+    with open(mics[1].path, "r+b") as handle:  # truncated: unreadable
+        handle.truncate(100)
+    params = stages.ExtractionParams(network_size=16, skip_bad_micrographs=True)
+    for shard in (1, 2, 3):
+        stages.extraction_shard_stage(run, shard, 3, params)
+    info = stages.merge_extraction_stage(run, 3, params)
+    assert info.skipped_micrographs == [mics[1].path] and info.skipped_mic_ids == [2]
+
+
+def test_scoring_shards_merge_into_the_one_piece_scores(tmp_path):
+    """Scores of 3 shards of a 1,300-box stack equal the one-piece scoring's to the bit and
+    are recorded as it records them; a missing shard is refused.  (Random boxes and an
+    untrained network: only which row gets which score matters.)"""
+    import keras
+
+    from deepconsensus_plugin.core.model import build_model
+    from deepconsensus_plugin.core.pipeline import CoordinateTable
+    from deepconsensus_plugin.core.run_folder import ExtractionInfo
+    from deepconsensus_plugin.core.stack import create_stack
+
+    n, n_shards = 1300, 3
+    run = RunFolder(tmp_path)
+    run.write_table(run.CONSENSUS, CoordinateTable(mic=np.repeat([1, 2], [700, 600]),
+                                                   xy=np.zeros((n, 2))))
+    run.update_info(extraction=ExtractionInfo(16, False, 0, ["m2.mrc"], [2], 0, 0.0))
+    with create_stack(run.file(run.OR_PARTICLES), n, 16) as stack:
+        stack[:] = np.random.default_rng(0).normal(size=(n, 16, 16))
+    keras.utils.set_random_seed(0)
+    build_model("fast", 16).save(run.file(run.MODEL))
+    whole = stages.scoring_stage(run, 1, 1).copy()
+    assert np.isnan(whole[700:]).all() and np.isfinite(whole[:700]).all()  # m2 skipped
+    os.unlink(run.file(run.CNN_SCORES))
+    with pytest.raises(RunFolderError, match="scoring shard 1 of 3"):
+        stages.merge_scores_stage(run, 1, 1, n_shards)
+    scored = [stages.scoring_shard_stage(run, 1, 1, shard, n_shards)
+              for shard in range(1, n_shards + 1)]
+    assert scored == [512, 512, 276]
+    merged = stages.merge_scores_stage(run, 1, 1, n_shards)
+    np.testing.assert_array_equal(merged, whole)
+    np.testing.assert_array_equal(run.array(run.CNN_SCORES), whole)
+    # a shard scored from another stack is refused
+    name = RunFolder.shard_name("score_round1of1", 2, 3, ".npz")
+    data = run.arrays(name)
+    data["n"] = np.array(n + 1)
+    run.write_arrays(name, **data)
+    with pytest.raises(RunFolderError, match="scored another stack"):
+        stages.merge_scores_stage(run, 1, 1, n_shards)
