@@ -250,7 +250,7 @@ class DeepConsensusStreaming:
                        else self.threshold.get()),
             min_distance_px=self._minDistancePx(), train_at=self.streamTrainAt.get(),
             model_use=use, model_source=source or None, model_name=name or None,
-            gpus=tuple(self._gpus()))
+            gpus=tuple(self.getGpuList() if self.usesGpu() else ()))
         return StreamingRun(self._runFolder(), settings,
                             [self._setName(p) for p in self.inputCoordinates],
                             first.getBoxSize(), convert.samplingRate(first))
