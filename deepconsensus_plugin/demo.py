@@ -88,21 +88,12 @@ def run_protocol(project, prot) -> object:
     return prot
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    headless.configure(args.user_data)
+def import_demo_inputs(project) -> tuple[object, dict[str, object]]:
+    """Import the demo micrographs and each picker's coordinates into ``project``: the
+    finished import runs, the pickers' by name."""
     from pwem.protocols import ProtImportMicrographs
-    from pyworkflow.object import Pointer
-    from pyworkflow.project import Manager
 
-    from .protocols import ProtDeepConsensus, ProtImportPickerCoordinates
-    from .results import RunResults
-
-    name = args.project or "DeepConsensusDemo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
-    project = Manager().createProject(name)
-    os.chdir(project.path)  # pyworkflow resolves the project's files from here
-    print("Scipion project: %s" % project.path, flush=True)
-    start = time.perf_counter()
+    from .protocols import ProtImportPickerCoordinates
 
     mics = run_protocol(project, new_protocol(
         project, ProtImportMicrographs, "import EMPIAR-10017 subset",
@@ -116,6 +107,25 @@ def main(argv: list[str] | None = None) -> int:
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         pickers[picker] = run_protocol(project, prot)
+    return mics, pickers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    headless.configure(args.user_data)
+    from pyworkflow.object import Pointer
+    from pyworkflow.project import Manager
+
+    from .protocols import ProtDeepConsensus
+    from .results import RunResults
+
+    name = args.project or "DeepConsensusDemo-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+    project = Manager().createProject(name)
+    os.chdir(project.path)  # pyworkflow resolves the project's files from here
+    print("Scipion project: %s" % project.path, flush=True)
+    start = time.perf_counter()
+
+    mics, pickers = import_demo_inputs(project)
     print("Imported %d micrographs and %s" % (mics.outputMicrographs.getSize(), ", ".join(
         "%s (%d)" % (p, prot.outputCoordinates.getSize()) for p, prot in pickers.items())),
         flush=True)

@@ -48,29 +48,17 @@ def main(argv=None) -> int:
     import numpy as np
     from pyworkflow.object import Pointer
     from pyworkflow.project import Manager
-    from pwem.protocols import ProtImportMicrographs
 
     from deepconsensus_plugin.core.run_folder import RunFolder
-    from deepconsensus_plugin.demo import (DEMO_DATA, PICKERS, SAMPLING_RATE, new_protocol,
-                                           run_protocol)
-    from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
+    from deepconsensus_plugin.demo import import_demo_inputs, new_protocol, run_protocol
+    from deepconsensus_plugin.protocols import ProtDeepConsensus
 
     name = "DeepConsensusSlurm-" + datetime.now().strftime("%Y%m%d-%H%M%S")
     project = Manager().createProject(name)
     os.chdir(project.path)
     print("Scipion project: %s" % project.path, flush=True)
-    mics = run_protocol(project, new_protocol(
-        project, ProtImportMicrographs, "import EMPIAR-10017 subset",
-        filesPath=os.path.join(DEMO_DATA, "micrographs"), filesPattern="*.mrc",
-        samplingRate=SAMPLING_RATE, voltage=300))
-    pickers = []
-    for picker in PICKERS:
-        prot = new_protocol(project, ProtImportPickerCoordinates, picker,
-                            filesPath=os.path.join(DEMO_DATA, "coordinates", picker),
-                            filesPattern="*.box")
-        prot.inputMicrographs.set(mics)
-        prot.inputMicrographs.setExtended("outputMicrographs")
-        pickers.append(run_protocol(project, prot))
+    _, pickers = import_demo_inputs(project)
+    pickers = list(pickers.values())
 
     def deep_consensus(label, queue):
         prot = new_protocol(project, ProtDeepConsensus, label, useGpu=False,

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log what each stage does (epochs, counts, timings)")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error")
+    parser.add_argument("--error-file", metavar="FILE",
+                        help="also write the one-line error to FILE (the Scipion protocol, "
+                             "which runs the stages as jobs, reports it from there)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():
         sub = commands.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
@@ -53,8 +56,11 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A job's log is the Scipion run's output log (what the user watches move); the
+    # command's own log stays on stderr beside its progress bars.
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(message)s")
+                        format="%(message)s",
+                        stream=sys.stdout if args.command == "job" else sys.stderr)
     if not args.verbose:  # Keras' advice on tf.data pipelines is not for the user
         warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     try:
@@ -64,6 +70,9 @@ def main(argv=None) -> int:
         if args.debug:
             raise
         print("deepconsensus %s: error: %s" % (args.command, error), file=sys.stderr)
+        if args.error_file:
+            with open(args.error_file, "w") as handle:
+                handle.write("%s\n" % error)
         return 1
     except KeyboardInterrupt:
         print("deepconsensus %s: interrupted; the stages finished so far are kept in %s"

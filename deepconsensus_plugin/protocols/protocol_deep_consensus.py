@@ -6,7 +6,9 @@ receives the parameters it depends on, so that "continue" re-runs only the
 stages after the first changed parameter (a new threshold re-creates only
 the outputs; new training settings reuse consensus and extraction).
 """
+import os
 import shlex
+import uuid
 
 import pyworkflow.protocol.params as params
 from pwem.protocols import ProtParticles
@@ -741,10 +743,20 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         environment (``Plugin.getJobProgram``), on this run's folder."""
         from .. import Plugin
 
-        words = ["-v", "job", piece, "--out", self._getExtraPath()] + [str(a) for a in arguments]
-        self.runJob(Plugin.getJobProgram(), " ".join(w if w == GPU_PLACEHOLDER else shlex.quote(w)
-                                                     for w in words),
-                    env=Plugin.getEnviron())
+        # The job's own one-line error (which micrograph, which file) is what the user needs
+        # to see, not the command line that failed: the job writes it to this file.
+        errorFile = self._getTmpPath("%s-%s.error" % (piece, uuid.uuid4().hex[:8]))
+        words = (["-v", "--error-file", errorFile, "job", piece, "--out", self._getExtraPath()]
+                 + [str(a) for a in arguments])
+        try:
+            self.runJob(Plugin.getJobProgram(),
+                        " ".join(w if w == GPU_PLACEHOLDER else shlex.quote(w) for w in words),
+                        env=Plugin.getEnviron())
+        except Exception as error:
+            if os.path.exists(errorFile):
+                with open(errorFile) as handle:
+                    raise RuntimeError(handle.read().strip()) from error
+            raise
 
     def _gpuArgs(self):
         """The GPUs Scipion books for the step (%(GPU)s, filled in by runJob), or the CPU."""
