@@ -217,6 +217,30 @@ class TestPublishedMethod(BaseTest):
                                     method=1, minDistance=0)
         cls.launchProtocol(cls.prot)
 
+    def test_continue_with_new_negatives_reruns_every_later_step(self):
+        """pyworkflow's continue re-runs a step whose arguments changed, not the ones after
+        it; every later step carries the signature of the parameters before it, so new
+        negatives are extracted, trained on and scored again, and the record stays whole."""
+        extra = self.prot._getExtraPath
+        before = {name: os.path.getmtime(extra(name))
+                  for name in ("consensus.npz", "neg_particles.npy", "model.keras", "scores.npy")}
+        nRandom = RunFolder(extra()).info().negatives.n_random
+        for _, output in self.prot.iterOutputAttributes():
+            output.close()  # the continued run replaces the sets' sqlite files
+        self.prot.negativeRatio.set(0.5)
+        self.prot.runMode.set(MODE_RESUME)
+        self.launchProtocol(self.prot)
+        self.__class__.prot = prot = self.proj.getProtocol(self.prot.getObjId())
+        info = RunFolder(extra()).info()
+        self.assertEqual(os.path.getmtime(extra("consensus.npz")), before["consensus.npz"])
+        for name in ("neg_particles.npy", "model.keras", "scores.npy"):
+            self.assertGreater(os.path.getmtime(extra(name)), before[name], name)
+        self.assertLess(info.negatives.n_random, nRandom)
+        self.assertIsNotNone(info.training)
+        self.assertEqual(info.split.n_retained, prot.outputCoordinatesRetained.getSize())
+        self.assertEqual(prot.outputCoordinatesRetained.getSize()
+                         + prot.outputCoordinatesPruned.getSize(), info.consensus.n_or)
+
     def test_one_round_and_the_network_score_alone(self):
         info = RunFolder(self.prot._getExtraPath()).info()
         self.assertEqual([r.round for r in info.training.rounds], [1])

@@ -6,6 +6,7 @@ receives the parameters it depends on, so that "continue" re-runs only the
 stages after the first changed parameter (a new threshold re-creates only
 the outputs; new training settings reuse consensus and extraction).
 """
+import hashlib
 import os
 import shlex
 import uuid
@@ -332,53 +333,61 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         jobs = self.jobsPerStage.get()
         size, invert = self.networkSize.get(), self.invertContrast.get()
         skipBad = self.skipBadMicrographs.get()
+        # pyworkflow's continue re-runs a step whose own arguments changed, not the steps
+        # after it: every step after the first also gets the signature of all the
+        # parameters before it (upstream), so that a change re-runs everything it feeds.
+        upstream = _Chain()
         # GPU steps wait for a free GPU slot of Scipion's executor: CPU runs claim none, so
         # that their scoring shards run side by side
         gpu = self.usesGpu()
         self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=gpu)
-        self._insertFunctionStep(self.consensusStep, self.consensusRadius.get(),
-                                 self._minVotes(), self._inputSignature(), needsGPU=False)
-        negatives = self._insertFunctionStep(
-            self.negativesStep, self.negativeRatio.get(), self.negativeDistance.get(),
-            self.seed.get(), self._negativeSignature(), skipBad, self._offCentre(),
-            needsGPU=False)
-        shards = [self._insertFunctionStep(self.extractStep, shard, jobs, size, invert, skipBad,
-                                           prerequisites=[negatives], needsGPU=False)
+        consensus = (self.consensusRadius.get(), self._minVotes(), self._inputSignature())
+        self._insertFunctionStep(self.consensusStep, *consensus, needsGPU=False)
+        negatives = (self.negativeRatio.get(), self.negativeDistance.get(), self.seed.get(),
+                     self._negativeSignature(), skipBad, self._offCentre())
+        negativesStep = self._insertFunctionStep(
+            self.negativesStep, *negatives, upstream.after(consensus), needsGPU=False)
+        extraction = (size, invert, skipBad)
+        upstream.after(negatives)
+        shards = [self._insertFunctionStep(self.extractStep, shard, jobs, *extraction,
+                                           upstream.key, prerequisites=[negativesStep],
+                                           needsGPU=False)
                   for shard in range(1, jobs + 1)]
-        previous = self._insertFunctionStep(self.mergeExtractionStep, jobs, size, invert,
-                                            skipBad, self._negativeSignature(),
+        previous = self._insertFunctionStep(self.mergeExtractionStep, jobs, *extraction,
+                                            self._negativeSignature(), upstream.key,
                                             prerequisites=shards, needsGPU=False)
-        # with the extraction's arguments: a new extraction forgets the model's record, and
-        # pyworkflow's continue re-runs a step whose arguments changed, not the steps after it
-        previous = self._insertFunctionStep(self.modelStep, *self._modelChoice(), size, invert,
-                                            skipBad, prerequisites=[previous], needsGPU=False)
+        model = self._modelChoice()
+        previous = self._insertFunctionStep(self.modelStep, *model,
+                                            upstream.after(extraction + (jobs,)),
+                                            prerequisites=[previous], needsGPU=False)
+        upstream.after(model)
         rounds = self._rounds()
         for roundNumber in range(1, rounds + 1) if not self._scoreOnly() else ():
-            trained = self._insertFunctionStep(
-                self.trainStep, roundNumber, rounds, ARCHITECTURES[self.architecture.get()],
-                self.maxEpochs.get(), self.patience.get(), self.learningRate.get(),
-                self.batchSize.get(), self.seed.get(), prerequisites=[previous],
-                needsGPU=gpu)
-            shards = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
-                                               prerequisites=[trained], needsGPU=gpu)
-                      for shard in range(1, jobs + 1)]
-            previous = self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
-                                                prerequisites=shards, needsGPU=False)
-        if self._scoreOnly():  # the reused network as it is: round 1 of 1, no training
-            shards = [self._insertFunctionStep(self.scoreStep, 1, 1, shard, jobs,
+            training = (roundNumber, rounds, ARCHITECTURES[self.architecture.get()],
+                        self.maxEpochs.get(), self.patience.get(), self.learningRate.get(),
+                        self.batchSize.get(), self.seed.get())
+            trained = self._insertFunctionStep(self.trainStep, *training, upstream.key,
                                                prerequisites=[previous], needsGPU=gpu)
-                      for shard in range(1, jobs + 1)]
-            previous = self._insertFunctionStep(self.mergeScoresStep, 1, 1, jobs,
-                                                prerequisites=shards, needsGPU=False)
-        self._insertFunctionStep(self.rankStep, self._combine(), prerequisites=[previous],
-                                 needsGPU=False)
-        self._insertFunctionStep(self.createOutputStep, self.thresholdMode.get(),
-                                 self.threshold.get(), self._minDistancePx(), needsGPU=False)
-        # with the split's arguments: pyworkflow's continue re-runs a step whose arguments
-        # changed, not the steps after it
+            previous = self._insertScoring(roundNumber, rounds, jobs,
+                                           upstream.after(training), trained, gpu)
+        if self._scoreOnly():  # the reused network as it is: round 1 of 1, no training
+            previous = self._insertScoring(1, 1, jobs, upstream.key, previous, gpu)
+        combine = self._combine()
+        self._insertFunctionStep(self.rankStep, combine, upstream.key,
+                                 prerequisites=[previous], needsGPU=False)
+        split = (self.thresholdMode.get(), self.threshold.get(), self._minDistancePx())
+        self._insertFunctionStep(self.createOutputStep, *split,
+                                 upstream.after((combine,)), needsGPU=False)
         self._insertFunctionStep(self.evaluateStep, self._knownSignature(),
-                                 self.thresholdMode.get(), self.threshold.get(),
-                                 self._minDistancePx(), needsGPU=False)
+                                 upstream.after(split), needsGPU=False)
+
+    def _insertScoring(self, roundNumber, rounds, jobs, upstream, trained, gpu):
+        """A round's scoring shards and their merge; the merge step's id."""
+        shards = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
+                                           upstream, prerequisites=[trained], needsGPU=gpu)
+                  for shard in range(1, jobs + 1)]
+        return self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
+                                        upstream, prerequisites=shards, needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
     def checkEnvironmentStep(self):
@@ -397,19 +406,19 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                                                       and_rule=stages.AND_AT_LEAST, k=minVotes))
 
     def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad,
-                      offCentre):
+                      offCentre, upstream):
         userNegatives = self.inputNegativeCoordinates.get()
         known = self._userCoordinates(userNegatives) if userNegatives is not None else None
         stages.negatives_stage(self._runFolder(), stages.NegativeParams(
             ratio=ratio, distance=distanceFraction, offcentre=offCentre, seed=seed,
             skip_bad_micrographs=skipBad), known)
 
-    def extractStep(self, shard, jobs, size, invert, skipBad):
+    def extractStep(self, shard, jobs, size, invert, skipBad, upstream):
         """One shard of micrographs (core.stages.extraction_shard_stage), as a job."""
         self._runStage("extract", "--shard", shard, "--shards", jobs,
                        *self._extractionArgs(size, invert, skipBad))
 
-    def mergeExtractionStep(self, jobs, size, invert, skipBad, negativeSignature):
+    def mergeExtractionStep(self, jobs, size, invert, skipBad, negativeSignature, upstream):
         """The shards into the run's stacks, with the known negative particles, as a job."""
         userParticles = self.inputNegativeParticles.get()
         known = ([(p.getIndex() or 1, p.getFileName()) for p in userParticles.iterItems()]
@@ -420,38 +429,38 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                        "--known-particles", run.file(run.KNOWN_PARTICLES),
                        *self._extractionArgs(size, invert, skipBad))
 
-    def modelStep(self, use, source, sourceName, architecture, size, invert, skipBad):
+    def modelStep(self, use, source, sourceName, architecture, upstream):
         """A new network, or the reused one copied into the run (core.stages.model_stage)."""
         stages.model_stage(self._runFolder(), use, source, sourceName, architecture)
 
     def trainStep(self, roundNumber, rounds, architecture, maxEpochs, patience, learningRate,
-                  batchSize, seed):
+                  batchSize, seed, upstream):
         """Train one round (core.stages.training_stage), as a job."""
         self._runStage("train", "--round", roundNumber, "--rounds", rounds,
                        "--network", architecture, "--max-epochs", maxEpochs,
                        "--patience", patience, "--learning-rate", repr(learningRate),
                        "--batch-size", batchSize, "--seed", seed, *self._gpuArgs())
 
-    def scoreStep(self, roundNumber, rounds, shard, jobs):
+    def scoreStep(self, roundNumber, rounds, shard, jobs, upstream):
         """Score one shard of particles (core.stages.scoring_shard_stage), as a job."""
         self._runStage("score", "--round", roundNumber, "--rounds", rounds, "--shard", shard,
                        "--shards", jobs, "--seed", self.seed.get(), *self._gpuArgs())
 
-    def mergeScoresStep(self, roundNumber, rounds, jobs):
+    def mergeScoresStep(self, roundNumber, rounds, jobs, upstream):
         """The round's scores from its shards (core.stages.merge_scores_stage)."""
         stages.merge_scores_stage(self._runFolder(), roundNumber, rounds, jobs)
 
-    def rankStep(self, combine):
+    def rankStep(self, combine, upstream):
         """The final score: the network's, or its combination with the pickers' agreement."""
         stages.ranking_stage(self._runFolder(), combine)
 
-    def createOutputStep(self, thresholdMode, threshold, minDistancePx):
+    def createOutputStep(self, thresholdMode, threshold, minDistancePx, upstream):
         automatic = thresholdMode == self.THRESHOLD_AUTOMATIC
         split = stages.split_stage(self._runFolder(), None if automatic else threshold,
                                    minDistancePx)
         registerSplit(self, self, RunResults(self._getExtraPath()), split)
 
-    def evaluateStep(self, knownSignature, thresholdMode, threshold, minDistancePx):
+    def evaluateStep(self, knownSignature, upstream):
         """The split's scores against the known good and bad picks
         (core.stages.evaluation_stage)."""
         known = [self._userCoordinates(p.get()) if p.get() is not None else None
@@ -780,3 +789,16 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         factor = (convert.samplingRate(userSet) or reference or 1.0) / (reference or 1.0)
         known = {byName[n]: xy * factor for n, xy in picks.items() if n in byName}
         return pipeline.CoordinateTable.from_picks(known)
+
+
+class _Chain:
+    """The signature of every step parameter so far (see ``_insertAllSteps``): a short hash
+    that changes when any earlier parameter does."""
+
+    def __init__(self):
+        self.key = ""
+
+    def after(self, values) -> str:
+        """Chain ``values`` (a stage's parameters) into the signature; the new signature."""
+        self.key = hashlib.sha1((self.key + repr(tuple(values))).encode()).hexdigest()[:16]
+        return self.key

@@ -129,8 +129,7 @@ class DeepConsensusStreaming:
             stream.train()
         stream.close()
         self._publish(stream, Set.STREAM_CLOSED)
-        self.evaluateStep(self._knownSignature(), self.thresholdMode.get(),
-                          self.threshold.get(), self._minDistancePx())
+        self.evaluateStep(self._knownSignature(), upstream="")  # called here, not a step
 
     # -------------------------- inputs and outputs ---------------------------
     def _freshSets(self):
