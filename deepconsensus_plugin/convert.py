@@ -115,17 +115,26 @@ def consensusInput(sets, setNames) -> ConsensusInput:
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,
                     xy: np.ndarray, scores: np.ndarray, votes: np.ndarray,
-                    duplicate: np.ndarray, micInfo: Dict[int, Micrograph]) -> None:
+                    duplicate: np.ndarray, micInfo: Dict[int, Micrograph],
+                    rowIds: bool = False) -> None:
     """Append scored coordinates to ``outSet``.
 
     ``micInfo`` maps a micrograph id to its :class:`Micrograph` record; every
     coordinate gets its micrograph id and micName, ``_dcScore``, ``_dcVotes``
-    and ``_dcDuplicate``.
+    and ``_dcDuplicate``.  With ``rowIds`` a coordinate's id is its row of the
+    OR table plus one and rows already in the set are skipped: a streaming run
+    stopped after writing a batch and before recording it writes the batch
+    again on continue, and must not add a second copy.
     """
     coord = Coordinate()
     for row in rows:
         micId = int(mic[row])
-        coord.cleanObjId()
+        if rowIds:
+            if outSet.getSize() and int(row) + 1 in outSet:
+                continue
+            coord.setObjId(int(row) + 1)
+        else:
+            coord.cleanObjId()
         coord.setMicId(micId)
         coord.setMicName(micInfo[micId].label)
         coord.setPosition(int(round(xy[row, 0])), int(round(xy[row, 1])))

@@ -215,7 +215,8 @@ class DeepConsensusStreaming:
                     for name, chosen in ((OUTPUT_RETAINED, split.retained),
                                          (OUTPUT_PRUNED, split.pruned)):
                         convert.fillCoordinates(outputs[name], rows[chosen], table.mic,
-                                                table.xy, scores, table.votes, duplicate, mics)
+                                                table.xy, scores, table.votes, duplicate, mics,
+                                                rowIds=True)
             for name, coordSet in outputs.items():
                 new = not self.hasAttribute(name)
                 self._updateOutputSet(name, coordSet, state)
