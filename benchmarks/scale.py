@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -220,25 +221,36 @@ class Process:
         self.seconds = None
 
     def wait(self) -> dict:
-        status = self.process.wait()
+        # wait4 gives the child's CPU time too (user + system, all its threads): CPU time
+        # divided by wall time says how many cores one job kept busy.
+        _, wait_status, usage = os.wait4(self.process.pid, 0)
         self.seconds = time.perf_counter() - self.start
+        status = self.process.returncode = os.waitstatus_to_exitcode(wait_status)
         if status != 0 or not os.path.exists(self.report):
             with open(self.log) as log:
                 tail = log.read()[-3000:]
             raise RuntimeError("%s failed (exit status %d):\n%s" % (self.name, status, tail))
         with open(self.report) as handle:
             peak = json.load(handle)["peak_mib"]
-        return {"seconds": self.seconds, "peak_mib": peak}
+        return {"seconds": self.seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_mib": peak}
 
 
 def measure(folder: str, name: str, stage: str, run: str, args_of: Sequence[Sequence[str]]
             ) -> dict:
     """Run ``len(args_of)`` processes of ``stage`` at once; the group's wall time (first
     start to last end) and each process's time and peak memory."""
-    processes = [Process(folder, "%s_%d" % (name, k + 1), stage, run, args)
-                 for k, args in enumerate(args_of)]
+    processes = []
     start = time.perf_counter()
-    each = [p.wait() for p in processes]
+    try:
+        for k, args in enumerate(args_of):
+            processes.append(Process(folder, "%s_%d" % (name, k + 1), stage, run, args))
+        each = [p.wait() for p in processes]
+    finally:  # stopped or failed: leave no stage running behind
+        for p in processes:
+            if p.process.poll() is None:
+                p.process.terminate()
+                p.process.wait()
     return {"seconds": time.perf_counter() - start, "processes": each,
             "peak_mib": max(e["peak_mib"] for e in each)}
 
@@ -277,8 +289,9 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
         figures.update(items=items, unit=unit, per_s=items / figures["seconds"])
         stages_row[name] = figures
         save()
-        print("  %-28s %8.1f s %12.0f %s/s  peak %s MiB" % (
+        print("  %-28s %8.1f s %12.0f %s/s  %.2f cores  peak %s MiB" % (
             name, figures["seconds"], figures["per_s"], unit,
+            sum(p["cpu_seconds"] for p in figures["processes"]) / figures["seconds"],
             " + ".join("%.0f" % p["peak_mib"] for p in figures["processes"])), flush=True)
         return figures
 
@@ -379,11 +392,12 @@ def print_table(results: dict) -> None:
                  row.get("n_negatives", 0), row["micrographs"], row["micrograph_size"],
                  row["micrograph_size"], row["box"], row["network_size"], row["jobs"],
                  row["max_epochs"]))
-        print("  %-20s %10s %14s %-12s %s" % ("stage", "wall s", "per s", "unit",
-                                              "peak MiB per process"))
+        print("  %-20s %10s %14s %-12s %6s  %s" % ("stage", "wall s", "per s", "unit",
+                                                   "cores", "peak MiB per process"))
         for name, s in row["stages"].items():
-            print("  %-20s %10.1f %14.0f %-12s %s" % (
-                name, s["seconds"], s["per_s"], s["unit"],
+            cores = sum(p["cpu_seconds"] for p in s["processes"]) / s["seconds"]
+            print("  %-20s %10.1f %14.0f %-12s %6.2f  %s" % (
+                name, s["seconds"], s["per_s"], s["unit"], cores,
                 " + ".join("%.0f" % p["peak_mib"] for p in s["processes"])))
         if isinstance(row.get("training"), str):
             print("  training: " + row["training"])
@@ -407,6 +421,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
         return child_main(argv[1:])
+    # ``kill`` ends the run like Ctrl-C: the running stages are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="data cache, run folders and scale.json")
     parser.add_argument("--scale", default="1e4,1e5",
@@ -414,8 +430,10 @@ def main(argv=None) -> int:
     parser.add_argument("--micrographs", type=int, default=None,
                         help="micrographs at the largest scale; smaller scales keep the same "
                              "picks per micrograph (default: one per 1,000 coordinates)")
-    parser.add_argument("--micrograph-size", type=int, default=1024, metavar="PX")
-    parser.add_argument("--box", type=int, default=32, metavar="PX")
+    parser.add_argument("--micrograph-size", type=int, default=2048, metavar="PX")
+    parser.add_argument("--box", type=int, default=64, metavar="PX",
+                        help="box size in micrograph pixels, cut to %d px for the network "
+                             "(default: %%(default)s)" % NETWORK_SIZE)
     parser.add_argument("--jobs", type=int, default=2,
                         help="parallel extraction and scoring jobs, against 1 (default: "
                              "%(default)s)")
