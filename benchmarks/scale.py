@@ -63,7 +63,6 @@ JITTER = 0.7
 CONTRAST = 1.5
 """Peak height of a particle against unit noise."""
 NETWORK_SIZE = 32
-MiB = 1024.0 * 1024.0
 
 
 # ------------------------------------------------------------------ synthetic data
@@ -179,6 +178,8 @@ def child_main(argv: Sequence[str]) -> int:
 
 
 def consensus_child(run, picks_file: str, micrographs_json: str, box: str) -> None:
+    """The consensus stage on the cached picks, gathered as a front end gathers them
+    (micrograph ids from 1, one picks mapping per picker)."""
     from deepconsensus_plugin.core import stages
     from deepconsensus_plugin.core.run_folder import Micrograph
 
@@ -285,6 +286,7 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
 
     def stage(name: str, kind: str, args_of: Sequence[Sequence[str]], items: int, unit: str
               ) -> dict:
+        """Measure one stage (``len(args_of)`` processes at once), record it and print it."""
         figures = measure(logs, name, kind, folder, args_of)
         figures.update(items=items, unit=unit, per_s=items / figures["seconds"])
         stages_row[name] = figures
