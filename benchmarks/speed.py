@@ -1,6 +1,6 @@
-"""Speed and memory of every stage, measured in one run on synthetic data.
+"""Speed of every stage, measured in one run on synthetic data.
 
-    python benchmarks/speed.py --out OUT [--particles 250000] [--skip-memory] [--gpus 0]
+    python benchmarks/speed.py --out OUT [--gpus 0]
 
 Writes ``OUT/speed.json`` and prints a table:
 
@@ -10,21 +10,17 @@ Writes ``OUT/speed.json`` and prints a table:
   default network at its input size, their ratio, FLOPs per particle and the
   GFLOP/s achieved; time to 95% validation accuracy of both on one synthetic
   problem;
-* memory: peak resident memory of the whole pipeline (consensus to scores)
-  on a synthetic run of ``--particles`` OR coordinates, in a child process,
-  and at a tenth of that to show how it grows;
 * targets: each figure against the speed issue's CPU target, pass or fail.
 
 Ratios are taken within the same run: machines here are shared and noisy.
-Networks run on the CPU unless ``--gpus`` names GPUs.
+Networks run on the CPU unless ``--gpus`` names GPUs.  Memory, per stage and per
+process, is ``scale.py``'s: there each stage runs in a process of its own.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -195,70 +191,9 @@ def bench_convergence(folder: str, architecture: str, size: int) -> dict:
                                            if epochs_to_target else None)}
 
 
-MEMORY_CHILD = r"""
-import sys, os, resource, numpy as np
-sys.path.insert(0, sys.argv[3])
-from benchmarks.speed import run_pipeline
-run_pipeline(int(sys.argv[1]), sys.argv[2])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
-
-
-def run_pipeline(n_or: int, folder: str) -> None:
-    """The whole pipeline on ``n_or`` synthetic OR coordinates: every coordinate is extracted
-    and scored; training runs one epoch on a subsample."""
-    from deepconsensus_plugin.core.model import DEFAULT_SIZE
-    from deepconsensus_plugin.core.scoring import score_stack
-    from deepconsensus_plugin.core.training import TrainingConfig, train_classifier
-
-    rng = np.random.default_rng(0)
-    per_mic = 500
-    n_mics = max(1, n_or // per_mic)
-    paths = {}
-    mic_path = make_micrographs(folder, 1, rng)[0]
-    for m in range(n_mics):  # every micrograph entry points to one file: the read is the same
-        paths[m] = mic_path
-    pickers = [{m: rng.uniform(BOX, MICROGRAPH[0] - BOX, size=(per_mic, 2))
-                for m in range(n_mics)}]
-    pickers.append({m: xy + rng.normal(scale=2, size=xy.shape) for m, xy in pickers[0].items()})
-    table = pipeline.consensus_table(pickers, 0.1 * BOX)
-    positives = np.flatnonzero(table.votes >= 2)
-    shapes = {m: MICROGRAPH for m in paths}
-    negatives = pipeline.negatives_table(table, shapes, BOX, len(positives), 0.1 * BOX, 0)
-    size = DEFAULT_SIZE
-    or_stack = create_stack(os.path.join(folder, "or.npy"), len(table), size)
-    extraction.extract_to_stack(pipeline.extraction_jobs(table, paths), or_stack, BOX)
-    neg_stack = create_stack(os.path.join(folder, "neg.npy"), len(negatives), size)
-    extraction.extract_to_stack(pipeline.extraction_jobs(negatives, paths), neg_stack, BOX)
-    or_stack.close()
-    neg_stack.close()
-    or_stack = open_stack(os.path.join(folder, "or.npy"))
-    neg_stack = open_stack(os.path.join(folder, "neg.npy"))
-    # Training streams batches from the stacks, so its memory does not depend on how many
-    # rows it visits: one epoch over every 25th row keeps this run short.
-    train_classifier([(or_stack, positives[::25])],
-                     [(neg_stack, np.arange(0, len(neg_stack), 25))],
-                     TrainingConfig(max_epochs=1), os.path.join(folder, "m.keras"),
-                     os.path.join(folder, "h.csv"))
-    score_stack(os.path.join(folder, "m.keras"), or_stack)
-
-
-def bench_memory(n_or: int, folder: str) -> dict:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(n_or), folder, repo],
-                         capture_output=True, text=True, check=True)
-    peak_kib = int(out.stdout.strip().splitlines()[-1])
-    return {"or_coordinates": n_or, "peak_rss_mib": peak_kib / 1024,
-            "seconds": time.perf_counter() - start}
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--particles", type=int, default=250_000,
-                        help="OR coordinates of the memory run")
-    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--gpus", type=int, nargs="*", default=[],
                         help="GPU ids for the network stages (default: CPU only)")
     args = parser.parse_args(argv)
@@ -309,13 +244,6 @@ def main(argv=None) -> int:
                 conv["paper_128"]["seconds_to_target_accuracy"]
                 / conv["fast_default"]["seconds_to_target_accuracy"])
         save()
-        if not args.skip_memory:
-            results["memory"] = []
-            for n in (args.particles // 10, args.particles):
-                os.makedirs(os.path.join(folder, "mem%d" % n))
-                results["memory"].append(bench_memory(n, os.path.join(folder, "mem%d" % n)))
-                save()
-    results["self_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["targets"] = check_targets(results)
     save()
     print_table(results)
@@ -334,14 +262,6 @@ def check_targets(r: dict) -> dict:
         "default >= 10x paper (training and scoring)":
             min(ratio["training"], ratio["scoring"]) >= 10,
     }
-    if len(r.get("memory", [])) == 2:
-        small, large = r["memory"]
-        growth = large["peak_rss_mib"] / small["peak_rss_mib"]
-        size_ratio = large["or_coordinates"] / small["or_coordinates"]
-        checks["peak memory < 4 GB at %d particles" % large["or_coordinates"]] = (
-            large["peak_rss_mib"] < 4096)
-        checks["memory grows sublinearly (x%.2f for x%.0f particles)" % (growth, size_ratio)] = (
-            growth < size_ratio)
     return checks
 
 
@@ -373,9 +293,6 @@ def print_table(r: dict) -> None:
           % (ratio["time_per_epoch"],
              "%.1f" % ratio["time_to_target_accuracy"]
              if "time_to_target_accuracy" in ratio else "-", TARGET_ACCURACY))
-    for m in r.get("memory", []):
-        print("memory: %d OR coordinates -> peak %.0f MiB (%.0f s)"
-              % (m["or_coordinates"], m["peak_rss_mib"], m["seconds"]))
     for target, met in r["targets"].items():
         print("%-4s %s" % ("pass" if met else "FAIL", target))
 

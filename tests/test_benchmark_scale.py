@@ -1,0 +1,66 @@
+"""``benchmarks/scale.py`` at a tiny scale: the scale figures come from this one command, so
+it runs here end to end (4 micrographs, about 10^3 OR coordinates, 2 parallel jobs, one
+epoch) and its JSON and run folder are checked."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ("consensus", "negatives", "extraction_1job", "extraction_2job", "merge_extraction",
+          "training", "scoring_1job", "scoring_2job", "merge_scores", "ranking", "split")
+
+
+@pytest.fixture(scope="module")
+def scale_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scale")
+    command = [sys.executable, os.path.join(ROOT, "benchmarks", "scale.py"), "--out", str(out),
+               "--scale", "1000", "--micrographs", "4", "--micrograph-size", "512",
+               "--box", "32", "--jobs", "2", "--max-epochs", "1", "--keep"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with open(out / "scale.json") as handle:
+        return out, json.load(handle), done.stdout
+
+
+def test_every_stage_has_time_and_its_own_memory(scale_run):
+    _, results, _ = scale_run
+    row = results["scales"]["1000"]
+    assert row["micrographs"] == 4 and 900 <= row["n_or"] <= 1100
+    assert tuple(row["stages"]) == STAGES
+    for name, stage in row["stages"].items():
+        jobs = 2 if name.endswith("_2job") else 1
+        assert len(stage["processes"]) == jobs, name
+        assert stage["seconds"] > 0 and stage["per_s"] > 0, name
+        for process in stage["processes"]:
+            assert process["seconds"] > 0 and process["peak_mib"] > 0, name
+    # Each process's own peak: the light stages stay far below TensorFlow's, which an
+    # inherited high-water mark (ru_maxrss across exec) would hide.
+    assert row["stages"]["consensus"]["peak_mib"] < row["stages"]["training"]["peak_mib"] / 2
+    assert set(row["speedup"]) == {"extraction", "scoring"}
+    assert "training capped at 1 epoch" in results["note"]
+
+
+def test_merged_results_cover_every_or_coordinate_once(scale_run):
+    out, results, _ = scale_run
+    row = results["scales"]["1000"]
+    n_or = row["n_or"]
+    assert row["coverage"] == {"scores": n_or, "finite_scores": n_or,
+                               "retained": row["coverage"]["retained"],
+                               "pruned": n_or - row["coverage"]["retained"], "unscored": 0}
+    shards = out / "run_1000" / "shards"
+    or_rows = np.concatenate([np.load(shards / ("extract_%dof2.npz" % k))["or_rows"]
+                              for k in (1, 2)])
+    assert np.array_equal(np.sort(or_rows), np.arange(n_or))
+    scored = [np.load(shards / ("score_round1of1_%dof2.npz" % k)) for k in (1, 2)]
+    rows = np.concatenate([np.arange(int(s["start"]), int(s["stop"])) for s in scored])
+    assert np.array_equal(np.sort(rows), np.arange(n_or))
+    assert len(np.load(out / "run_1000" / "or_particles.npy", mmap_mode="r")) == n_or
+
+
+def test_prints_the_table(scale_run):
+    _, _, stdout = scale_run
+    assert "peak MiB per process" in stdout and "speed-up from 1 to 2 jobs" in stdout
