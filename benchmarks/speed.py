@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deepconsensus_plugin.core import extraction, pipeline  # noqa: E402
-from deepconsensus_plugin.core.stack import create_stack, open_stack  # noqa: E402
+from deepconsensus_plugin.core.stack import create_stack  # noqa: E402
 
 PICKS_PER_MICROGRAPH = 1000
 TARGET_ACCURACY = 0.95

@@ -4,7 +4,6 @@ with the model file of the first."""
 import os
 
 import numpy as np
-from pyworkflow.object import Pointer
 from pyworkflow.tests import BaseTest, setupTestProject
 from pyworkflow.viewer import MessageView
 
