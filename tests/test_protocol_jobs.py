@@ -50,7 +50,8 @@ class TestJobs(BaseTest):
                          [3, 1, 3])
         log = runLog(three)
         for piece in ("extract", "merge-extraction", "train", "score"):
-            self.assertIn("-m deepconsensus_plugin.cli -v job %s" % piece, log)
+            self.assertRegex(log, r"-m deepconsensus_plugin\.cli -v --error-file \S+ job %s "
+                                  % piece)
         self.assertIn("ThreadStepExecutor", open(three.getLogPaths()[0]).read() + log)
         # no GPU booked: the scoring shards claim no GPU slot and run at the same time
         scoring = [s for s in three.loadSteps() if s.funcName.get() == "scoreStep"]

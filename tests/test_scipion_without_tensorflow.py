@@ -11,6 +11,7 @@ PYTHONPATH without the blocker (only the package's source folder), as it would a
 virtualenv made by ``scipion installb deepconsensus``.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -99,7 +100,8 @@ class TestScipionWithoutTensorFlow(BaseTest):
                          % (open(self.report).read() if os.path.exists(self.report) else ""))
         with open(prot.getStdoutLog()) as handle:
             log = handle.read()
-        self.assertIn("%s -m deepconsensus_plugin.cli -v job train" % self.launcher, log)
+        self.assertRegex(log, r"%s -m deepconsensus_plugin\.cli -v --error-file \S+ job train "
+                         % re.escape(self.launcher))
         environment = RunFolder(self.proj.getPath(prot._getExtraPath())).environment()
         self.assertTrue(environment["tensorflow"])  # the jobs had TensorFlow
         self.assertGreater(prot.outputCoordinatesRetained.getSize(), 0)
