@@ -113,6 +113,34 @@ def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
     assert run.info().split.threshold == pytest.approx(run.info().ranking.auto_threshold)
 
 
+def test_split_rates_the_scores_against_known_picks(demo_run, tmp_path):
+    """--known-good/--known-bad: the labelled centres as good picks, deepPicker's picks far
+    from every label as bad ones; the record and the printed summary give the figures."""
+    out, _ = demo_run
+    good, bad = {}, {}
+    for csv in sorted(os.listdir(os.path.join(DEMO_DATA, "ground_truth"))):
+        name = os.path.splitext(csv)[0]
+        truth = np.loadtxt(os.path.join(DEMO_DATA, "ground_truth", csv), delimiter=",",
+                           skiprows=1, ndmin=2)
+        picks = np.loadtxt(os.path.join(DEMO_DATA, "coordinates", "deepPicker", name + ".box"),
+                           ndmin=2)
+        centres = picks[:, :2] + picks[:, 2:4] / 2
+        far = np.min(np.linalg.norm(centres[:, None] - truth[None], axis=2), axis=1) > 60
+        good[name], bad[name] = truth[:100], centres[far]
+    writeCentresAsBoxFiles(tmp_path / "good", good, 64)
+    writeCentresAsBoxFiles(tmp_path / "bad", bad, 64)
+    result = deepconsensus("split", "--out", str(out), "--known-good", str(tmp_path / "good"),
+                           "--known-bad", str(tmp_path / "bad"))
+    assert result.returncode == 0, result.stderr
+    known = RunFolder(out).info().evaluation
+    assert known.n_good == 300 and known.n_bad == sum(len(xy) for xy in bad.values())
+    assert known.recall > 0.8 and known.roc_auc > 0.8
+    assert "Known picks, 300 good" in result.stdout
+    missing = deepconsensus("split", "--out", str(out), "--known-bad", str(tmp_path / "none"))
+    assert missing.returncode == 1
+    assert "--known-bad %s: no such file or folder" % (tmp_path / "none") in missing.stderr
+
+
 def test_score_only_with_the_model_of_an_earlier_run(demo_run, tmp_path):
     """--model FOLDER --score-only: no training; the earlier run's network scores the same
     boxes to the same network scores."""

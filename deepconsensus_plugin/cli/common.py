@@ -12,7 +12,7 @@ import glob
 import os
 from typing import List, Optional, Sequence, Tuple
 
-from ..core import stages
+from ..core import pipeline, stages
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
@@ -165,6 +165,15 @@ def add_split(parser: argparse.ArgumentParser) -> None:
                        help="a retained pick closer than this to a better one is a duplicate "
                             "and goes to pruned.star; -1: %.0f%%%% of the box, 0: keep "
                             "duplicates (default: %%(default)s)" % (100 * DEFAULT_MIN_DISTANCE))
+    group = parser.add_argument_group(
+        "evaluation", "Picks you know (a few hundred picked or rejected by hand, in any of "
+                      "--picks' formats): the summary gives the precision, recall and ROC-AUC "
+                      "of the scores on them, so a threshold can be trusted without other "
+                      "ground truth.")
+    group.add_argument("--known-good", metavar="PICKS",
+                       help="picks known to be particles")
+    group.add_argument("--known-bad", metavar="PICKS",
+                       help="picks known not to be particles (ice, carbon, contamination)")
 
 
 # ------------------------------------------------------------------ reading the inputs
@@ -405,6 +414,30 @@ def run_split(args, run: RunFolder) -> None:
     distance = stages.min_distance_px(args.min_distance, consensus.box, consensus.sampling_rate)
     split = stages.split_stage(run, parse_threshold(args.threshold), distance)
     stages.export_stage(run, split)
+    stages.evaluation_stage(run, known_picks(run, args.known_good, "--known-good"),
+                            known_picks(run, args.known_bad, "--known-bad"))
+
+
+def known_picks(run: RunFolder, path: Optional[str],
+                flag: str) -> Optional[pipeline.CoordinateTable]:
+    """Known good or bad picks in the run's micrograph ids and pixel size (None: not given)."""
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        raise InputError("%s %s: no such file or folder" % (flag, path))
+    micrographs = run.micrographs().values()
+    picks = read_picks(path)
+    match = match_micrographs(picks, [m.name for m in micrographs],
+                              file_suffixes=os.path.isdir(path))
+    pixel = run.info().consensus.sampling_rate
+    ids = {m.name: m.mic_id for m in micrographs}
+    known = {ids[n]: rescale(m.xy, picks.pixel_size, pixel)
+             if picks.pixel_size and pixel else m.xy
+             for n, m in match.picks.micrographs.items()}
+    if not any(len(xy) for xy in known.values()):
+        raise InputError("%s %s: no pick on any of the run's %d micrographs"
+                         % (flag, path, len(ids)))
+    return pipeline.CoordinateTable.from_picks(known)
 
 
 WHAT_FILES_ARE = {
