@@ -13,7 +13,8 @@ from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
 from deepconsensus_plugin.core.extraction import MicrographError  # noqa: E402
 from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError  # noqa: E402
 from deepconsensus_plugin.core.streaming import (  # noqa: E402
-    TRAINING_MINIMUM, StreamingRun, StreamSettings, ready_micrographs, training_size)
+    TRAINING_MINIMUM, StreamingRun, StreamSettings, ready_micrographs, stream_summary,
+    training_size)
 
 BOX = 48
 N_MICROGRAPHS = 6
@@ -131,6 +132,34 @@ def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, t
     assert info.consensus.n_micrographs == N_MICROGRAPHS
     with pytest.raises(RunFolderError, match="mic5 are already in an earlier batch"):
         feed(stream, dataset, [5])
+
+
+def test_retraining_when_the_and_set_grows_scores_only_later_batches(dataset, tmp_path):
+    """With a retraining factor, a newer network scores the batches after each retraining;
+    what was handed out keeps its scores and the summary says which network scored what."""
+    stream = new_stream(tmp_path, StreamSettings(**{**SETTINGS.__dict__, "train_at": 50,
+                                                    "retrain_factor": 1.2}))
+    feed(stream, dataset, [0, 1, 2])
+    stream.train()
+    first = stream.state.trained_at_and
+    assert not stream.should_retrain()
+    feed(stream, dataset, [3])  # the AND set about 4/3 of the first training's
+    assert stream.should_retrain()
+    handed_out = stream.run.scores().copy()
+    stream.retrain()
+    np.testing.assert_array_equal(stream.run.scores(), handed_out)
+    assert stream.state.trainings == [first, stream.n_and()] and stream.n_and() > first
+    assert not stream.should_retrain()
+    for indices in ([4], [5]):
+        feed(stream, dataset, indices)
+    assert [b.model for b in stream.state.batches] == [1, 1, 2, 2]
+    np.testing.assert_array_equal(stream.run.scores()[:len(handed_out)], handed_out)
+    split = stream.close()
+    assert len(split.retained) + len(split.pruned) == len(stream.run.consensus())
+    line = stream_summary(stream.run)[0]
+    assert "network 1 (trained on %d AND particles): batches 1-2" % first in line
+    assert "network 2 (trained on %d AND particles): batches 3-4" % stream.state.trainings[1] \
+        in line
 
 
 def test_a_stopped_run_resumes_after_its_last_finished_batch(dataset, tmp_path, monkeypatch):

@@ -17,7 +17,10 @@ the order they arrive:
    run is exactly the batch run;
 4. every later batch is extracted, scored by that network and combined with
    the votes under the agreement model fitted at training time, so the
-   coordinates already handed out keep their scores;
+   coordinates already handed out keep their scores; optionally, once the
+   AND set has grown by a factor since the last training, the network is
+   trained again on everything so far and scores the batches after that
+   (:meth:`StreamingRun.should_retrain`), the earlier scores kept;
 5. each scored batch is split at the run's threshold; since duplicates are
    looked for within a micrograph, the union of the batches' splits is the
    split of the whole table: retained and pruned partition the scored OR set,
@@ -90,6 +93,8 @@ class StreamBatch:
     seconds: float = 0.0
     published: bool = False
     """Whether the front end has handed its coordinates out (Scipion's output sets)."""
+    model: int = 0
+    """Which training's network scored it (1: the first; 0: not scored yet)."""
 
     @property
     def rows(self) -> np.ndarray:
@@ -102,7 +107,9 @@ class StreamState:
 
     batches: List[StreamBatch] = field(default_factory=list)
     trained_at_and: Optional[int] = None
-    """The AND count the network was trained on; None before training."""
+    """The AND count the latest network was trained on; None before training."""
+    trainings: List[int] = field(default_factory=list)
+    """The AND count of each training, in order (the first, then each retraining)."""
     agreement: Optional[dict] = None
     """The agreement model fitted at training time (None: the network's score alone)."""
     threshold: Optional[float] = None
@@ -131,6 +138,9 @@ class StreamSettings:
     min_distance_px: float = 0.0
     train_at: int = 0
     """AND particles to train on (0: :func:`training_size`'s default)."""
+    retrain_factor: float = 0.0
+    """Train again once the AND set has grown by this factor since the last training
+    (0: never)."""
     model_use: str = stages.MODEL_NEW
     model_source: Optional[str] = None
     model_name: Optional[str] = None
@@ -265,6 +275,43 @@ class StreamingRun:
     def train(self, progress=None) -> None:
         """Train (or take the reused model) on everything so far, score it and split every
         batch so far: the ordinary stages, as a batch run on these micrographs."""
+        ranking = self._fit(progress)
+        s, run = self.settings, self.run
+        self.state.threshold = (ranking.auto_threshold if s.threshold is None
+                                else s.threshold)
+        self.state.trainings = [self.state.trained_at_and]
+        skipped = run.info().extraction.skipped_micrographs
+        for batch in self.state.batches:
+            self._split_batch(batch)
+            batch.model = 1
+            batch.skipped_micrographs = [p for p in skipped if p in self._paths(batch)]
+        self._save()
+
+    def should_retrain(self) -> bool:
+        """Whether the AND set has grown by the retraining factor since the last training."""
+        factor = self.settings.retrain_factor
+        return (self.trained and factor > 0
+                and self.settings.model_use != stages.MODEL_SCORE_ONLY
+                and self.n_and() >= factor * self.state.trained_at_and)
+
+    def retrain(self, progress=None) -> None:
+        """Train a new network on everything so far for the batches still to come.  Every
+        coordinate scored so far keeps its score, and the outputs what they were given; the
+        threshold stays the run's."""
+        run = self.run
+        kept = {name: run.array(name) for name in (run.CNN_SCORES, run.SCORES)}
+        logger.info("Retraining: the AND set has grown from %d to %d particles",
+                    self.state.trained_at_and, self.n_and())
+        self._fit(progress)
+        for name, values in kept.items():
+            run.write_array(name, values)
+        self.state.trainings.append(self.state.trained_at_and)
+        self._save()
+
+    def _fit(self, progress=None):
+        """The ordinary stages on everything so far (negatives, extraction, the model,
+        training, scoring, ranking) and the agreement model later batches are scored under;
+        the ranking's record."""
         s, run = self.settings, self.run
         stages.negatives_stage(run, s.negatives)
         stages.extraction_stage(run, s.extraction, progress=progress)
@@ -287,14 +334,8 @@ class StreamingRun:
             agreement = {name: (value.tolist() if isinstance(value, np.ndarray) else value)
                          for name, value in dataclasses.asdict(model).items()}
         self.state.agreement = agreement
-        self.state.threshold = (ranking.auto_threshold if s.threshold is None
-                                else s.threshold)
         self.state.trained_at_and = run.info().consensus.n_and
-        skipped = run.info().extraction.skipped_micrographs
-        for batch in self.state.batches:
-            self._split_batch(batch)
-            batch.skipped_micrographs = [p for p in skipped if p in self._paths(batch)]
-        self._save()
+        return ranking
 
     def _agreement_model(self) -> Optional[AgreementModel]:
         data = self.state.agreement
@@ -339,6 +380,7 @@ class StreamingRun:
             previous = run.array(name)[:batch.first_row]
             run.write_array(name, np.concatenate([previous, values]))
         self._split_batch(batch)
+        batch.model = len(self.state.trainings)
 
     def _split_batch(self, batch: StreamBatch) -> None:
         _, split = self.batch_split(batch)
@@ -388,14 +430,33 @@ def stream_summary(run: RunFolder) -> List[str]:
     line = ("Streaming: %d batches of micrographs (%d micrographs), %d scored and %d handed "
             "out" % (len(batches), sum(len(b["micrographs"]) for b in batches), len(scored),
                      sum(b["published"] for b in batches)))
-    if state["trained_at_and"] is None:
+    trainings = state.get("trainings") or ([state["trained_at_and"]]
+                                           if state["trained_at_and"] is not None else [])
+    if not trainings:
         line += "; waiting for enough AND particles to train"
-    else:
+    elif len(trainings) == 1:
         line += ("; the network trained on the first %d AND particles scored every batch"
-                 % state["trained_at_and"])
+                 % trainings[0])
+    else:
+        scored_by = ["network %d (trained on %d AND particles): batches %s"
+                     % (k, n, _ranges([b["number"] for b in batches if b.get("model") == k]))
+                     for k, n in enumerate(trainings, 1)]
+        line += "; scored by " + "; ".join(scored_by)
     line += "; inputs closed." if state["closed"] else "; inputs still open."
     skipped = [m for b in batches for m in b["skipped_micrographs"]]
     lines = [line]
     if skipped:
         lines.append("Skipped unreadable micrographs in the stream: %s." % ", ".join(skipped))
     return lines
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """1, 2, 3, 5 -> '1-3, 5' ('none' when empty)."""
+    if not numbers:
+        return "none"
+    parts, start = [], numbers[0]
+    for previous, current in zip(numbers, list(numbers[1:]) + [None]):
+        if current != previous + 1:
+            parts.append(str(start) if start == previous else "%d-%d" % (start, previous))
+            start = current
+    return ", ".join(parts)

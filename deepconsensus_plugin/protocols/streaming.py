@@ -53,6 +53,14 @@ class DeepConsensusStreaming:
                            "close first), then scores each new batch as it comes. 0: the "
                            "AND particles of 20 micrographs at the rate seen so far, and at "
                            "least 1000.")
+        form.addParam("streamRetrainFactor", params.FloatParam, default=0.0,
+                      label="Retrain when the AND set has grown by",
+                      help="With open inputs, train the network again once the AND set is "
+                           "this many times larger than at the last training (2: each "
+                           "doubling); the batches after that are scored by the newer "
+                           "network, the coordinates already in the outputs keep their "
+                           "scores, and the summary says which network scored which "
+                           "batches. 0: train once.")
         form.addParam("streamingSleepOnWait", params.IntParam, default=10,
                       expertLevel=params.LEVEL_ADVANCED,
                       label="Sleep when waiting (s)",
@@ -62,11 +70,16 @@ class DeepConsensusStreaming:
         """Open inputs run the generator and the batches side by side: with the main
         process's, three threads (pyworkflow's ThreadStepExecutor runs steps on all but
         one; ProtStreamingBase's docstring asks for three too)."""
+        errors = []
+        factor = self.streamRetrainFactor.get()
+        if factor != 0 and factor <= 1:
+            errors.append("Retrain when the AND set has grown by: 0 (train once) or a factor "
+                          "above 1; %s given." % factor)
         if self._inputsOpen() and self.numberOfThreads.get() < 3:
-            return ["The input sets are still open (streaming): set Threads to at least 3: "
-                    "the main process, one thread to watch the inputs and one to process "
-                    "the batches."]
-        return []
+            errors.append("The input sets are still open (streaming): set Threads to at "
+                          "least 3: the main process, one thread to watch the inputs and "
+                          "one to process the batches.")
+        return errors
 
     # -------------------------- steps ----------------------------------------
     def _inputsOpen(self):
@@ -119,6 +132,8 @@ class DeepConsensusStreaming:
             stream.add_batch(micrographs, picks)
         if stream.should_train(inputs_closed=False):
             stream.train()
+        elif stream.should_retrain():
+            stream.retrain()
         self._publish(stream, Set.STREAM_OPEN)
 
     def streamCloseStep(self):
@@ -249,6 +264,7 @@ class DeepConsensusStreaming:
             threshold=(None if self.thresholdMode.get() == self.THRESHOLD_AUTOMATIC
                        else self.threshold.get()),
             min_distance_px=self._minDistancePx(), train_at=self.streamTrainAt.get(),
+            retrain_factor=self.streamRetrainFactor.get(),
             model_use=use, model_source=source or None, model_name=name or None,
             gpus=tuple(self.getGpuList() if self.usesGpu() else ()))
         return StreamingRun(self._runFolder(), settings,
