@@ -28,6 +28,7 @@ import mrcfile
 import numpy as np
 from PIL import Image
 
+from deepconsensus_plugin.core.atomic import atomic_path
 from deepconsensus_plugin.core.coordinate_files import read_box
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, count_picks,
                                                match_to_truth, mcc, pr_auc, roc_auc)
@@ -124,11 +125,10 @@ def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec) -> dict[
             image = _read_image(source)
             if spec.flip_y:
                 image = image[::-1]
-            tmp = path + ".tmp"
-            with mrcfile.new(tmp, overwrite=True) as mrc:
+            with atomic_path(path, ".mrc") as temporary, \
+                    mrcfile.new(temporary, overwrite=True) as mrc:
                 mrc.set_data(np.ascontiguousarray(image))
                 mrc.voxel_size = spec.pixel_size
-            os.replace(tmp, path)
         paths[name] = path
     return paths
 

@@ -72,11 +72,11 @@ def _atomic_mrc(path: str, image: np.ndarray) -> None:
     half-written micrograph in the cache."""
     import mrcfile
 
-    temporary = path + ".tmp"
-    with mrcfile.new(temporary, overwrite=True) as mrc:
+    from deepconsensus_plugin.core.atomic import atomic_path
+
+    with atomic_path(path, ".mrc") as temporary, mrcfile.new(temporary, overwrite=True) as mrc:
         mrc.set_data(image)
         mrc.voxel_size = 1.0
-    os.replace(temporary, path)
 
 
 def synthetic_micrograph(index: int, size: int, box: int, per_micrograph: int, seed: int,

@@ -23,6 +23,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
+from .atomic import atomic_path
+
 MODEL_SCHEMA = 1
 """Version of the facts' layout; a model recording another one is refused."""
 SPEC_MEMBER = "deepconsensus.json"
@@ -62,12 +64,11 @@ def write_spec(model_path: str, spec: ModelSpec) -> None:
     with zipfile.ZipFile(model_path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()
                    if name != SPEC_MEMBER}
-    temporary = model_path + ".tmp"
-    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+    with atomic_path(model_path, ".keras") as temporary, \
+            zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
         archive.writestr(SPEC_MEMBER, json.dumps(asdict(spec), indent=1))
-    os.replace(temporary, model_path)
 
 
 def read_spec(model_path: str) -> ModelSpec:

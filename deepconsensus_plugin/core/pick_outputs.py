@@ -40,13 +40,13 @@ import csv
 import io
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .coordinate_files import PathLike
 from .pick_inputs import Optics
 
@@ -221,14 +221,6 @@ def _write_star(path: PathLike, blocks: dict) -> None:
 
 def _write_atomically(path: PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and move it into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f'.{target.name}.',
-                                         suffix='.tmp')
-    try:
-        with os.fdopen(handle, 'w', encoding='utf-8', newline='\n') as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary, \
+            open(temporary, 'w', encoding='utf-8', newline='\n') as stream:
+        stream.write(text)

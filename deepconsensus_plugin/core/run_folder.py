@@ -19,12 +19,12 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from .atomic import atomic_path
 from .pipeline import CoordinateTable
 
 SCHEMA_VERSION = 2
@@ -327,63 +327,31 @@ class RunFolder:
         ``shards/extract_2of4_or.npy``; ``shard`` counts from 1."""
         return os.path.join(cls.SHARDS, "%s_%dof%d%s" % (kind, shard, n_shards, suffix))
 
-    def _atomic(self, name: str, suffix: str = ".tmp"):
-        folder, base = os.path.split(self.file(name))
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".%s." % base, suffix=suffix)
-        os.close(handle)
-        return temporary
-
-    def _replace(self, temporary: str, name: str) -> None:
-        os.replace(temporary, self.file(name))
+    def _writing(self, name: str, suffix: str = ".tmp"):
+        """A temporary path that becomes the folder's file ``name`` (:func:`.atomic_path`)."""
+        return atomic_path(self.file(name), suffix)
 
     def write_json(self, name: str, data: Any) -> None:
-        temporary = self._atomic(name)
-        try:
-            with open(temporary, "w") as handle:
-                json.dump(data, handle, indent=1)
-            self._replace(temporary, name)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        with self._writing(name) as temporary, open(temporary, "w") as handle:
+            json.dump(data, handle, indent=1)
 
     def write_array(self, name: str, values: np.ndarray) -> None:
-        temporary = self._atomic(name, ".npy")
-        try:
+        with self._writing(name, ".npy") as temporary:
             np.save(temporary, values)
-            self._replace(temporary, name)
-        except BaseException:
-            os.unlink(temporary)
-            raise
 
     def write_table(self, name: str, table: CoordinateTable) -> None:
-        temporary = self._atomic(name, ".npz")
-        try:
+        with self._writing(name, ".npz") as temporary:
             table.save(temporary)
-            self._replace(temporary, name)
-        except BaseException:
-            os.unlink(temporary)
-            raise
 
     def copy_in(self, source: str, name: str) -> None:
         """Copy the file ``source`` into the folder as ``name``."""
-        temporary = self._atomic(name, os.path.splitext(name)[1])
-        try:
+        with self._writing(name, os.path.splitext(name)[1]) as temporary:
             shutil.copyfile(source, temporary)
-            self._replace(temporary, name)
-        except BaseException:
-            os.unlink(temporary)
-            raise
 
     def write_arrays(self, name: str, **arrays: np.ndarray) -> None:
         """Several named arrays in one ``.npz`` file (a shard's rows and report)."""
-        temporary = self._atomic(name, ".npz")
-        try:
+        with self._writing(name, ".npz") as temporary:
             np.savez(temporary, **arrays)
-            self._replace(temporary, name)
-        except BaseException:
-            os.unlink(temporary)
-            raise
 
     def write_micrographs(self, micrographs: List[Micrograph]) -> None:
         self.write_json(self.MICROGRAPHS, [dataclasses.asdict(m) for m in micrographs])
