@@ -77,8 +77,9 @@ def run_batch(inputs, settings, folder):
     stages.negatives_stage(run, settings.negatives)
     stages.extraction_stage(run, settings.extraction)
     stages.model_stage(run)
-    stages.training_stage(run, 1, settings.training)
-    stages.scoring_stage(run, 1, 1, seed=settings.training.seed)
+    stages.training_rounds(run, settings.training)
+    rounds = settings.training.rounds
+    stages.scoring_stage(run, rounds, rounds, seed=settings.training.seed)
     stages.ranking_stage(run, settings.combine_votes)
     stages.split_stage(run, settings.threshold, settings.min_distance_px)
     return time.perf_counter() - start

@@ -385,12 +385,7 @@ def run_training(args, run: RunFolder) -> None:
     params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
                                    patience=args.patience, learning_rate=args.learning_rate,
                                    batch_size=args.batch_size, seed=args.seed, rounds=rounds)
-    gpus = parse_gpus(args.gpus)
-    for round_number in range(1, rounds + 1):
-        stages.training_stage(run, round_number, params, gpus=gpus, progress=progress)
-        if round_number < rounds:
-            stages.scoring_stage(run, round_number, rounds, seed=args.seed, gpus=gpus,
-                                 progress=progress)
+    stages.training_rounds(run, params, gpus=parse_gpus(args.gpus), progress=progress)
 
 
 def run_scoring(args, run: RunFolder) -> None:

@@ -710,6 +710,19 @@ def _scoring_shard_name(round_number: int, rounds: int, shard: int, n_shards: in
                                 ".npz")
 
 
+def training_rounds(run: RunFolder, params: TrainingParams = TrainingParams(),
+                    gpus: Sequence[int] = (),
+                    progress: Optional[ProgressFactory] = None) -> None:
+    """Every training round, each round before the last scored (the next round learns
+    from its confident decisions); the last round's network is left for
+    :func:`scoring_stage`."""
+    for round_number in range(1, params.rounds + 1):
+        training_stage(run, round_number, params, gpus=gpus, progress=progress)
+        if round_number < params.rounds:
+            scoring_stage(run, round_number, params.rounds, seed=params.seed, gpus=gpus,
+                          progress=progress)
+
+
 def scoring_shard_stage(run: RunFolder, round_number: int, rounds: int, shard: int,
                         n_shards: int, seed: int = 0, gpus: Sequence[int] = ()) -> int:
     """Score shard ``shard`` (from 1) of ``n_shards`` consecutive parts of the OR stack

@@ -317,16 +317,11 @@ class StreamingRun:
         stages.extraction_stage(run, s.extraction, progress=progress)
         stages.model_stage(run, s.model_use, s.model_source, s.model_name,
                            s.training.architecture)
-        rounds = s.training.rounds
-        if s.model_use == stages.MODEL_SCORE_ONLY:
-            stages.scoring_stage(run, 1, 1, seed=s.training.seed, gpus=s.gpus,
-                                 progress=progress)
-        else:
-            for round_number in range(1, rounds + 1):
-                stages.training_stage(run, round_number, s.training, gpus=s.gpus,
-                                      progress=progress)
-                stages.scoring_stage(run, round_number, rounds, seed=s.training.seed,
-                                     gpus=s.gpus, progress=progress)
+        rounds = 1 if s.model_use == stages.MODEL_SCORE_ONLY else s.training.rounds
+        if s.model_use != stages.MODEL_SCORE_ONLY:
+            stages.training_rounds(run, s.training, gpus=s.gpus, progress=progress)
+        stages.scoring_stage(run, rounds, rounds, seed=s.training.seed, gpus=s.gpus,
+                             progress=progress)
         ranking = stages.ranking_stage(run, s.combine_votes)
         agreement = None
         if s.combine_votes:  # the ranking's fit again (deterministic), kept for later batches
