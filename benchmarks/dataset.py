@@ -36,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deepconsensus_plugin import headless  # noqa: E402
 
 from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
-                         evaluate_selection, load_dataset, or_labels, score_quality)
+                         evaluate_selection, load_dataset, or_labels, score_quality,
+                         vote_pattern_ceiling)
 
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
@@ -330,6 +331,10 @@ def write_report(out, metrics, plots) -> None:
               "%d and %d." % (pairs["distance_px"], pairs["source"], pairs["pairs_all"],
                               pairs["pairs_labelled"], pairs["duplicates_all"],
                               pairs["duplicates_labelled"]), "",
+              "Ceiling of this run's inputs: the best one-to-one F1 any combination of the "
+              "votes and this network's score reaches (per vote pattern, keep the coordinates "
+              "above a threshold chosen on the labels; an upper bound, not a result): %.3f."
+              % metrics["vote_pattern_ceiling"]["f1"], "",
               "Time: %s; protocol %.0f s; end to end (conversion, imports, run, "
               "evaluation) %.0f s." % (", ".join("%s %.0f s" % kv for kv in
                                                  metrics["timings_s"]["steps"].items()),
@@ -411,6 +416,9 @@ def main(argv=None) -> int:
     metrics["paper_roc_auc"] = paper_roc_auc(results, names, data, dc.invertContrast.get(),
                                              out)
     metrics["retained_close_pairs"] = retained_close_pairs(results, names, retained, data)
+    metrics["vote_pattern_ceiling"] = vote_pattern_ceiling(
+        names, table.xy, table.mic, table.voters, results.run.array(RunFolder.CNN_SCORES),
+        data, labels, anchors, results.minDistancePx)
     metrics["auto_threshold"] = results.autoThreshold
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}

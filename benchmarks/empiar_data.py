@@ -257,3 +257,56 @@ def score_quality(names: np.ndarray, scores: np.ndarray, truth: dict[str, np.nda
     on_truth = np.isin(names, list(truth)) & np.isfinite(scores)
     return {"roc_auc": roc_auc(labels[on_truth], scores[on_truth]),
             "pr_auc": pr_auc(labels[on_truth], scores[on_truth])}
+
+
+def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
+                         voters: np.ndarray, network: np.ndarray, data: Dataset,
+                         labels: np.ndarray, anchors: dict[str, np.ndarray],
+                         min_distance: float, steps: int = 20, sweeps: int = 2) -> dict:
+    """The best one-to-one F1 that any combination of these votes and this network reaches.
+
+    A combination of the pickers' votes with the network's score that is
+    monotone in the score (the picker agreement, a learned second stage, a
+    threshold on the score alone) keeps, for each set of pickers that picked
+    a coordinate (its vote pattern), the coordinates above some score.  Here
+    those per-pattern thresholds are chosen on the labels themselves
+    (coordinate ascent over the scores' quantiles; the same minimum distance
+    between retained coordinates, by network score): an upper bound that
+    tells whether the combination or its inputs limit the ranking.  No run
+    may choose thresholds this way; it has no labels.
+    """
+    from deepconsensus_plugin.core.selection import split_scores
+
+    on_truth = np.isin(names, list(data.truth))
+    pattern = np.asarray(voters, dtype=np.int64) @ (1 << np.arange(voters.shape[1]))
+    network = np.nan_to_num(np.asarray(network, dtype=np.float64), nan=-1.0)
+    patterns = np.unique(pattern[on_truth])
+    cut = {p: -np.inf for p in patterns}  # start from the OR set: every pattern kept
+
+    def f1(cuts: dict) -> float:
+        above = network >= np.array([cuts.get(p, np.inf) for p in pattern])
+        ranked = np.where(above, 1.0 + network, network / 2)
+        split = split_scores(ranked, 1.0, mic, xy, min_distance)
+        keep = np.zeros(len(xy), dtype=bool)
+        keep[split.retained] = True
+        return evaluate_selection(names, xy, keep, data, labels, anchors)["f1"]
+
+    best = f1(cut)
+    for _ in range(sweeps):
+        for p in patterns:
+            rows = on_truth & (pattern == p)
+            options = [-np.inf, np.inf] + list(np.quantile(network[rows],
+                                                           np.linspace(0, 1, steps + 1)))
+            for option in options:
+                trial = {**cut, p: option}
+                value = f1(trial)
+                if value > best:
+                    best, cut = value, trial
+    names_of = [",".join(data.pickers[i] for i in range(voters.shape[1]) if p >> i & 1)
+                for p in patterns]
+    return {"f1": best, "keep_above": {n: _cut_text(cut[p]) for n, p in zip(names_of, patterns)}}
+
+
+def _cut_text(cut: float):
+    """A pattern's threshold for the JSON record: "all" or "none" where it keeps all or none."""
+    return "all" if cut == -np.inf else "none" if cut == np.inf else float(cut)

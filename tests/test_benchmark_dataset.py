@@ -42,6 +42,9 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
     close = metrics["retained_close_pairs"]
     assert close["source"] == "the run's minimum distance"
     assert close["pairs_all"] == 0 and close["duplicates_all"] == 0
+    ceiling = metrics["vote_pattern_ceiling"]
+    assert 0 < ceiling["f1"] <= 1
+    assert len(ceiling["keep_above"]) <= 2 ** len(metrics["pickers"]) - 1
 
 
 def test_scores_report_and_plots_written(benchmark_run):
@@ -52,5 +55,36 @@ def test_scores_report_and_plots_written(benchmark_run):
     assert sum(int(r["retained"]) for r in rows) == metrics["run_info"]["split"]["n_retained"]
     report = (out / "report.md").read_text()
     assert "| dc_retained |" in report and "one-to-one" in report
+    assert "Ceiling of this run's inputs" in report
     for picture in ("curves.png", "score_histogram.png"):
         assert (out / picture).stat().st_size > 0
+
+
+def test_vote_pattern_ceiling_finds_the_pattern_thresholds_the_labels_call_for(monkeypatch):
+    """Two pickers on one micrograph: A's lone picks are particles, B's lone picks are
+    junk unless the network scores them above 0.8, picks of both are particles.  The
+    ceiling keeps exactly the particles (F1 1), where keeping every coordinate does not."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, vote_pattern_ceiling
+
+    rng = np.random.default_rng(0)
+    xy = np.array([(100.0 * i, 100.0 * j) for i in range(1, 9) for j in range(1, 9)])
+    voters = np.zeros((len(xy), 2), dtype=bool)
+    voters[:20, 0] = True                              # A alone
+    voters[20:40, 1] = True                            # B alone
+    voters[40:, :] = True                              # both
+    network = rng.uniform(0, 1, len(xy))
+    particle = voters[:, 0] | (network > 0.8)          # B's lone picks above 0.8 are particles
+    names = np.array(["m"] * len(xy))
+    data = Dataset(name="toy", spec=DatasetSpec(pixel_size=1.0, diameter=40.0, flip_y=False),
+                   box=48, pickers=("A", "B"), names=["m"], mrc_paths={}, picks={},
+                   truth={"m": xy[particle]})
+    labels = or_labels(names, xy, data)
+    anchors = audit_anchors(names, xy, voters.sum(1), data)
+    ceiling = vote_pattern_ceiling(names, xy, np.zeros(len(xy), int), voters, network, data,
+                                   labels, anchors, min_distance=20.0, steps=50)
+    assert ceiling["f1"] == 1.0
+    assert ceiling["keep_above"]["A"] == "all" and ceiling["keep_above"]["A,B"] == "all"
+    b_alone = network[20:40]
+    assert b_alone[b_alone <= 0.8].max() < ceiling["keep_above"]["B"] <= b_alone[b_alone > 0.8].min()
