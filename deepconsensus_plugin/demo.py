@@ -149,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     dc = new_protocol(project, ProtDeepConsensus, "deep consensus", useGpu=gpu)
     for prot in pickers.values():
         dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
-    print("Running deep consensus on %s (minutes on a CPU; its log is under %s)"
-          % ("GPU %s" % dc.gpuList.get() if gpu else "the CPU (nvidia-smi lists no GPU)",
+    print("Running deep consensus on %s; its log is under %s"
+          % ("GPU %s" % dc.gpuList.get() if gpu
+             else "the CPU, as nvidia-smi lists no GPU (minutes)",
              os.path.join(project.path, "Runs")), flush=True)
     dc = run_protocol(project, dc)
 
