@@ -80,6 +80,9 @@ def parse_args(argv):
     parser.add_argument("--min-distance", type=float, default=None,
                         help="minimum distance between retained particles in A (-1: the "
                              "protocol's default, 0: keep duplicates)")
+    parser.add_argument("--edge-margin", type=float, default=None,
+                        help="distance from the micrograph edge under which coordinates are "
+                             "pruned, in A (-1: the protocol's default, 0: keep them)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--label-noise", default="",
                         help="comma-separated label-noise fractions for the Appendix C curve")
@@ -104,6 +107,8 @@ def protocol_params(args) -> dict:
             params[name] = getattr(args, flag)
     if args.min_distance is not None:
         params["minDistance"] = args.min_distance
+    if args.edge_margin is not None:
+        params["edgeMargin"] = args.edge_margin
     if args.seed is not None:
         params["seed"] = args.seed
     if args.threshold == "auto":

@@ -115,13 +115,13 @@ def consensusInput(sets, setNames) -> ConsensusInput:
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,
                     xy: np.ndarray, scores: np.ndarray, votes: np.ndarray,
-                    duplicate: np.ndarray, micInfo: Dict[int, Micrograph],
+                    duplicate: np.ndarray, atEdge: np.ndarray, micInfo: Dict[int, Micrograph],
                     rowIds: bool = False) -> None:
     """Append scored coordinates to ``outSet``.
 
     ``micInfo`` maps a micrograph id to its :class:`Micrograph` record; every
-    coordinate gets its micrograph id and micName, ``_dcScore``, ``_dcVotes``
-    and ``_dcDuplicate``.  With ``rowIds`` a coordinate's id is its row of the
+    coordinate gets its micrograph id and micName, ``_dcScore``, ``_dcVotes``,
+    ``_dcDuplicate`` and ``_dcAtEdge`` (pruned as a particle cut by the micrograph's edge).  With ``rowIds`` a coordinate's id is its row of the
     OR table plus one and rows already in the set are skipped: a streaming run
     stopped after writing a batch and before recording it writes the batch
     again on continue, and must not add a second copy.
@@ -141,4 +141,5 @@ def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarr
         coord._dcScore = Float(float(scores[row]))
         coord._dcVotes = Integer(int(votes[row]))
         coord._dcDuplicate = Boolean(bool(duplicate[row]))
+        coord._dcAtEdge = Boolean(bool(atEdge[row]))
         outSet.append(coord)

@@ -42,6 +42,7 @@ class RunResults:
         self.scores = self.run.scores()
         self.info = self.run.info()
         self.micrographs = self.run.micrographs()
+        self._edges = None
 
     @staticmethod
     def isComplete(folder):
@@ -84,11 +85,20 @@ class RunResults:
         """Whether a reused model scored the run as it was (no training, no curves)."""
         return self.info.model is not None and self.info.model.use == MODEL_SCORE_ONLY
 
+    @property
+    def edgeMarginPx(self):
+        """Distance from the micrograph edge under which coordinates are pruned (0: none)."""
+        return self.info.split.edge_margin_px if self.info.split else 0.0
+
     def split(self, threshold) -> Split:
-        """The protocols' rule at ``threshold``: retained, pruned (duplicates included) and
-        the duplicates; rows with NaN scores are in neither set."""
+        """The protocols' rule at ``threshold``: retained, pruned (duplicates and coordinates
+        at the micrograph edge included) and which were duplicates or at the edge; rows with
+        NaN scores are in neither set."""
+        margin = self.edgeMarginPx
+        if margin > 0 and self._edges is None:
+            self._edges = self.run.edge_distances(self.projectPath)
         return split_scores(self.scores, threshold, self.table.mic, self.table.xy,
-                            self.minDistancePx)
+                            self.minDistancePx, self._edges if margin > 0 else None, margin)
 
     def knownLabels(self):
         """(OR rows, 1 good / 0 bad) of the user's known picks, or None without them."""

@@ -10,6 +10,8 @@ from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCo
 
 BOX = 48
 DIAMETER = 32
+SHAPE = (768, 768)
+"""(rows, columns) of the synthetic micrographs."""
 
 
 def writeBoxFiles(folder, mics, picks, box):
@@ -23,7 +25,7 @@ def writeBoxFiles(folder, mics, picks, box):
                 handle.write("%.1f\t%.1f\t%d\t%d\n" % (x, y, box, box))
 
 
-def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=(768, 768),
+def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=SHAPE,
                     nParticles=70):
     """Import synthetic micrographs and pickers into the test's project.
 

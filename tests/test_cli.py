@@ -283,7 +283,8 @@ def test_command_defaults_are_the_protocol_defaults():
         "patience": form.patience.get(), "learning_rate": form.learningRate.get(),
         "batch_size": form.batchSize.get(), "seed": form.seed.get(),
         "no_combine_votes": not form.combineVotes.get(),
-        "min_distance": form.minDistance.get(), "threshold": str(form.threshold.get()),
+        "min_distance": form.minDistance.get(), "edge_margin": form.edgeMargin.get(),
+        "threshold": str(form.threshold.get()),
     }
     assert form.thresholdMode.get() == form.THRESHOLD_FIXED
     assert {name: getattr(args, name) for name in expected} == expected

@@ -12,7 +12,8 @@ def _fill(outSet, rows, rowIds):
     scores, votes = np.array([0.9, 0.8, 0.7, 0.6]), np.array([3, 2, 1, 2])
     micInfo = {m: Micrograph(mic_id=m, name="m%d" % m, path="m%d.mrc" % m, label="mic%d" % m)
                for m in (1, 2)}
-    fillCoordinates(outSet, rows, mic, xy, scores, votes, np.zeros(4, bool), micInfo, rowIds)
+    fillCoordinates(outSet, rows, mic, xy, scores, votes, np.zeros(4, bool), np.zeros(4, bool),
+                    micInfo, rowIds)
 
 
 def test_row_ids_make_a_repeated_batch_append_nothing(tmp_path):

@@ -1,6 +1,5 @@
 """The demo books a GPU only where the machine shows one (``nvidia-smi -L``)."""
 import os
-import stat
 
 from deepconsensus_plugin import demo
 
@@ -9,7 +8,7 @@ def _fake_smi(folder, output: str, code: int) -> str:
     path = os.path.join(folder, "nvidia-smi")
     with open(path, "w") as handle:
         handle.write("#!/bin/sh\necho '%s'\nexit %d\n" % (output, code))
-    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+    os.chmod(path, 0o755)
     return path
 
 

@@ -50,6 +50,16 @@ def test_histogram_counts_duplicates_among_the_pruned():
     assert "pruned 2 (50.0%), 1 duplicates" in texts
 
 
+def test_histogram_counts_coordinates_at_the_edge_among_the_pruned():
+    scores = np.array([0.9, 0.8, 0.7, 0.2])
+    duplicate = np.array([False, True, False, False])
+    at_edge = np.array([False, False, True, False])
+    texts = legend_texts(plots.score_histogram(scores, 0.5, duplicate=duplicate,
+                                               at_edge=at_edge).axes[0])
+    assert "retained 1 (25.0%)" in texts
+    assert "pruned 3 (75.0%), 1 duplicates, 1 at the edge" in texts
+
+
 def test_training_curves_plot_the_history_and_mark_the_kept_epoch():
     history = {"epoch": [0, 1, 2], "loss": [0.7, 0.4, 0.3], "val_loss": [0.6, 0.35, 0.4],
                "accuracy": [0.5, 0.8, 0.9], "val_accuracy": [0.55, 0.85, 0.8]}
@@ -168,3 +178,16 @@ def test_gallery_frames_duplicates_as_pruned():
     assert titles == ["0.900", "0.800 dup", "0.200"]
     assert [matplotlib.colors.to_hex(c) for c in colours] == [
         plots.RETAINED_COLOUR.lower(), plots.PRUNED_COLOUR.lower(), plots.PRUNED_COLOUR.lower()]
+
+
+def test_gallery_frames_coordinates_at_the_edge_as_pruned():
+    stack = np.zeros((3, 8, 8), dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.2])
+    fig = plots.gallery(stack, [0, 1, 2], n_cols=3, scores=scores, threshold=0.5,
+                        duplicate=np.zeros(3, bool), at_edge=np.array([True, False, False]))
+    titles = [ax.get_title() for ax in fig.axes]
+    colours = [ax.spines["left"].get_edgecolor() for ax in fig.axes]
+    assert titles == ["0.900 edge", "0.800", "0.200"]
+    assert [matplotlib.colors.to_hex(c) for c in colours] == [
+        plots.PRUNED_COLOUR.lower(), plots.RETAINED_COLOUR.lower(), plots.PRUNED_COLOUR.lower()]
+    assert any("edge: at the edge" in t.get_text() for t in fig.legends[0].get_texts())

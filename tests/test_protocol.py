@@ -17,33 +17,47 @@ from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED
 from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
 
-from .scipion_helpers import BOX, DIAMETER, importCoordinates, importSynthetic, newDeepConsensus
+from .scipion_helpers import (BOX, DIAMETER, SHAPE, importCoordinates, importSynthetic,
+                              newDeepConsensus)
 
 
 def outputArrays(coordSet):
-    """(micName, [x, y, score, votes, micId, duplicate]) arrays of an output set."""
+    """(micName, [x, y, score, votes, micId, duplicate, atEdge]) arrays of an output set."""
     rows = [(baseName(c.getMicName()), c.getX(), c.getY(), c._dcScore.get(), c._dcVotes.get(),
-             c.getMicId(), c._dcDuplicate.get()) for c in coordSet.iterItems()]
+             c.getMicId(), c._dcDuplicate.get(), c._dcAtEdge.get())
+            for c in coordSet.iterItems()]
     names = np.array([r[0] for r in rows])
-    values = np.array([r[1:] for r in rows], dtype=float).reshape(-1, 6)
+    values = np.array([r[1:] for r in rows], dtype=float).reshape(-1, 7)
     return names, values
 
 
-def assertSplitRule(test, retained, pruned, threshold, minDistance):
-    """Retained: at or above the threshold, no two closer than the minimum distance; pruned:
-    below it, or a duplicate of a better retained coordinate (and marked so)."""
+def edgeDistance(values, shape=SHAPE):
+    """Distance of each output coordinate to its (synthetic, ``shape``) micrograph's edge."""
+    x, y = values[:, 0], values[:, 1]
+    return np.minimum.reduce([x + 0.5, y + 0.5, shape[1] - 0.5 - x, shape[0] - 0.5 - y])
+
+
+def assertSplitRule(test, retained, pruned, threshold, minDistance, edgeMargin):
+    """Retained: at or above the threshold, no two closer than the minimum distance, none
+    nearer the micrograph's edge than the margin; pruned: below it, or a duplicate of a
+    better retained coordinate, or at the edge (and marked as one of these)."""
     _, rValues = outputArrays(retained)
     _, pValues = outputArrays(pruned)
     test.assertTrue(np.all(rValues[:, 2] >= threshold))
-    test.assertFalse(rValues[:, 5].any())
+    test.assertFalse(rValues[:, 5].any() or rValues[:, 6].any())
+    # positions are rounded to whole pixels in the sets: allow a pixel
+    test.assertTrue(np.all(edgeDistance(rValues) >= edgeMargin - 1))
     above = pValues[:, 2] >= threshold
-    test.assertTrue(np.all(pValues[above, 5] == 1))
-    test.assertTrue(np.all(pValues[~above, 5] == 0))
+    test.assertTrue(np.all(pValues[above, 5] + pValues[above, 6] == 1))
+    test.assertTrue(np.all(pValues[~above, 5] + pValues[~above, 6] == 0))
+    atEdge = pValues[:, 6] == 1
+    test.assertTrue(np.all(edgeDistance(pValues[atEdge]) < edgeMargin + 1))
+    pValues = pValues[~atEdge]
+    above = pValues[:, 2] >= threshold
     for micId in np.unique(rValues[:, 4]) if minDistance > 1.5 else ():
         xy = rValues[rValues[:, 4] == micId, :2]
-        # positions are rounded to whole pixels in the sets: allow a pixel
         test.assertEqual(len(cKDTree(xy).query_pairs(minDistance - 1.5)), 0)
-    for x, y, score, _, micId, _ in pValues[above]:
+    for x, y, score, _, micId, _, _ in pValues[above]:
         better = rValues[(rValues[:, 4] == micId) & (rValues[:, 2] >= score)]
         test.assertTrue((np.hypot(better[:, 0] - x, better[:, 1] - y) <= minDistance + 1.5).any())
 
@@ -90,9 +104,11 @@ class TestDeepConsensus(BaseTest):
         keys = lambda n, v: {(a, int(x), int(y)) for a, (x, y) in zip(n, v[:, :2])}
         self.assertFalse(keys(rNames, rValues) & keys(pNames, pValues))
         assertSplitRule(self, retained, pruned, self.prot.threshold.get(),
-                        info.split.min_distance_px)
+                        info.split.min_distance_px, info.split.edge_margin_px)
         self.assertEqual(info.split.min_distance_px, 0.3 * BOX)
+        self.assertEqual(info.split.edge_margin_px, 0.3 * BOX)
         self.assertEqual(info.split.n_duplicates, int(np.sum(pValues[:, 5])))
+        self.assertEqual(info.split.n_at_edge, int(np.sum(pValues[:, 6])))
         for values in (rValues, pValues):
             self.assertTrue(np.all((values[:, 2] >= 0) & (values[:, 2] <= 1)))
             self.assertTrue(np.all((values[:, 3] >= 1) & (values[:, 3] <= 4)))
@@ -193,7 +209,8 @@ class TestDeepConsensus(BaseTest):
         pruned = self.prot.outputCoordinatesPruned
         info = RunFolder(self.prot._getExtraPath()).info()
         self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
-        assertSplitRule(self, retained, pruned, 0.9, info.split.min_distance_px)
+        assertSplitRule(self, retained, pruned, 0.9, info.split.min_distance_px,
+                        info.split.edge_margin_px)
         self.assertEqual(info.evaluation.threshold, 0.9)  # evaluated at the new threshold
 
     def _continueWithThreshold(self, threshold):
@@ -255,4 +272,5 @@ class TestPublishedMethod(BaseTest):
         self.assertEqual(split.min_distance_px, 0)
         self.assertEqual(split.n_duplicates, 0)
         assertSplitRule(self, self.prot.outputCoordinatesRetained,
-                        self.prot.outputCoordinatesPruned, self.prot.threshold.get(), 0)
+                        self.prot.outputCoordinatesPruned, self.prot.threshold.get(), 0,
+                        split.edge_margin_px)

@@ -122,3 +122,40 @@ def test_stages_up_to_extraction_and_from_ranking_to_star_files(tmp_path, datase
     # consensus again: everything recorded after it describes files of the old consensus
     stages.consensus_stage(run, dataset)
     assert run.info().negatives is None and run.info().split is None
+
+
+def test_the_split_prunes_picks_at_the_micrograph_edge_and_keeps_the_shapes(tmp_path, dataset):
+    """The edge rule through the stages: the micrographs' shapes are read once and kept,
+    the record counts the coordinates pruned at the edge, the summary says so, and the
+    results a viewer reads cut the same way."""
+    from deepconsensus_plugin.core.selection import edge_distances
+    from deepconsensus_plugin.results import RunResults
+
+    run = RunFolder(tmp_path)
+    stages.consensus_stage(run, dataset)
+    table = run.consensus()
+    scores = np.full(len(table), 0.9)
+    run.write_array(run.CNN_SCORES, scores)
+    stages.ranking_stage(run, combine=False)
+    edge = edge_distances(table.mic, table.xy, {1: (512, 512), 2: (512, 512)})
+    margin = float(np.quantile(edge, 0.25))  # the synthetic particles keep off the edges
+    split = stages.split_stage(run, 0.5, min_distance=0, edge_margin=margin)
+    assert run.has(run.SHAPES)
+    assert run.micrograph_shapes() == {1: (512, 512), 2: (512, 512)}
+    near = edge < margin
+    assert near.any() and not near.all()
+    assert split.at_edge.tolist() == near.tolist()
+    assert sorted(split.retained.tolist()) == np.flatnonzero(~near).tolist()
+    record = run.info().split
+    assert record.n_at_edge == int(near.sum()) and record.edge_margin_px == margin
+    summary = stages.summary_lines(run.info())[0]
+    assert "{:,} at the micrograph edge".format(int(near.sum())) in summary
+    # the viewer's and re-threshold's reading: the kept shapes, no micrograph needed
+    for mic in run.micrographs().values():
+        os.rename(mic.path, mic.path + ".gone")
+    try:
+        again = RunResults(str(tmp_path)).split(0.5)
+    finally:
+        for mic in run.micrographs().values():
+            os.rename(mic.path + ".gone", mic.path)
+    assert again.at_edge.tolist() == near.tolist()

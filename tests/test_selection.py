@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
-from deepconsensus_plugin.core.selection import find_duplicates, split_scores, tiled_plane
+from deepconsensus_plugin.core.selection import (edge_distances, find_duplicates, split_scores,
+                                                 tiled_plane)
 
 
 def test_second_pick_of_a_particle_is_a_duplicate_of_the_better_one():
@@ -70,3 +71,39 @@ def test_no_two_retained_coordinates_are_closer_than_the_distance(n, seed, dista
         same = split.retained[mic[split.retained] == mic[row]]
         near = same[np.linalg.norm(xy[same] - xy[row], axis=1) <= distance]
         assert (scores[near] >= scores[row]).any()
+
+
+def test_edge_distance_is_to_the_nearest_edge_of_each_micrograph():
+    xy = np.array([[0.0, 50.0], [99.0, 50.0], [50.0, 10.0], [50.0, 50.0], [5.0, 5.0]])
+    mic = np.array([1, 1, 1, 2, 3])
+    shapes = {1: (200, 100), 2: (60, 400)}  # (rows, columns); micrograph 3 unreadable
+    distance = edge_distances(mic, xy, shapes)
+    assert distance.tolist() == [0.5, 0.5, 10.5, 9.5, np.inf]
+
+
+def test_coordinates_at_the_edge_are_pruned_marked_and_suppress_no_neighbour():
+    # row 0 hugs the edge and scores best: it is pruned at the edge, and row 1, its
+    # neighbour inside, is retained instead of being called its duplicate
+    scores = np.array([0.95, 0.9, 0.2, 0.8, np.nan])
+    xy = np.array([[3.0, 100.0], [20.0, 100.0], [2.0, 300.0], [200.0, 200.0], [1.0, 1.0]])
+    edge = edge_distances(np.zeros(5), xy, {0: (400, 400)})
+    split = split_scores(scores, 0.5, np.zeros(5), xy, 30.0, edge, 10.0)
+    assert split.retained.tolist() == [1, 3]
+    assert split.pruned.tolist() == [0, 2]
+    assert split.at_edge.tolist() == [True, False, False, False, False]  # row 2: below threshold
+    assert split.n_at_edge == 1 and split.n_duplicates == 0
+    assert split_scores(scores, 0.5, np.zeros(5), xy, 30.0, edge, 0.0).retained.tolist() == [0, 3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 150), seed=st.integers(0, 10_000), margin=st.floats(0.0, 60.0))
+def test_no_retained_coordinate_is_nearer_the_edge_than_the_margin(n, seed, margin):
+    rng = np.random.default_rng(seed)
+    mic = rng.integers(0, 2, n)
+    xy = rng.uniform(0, 300, (n, 2))
+    scores = rng.random(n)
+    edge = edge_distances(mic, xy, {0: (300, 300), 1: (300, 300)})
+    split = split_scores(scores, 0.3, mic, xy, 20.0, edge, margin)
+    assert sorted(np.r_[split.retained, split.pruned].tolist()) == list(range(n))
+    assert (edge[split.retained] >= margin).all()
+    assert not (split.at_edge & split.duplicate).any()

@@ -19,7 +19,7 @@ from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
                                 read_picks, read_relion_micrographs)
 from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
-from ..core.selection import DEFAULT_MIN_DISTANCE
+from ..core.selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE
 
 class InputError(ValueError):
     """Bad command-line input: reported as one line, without a traceback."""
@@ -165,6 +165,11 @@ def add_split(parser: argparse.ArgumentParser) -> None:
                        help="a retained pick closer than this to a better one is a duplicate "
                             "and goes to pruned.star; -1: %.0f%%%% of the box, 0: keep "
                             "duplicates (default: %%(default)s)" % (100 * DEFAULT_MIN_DISTANCE))
+    group.add_argument("--edge-margin", type=float, default=-1.0, metavar="A",
+                       help="a pick closer than this to its micrograph's edge is a particle cut "
+                            "by the edge and goes to pruned.star; -1: %.0f%%%% of the box (about "
+                            "a particle radius), 0: keep them (default: %%(default)s)"
+                            % (100 * DEFAULT_EDGE_MARGIN))
     group = parser.add_argument_group(
         "evaluation", "Picks you know (a few hundred picked or rejected by hand, in any of "
                       "--picks' formats): the summary gives the precision, recall and ROC-AUC "
@@ -407,7 +412,8 @@ def run_split(args, run: RunFolder) -> None:
         raise InputError("%s has no scores: run 'deepconsensus score' first" % run.path)
     consensus = info.consensus
     distance = stages.min_distance_px(args.min_distance, consensus.box, consensus.sampling_rate)
-    split = stages.split_stage(run, parse_threshold(args.threshold), distance)
+    margin = stages.edge_margin_px(args.edge_margin, consensus.box, consensus.sampling_rate)
+    split = stages.split_stage(run, parse_threshold(args.threshold), distance, margin)
     stages.export_stage(run, split)
     stages.evaluation_stage(run, known_picks(run, args.known_good, "--known-good"),
                             known_picks(run, args.known_bad, "--known-bad"))
@@ -438,7 +444,8 @@ def known_picks(run: RunFolder, path: Optional[str],
 WHAT_FILES_ARE = {
     RunFolder.RETAINED_STAR: "the retained particles: RELION Extract (or Subset selection) / "
                              "cryoSPARC Import Particle Stack",
-    RunFolder.PRUNED_STAR: "the pruned picks (duplicates included), to check what was removed",
+    RunFolder.PRUNED_STAR: "the pruned picks (duplicates and edge picks included), to check "
+                           "what was removed",
     RunFolder.PICKS_CSV: "every pick with its score, votes and verdict",
 }
 

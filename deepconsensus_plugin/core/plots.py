@@ -49,6 +49,7 @@ def _count(n: int, total: int) -> str:
 def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.ndarray] = None,
                     auto_threshold: Optional[float] = None, bins: int = 50,
                     duplicate: Optional[np.ndarray] = None,
+                    at_edge: Optional[np.ndarray] = None,
                     figure: Optional[Figure] = None) -> Figure:
     """Histogram of the OR set's scores with the threshold and what it keeps.
 
@@ -58,15 +59,17 @@ def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.nda
     The line on the right axis is the fraction that a threshold at each
     score would keep, so a new threshold can be read off before re-running.
     ``duplicate`` marks the coordinates above the threshold that the minimum
-    distance moves to the pruned set (:mod:`.selection` decides which); the
-    counts include them among the pruned.
+    distance moves to the pruned set, ``at_edge`` those the edge margin moves
+    there (:mod:`.selection` decides which); the counts include them among the
+    pruned.
     """
     scores = np.asarray(scores, dtype=np.float64)
     scored = np.isfinite(scores)
     values = scores[scored]
     above = scored & (scores >= threshold)
     n_duplicates = 0 if duplicate is None else int(np.count_nonzero(duplicate & above))
-    n_retained = int(np.count_nonzero(above)) - n_duplicates
+    n_at_edge = 0 if at_edge is None else int(np.count_nonzero(at_edge & above))
+    n_retained = int(np.count_nonzero(above)) - n_duplicates - n_at_edge
     n_pruned = len(values) - n_retained
     fig = _figure(figure, (9.0, 4.5))
     ax = fig.add_subplot(1, 1, 1)
@@ -94,7 +97,8 @@ def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.nda
                          label="retained " + _count(n_retained, len(values))))
     handles.append(Patch(color=PRUNED_COLOUR, alpha=0.35,
                          label="pruned " + _count(n_pruned, len(values))
-                         + (f", {n_duplicates:,} duplicates" if n_duplicates else "")))
+                         + (f", {n_duplicates:,} duplicates" if n_duplicates else "")
+                         + (f", {n_at_edge:,} at the edge" if n_at_edge else "")))
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("Deep Consensus score")
     ax.set_ylabel("coordinates")
@@ -159,6 +163,7 @@ def training_curves(history: Mapping[str, Sequence[float]],
 def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
             scores: Optional[np.ndarray] = None, title: str = "",
             threshold: Optional[float] = None, duplicate: Optional[np.ndarray] = None,
+            at_edge: Optional[np.ndarray] = None,
             figure: Optional[Figure] = None) -> Figure:
     """A montage of the extracted boxes ``stack[rows]``, one small axes per box.
 
@@ -167,7 +172,8 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
     tells which side of the cut every particle is on; a legend under the
     title says which colour is which.  ``duplicate`` marks coordinates above
     the threshold that are pruned as the second pick of a particle: they are
-    framed as pruned and their score is marked "dup".
+    framed as pruned and their score is marked "dup"; ``at_edge`` likewise
+    those pruned at the micrograph's edge, marked "edge".
     """
     rows = np.asarray(rows, dtype=np.int64)
     n_cols = max(1, min(n_cols, len(rows)))
@@ -185,7 +191,8 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
                   label=f"retained (score >= {threshold:.2f})"),
             Patch(facecolor="none", edgecolor=PRUNED_COLOUR, linewidth=2,
                   label=f"pruned (score < {threshold:.2f}"
-                        + (", or dup: a duplicate)" if duplicate is not None else ")"))],
+                        + (", or dup: a duplicate" if duplicate is not None else "")
+                        + (", or edge: at the edge" if at_edge is not None else "") + ")")],
             loc="upper center", bbox_to_anchor=(0.5, 1.0 - (title_height - 0.05) / fig.get_figheight()),
             ncol=2, fontsize=8, frameon=False, handlelength=1.2)
     for i, row in enumerate(rows):
@@ -195,10 +202,11 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
         ax.set_yticks([])
         if scores is not None:
             is_duplicate = duplicate is not None and bool(duplicate[row])
-            ax.set_title(f"{scores[row]:.3f}" + (" dup" if is_duplicate else ""), fontsize=7,
-                         pad=2)
+            is_at_edge = at_edge is not None and bool(at_edge[row])
+            mark = " dup" if is_duplicate else " edge" if is_at_edge else ""
+            ax.set_title(f"{scores[row]:.3f}" + mark, fontsize=7, pad=2)
             if threshold is not None:
-                kept = scores[row] >= threshold and not is_duplicate
+                kept = scores[row] >= threshold and not (is_duplicate or is_at_edge)
                 colour = RETAINED_COLOUR if kept else PRUNED_COLOUR
                 for spine in ax.spines.values():
                     spine.set_edgecolor(colour)

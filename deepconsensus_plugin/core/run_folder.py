@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -151,6 +151,8 @@ class SplitInfo:
     n_pruned: int
     n_duplicates: int
     n_unscored: int = 0
+    edge_margin_px: float = 0.0
+    n_at_edge: int = 0
 
 
 @dataclass
@@ -277,6 +279,9 @@ class RunFolder:
     SHARDS = "shards"
     ENVIRONMENT = "environment.json"
     KNOWN_PARTICLES = "known_particles.json"
+    SHAPES = "micrograph_shapes.json"
+    """mic_id -> (rows, columns) of the micrographs, from their headers: what the edge rule
+    needs, kept so that a viewer or a new threshold reads no micrograph."""
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)
@@ -393,6 +398,42 @@ class RunFolder:
         with open(self.file(self.MICROGRAPHS)) as handle:
             records = [Micrograph(**m) for m in json.load(handle)]
         return {m.mic_id: m for m in records}
+
+    def micrograph_shapes(self, base: Optional[str] = None) -> Dict[int, Tuple[int, int]]:
+        """mic_id -> (rows, columns) of the run's micrographs that can be read.
+
+        Read from the headers the first time and kept in :attr:`SHAPES`;
+        micrographs added later (a streaming run's) are read when first asked
+        for.  ``base`` is the folder relative micrograph paths start from
+        (default: the working directory).  An unreadable micrograph is left out
+        and tried again next time.
+        """
+        from .extraction import MicrographError, micrograph_shape
+
+        shapes: Dict[int, Tuple[int, int]] = {}
+        if self.has(self.SHAPES):
+            with open(self.file(self.SHAPES)) as handle:
+                shapes = {int(k): (int(v[0]), int(v[1])) for k, v in json.load(handle).items()}
+        missing = [m for m in self.micrographs().values() if m.mic_id not in shapes]
+        found = 0
+        for mic in missing:
+            path = mic.path if base is None else os.path.join(base, mic.path)
+            try:
+                shapes[mic.mic_id] = micrograph_shape(path)
+                found += 1
+            except MicrographError:
+                continue
+        if found:
+            self.write_json(self.SHAPES, {str(k): list(v) for k, v in sorted(shapes.items())})
+        return shapes
+
+    def edge_distances(self, base: Optional[str] = None) -> np.ndarray:
+        """Each OR coordinate's distance in px to its micrograph's edge (infinity where the
+        micrograph cannot be read); ``base`` as in :meth:`micrograph_shapes`."""
+        from .selection import edge_distances
+
+        table = self.consensus()
+        return edge_distances(table.mic, table.xy, self.micrograph_shapes(base))
 
     def table(self, name: str = CONSENSUS) -> CoordinateTable:
         self.require(name, stage="reading %s" % name)

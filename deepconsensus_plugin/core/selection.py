@@ -7,10 +7,18 @@ particle set: in a refinement it lands in both half-sets and inflates the
 FSC.  The rule here is the detector's non-maximum suppression: going down
 the ranking, a retained coordinate closer than the minimum distance to a
 better-scored retained coordinate on the same micrograph is a duplicate.
+
+A coordinate closer to the micrograph's edge than a particle's radius is a
+particle cut by the edge (or the edge itself, which some pickers like): its
+image is partly outside the micrograph, useless for a refinement, and
+extraction programs drop it (cryoSPARC's extraction leaves such particles
+out).  It is pruned as well, marked as at the edge, and suppresses no
+neighbour as a duplicate.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -20,6 +28,9 @@ DEFAULT_MIN_DISTANCE = 0.3
 """Default minimum distance in boxes: about half a particle diameter for the usual box
 of 1.5-2 particle diameters.  Two particles are at least a diameter apart, while
 off-centre picks of one particle are within half a diameter of each other."""
+DEFAULT_EDGE_MARGIN = DEFAULT_MIN_DISTANCE
+"""Default edge margin in boxes: about a particle radius (half a diameter), as above; a
+particle centred closer than that to the micrograph's edge is cut by it."""
 
 
 def tiled_plane(mic: np.ndarray, xy: np.ndarray, gap: float) -> np.ndarray:
@@ -81,16 +92,23 @@ class Split:
 
     ``retained`` and ``pruned`` partition the scored rows (NaN scores, on
     skipped micrographs, are in neither); ``duplicate`` marks the pruned rows
-    that scored above the threshold but lie too close to a better retained one.
+    that scored above the threshold but lie too close to a better retained one;
+    ``at_edge`` the pruned rows that scored above the threshold but lie closer
+    to the micrograph's edge than the edge margin.
     """
 
     retained: np.ndarray
     pruned: np.ndarray
     duplicate: np.ndarray
+    at_edge: np.ndarray
 
     @property
     def n_duplicates(self) -> int:
         return int(np.count_nonzero(self.duplicate))
+
+    @property
+    def n_at_edge(self) -> int:
+        return int(np.count_nonzero(self.at_edge))
 
     def retained_mask(self) -> np.ndarray:
         mask = np.zeros(len(self.duplicate), dtype=bool)
@@ -99,15 +117,47 @@ class Split:
 
 
 def split_scores(scores: np.ndarray, threshold: float, mic: np.ndarray, xy: np.ndarray,
-                 min_distance: float) -> Split:
-    """The protocols' rule: retained when the score is at least ``threshold`` and no better
-    retained coordinate on the micrograph lies within ``min_distance`` (px; 0: no limit)."""
+                 min_distance: float, edge_distance: Optional[np.ndarray] = None,
+                 edge_margin: float = 0.0) -> Split:
+    """The protocols' rule: retained when the score is at least ``threshold``, the
+    coordinate lies at least ``edge_margin`` px from its micrograph's edge
+    (``edge_distance`` per row, see :func:`edge_distances`; 0 or None: no limit) and no
+    better retained coordinate on the micrograph lies within ``min_distance`` (px; 0: no
+    limit)."""
     scores = np.asarray(scores, dtype=np.float64)
     scored = np.isfinite(scores)
     above = scored & (scores >= threshold)
-    duplicate = find_duplicates(mic, xy, scores, above, min_distance)
-    return Split(retained=np.flatnonzero(above & ~duplicate),
-                 pruned=np.flatnonzero(scored & ~(above & ~duplicate)), duplicate=duplicate)
+    at_edge = np.zeros(len(scores), dtype=bool)
+    if edge_distance is not None and edge_margin > 0:
+        at_edge = above & (np.asarray(edge_distance, dtype=np.float64) < edge_margin)
+    candidates = above & ~at_edge
+    duplicate = find_duplicates(mic, xy, scores, candidates, min_distance)
+    retained = candidates & ~duplicate
+    return Split(retained=np.flatnonzero(retained), pruned=np.flatnonzero(scored & ~retained),
+                 duplicate=duplicate, at_edge=at_edge)
+
+
+def edge_distances(mic: np.ndarray, xy: np.ndarray,
+                   shapes: Mapping[int, Optional[Tuple[int, int]]]) -> np.ndarray:
+    """Each coordinate's distance in px to its micrograph's nearest edge.
+
+    ``shapes`` maps micrograph ids to (rows, columns); pixel centres run from
+    0 to columns - 1, so a coordinate on the first or last pixel lies half a
+    pixel from the edge.  Micrographs of unknown shape (None or missing: an
+    unreadable file) give infinity, so no edge rule applies to them.
+    """
+    mic = np.asarray(mic)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    distance = np.full(len(mic), np.inf)
+    for mic_id in np.unique(mic):
+        shape = shapes.get(int(mic_id))
+        if shape is None:
+            continue
+        rows = np.flatnonzero(mic == mic_id)
+        x, y = xy[rows, 0], xy[rows, 1]
+        distance[rows] = np.minimum.reduce([x + 0.5, y + 0.5, shape[1] - 0.5 - x,
+                                            shape[0] - 0.5 - y])
+    return distance
 
 
 GALLERY_KINDS = ("highest", "lowest", "threshold")

@@ -39,7 +39,7 @@ from .pipeline import CoordinateTable
 from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
                          ExtractionInfo, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
                          RunFolderError, SplitInfo, TrainingInfo)
-from .selection import DEFAULT_MIN_DISTANCE, Split, split_scores
+from .selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE, Split, split_scores
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
 
@@ -100,6 +100,14 @@ def min_distance_px(min_distance_a: float, box: int, sampling_rate: Optional[flo
     if min_distance_a < 0:
         return DEFAULT_MIN_DISTANCE * box
     return min_distance_a / (sampling_rate or 1.0)
+
+
+def edge_margin_px(edge_margin_a: float, box: int, sampling_rate: Optional[float]) -> float:
+    """The edge margin in pixels: ``edge_margin_a`` Å, or with a negative value the default
+    share of the box (:data:`DEFAULT_EDGE_MARGIN`, about a particle radius)."""
+    if edge_margin_a < 0:
+        return DEFAULT_EDGE_MARGIN * box
+    return edge_margin_a / (sampling_rate or 1.0)
 
 
 @dataclass(frozen=True)
@@ -790,22 +798,44 @@ def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
     return info
 
 
-def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float) -> Split:
-    """Cut the final scores: retained at or above ``threshold`` (None: the automatic one)
-    and no closer than ``min_distance`` px to a better retained one; the rest pruned."""
+def pruned_reasons(n_duplicates: int, min_distance_px: float, n_at_edge: int,
+                   edge_margin_px: float) -> str:
+    """What a summary says of the pruned coordinates that scored above the threshold."""
+    reasons = []
+    if n_duplicates:
+        reasons.append("{:,} duplicates: closer than {:.0f} px to a better retained one".format(
+            n_duplicates, min_distance_px))
+    if n_at_edge:
+        reasons.append("{:,} at the micrograph edge: closer than {:.0f} px to it".format(
+            n_at_edge, edge_margin_px))
+    return " (of them %s)" % "; ".join(reasons) if reasons else ""
+
+
+def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float,
+                edge_margin: float = 0.0) -> Split:
+    """Cut the final scores: retained at or above ``threshold`` (None: the automatic one),
+    at least ``edge_margin`` px from the micrograph's edge and no closer than
+    ``min_distance`` px to a better retained one; the rest pruned."""
     run.require(*run.SCORED, stage="splitting the scores")
     ranking = _section(run, "ranking")
     automatic = threshold is None
     if automatic:
         threshold = ranking.auto_threshold
     table, scores = run.consensus(), run.scores()
-    split = split_scores(scores, threshold, table.mic, table.xy, min_distance)
+    split = split_scores(scores, threshold, table.mic, table.xy, min_distance,
+                         _edges(run, edge_margin), edge_margin)
     run.record_stage("split", SplitInfo(
         threshold=float(threshold), threshold_mode="automatic" if automatic else "fixed",
         min_distance_px=float(min_distance), n_retained=len(split.retained),
         n_pruned=len(split.pruned), n_duplicates=split.n_duplicates,
-        n_unscored=len(table) - len(split.retained) - len(split.pruned)))
+        n_unscored=len(table) - len(split.retained) - len(split.pruned),
+        edge_margin_px=float(edge_margin), n_at_edge=split.n_at_edge))
     return split
+
+
+def _edges(run: RunFolder, edge_margin: float) -> Optional[np.ndarray]:
+    """The OR coordinates' distances to the edge where an edge rule applies."""
+    return run.edge_distances() if edge_margin > 0 else None
 
 
 def evaluation_stage(run: RunFolder, good: Optional[CoordinateTable],
@@ -822,7 +852,8 @@ def evaluation_stage(run: RunFolder, good: Optional[CoordinateTable],
     known = evaluation.known_labels(table, good, bad, consensus.radius_px)
     run.write_array(run.KNOWN_LABELS, np.column_stack([known.rows, known.labels]))
     retained = split_scores(scores, split_info.threshold, table.mic, table.xy,
-                            split_info.min_distance_px).retained_mask()
+                            split_info.min_distance_px, _edges(run, split_info.edge_margin_px),
+                            split_info.edge_margin_px).retained_mask()
     result = evaluation.agreement(known.labels, scores[known.rows], retained[known.rows])
     info = EvaluationInfo(n_good=known.n_good, n_bad=known.n_bad,
                           n_good_unpicked=known.n_good_unpicked,
@@ -953,9 +984,8 @@ def summary_lines(info) -> list:
         if training is not None and training.last is not None:
             result += ", validation accuracy %.2f" % training.last.val_accuracy
         pruned = "; pruned {:,}".format(split.n_pruned)
-        if split.n_duplicates:
-            pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
-                      "one)".format(split.n_duplicates, split.min_distance_px)
+        pruned += pruned_reasons(split.n_duplicates, split.min_distance_px, split.n_at_edge,
+                                 split.edge_margin_px)
         lines.insert(0, result + pruned + ".")  # the result first
         if info.evaluation is not None:
             lines.append(evaluation_line(info.evaluation))

@@ -136,6 +136,7 @@ class StreamSettings:
     threshold: Optional[float] = 0.5
     """None: the automatic threshold of the scores at training time."""
     min_distance_px: float = 0.0
+    edge_margin_px: float = 0.0
     train_at: int = 0
     """AND particles to train on (0: :func:`training_size`'s default)."""
     retrain_factor: float = 0.0
@@ -387,8 +388,10 @@ class StreamingRun:
         indices are positions in those rows."""
         table, scores = self.run.consensus(), self.run.scores()
         rows = batch.rows
+        margin = self.settings.edge_margin_px
+        edges = self.run.edge_distances()[rows] if margin > 0 else None
         return rows, split_scores(scores[rows], self.state.threshold, table.mic[rows],
-                                  table.xy[rows], self.settings.min_distance_px)
+                                  table.xy[rows], self.settings.min_distance_px, edges, margin)
 
     def unpublished(self) -> List[StreamBatch]:
         """The scored batches whose coordinates the front end has not handed out yet."""
@@ -408,7 +411,7 @@ class StreamingRun:
             raise RunFolderError("%s: the stream closed before the network was trained"
                                  % self.run.path)
         split = stages.split_stage(self.run, self.state.threshold,
-                                   self.settings.min_distance_px)
+                                   self.settings.min_distance_px, self.settings.edge_margin_px)
         self.state.closed = True
         self._save()
         return split

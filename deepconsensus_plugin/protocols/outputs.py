@@ -16,9 +16,10 @@ def registerSplit(protocol, dcRun, results: RunResults, split: Split):
     """Register on ``protocol`` the retained and pruned sets of ``dcRun`` cut by ``split``.
 
     Both sets point to the micrographs of the run's first input set and keep
-    its box size; every coordinate carries ``_dcScore``, ``_dcVotes`` and
+    its box size; every coordinate carries ``_dcScore``, ``_dcVotes``,
     ``_dcDuplicate`` (pruned only because a better retained coordinate is
-    too close); each set is related to every input set.
+    too close) and ``_dcAtEdge`` (pruned only because it lies too close to
+    the micrograph's edge); each set is related to every input set.
     """
     table = results.table
     micsPointer = dcRun.inputCoordinates[0].get().getMicrographs(asPointer=True)
@@ -28,7 +29,8 @@ def registerSplit(protocol, dcRun, results: RunResults, split: Split):
         coordSet = protocol._createSetOfCoordinates(micsPointer, suffix=suffix)
         coordSet.setBoxSize(results.box)
         convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
-                                table.votes, split.duplicate, results.micrographs)
+                                table.votes, split.duplicate, split.at_edge,
+                                results.micrographs)
         outputs[name] = coordSet
     protocol._defineOutputs(**outputs)
     for pointer in dcRun.inputCoordinates:

@@ -23,7 +23,7 @@ from ..core import pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.run_folder import RunFolder, RunFolderError
-from ..core.selection import DEFAULT_MIN_DISTANCE
+from ..core.selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE
 from ..core.streaming import stream_summary
 from ..core.consensus import rescale
 from ..core.negatives import fraction_on_picks
@@ -246,6 +246,15 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "appears twice in a refinement. -1 (default): %.0f%% of the box, "
                            "about half a particle diameter for the usual box of 1.5-2 "
                            "diameters. 0 keeps duplicates." % (100 * DEFAULT_MIN_DISTANCE))
+        form.addParam("edgeMargin", params.FloatParam, default=-1,
+                      label="Edge margin (A)",
+                      help="A coordinate closer than this to its micrograph's edge is a "
+                           "particle cut by the edge (or the edge itself, which some "
+                           "pickers pick): its box is partly outside the micrograph and it "
+                           "cannot be extracted whole, so it goes to the pruned set, marked "
+                           "as at the edge (_dcAtEdge). -1 (default): %.0f%% of the box, "
+                           "about a particle radius. 0 keeps them."
+                           % (100 * DEFAULT_EDGE_MARGIN))
         form.addParam("thresholdMode", params.EnumParam, default=self.THRESHOLD_FIXED,
                       choices=["fixed", "automatic"], display=params.EnumParam.DISPLAY_HLIST,
                       label="Threshold",
@@ -375,7 +384,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         combine = self._combine()
         self._insertFunctionStep(self.rankStep, combine, upstream.key,
                                  prerequisites=[previous], needsGPU=False)
-        split = (self.thresholdMode.get(), self.threshold.get(), self._minDistancePx())
+        split = (self.thresholdMode.get(), self.threshold.get(), self._minDistancePx(),
+                 self._edgeMarginPx())
         self._insertFunctionStep(self.createOutputStep, *split,
                                  upstream.after((combine,)), needsGPU=False)
         self._insertFunctionStep(self.evaluateStep, self._knownSignature(),
@@ -454,10 +464,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         """The final score: the network's, or its combination with the pickers' agreement."""
         stages.ranking_stage(self._runFolder(), combine)
 
-    def createOutputStep(self, thresholdMode, threshold, minDistancePx, upstream):
+    def createOutputStep(self, thresholdMode, threshold, minDistancePx, edgeMarginPx, upstream):
         automatic = thresholdMode == self.THRESHOLD_AUTOMATIC
         split = stages.split_stage(self._runFolder(), None if automatic else threshold,
-                                   minDistancePx)
+                                   minDistancePx, edgeMarginPx)
         registerSplit(self, self, RunResults(self._getExtraPath()), split)
 
     def evaluateStep(self, knownSignature, upstream):
@@ -603,6 +613,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
              "Score threshold must be in [0, 1]."),
             (self.minDistance.get() == -1 or self.minDistance.get() >= 0,
              "Minimum distance between particles must be -1 (automatic) or at least 0 A."),
+            (self.edgeMargin.get() == -1 or self.edgeMargin.get() >= 0,
+             "Edge margin must be -1 (automatic) or at least 0 A."),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -653,6 +665,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         if info.split.min_distance_px:
             text += (", none closer than %.0f px to a better-scored one"
                      % info.split.min_distance_px)
+        if info.split.edge_margin_px:
+            text += (" or than %.0f px to the micrograph's edge" % info.split.edge_margin_px)
         return [text + "."]
 
     def _citations(self):
@@ -710,6 +724,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         first = self._inputSets()[0]
         return stages.min_distance_px(self.minDistance.get(), first.getBoxSize() or 0,
                                       convert.samplingRate(first))
+
+    def _edgeMarginPx(self):
+        """The edge margin in pixels of the first input set (default: a share of the box)."""
+        first = self._inputSets()[0]
+        return stages.edge_margin_px(self.edgeMargin.get(), first.getBoxSize() or 0,
+                                     convert.samplingRate(first))
 
     def _inputSets(self):
         return [pointer.get() for pointer in self.inputCoordinates]

@@ -14,6 +14,7 @@ from pwem.protocols import ProtParticles
 from pyworkflow import BETA
 from pyworkflow.utils import Message
 
+from ..core import stages
 from ..results import RunResults
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
@@ -70,6 +71,7 @@ class ProtDeepConsensusThreshold(ProtParticles):
         summary = {"threshold": float(threshold), "automatic": mode == self.THRESHOLD_AUTO,
                    "nRetained": len(split.retained), "nPruned": len(split.pruned),
                    "nDuplicates": split.n_duplicates, "minDistancePx": results.minDistancePx,
+                   "nAtEdge": split.n_at_edge, "edgeMarginPx": results.edgeMarginPx,
                    "nUnscored": len(table) - len(split.retained) - len(split.pruned),
                    "valAccuracy": training.last.val_accuracy if training else None}
         with open(self._getExtraPath("threshold.json"), "w") as handle:
@@ -103,9 +105,10 @@ class ProtDeepConsensusThreshold(ProtParticles):
         if summary.get("valAccuracy") is not None:
             line += ", validation accuracy %.2f" % summary["valAccuracy"]
         pruned = "; pruned {:,}".format(summary["nPruned"])
-        if summary.get("nDuplicates"):
-            pruned += " ({:,} of them duplicates: closer than {:.0f} px to a better retained " \
-                      "one)".format(summary["nDuplicates"], summary["minDistancePx"])
+        pruned += stages.pruned_reasons(summary.get("nDuplicates", 0),
+                                        summary.get("minDistancePx", 0.0),
+                                        summary.get("nAtEdge", 0),
+                                        summary.get("edgeMarginPx", 0.0))
         lines = [line + pruned + "."]
         if summary["nUnscored"]:
             lines.append("{:,} coordinates on skipped micrographs have no score and are in "

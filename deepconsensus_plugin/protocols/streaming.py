@@ -227,11 +227,13 @@ class DeepConsensusStreaming:
                     rows, split = stream.batch_split(batch)
                     duplicate = np.zeros(len(table), dtype=bool)
                     duplicate[rows] = split.duplicate
+                    atEdge = np.zeros(len(table), dtype=bool)
+                    atEdge[rows] = split.at_edge
                     for name, chosen in ((OUTPUT_RETAINED, split.retained),
                                          (OUTPUT_PRUNED, split.pruned)):
                         convert.fillCoordinates(outputs[name], rows[chosen], table.mic,
-                                                table.xy, scores, table.votes, duplicate, mics,
-                                                rowIds=True)
+                                                table.xy, scores, table.votes, duplicate,
+                                                atEdge, mics, rowIds=True)
             for name, coordSet in outputs.items():
                 new = not self.hasAttribute(name)
                 self._updateOutputSet(name, coordSet, state)
@@ -263,7 +265,8 @@ class DeepConsensusStreaming:
             combine_votes=self._combine(),
             threshold=(None if self.thresholdMode.get() == self.THRESHOLD_AUTOMATIC
                        else self.threshold.get()),
-            min_distance_px=self._minDistancePx(), train_at=self.streamTrainAt.get(),
+            min_distance_px=self._minDistancePx(), edge_margin_px=self._edgeMarginPx(),
+            train_at=self.streamTrainAt.get(),
             retrain_factor=self.streamRetrainFactor.get(),
             model_use=use, model_source=source or None, model_name=name or None,
             gpus=tuple(self.getGpuList() if self.usesGpu() else ()))

@@ -124,9 +124,10 @@ class DeepConsensusViewer(ProtocolViewer):
         results = self._results
         votes = results.table.votes if self.splitByVotes.get() else None
         threshold = self.viewThreshold.get()
+        split = results.split(threshold)
         return self._plot(plots.score_histogram, "Deep Consensus scores", results.scores,
                           threshold, votes=votes, auto_threshold=results.autoThreshold,
-                          duplicate=results.split(threshold).duplicate)
+                          duplicate=split.duplicate, at_edge=split.at_edge)
 
     def _showTraining(self, paramName=None):
         results = self._results
@@ -157,10 +158,11 @@ class DeepConsensusViewer(ProtocolViewer):
         results = self._results
         threshold = self.viewThreshold.get()
         rows = gallery_rows(results.scores, self.gallerySize.get(), kind, threshold)
+        split = results.split(threshold)
         return self._plot(plots.gallery, title, results.particles(), rows,
                           n_cols=GALLERY_COLUMNS, scores=results.scores,
                           title="%s (threshold %.2f)" % (title, threshold), threshold=threshold,
-                          duplicate=results.split(threshold).duplicate)
+                          duplicate=split.duplicate, at_edge=split.at_edge)
 
     def _showMicrograph(self, paramName=None):
         results = self._results
