@@ -336,6 +336,9 @@ def write_report(out, metrics, plots) -> None:
               "%d and %d." % (pairs["distance_px"], pairs["source"], pairs["pairs_all"],
                               pairs["pairs_labelled"], pairs["duplicates_all"],
                               pairs["duplicates_labelled"]), "",
+              "Pruned at the micrograph edge (closer than %.1f px, the run's edge margin): %d."
+              % (metrics["run_info"]["split"].get("edge_margin_px", 0.0),
+                 metrics["run_info"]["split"].get("n_at_edge", 0)), "",
               "Ceiling of this run's inputs: the best one-to-one F1 any combination of the "
               "votes and this network's score reaches (per vote pattern, keep the coordinates "
               "above a threshold chosen on the labels; an upper bound, not a result): %.3f."
@@ -423,7 +426,8 @@ def main(argv=None) -> int:
     metrics["retained_close_pairs"] = retained_close_pairs(results, names, retained, data)
     metrics["vote_pattern_ceiling"] = vote_pattern_ceiling(
         names, table.xy, table.mic, table.voters, results.run.array(RunFolder.CNN_SCORES),
-        data, labels, anchors, results.minDistancePx)
+        data, labels, anchors, results.minDistancePx,
+        results.run.edge_distances(dc.getProject().getPath()), results.edgeMarginPx)
     metrics["auto_threshold"] = results.autoThreshold
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}

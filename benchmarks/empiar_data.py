@@ -262,7 +262,8 @@ def score_quality(names: np.ndarray, scores: np.ndarray, truth: dict[str, np.nda
 def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
                          voters: np.ndarray, network: np.ndarray, data: Dataset,
                          labels: np.ndarray, anchors: dict[str, np.ndarray],
-                         min_distance: float, steps: int = 20, sweeps: int = 2) -> dict:
+                         min_distance: float, edge_distance: Optional[np.ndarray] = None,
+                         edge_margin: float = 0.0, steps: int = 20, sweeps: int = 2) -> dict:
     """The best one-to-one F1 that any combination of these votes and this network reaches.
 
     A combination of the pickers' votes with the network's score that is
@@ -270,8 +271,8 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
     threshold on the score alone) keeps, for each set of pickers that picked
     a coordinate (its vote pattern), the coordinates above some score.  Here
     those per-pattern thresholds are chosen on the labels themselves
-    (coordinate ascent over the scores' quantiles; the same minimum distance
-    between retained coordinates, by network score): an upper bound that
+    (coordinate ascent over the scores' quantiles; the run's minimum distance
+    between retained coordinates, by network score, and its edge margin): an upper bound that
     tells whether the combination or its inputs limit the ranking.  No run
     may choose thresholds this way; it has no labels.
     """
@@ -286,7 +287,7 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
     def f1(cuts: dict) -> float:
         above = network >= np.array([cuts.get(p, np.inf) for p in pattern])
         ranked = np.where(above, 1.0 + network, network / 2)
-        split = split_scores(ranked, 1.0, mic, xy, min_distance)
+        split = split_scores(ranked, 1.0, mic, xy, min_distance, edge_distance, edge_margin)
         keep = np.zeros(len(xy), dtype=bool)
         keep[split.retained] = True
         return evaluate_selection(names, xy, keep, data, labels, anchors)["f1"]

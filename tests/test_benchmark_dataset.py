@@ -56,6 +56,7 @@ def test_scores_report_and_plots_written(benchmark_run):
     report = (out / "report.md").read_text()
     assert "| dc_retained |" in report and "one-to-one" in report
     assert "Ceiling of this run's inputs" in report
+    assert "Pruned at the micrograph edge" in report
     for picture in ("curves.png", "score_histogram.png"):
         assert (out / picture).stat().st_size > 0
 
