@@ -47,7 +47,7 @@ def test_histogram_counts_duplicates_among_the_pruned():
     duplicate = np.array([False, True, False, False])
     texts = legend_texts(plots.score_histogram(scores, 0.5, duplicate=duplicate).axes[0])
     assert "retained 2 (50.0%)" in texts
-    assert "pruned 2 (50.0%), 1 duplicates" in texts
+    assert "pruned 2 (50.0%),\n1 duplicates" in texts
 
 
 def test_histogram_counts_coordinates_at_the_edge_among_the_pruned():
@@ -57,7 +57,7 @@ def test_histogram_counts_coordinates_at_the_edge_among_the_pruned():
     texts = legend_texts(plots.score_histogram(scores, 0.5, duplicate=duplicate,
                                                at_edge=at_edge).axes[0])
     assert "retained 1 (25.0%)" in texts
-    assert "pruned 3 (75.0%), 1 duplicates, 1 at the edge" in texts
+    assert "pruned 3 (75.0%),\n1 duplicates, 1 at the edge" in texts
 
 
 def test_training_curves_plot_the_history_and_mark_the_kept_epoch():

@@ -46,6 +46,13 @@ def _count(n: int, total: int) -> str:
     return f"{n:,} ({100.0 * n / max(total, 1):.1f}%)"
 
 
+def _pruned_by_rule(n_duplicates: int, n_at_edge: int) -> str:
+    """The legend's second line on the pruned: those the rules moved there (none: empty)."""
+    parts = ([f"{n_duplicates:,} duplicates"] if n_duplicates else []) + (
+        [f"{n_at_edge:,} at the edge"] if n_at_edge else [])
+    return ",\n" + ", ".join(parts) if parts else ""
+
+
 def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.ndarray] = None,
                     auto_threshold: Optional[float] = None, bins: int = 50,
                     duplicate: Optional[np.ndarray] = None,
@@ -97,8 +104,7 @@ def score_histogram(scores: np.ndarray, threshold: float, votes: Optional[np.nda
                          label="retained " + _count(n_retained, len(values))))
     handles.append(Patch(color=PRUNED_COLOUR, alpha=0.35,
                          label="pruned " + _count(n_pruned, len(values))
-                         + (f", {n_duplicates:,} duplicates" if n_duplicates else "")
-                         + (f", {n_at_edge:,} at the edge" if n_at_edge else "")))
+                         + _pruned_by_rule(n_duplicates, n_at_edge)))
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("Deep Consensus score")
     ax.set_ylabel("coordinates")
