@@ -151,8 +151,10 @@ def _as_dataset(batches: ParticleBatches, size: int):
 
     signature = (tf.TensorSpec((None, size, size, 1), tf.float32),
                  tf.TensorSpec((None,), tf.float32))
-    return tf.data.Dataset.from_generator(lambda: iter(batches),
-                                          output_signature=signature).prefetch(2)
+    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    # The number of batches is known: told so, Keras ends each epoch there instead of
+    # running the generator dry and warning that "training was interrupted".
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
 
 
 def _label_samples(sources: Sequence[Source], offset: int) -> np.ndarray:
