@@ -73,7 +73,9 @@ def test_run_prunes_the_demo_data_into_star_files(demo_run):
     # retained + pruned = OR, cut as the core's rule cuts the saved scores
     assert len(retained) + len(pruned) == info.consensus.n_or == len(run.consensus())
     split = split_scores(run.scores(), info.split.threshold, run.consensus().mic,
-                         run.consensus().xy, info.split.min_distance_px)
+                         run.consensus().xy, info.split.min_distance_px, run.edge_distances(),
+                         info.split.edge_margin_px)
+    assert info.split.edge_margin_px == pytest.approx(0.3 * 90)
     assert len(retained) == len(split.retained) == info.split.n_retained
     assert (retained["rlnAutopickFigureOfMerit"] >= info.split.threshold - 1e-6).all()
     assert set(retained[VOTES_LABEL]) <= {1, 2, 3}
@@ -98,7 +100,7 @@ def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
     untouched = [run.file(n) for n in (run.MODEL, run.SCORES, run.OR_PARTICLES)]
     before = [os.path.getmtime(p) for p in untouched]
     result = deepconsensus("split", "--out", str(out), "--threshold", "0.95",
-                           "--min-distance", "0")
+                           "--min-distance", "0", "--edge-margin", "0")
     assert result.returncode == 0, result.stderr
     assert [os.path.getmtime(p) for p in untouched] == before
     _, retained = read_particles(out / "retained.star")
@@ -107,7 +109,8 @@ def test_split_rethresholds_a_finished_run_without_retraining(demo_run):
     assert len(retained) == int(np.sum(scores >= 0.95))
     assert len(retained) + len(pruned) == len(scores)
     info = run.info()
-    assert (info.split.threshold, info.split.min_distance_px) == (0.95, 0.0)
+    assert (info.split.threshold, info.split.min_distance_px,
+            info.split.edge_margin_px) == (0.95, 0.0, 0.0)
     result = deepconsensus("split", "--out", str(out), "--threshold", "auto")
     assert result.returncode == 0, result.stderr
     assert run.info().split.threshold == pytest.approx(run.info().ranking.auto_threshold)
