@@ -427,7 +427,7 @@ def main(argv=None) -> int:
     metrics["vote_pattern_ceiling"] = vote_pattern_ceiling(
         names, table.xy, table.mic, table.voters, results.run.array(RunFolder.CNN_SCORES),
         data, labels, anchors, results.minDistancePx,
-        results.run.edge_distances(dc.getProject().getPath()), results.edgeMarginPx)
+        results.edgeDistances(), results.edgeMarginPx)
     metrics["auto_threshold"] = results.autoThreshold
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}

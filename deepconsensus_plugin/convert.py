@@ -121,8 +121,9 @@ def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarr
 
     ``micInfo`` maps a micrograph id to its :class:`Micrograph` record; every
     coordinate gets its micrograph id and micName, ``_dcScore``, ``_dcVotes``,
-    ``_dcDuplicate`` and ``_dcAtEdge`` (pruned as a particle cut by the micrograph's edge).  With ``rowIds`` a coordinate's id is its row of the
-    OR table plus one and rows already in the set are skipped: a streaming run
+    ``_dcDuplicate`` and ``_dcAtEdge`` (pruned as a particle cut by the micrograph's
+    edge).  With ``rowIds`` a coordinate's id is its row of the OR table plus one
+    and rows already in the set are skipped: a streaming run
     stopped after writing a batch and before recording it writes the batch
     again on continue, and must not add a second copy.
     """

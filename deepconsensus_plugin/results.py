@@ -90,15 +90,21 @@ class RunResults:
         """Distance from the micrograph edge under which coordinates are pruned (0: none)."""
         return self.info.split.edge_margin_px if self.info.split else 0.0
 
+    def edgeDistances(self):
+        """Each OR coordinate's distance in px to its micrograph's edge (read once)."""
+        if self._edges is None:
+            self._edges = self.run.edge_distances(self.table.mic, self.table.xy,
+                                                  self.projectPath)
+        return self._edges
+
     def split(self, threshold) -> Split:
         """The protocols' rule at ``threshold``: retained, pruned (duplicates and coordinates
         at the micrograph edge included) and which were duplicates or at the edge; rows with
         NaN scores are in neither set."""
         margin = self.edgeMarginPx
-        if margin > 0 and self._edges is None:
-            self._edges = self.run.edge_distances(self.projectPath)
         return split_scores(self.scores, threshold, self.table.mic, self.table.xy,
-                            self.minDistancePx, self._edges if margin > 0 else None, margin)
+                            self.minDistancePx, self.edgeDistances() if margin > 0 else None,
+                            margin)
 
     def knownLabels(self):
         """(OR rows, 1 good / 0 bad) of the user's known picks, or None without them."""

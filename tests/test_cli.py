@@ -73,7 +73,8 @@ def test_run_prunes_the_demo_data_into_star_files(demo_run):
     # retained + pruned = OR, cut as the core's rule cuts the saved scores
     assert len(retained) + len(pruned) == info.consensus.n_or == len(run.consensus())
     split = split_scores(run.scores(), info.split.threshold, run.consensus().mic,
-                         run.consensus().xy, info.split.min_distance_px, run.edge_distances(),
+                         run.consensus().xy, info.split.min_distance_px,
+                         run.edge_distances(run.consensus().mic, run.consensus().xy),
                          info.split.edge_margin_px)
     assert info.split.edge_margin_px == pytest.approx(0.3 * 90)
     assert len(retained) == len(split.retained) == info.split.n_retained

@@ -411,8 +411,10 @@ def run_split(args, run: RunFolder) -> None:
     if info.ranking is None or info.consensus is None:
         raise InputError("%s has no scores: run 'deepconsensus score' first" % run.path)
     consensus = info.consensus
-    distance = stages.min_distance_px(args.min_distance, consensus.box, consensus.sampling_rate)
-    margin = stages.edge_margin_px(args.edge_margin, consensus.box, consensus.sampling_rate)
+    distance = stages.length_px(args.min_distance, DEFAULT_MIN_DISTANCE, consensus.box,
+                                consensus.sampling_rate)
+    margin = stages.length_px(args.edge_margin, DEFAULT_EDGE_MARGIN, consensus.box,
+                              consensus.sampling_rate)
     split = stages.split_stage(run, parse_threshold(args.threshold), distance, margin)
     stages.export_stage(run, split)
     stages.evaluation_stage(run, known_picks(run, args.known_good, "--known-good"),

@@ -427,13 +427,14 @@ class RunFolder:
             self.write_json(self.SHAPES, {str(k): list(v) for k, v in sorted(shapes.items())})
         return shapes
 
-    def edge_distances(self, base: Optional[str] = None) -> np.ndarray:
-        """Each OR coordinate's distance in px to its micrograph's edge (infinity where the
-        micrograph cannot be read); ``base`` as in :meth:`micrograph_shapes`."""
+    def edge_distances(self, mic: np.ndarray, xy: np.ndarray,
+                       base: Optional[str] = None) -> np.ndarray:
+        """Each coordinate's (micrograph id ``mic``, centre ``xy``) distance in px to its
+        micrograph's edge (infinity where the micrograph cannot be read); ``base`` as in
+        :meth:`micrograph_shapes`."""
         from .selection import edge_distances
 
-        table = self.consensus()
-        return edge_distances(table.mic, table.xy, self.micrograph_shapes(base))
+        return edge_distances(mic, xy, self.micrograph_shapes(base))
 
     def table(self, name: str = CONSENSUS) -> CoordinateTable:
         self.require(name, stage="reading %s" % name)

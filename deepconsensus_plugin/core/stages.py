@@ -39,7 +39,7 @@ from .pipeline import CoordinateTable
 from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
                          ExtractionInfo, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
                          RunFolderError, SplitInfo, TrainingInfo)
-from .selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE, Split, split_scores
+from .selection import Split, split_scores
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
 
@@ -94,20 +94,15 @@ def min_votes_for(and_rule: str, n_pickers: int, k: int = 2) -> int:
     raise ValueError("unknown AND rule %r (one of %s)" % (and_rule, ", ".join(AND_RULES)))
 
 
-def min_distance_px(min_distance_a: float, box: int, sampling_rate: Optional[float]) -> float:
-    """The minimum distance between retained particles in pixels: ``min_distance_a`` Å,
-    or with a negative value the default share of the box (:data:`DEFAULT_MIN_DISTANCE`)."""
-    if min_distance_a < 0:
-        return DEFAULT_MIN_DISTANCE * box
-    return min_distance_a / (sampling_rate or 1.0)
-
-
-def edge_margin_px(edge_margin_a: float, box: int, sampling_rate: Optional[float]) -> float:
-    """The edge margin in pixels: ``edge_margin_a`` Å, or with a negative value the default
-    share of the box (:data:`DEFAULT_EDGE_MARGIN`, about a particle radius)."""
-    if edge_margin_a < 0:
-        return DEFAULT_EDGE_MARGIN * box
-    return edge_margin_a / (sampling_rate or 1.0)
+def length_px(length_a: float, default_share: float, box: int,
+              sampling_rate: Optional[float]) -> float:
+    """A length the user gives in Å, in pixels; a negative value asks for the default,
+    ``default_share`` of the box (the minimum distance between retained particles,
+    :data:`.selection.DEFAULT_MIN_DISTANCE`, and the edge margin,
+    :data:`.selection.DEFAULT_EDGE_MARGIN`)."""
+    if length_a < 0:
+        return default_share * box
+    return length_a / (sampling_rate or 1.0)
 
 
 @dataclass(frozen=True)
@@ -823,7 +818,7 @@ def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float,
         threshold = ranking.auto_threshold
     table, scores = run.consensus(), run.scores()
     split = split_scores(scores, threshold, table.mic, table.xy, min_distance,
-                         _edges(run, edge_margin), edge_margin)
+                         _edges(run, table, edge_margin), edge_margin)
     run.record_stage("split", SplitInfo(
         threshold=float(threshold), threshold_mode="automatic" if automatic else "fixed",
         min_distance_px=float(min_distance), n_retained=len(split.retained),
@@ -833,9 +828,9 @@ def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float,
     return split
 
 
-def _edges(run: RunFolder, edge_margin: float) -> Optional[np.ndarray]:
-    """The OR coordinates' distances to the edge where an edge rule applies."""
-    return run.edge_distances() if edge_margin > 0 else None
+def _edges(run: RunFolder, table: CoordinateTable, edge_margin: float) -> Optional[np.ndarray]:
+    """The coordinates' distances to the micrograph edge where an edge rule applies."""
+    return run.edge_distances(table.mic, table.xy) if edge_margin > 0 else None
 
 
 def evaluation_stage(run: RunFolder, good: Optional[CoordinateTable],
@@ -852,7 +847,8 @@ def evaluation_stage(run: RunFolder, good: Optional[CoordinateTable],
     known = evaluation.known_labels(table, good, bad, consensus.radius_px)
     run.write_array(run.KNOWN_LABELS, np.column_stack([known.rows, known.labels]))
     retained = split_scores(scores, split_info.threshold, table.mic, table.xy,
-                            split_info.min_distance_px, _edges(run, split_info.edge_margin_px),
+                            split_info.min_distance_px,
+                            _edges(run, table, split_info.edge_margin_px),
                             split_info.edge_margin_px).retained_mask()
     result = evaluation.agreement(known.labels, scores[known.rows], retained[known.rows])
     info = EvaluationInfo(n_good=known.n_good, n_bad=known.n_bad,

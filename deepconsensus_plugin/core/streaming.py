@@ -389,7 +389,8 @@ class StreamingRun:
         table, scores = self.run.consensus(), self.run.scores()
         rows = batch.rows
         margin = self.settings.edge_margin_px
-        edges = self.run.edge_distances()[rows] if margin > 0 else None
+        edges = (self.run.edge_distances(table.mic[rows], table.xy[rows]) if margin > 0
+                 else None)
         return rows, split_scores(scores[rows], self.state.threshold, table.mic[rows],
                                   table.xy[rows], self.settings.min_distance_px, edges, margin)
 

@@ -720,16 +720,17 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return self._options().combine_votes
 
     def _minDistancePx(self):
-        """The minimum distance in pixels of the first input set (default: a share of the box)."""
-        first = self._inputSets()[0]
-        return stages.min_distance_px(self.minDistance.get(), first.getBoxSize() or 0,
-                                      convert.samplingRate(first))
+        return self._lengthPx(self.minDistance.get(), DEFAULT_MIN_DISTANCE)
 
     def _edgeMarginPx(self):
-        """The edge margin in pixels of the first input set (default: a share of the box)."""
+        return self._lengthPx(self.edgeMargin.get(), DEFAULT_EDGE_MARGIN)
+
+    def _lengthPx(self, lengthA, defaultShare):
+        """A length of the form (Å; negative: ``defaultShare`` of the box) in pixels of the
+        first input set."""
         first = self._inputSets()[0]
-        return stages.edge_margin_px(self.edgeMargin.get(), first.getBoxSize() or 0,
-                                     convert.samplingRate(first))
+        return stages.length_px(lengthA, defaultShare, first.getBoxSize() or 0,
+                                convert.samplingRate(first))
 
     def _inputSets(self):
         return [pointer.get() for pointer in self.inputCoordinates]
