@@ -325,8 +325,12 @@ def write_report(out, metrics, plots) -> None:
             _figures(m[key] if key else m) for _, key in COLUMNS), m["mcc"]))
     paper = metrics["paper_roc_auc"]
     pairs = metrics["retained_close_pairs"]
+    audited = metrics["audited"]
     lines += ["", "DC score over the OR set (labelled micrographs, lenient labels): ROC-AUC "
-              "%.3f, PR-AUC %.3f." % (metrics["roc_auc"], metrics["pr_auc"]), "",
+              "%.3f, PR-AUC %.3f; with the labels audited (%d unlabelled boxes on agreed, "
+              "unlabelled picks left out) ROC-AUC %.3f, PR-AUC %.3f."
+              % (metrics["roc_auc"], metrics["pr_auc"], audited["n_left_out"],
+                 audited["roc_auc"], audited["pr_auc"]), "",
               "The paper's measure, the run's model on %d boxes at labelled centres against %d "
               "random background boxes (at least half a box from every label and OR "
               "coordinate): ROC-AUC %.4f." % (paper["n_particles"], paper["n_background"],
@@ -420,7 +424,7 @@ def main(argv=None) -> int:
     for name in CONSENSUS_SETS:
         metrics["sets"][name] = evaluate_selection(names, table.xy, keep[name], data, labels,
                                                    anchors)
-    metrics.update(score_quality(names, results.scores, data.truth, labels))
+    metrics.update(score_quality(names, table.xy, results.scores, data, labels, anchors))
     metrics["paper_roc_auc"] = paper_roc_auc(results, names, data, dc.invertContrast.get(),
                                              out)
     metrics["retained_close_pairs"] = retained_close_pairs(results, names, retained, data)

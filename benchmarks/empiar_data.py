@@ -30,8 +30,9 @@ from PIL import Image
 
 from deepconsensus_plugin.core.atomic import atomic_path
 from deepconsensus_plugin.core.coordinate_files import read_box
-from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, count_picks,
-                                               match_to_truth, mcc, pr_auc, roc_auc)
+from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
+                                               count_picks, match_to_truth, mcc, pr_auc,
+                                               roc_auc)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".mrc")
 
@@ -252,11 +253,30 @@ def evaluate_selection(names: np.ndarray, xy: np.ndarray, keep: np.ndarray, data
     return result
 
 
-def score_quality(names: np.ndarray, scores: np.ndarray, truth: dict[str, np.ndarray],
-                  labels: np.ndarray) -> dict:
-    on_truth = np.isin(names, list(truth)) & np.isfinite(scores)
+def score_quality(names: np.ndarray, xy: np.ndarray, scores: np.ndarray, data: Dataset,
+                  labels: np.ndarray, anchors: dict[str, np.ndarray]) -> dict:
+    """ROC-AUC and PR-AUC of ``scores`` over the candidates on labelled micrographs.
+
+    Against the per-box labels (:func:`or_labels`), and, under ``audited``,
+    with the unlabelled boxes that the "labels audited" count leaves out of
+    precision left out here too (within a quarter diameter of an OR
+    coordinate two or more pickers agree on, more than half a diameter from
+    every label; ``n_left_out`` says how many): a particle the curated labels
+    miss is a negative that no ranking can put below the labelled particles,
+    so the first figure mixes the ranking with the labels' gaps.
+    """
+    on_truth = np.isin(names, list(data.truth)) & np.isfinite(scores)
+    left_out = np.zeros(len(xy), dtype=bool)
+    for name in data.truth:
+        rows = np.flatnonzero(names == name)
+        left_out[rows] = audited_exclusion(xy[rows], labels[rows], anchors.get(name, ()),
+                                           data.match_radius)
+    audited = on_truth & ~left_out
     return {"roc_auc": roc_auc(labels[on_truth], scores[on_truth]),
-            "pr_auc": pr_auc(labels[on_truth], scores[on_truth])}
+            "pr_auc": pr_auc(labels[on_truth], scores[on_truth]),
+            "audited": {"roc_auc": roc_auc(labels[audited], scores[audited]),
+                        "pr_auc": pr_auc(labels[audited], scores[audited]),
+                        "n_left_out": int((on_truth & left_out).sum())}}
 
 
 def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,

@@ -117,7 +117,7 @@ def run_variant(data: Dataset, out: str, p: dict) -> dict:
                                       labels, anchors)
     result["AND"] = evaluate_selection(names, table.xy, table.votes >= p["k"], data,
                                        labels, anchors)
-    result.update(score_quality(names, scores, data.truth, labels))
+    result.update(score_quality(names, table.xy, scores, data, labels, anchors))
     auto = automatic_threshold(scores)
     result["auto_threshold"] = auto
     for name, threshold in (("dc_0.5", 0.5), ("dc_auto", auto)):

@@ -39,6 +39,7 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
         assert figures["n"] >= figures["audited"]["n"]
     assert metrics["sets"]["OR"]["recall"] >= metrics["sets"]["dc_retained"]["recall"]
     assert 0.5 < metrics["roc_auc"] <= 1 and 0.5 < metrics["paper_roc_auc"]["roc_auc"] <= 1
+    assert 0.5 < metrics["audited"]["roc_auc"] <= 1 and metrics["audited"]["n_left_out"] >= 0
     close = metrics["retained_close_pairs"]
     assert close["source"] == "the run's minimum distance"
     assert close["pairs_all"] == 0 and close["duplicates_all"] == 0
@@ -89,3 +90,27 @@ def test_vote_pattern_ceiling_finds_the_pattern_thresholds_the_labels_call_for(m
     assert ceiling["keep_above"]["A"] == "all" and ceiling["keep_above"]["A,B"] == "all"
     b_alone = network[20:40]
     assert b_alone[b_alone <= 0.8].max() < ceiling["keep_above"]["B"] <= b_alone[b_alone > 0.8].min()
+
+
+def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monkeypatch):
+    """Three particles carry labels, a fourth (picked by both pickers) does not, and one
+    lone pick is junk.  The network ranks the four particles above the junk: against the
+    labels the unlabelled particle counts as a negative scored high (ROC-AUC 1/2); with the
+    labels audited it is left out and the ranking is perfect."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, score_quality
+
+    xy = np.array([[100.0, 100], [300, 100], [500, 100], [700, 100], [900, 100]])
+    votes = np.array([2, 2, 2, 2, 1])
+    scores = np.array([0.9, 0.8, 0.75, 0.95, 0.7])      # the unlabelled particle scores highest
+    names = np.array(["m"] * len(xy))
+    data = Dataset(name="toy", spec=DatasetSpec(pixel_size=1.0, diameter=40.0, flip_y=False),
+                   box=48, pickers=("A", "B"), names=["m"], mrc_paths={}, picks={},
+                   truth={"m": xy[:3]})
+    labels = or_labels(names, xy, data)
+    anchors = audit_anchors(names, xy, votes, data)
+    quality = score_quality(names, xy, scores, data, labels, anchors)
+    assert quality["roc_auc"] == pytest.approx(3 / 6)  # 3 labelled x 2 unlabelled, 3 misordered
+    assert quality["audited"]["n_left_out"] == 1
+    assert quality["audited"]["roc_auc"] == 1.0
