@@ -124,7 +124,7 @@ def run_scipion(data: Dataset, args) -> tuple:
     from pyworkflow.object import Pointer
     from pyworkflow.project import Manager
 
-    from deepconsensus_plugin.demo import new_protocol, run_protocol
+    from deepconsensus_plugin.demo import machine_has_gpu, new_protocol, run_protocol
     from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
 
     name = data.name + "-" + datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -144,7 +144,9 @@ def run_scipion(data: Dataset, args) -> tuple:
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         pickers[picker] = run_protocol(project, prot)
-    dc = new_protocol(project, ProtDeepConsensus, "deep consensus", **protocol_params(args))
+    # a GPU booked where none is listed would only add a warning to the run's log, as in the demo
+    dc = new_protocol(project, ProtDeepConsensus, "deep consensus", useGpu=machine_has_gpu(),
+                      **protocol_params(args))
     for prot in pickers.values():
         dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
     print("Running deep consensus...", flush=True)

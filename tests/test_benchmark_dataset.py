@@ -40,6 +40,8 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
     assert metrics["sets"]["OR"]["recall"] >= metrics["sets"]["dc_retained"]["recall"]
     assert 0.5 < metrics["roc_auc"] <= 1 and 0.5 < metrics["paper_roc_auc"]["roc_auc"] <= 1
     assert 0.5 < metrics["audited"]["roc_auc"] <= 1 and metrics["audited"]["n_left_out"] >= 0
+    from deepconsensus_plugin.demo import machine_has_gpu
+    assert metrics["parameters"]["useGpu"] == machine_has_gpu()  # no GPU booked where none is
     close = metrics["retained_close_pairs"]
     assert close["source"] == "the run's minimum distance"
     assert close["pairs_all"] == 0 and close["duplicates_all"] == 0
