@@ -60,6 +60,9 @@ def parse_args(argv):
     parser.add_argument("--flip-y", action=argparse.BooleanOptionalAction, default=None,
                         help="the image rows run opposite to the picks' frame (default: the "
                              "known dataset's; no for a new one)")
+    parser.add_argument("--pickers", default=None,
+                        help="comma-separated picker folders to run, in this input order "
+                             "(default: every folder under picks/)")
     parser.add_argument("--min-votes", type=int, default=None,
                         help="AND = picked by at least this many pickers (default: the "
                              "protocol's default rule)")
@@ -401,7 +404,8 @@ def main(argv=None) -> int:
     os.makedirs(out, exist_ok=True)
     headless.configure(os.path.join(out, "scipion"))
     spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
-    data = load_dataset(args.data, out, spec)
+    chosen = tuple(p for p in args.pickers.split(",") if p) if args.pickers else None
+    data = load_dataset(args.data, out, spec, chosen)
     dc, total = run_scipion(data, args)
 
     results, names, retained = run_results(dc)

@@ -134,14 +134,24 @@ def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec) -> dict[
     return paths
 
 
-def _pickers(data_dir: str, spec: DatasetSpec) -> tuple[str, ...]:
+def _pickers(data_dir: str, spec: DatasetSpec,
+             chosen: Optional[tuple[str, ...]] = None) -> tuple[str, ...]:
+    """The pickers to run, in input order: ``chosen`` (a subset of the picker folders, in
+    the order given), else every folder, the known dataset's order first."""
     folder = os.path.join(data_dir, "picks")
     found = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    pickers = tuple(p for p in spec.pickers if p in found) + tuple(
-        p for p in found if p not in spec.pickers)
+    if chosen:
+        missing = [p for p in chosen if p not in found]
+        if missing:
+            raise SystemExit("%s has no picker folder %s (it has %s)"
+                             % (folder, ", ".join(missing), ", ".join(found)))
+        pickers = tuple(dict.fromkeys(chosen))
+    else:
+        pickers = tuple(p for p in spec.pickers if p in found) + tuple(
+            p for p in found if p not in spec.pickers)
     if len(pickers) < 2:
-        raise SystemExit("%s holds %d picker folder(s): Deep Consensus needs at least two"
-                         % (folder, len(pickers)))
+        raise SystemExit("%s: %d picker(s) chosen (%s): Deep Consensus needs at least two"
+                         % (folder, len(pickers), ", ".join(pickers) or "none"))
     return pickers
 
 
@@ -172,12 +182,14 @@ def read_label_csv(path: str) -> np.ndarray:
         else np.zeros((0, 2))
 
 
-def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None) -> Dataset:
-    """Read a dataset folder, writing its micrographs as MRC under ``out_dir/micrographs``."""
+def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None,
+                 pickers: Optional[tuple[str, ...]] = None) -> Dataset:
+    """Read a dataset folder, writing its micrographs as MRC under ``out_dir/micrographs``;
+    ``pickers`` chooses some of its picker folders (default: all)."""
     spec = spec or dataset_spec(data_dir)
+    pickers = _pickers(data_dir, spec, pickers)
     paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"), spec)
     names = sorted(paths)
-    pickers = _pickers(data_dir, spec)
     picks_dir = os.path.join(data_dir, "picks")
     picks = {p: {n: read_box(os.path.join(picks_dir, p, n + ".box")).xy
                  for n in names if os.path.exists(os.path.join(picks_dir, p, n + ".box"))}

@@ -116,3 +116,20 @@ def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monke
     assert quality["roc_auc"] == pytest.approx(3 / 6)  # 3 labelled x 2 unlabelled, 3 misordered
     assert quality["audited"]["n_left_out"] == 1
     assert quality["audited"]["roc_auc"] == 1.0
+
+
+def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, tmp_path):
+    """``--pickers`` runs a subset of a dataset's pickers (how a benchmark with fewer
+    pickers is one command); a folder that is not there is named in the error."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import KNOWN_DATASETS, _pickers
+
+    for picker in ("topaz", "crYOLO", "deepPicker"):
+        (tmp_path / "picks" / picker).mkdir(parents=True)
+    spec = KNOWN_DATASETS["empiar10017"]
+    assert _pickers(str(tmp_path), spec) == ("crYOLO", "topaz", "deepPicker")
+    assert _pickers(str(tmp_path), spec, ("deepPicker", "topaz")) == ("deepPicker", "topaz")
+    with pytest.raises(SystemExit, match="no picker folder cryolo"):
+        _pickers(str(tmp_path), spec, ("cryolo", "topaz"))
+    with pytest.raises(SystemExit, match="needs at least two"):
+        _pickers(str(tmp_path), spec, ("topaz",))
