@@ -70,3 +70,40 @@ def test_saturated_network_does_not_collapse_the_particle_class():
     posterior, model = dawid_skene(voters, logit)
     assert model.logit_std[1] > 1.0
     assert np.mean((posterior >= 0.5) == particle) > 0.9
+
+
+def test_the_summary_says_when_one_pickers_votes_decide_the_agreement():
+    """Two pickers: A picks exactly the particles, B some of them and junk.  EM finds A's
+    picks are the particles (sensitivity ~1, false-pick rate ~0); the summary says the
+    retained set then follows A's picks, and says nothing of the kind for three pickers of
+    ordinary reliability."""
+    from deepconsensus_plugin.core.run_folder import (AgreementInfo, ConsensusInfo,
+                                                      RankingInfo, RunInfo)
+    from deepconsensus_plugin.core.stages import decisive_pickers, summary_lines
+
+    rng = np.random.default_rng(1)
+    particle = np.r_[np.ones(300, bool), np.zeros(100, bool)]
+    voters = np.column_stack([particle, np.r_[rng.random(300) < 0.8, np.ones(100, bool)]])
+    voters[~voters.any(axis=1), 1] = True  # the OR set: picked by at least one
+    logit = np.where(particle, 2.0, -1.0) + rng.normal(0, 1.5, len(particle))
+    _, model = dawid_skene(voters, logit)
+    agreement = AgreementInfo(model.sensitivity.tolist(), model.false_pick_rate.tolist(),
+                              float(model.prior))
+    assert decisive_pickers(agreement) == [0]
+
+    def summary(agreement, names):
+        consensus = ConsensusInfo(n_pickers=len(names), picker_names=names, n_micrographs=1,
+                                  box=64, sampling_rate=1.0, radius_px=6.4, min_votes=2,
+                                  n_or=400, n_and=240, votes_histogram=[0, 160, 240],
+                                  picker_counts=[300, 340])
+        return "\n".join(summary_lines(RunInfo(consensus=consensus,
+                                               ranking=RankingInfo(0.5, agreement))))
+
+    text = summary(agreement, ["'crYOLO' (outputCoordinates)", "'topaz' (outputCoordinates)"])
+    assert "The agreement follows one input set: 'crYOLO' (outputCoordinates) picked" in text
+    assert "sensitivity 1.00, false-pick rate 0.00" in text
+    _, model = dawid_skene(*_simulated()[1:])
+    ordinary = AgreementInfo(model.sensitivity.tolist(), model.false_pick_rate.tolist(),
+                             float(model.prior))
+    assert decisive_pickers(ordinary) == []
+    assert "follows one input set" not in summary(ordinary, ["good", "junky", "weak"])

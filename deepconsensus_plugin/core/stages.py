@@ -57,6 +57,9 @@ OFFCENTRE_CLEARANCE = 0.2
 SELF_TRAINING_CONFIDENCE = 0.9
 """The second round learns from OR coordinates whose first-round combined score is at
 least this (particles) or at most one minus this (what the pickers picked by mistake)."""
+DECISIVE_RATE = 0.01
+"""A picker whose estimated sensitivity is within this of 1 and whose false-pick rate is
+within it of 0 decides the agreement alone: EM has found that its picks are the particles."""
 ROUND_SEED_STEP = 7
 """Round r trains with seed + 7 (r - 1): a new split and initialisation, reproducibly."""
 USER_PARTICLE_CHUNK = 5000
@@ -793,6 +796,18 @@ def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
     return info
 
 
+def decisive_pickers(agreement: AgreementInfo) -> List[int]:
+    """The input sets whose votes alone decide the agreement (:data:`DECISIVE_RATE`).
+
+    EM can reach such a solution when the votes explain the OR set without
+    the network (seen with two pickers: particle = what the stronger one
+    picked); the user should know that the network then changed little.
+    """
+    return [p for p, (sensitivity, false_picks) in
+            enumerate(zip(agreement.sensitivity, agreement.false_pick_rate))
+            if sensitivity >= 1 - DECISIVE_RATE and false_picks <= DECISIVE_RATE]
+
+
 def pruned_reasons(n_duplicates: int, min_distance_px: float, n_at_edge: int,
                    edge_margin_px: float) -> str:
     """What a summary says of the pruned coordinates that scored above the threshold."""
@@ -969,6 +984,16 @@ def summary_lines(info) -> list:
                      "sensitivity / false-pick rate: %s."
                      % ", ".join("%.2f / %.2f" % pair for pair in
                                  zip(agreement.sensitivity, agreement.false_pick_rate)))
+        for p in decisive_pickers(agreement):
+            lines.append(
+                "The agreement follows one input set: %s picked every coordinate it calls a "
+                "particle and none it calls junk (sensitivity %.2f, false-pick rate %.2f), so "
+                "the retained set follows that set's picks (less duplicates and edge picks) and "
+                "the network's score changes few decisions.  It happens with two pickers, "
+                "whose votes can explain the OR set without the network." % (
+                    consensus.picker_names[p] if p < len(consensus.picker_names)
+                    else "input set %d" % (p + 1),
+                    agreement.sensitivity[p], agreement.false_pick_rate[p]))
     if info.model is not None and info.model.use != MODEL_NEW:
         lines.append("Model: %s." % model_origin(info.model))
     split = info.split
