@@ -990,10 +990,9 @@ def summary_lines(info) -> list:
                 "particle and none it calls junk (sensitivity %.2f, false-pick rate %.2f), so "
                 "the retained set follows that set's picks (less duplicates and edge picks) and "
                 "the network's score changes few decisions.  It happens with two pickers, "
-                "whose votes can explain the OR set without the network." % (
-                    consensus.picker_names[p] if p < len(consensus.picker_names)
-                    else "input set %d" % (p + 1),
-                    agreement.sensitivity[p], agreement.false_pick_rate[p]))
+                "whose votes can explain the OR set without the network."
+                % (consensus.picker_names[p], agreement.sensitivity[p],
+                   agreement.false_pick_rate[p]))
     if info.model is not None and info.model.use != MODEL_NEW:
         lines.append("Model: %s." % model_origin(info.model))
     split = info.split
