@@ -112,6 +112,9 @@ class RoundInfo:
     n_positives: int
     n_hard_negatives: int
     scoring_seconds: Optional[float] = None
+    centring_search: float = 0.0
+    """How far around each pick its scoring looked for the best-centred box (share of the
+    box; 0: the pick's own box only)."""
 
 
 @dataclass
@@ -181,6 +184,7 @@ class MethodInfo:
     offcentre_negatives: bool
     self_training: bool
     combine_votes: bool
+    centring_search: float = 0.0
 
 
 @dataclass

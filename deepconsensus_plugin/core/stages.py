@@ -29,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import evaluation, extraction, pipeline
+from . import centring, evaluation, extraction, pipeline
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
 from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
@@ -110,24 +110,32 @@ def length_px(length_a: float, default_share: float, box: int,
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """What the chosen method switches on; the published method switches all three off."""
+    """What the chosen method switches on; the published method switches all four off."""
 
     offcentre_negatives: bool = False
     self_training: bool = True
     combine_votes: bool = True
+    best_centred: bool = True
 
     @classmethod
     def for_method(cls, method: str, offcentre_negatives: bool = False,
-                   self_training: bool = True, combine_votes: bool = True) -> "MethodOptions":
+                   self_training: bool = True, combine_votes: bool = True,
+                   best_centred: bool = True) -> "MethodOptions":
         if method not in METHODS:
             raise ValueError("unknown method %r (one of %s)" % (method, ", ".join(METHODS)))
         agreement = method == METHOD_AGREEMENT
         return cls(agreement and offcentre_negatives, agreement and self_training,
-                   agreement and combine_votes)
+                   agreement and combine_votes, agreement and best_centred)
 
     @property
     def rounds(self) -> int:
         return 2 if self.self_training else 1
+
+    @property
+    def centring_search(self) -> float:
+        """How far around each pick the final scoring looks for its best-centred box, as
+        a share of the box (0: the pick's own box only; :mod:`.centring`)."""
+        return centring.DEFAULT_SEARCH if self.best_centred else 0.0
 
 
 # ------------------------------------------------------------------ inputs and parameters
@@ -658,21 +666,59 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
 
 
 def scoring_stage(run: RunFolder, round_number: int, rounds: int, seed: int = 0,
-                  gpus: Sequence[int] = (),
-                  progress: Optional[ProgressFactory] = None) -> np.ndarray:
-    """Score every OR box with the round's network (NaN on skipped micrographs)."""
+                  gpus: Sequence[int] = (), progress: Optional[ProgressFactory] = None,
+                  centring_search: float = 0.0) -> np.ndarray:
+    """Score every OR box with the round's network (NaN on skipped micrographs); with
+    ``centring_search`` > 0, each pick's best score within that share of the box
+    (:mod:`.centring`)."""
+    with open_stack(run.file(run.OR_PARTICLES)) as stack:
+        model = _round_model(run, round_number, rounds)
+        start = time.perf_counter()
+        total = len(stack) * (1 + (centring.DIRECTIONS if centring_search > 0 else 0))
+        bar = _bar(progress, "Scoring round %d" % round_number, total, "box")
+        try:
+            scores = score_boxes(run, model, stack, np.arange(len(stack)), centring_search,
+                                 gpus, seed, _update(bar))
+        finally:
+            _close(bar)
+    return _record_scores(run, round_number, rounds, scores, time.perf_counter() - start,
+                          centring_search)
+
+
+def score_boxes(run: RunFolder, model: str, images, rows: np.ndarray, centring_search: float,
+                gpus: Sequence[int] = (), seed: int = 0,
+                on_progress: Optional[Callable[[int], None]] = None,
+                skipped_mic_ids: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Scores of the OR rows ``rows`` of the run's table, whose boxes are ``images`` (a
+    stack or part of one): each box's own, or with ``centring_search`` > 0 the best of it
+    and its shifted boxes, cut from the micrographs (a shard's rows start on a whole
+    batch, so its shifted boxes are batched as in one-piece scoring).  The micrographs
+    ``skipped_mic_ids`` (default: those the extraction skipped) are not read again."""
     from .scoring import score_stack
 
-    stack = open_stack(run.file(run.OR_PARTICLES))
-    model = _round_model(run, round_number, rounds)
-    start = time.perf_counter()
-    bar = _bar(progress, "Scoring round %d" % round_number, len(stack), "particle")
-    try:
-        scores = score_stack(model, stack, batch_size=SCORING_BATCH, gpus=list(gpus),
-                             seed=seed, on_progress=_update(bar))
-    finally:
-        _close(bar)
-    return _record_scores(run, round_number, rounds, scores, time.perf_counter() - start)
+    if len(rows) == 0:
+        return np.empty(0)
+    scores = score_stack(model, images, batch_size=SCORING_BATCH, gpus=list(gpus), seed=seed,
+                         on_progress=on_progress)
+    if centring_search <= 0:
+        return scores
+    consensus, extracted = _section(run, "consensus"), _section(run, "extraction")
+    distance = centring_search * consensus.box
+    shifted = centring.ShiftedBoxes(run.consensus().subset(rows),
+                                    {m.mic_id: m.path for m in run.micrographs().values()},
+                                    centring.search_offsets(distance), consensus.box,
+                                    extracted.network_size, extracted.invert,
+                                    extracted.skipped_mic_ids if skipped_mic_ids is None
+                                    else skipped_mic_ids)
+    logger.info("Best-centred search: %d picks scored again at %d positions %.1f px around "
+                "each", len(rows), centring.DIRECTIONS, distance)
+    around = score_stack(model, shifted, batch_size=SCORING_BATCH, gpus=list(gpus),
+                         seed=seed, on_progress=on_progress)
+    best = centring.best_of_shifts(scores, around)
+    logger.info("Best-centred search: %d of %d picks score higher off their coordinate "
+                "(mean gain %.3f)", int((best > scores).sum()), len(best),
+                float(np.mean(best - scores)))
+    return best
 
 
 def _round_model(run: RunFolder, round_number: int, rounds: int) -> str:
@@ -683,7 +729,7 @@ def _round_model(run: RunFolder, round_number: int, rounds: int) -> str:
 
 
 def _record_scores(run: RunFolder, round_number: int, rounds: int, scores: np.ndarray,
-                   seconds: float) -> np.ndarray:
+                   seconds: float, centring_search: float) -> np.ndarray:
     skipped = _section(run, "extraction")
     table = run.consensus()
     scores[np.isin(table.mic, skipped.skipped_mic_ids)] = np.nan
@@ -693,6 +739,7 @@ def _record_scores(run: RunFolder, round_number: int, rounds: int, scores: np.nd
         for trained in training.rounds:
             if trained.round == round_number:
                 trained.scoring_seconds = seconds
+                trained.centring_search = centring_search
         run.record_stage("training", training)  # new scores: the ranking is stale
     return scores
 
@@ -730,11 +777,11 @@ def training_rounds(run: RunFolder, params: TrainingParams = TrainingParams(),
 
 
 def scoring_shard_stage(run: RunFolder, round_number: int, rounds: int, shard: int,
-                        n_shards: int, seed: int = 0, gpus: Sequence[int] = ()) -> int:
+                        n_shards: int, seed: int = 0, gpus: Sequence[int] = (),
+                        centring_search: float = 0.0) -> int:
     """Score shard ``shard`` (from 1) of ``n_shards`` consecutive parts of the OR stack
-    with the round's network into ``shards/score_roundRofT_KofN.npz``; the rows scored."""
-    from .scoring import score_stack
-
+    with the round's network (as :func:`scoring_stage` does) into
+    ``shards/score_roundRofT_KofN.npz``; the rows scored."""
     _check_shard(shard, n_shards)
     _section(run, "extraction")
     model = _round_model(run, round_number, rounds)
@@ -742,11 +789,10 @@ def scoring_shard_stage(run: RunFolder, round_number: int, rounds: int, shard: i
     with open_stack(run.file(run.OR_PARTICLES)) as stack:
         start, stop = particle_shards(len(stack), n_shards)[shard - 1]
         began = time.perf_counter()
-        scores = (score_stack(model, _Rows(stack, start, stop), batch_size=SCORING_BATCH,
-                              gpus=list(gpus), seed=seed)
-                  if stop > start else np.empty(0))
+        scores = score_boxes(run, model, _Rows(stack, start, stop), np.arange(start, stop),
+                             centring_search, gpus, seed)
     run.write_arrays(name, start=start, stop=stop, n=len(stack), scores=scores,
-                     seconds=time.perf_counter() - began)
+                     centring_search=centring_search, seconds=time.perf_counter() - began)
     logger.info("Scoring shard %d of %d: rows %d to %d", shard, n_shards, start, stop - 1)
     return stop - start
 
@@ -754,7 +800,8 @@ def scoring_shard_stage(run: RunFolder, round_number: int, rounds: int, shard: i
 def merge_scores_stage(run: RunFolder, round_number: int, rounds: int,
                        n_shards: int) -> np.ndarray:
     """The round's scores from its ``n_shards`` scoring shards, refused unless they cover
-    the OR stack exactly once; recorded as :func:`scoring_stage` records them."""
+    the OR stack exactly once with one setting; recorded as :func:`scoring_stage` records
+    them."""
     n = len(run.consensus())
     parts, seconds = [], 0.0
     for shard in range(1, n_shards + 1):
@@ -769,12 +816,18 @@ def merge_scores_stage(run: RunFolder, round_number: int, rounds: int,
                                  % (run.path, shard, n_shards, round_number, int(data["n"]), n))
         parts.append(data)
         seconds += float(data["seconds"])
+    searches = sorted({float(d["centring_search"]) for d in parts})
+    if len(searches) > 1:
+        raise RunFolderError("%s: the scoring shards of round %d searched for the best-centred "
+                             "box at different distances (%s of the box): run them again"
+                             % (run.path, round_number, ", ".join("%g" % v for v in searches)))
     _rows_exactly_once([np.arange(int(d["start"]), int(d["stop"])) for d in parts], n, "OR",
                        run)
     scores = np.empty(n, dtype=np.float64)
     for data in parts:
         scores[int(data["start"]):int(data["stop"])] = data["scores"]
-    return _record_scores(run, round_number, rounds, scores, seconds)
+    return _record_scores(run, round_number, rounds, scores, seconds,
+                          searches[0] if searches else 0.0)
 
 
 def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
@@ -977,6 +1030,9 @@ def summary_lines(info) -> list:
         if trained.round > 1:
             line += (" (%d particles, %d hard negatives from the first round)"
                      % (trained.n_positives, trained.n_hard_negatives))
+        if trained.centring_search > 0:
+            line += ("; each coordinate scored as its best-centred box within %.1f px"
+                     % (trained.centring_search * consensus.box))
         lines.append(line + ".")
     if info.ranking is not None and info.ranking.agreement is not None:
         agreement = info.ranking.agreement
