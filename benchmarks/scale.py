@@ -29,7 +29,9 @@ Training is capped at ``--max-epochs`` (default 1): it trains on the AND set wit
 early stopping, so its time is epochs x AND set / images per second, and memory is
 what the scale figures are about.  The run is one round (the published method's):
 the agreement method's second round repeats training and scoring at the same cost
-per box.  ``--max-train-scale N`` trains only at scales up to N and scores the larger ones
+per box, and its final scoring looks for each pick's best-centred box
+(``--centring-search 0.05``: 9 boxes per pick, the 8 shifted ones cut from the
+micrographs while scoring).  ``--max-train-scale N`` trains only at scales up to N and scores the larger ones
 with the network trained at the largest of those, for scales where even one epoch
 does not fit the time at hand (their training is then not measured).
 """
@@ -263,13 +265,14 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
               model: Optional[str]) -> dict:
     """One scale end to end in ``out/run_N``; ``model``: score with this network instead
     of training."""
+    from deepconsensus_plugin.core.centring import DIRECTIONS
     from deepconsensus_plugin.core.run_folder import RunFolder
 
     data = dataset(out, n_or, n_micrographs, args.micrograph_size, args.box, args.seed)
     row: dict = {"requested_or": n_or, "micrographs": n_micrographs,
                  "micrograph_size": args.micrograph_size, "box": args.box,
                  "network_size": NETWORK_SIZE, "jobs": args.jobs,
-                 "max_epochs": args.max_epochs,
+                 "max_epochs": args.max_epochs, "centring_search": args.centring_search,
                  "data": {"seconds": data["seconds"],
                           "micrographs_written": data["micrographs_written"]},
                  "stages": {}}
@@ -340,8 +343,9 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
     for jobs in job_counts:
         stage("scoring_%djob" % jobs, "job",
               [["score", "--out", folder, *rounds, "--shard", k, "--shards", jobs, "--seed",
-                args.seed, "--gpus", "cpu"] for k in range(1, jobs + 1)],
-              consensus.n_or, "boxes")
+                args.seed, "--gpus", "cpu", "--centring-search", args.centring_search]
+               for k in range(1, jobs + 1)],
+              consensus.n_or * (1 + (DIRECTIONS if args.centring_search > 0 else 0)), "boxes")
     stage("merge_scores", "job", [["merge-scores", "--out", folder, *rounds, "--shards",
                                    args.jobs]], consensus.n_or, "boxes")
     stage("ranking", "ranking", [[]], consensus.n_or, "coordinates")
@@ -446,6 +450,10 @@ def main(argv=None) -> int:
                         help="train only at scales up to N; larger ones score with the network "
                              "trained at the largest of those (their training is not measured)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--centring-search", type=float, default=0.0, metavar="SHARE",
+                        help="score each pick as the best of its box and 8 boxes this share "
+                             "of the box around it, as the agreement method's final round "
+                             "does (0.05); default: 0, the published method's scoring")
     parser.add_argument("--keep", action="store_true",
                         help="keep the particle stacks of each run folder")
     args = parser.parse_args(argv)

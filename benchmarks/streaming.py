@@ -79,7 +79,8 @@ def run_batch(inputs, settings, folder):
     stages.model_stage(run)
     stages.training_rounds(run, settings.training)
     rounds = settings.training.rounds
-    stages.scoring_stage(run, rounds, rounds, seed=settings.training.seed)
+    stages.scoring_stage(run, rounds, rounds, seed=settings.training.seed,
+                         centring_search=settings.centring_search)
     stages.ranking_stage(run, settings.combine_votes)
     stages.split_stage(run, settings.threshold, settings.min_distance_px)
     return time.perf_counter() - start

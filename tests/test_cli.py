@@ -10,6 +10,7 @@ import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.convert import coordinatesByMicrograph, micrographsByName
+from deepconsensus_plugin.core.centring import DEFAULT_SEARCH
 from deepconsensus_plugin.core.pick_outputs import VOTES_LABEL
 from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.core.selection import split_scores
@@ -60,6 +61,8 @@ def test_run_prunes_the_demo_data_into_star_files(demo_run):
     run = RunFolder(out)
     info = run.info()
     assert info.consensus.n_pickers == 3 and info.consensus.box == 90
+    assert info.method.centring_search == DEFAULT_SEARCH  # the agreement method's default
+    assert [r.centring_search for r in info.training.rounds] == [0.0, DEFAULT_SEARCH]
     assert info.export.pixel_size == pytest.approx(SAMPLING_RATE)  # from the MRC header
     optics, retained = read_particles(out / "retained.star")
     _, pruned = read_particles(out / "pruned.star")
@@ -287,6 +290,7 @@ def test_command_defaults_are_the_protocol_defaults():
         "patience": form.patience.get(), "learning_rate": form.learningRate.get(),
         "batch_size": form.batchSize.get(), "seed": form.seed.get(),
         "no_combine_votes": not form.combineVotes.get(),
+        "no_best_centred": not form.bestCentred.get(),
         "min_distance": form.minDistance.get(), "edge_margin": form.edgeMargin.get(),
         "threshold": str(form.threshold.get()),
     }

@@ -10,6 +10,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.convert import baseName
+from deepconsensus_plugin.core.centring import DEFAULT_SEARCH
 from deepconsensus_plugin.core.evaluation import agreement
 from deepconsensus_plugin.core.metrics import match_to_truth
 from deepconsensus_plugin.core.run_folder import RunFolder
@@ -143,10 +144,12 @@ class TestDeepConsensus(BaseTest):
 
     def test_two_rounds_and_the_agreement_made_the_scores(self):
         """The default method: a second round learnt from the first round's confident
-        decisions, and the final score combines the network with the four pickers' votes."""
+        decisions, its scores the best-centred box of each pick, and the final score
+        combines the network with the four pickers' votes."""
         info = RunFolder(self.prot._getExtraPath()).info()
         rounds = info.training.rounds
         self.assertEqual([r.round for r in rounds], [1, 2])
+        self.assertEqual([r.centring_search for r in rounds], [0.0, DEFAULT_SEARCH])
         self.assertGreater(rounds[1].n_hard_negatives, 0)
         self.assertGreaterEqual(rounds[1].n_positives, info.consensus.n_and - 1)
         self.assertTrue(os.path.exists(self.prot._getExtraPath("model_round1.keras")))
@@ -162,7 +165,9 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("validation accuracy", summary)
         self.assertIn("round 2", summary)
         self.assertIn("sensitivity / false-pick rate", summary)
+        self.assertIn("best-centred box within %.1f px" % (DEFAULT_SEARCH * BOX), summary)
         self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
+        self.assertIn("best of its box and 8 boxes", "".join(self.prot.methods()))
         self.assertIn("SanchezGarcia2018", self.prot.getCitations())
 
     def test_the_known_picks_rate_the_scores(self):
@@ -214,9 +219,32 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual(info.evaluation.threshold, 0.9)  # evaluated at the new threshold
 
     def _continueWithThreshold(self, threshold):
+        self._continueWith(threshold=threshold)
+
+    def test_continue_without_the_best_centred_search_rescores_without_retraining(self):
+        """Switching the search off re-runs the final scoring and what follows it, not
+        the training: each pick then scores its own box, never above its best-centred
+        score."""
+        extra = self.prot._getExtraPath
+        model = os.path.getmtime(extra("model.keras"))
+        ranked = os.path.getmtime(extra("scores.npy"))
+        best = np.load(extra("cnn_scores.npy"))
+        self.addCleanup(self._continueWith, bestCentred=True)
+        self._continueWith(bestCentred=False)
+        self.assertEqual(os.path.getmtime(extra("model.keras")), model)
+        own = np.load(extra("cnn_scores.npy"))
+        self.assertTrue((own <= best).all() and (own < best).any())
+        info = RunFolder(extra()).info()
+        self.assertEqual(info.training.last.centring_search, 0.0)
+        self.assertGreater(os.path.getmtime(extra("scores.npy")), ranked)  # ranked again
+        self.assertEqual(self.prot.outputCoordinatesRetained.getSize()
+                         + self.prot.outputCoordinatesPruned.getSize(), info.consensus.n_or)
+
+    def _continueWith(self, **values):
         for _, output in self.prot.iterOutputAttributes():
             output.close()  # the continued run replaces the sets' sqlite files
-        self.prot.threshold.set(threshold)
+        for name, value in values.items():
+            getattr(self.prot, name).set(value)
         self.prot.runMode.set(MODE_RESUME)
         self.launchProtocol(self.prot)
         # Reload: the continued run re-created the output sets' files.
@@ -261,6 +289,7 @@ class TestPublishedMethod(BaseTest):
     def test_one_round_and_the_network_score_alone(self):
         info = RunFolder(self.prot._getExtraPath()).info()
         self.assertEqual([r.round for r in info.training.rounds], [1])
+        self.assertEqual(info.training.rounds[0].centring_search, 0.0)  # the pick's box only
         self.assertIsNone(info.ranking.agreement)
         self.assertEqual(info.negatives.n_offcentre, 0)
         self.assertFalse(os.path.exists(self.prot._getExtraPath("model_round1.keras")))

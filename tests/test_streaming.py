@@ -79,7 +79,8 @@ def batch_run(folder, dataset, settings=SETTINGS):
     stages.extraction_stage(run, settings.extraction)
     stages.model_stage(run)
     stages.training_stage(run, 1, settings.training)
-    stages.scoring_stage(run, 1, 1, seed=settings.training.seed)
+    stages.scoring_stage(run, 1, 1, seed=settings.training.seed,
+                         centring_search=settings.centring_search)
     stages.ranking_stage(run, settings.combine_votes)
     return run, stages.split_stage(run, settings.threshold, settings.min_distance_px)
 

@@ -12,7 +12,7 @@ import glob
 import os
 from typing import List, Optional, Sequence, Tuple
 
-from ..core import pipeline, stages
+from ..core import centring, pipeline, stages
 from ..core.consensus import rescale
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
@@ -92,8 +92,9 @@ def add_consensus(parser: argparse.ArgumentParser) -> None:
 def add_method(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method")
     group.add_argument("--method", choices=stages.METHODS, default=stages.METHOD_AGREEMENT,
-                       help="'agreement' (recommended): off-centre negatives, a second round on "
-                            "the first round's confident decisions, and the score combined "
+                       help="'agreement' (recommended): a second round on the first round's "
+                            "confident decisions, each pick scored at its best-centred box, "
+                            "and the score combined "
                             "with how reliable each picker proved; 'published': Sanchez-Garcia "
                             "et al. 2018 (default: %(default)s)")
     group.add_argument("--offcentre-negatives", action="store_true",
@@ -105,6 +106,13 @@ def add_method(parser: argparse.ArgumentParser) -> None:
                        help="agreement method: one training round only (half the time)")
     group.add_argument("--no-combine-votes", action="store_true",
                        help="agreement method: score with the network alone")
+    group.add_argument("--no-best-centred", action="store_true",
+                       help="agreement method: score each pick at its coordinate only, not "
+                            "the best of it and %d positions %.0f%%%% of the box around it "
+                            "(which judges a particle picked off-centre as it looks "
+                            "centred, for %d times the final scoring)"
+                       % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
+                          centring.DIRECTIONS + 1))
 
 
 def add_training(parser: argparse.ArgumentParser) -> None:
@@ -315,9 +323,11 @@ def _export_settings(args, pixel: float, box: int, listing: Optional[MicrographL
 def method_info(args) -> MethodInfo:
     options = stages.MethodOptions.for_method(args.method, args.offcentre_negatives,
                                               not args.no_self_training,
-                                              not args.no_combine_votes)
+                                              not args.no_combine_votes,
+                                              not args.no_best_centred)
     return MethodInfo(method=args.method, offcentre_negatives=options.offcentre_negatives,
-                      self_training=options.self_training, combine_votes=options.combine_votes)
+                      self_training=options.self_training, combine_votes=options.combine_votes,
+                      centring_search=options.centring_search)
 
 
 # ------------------------------------------------------------------ stage sequences
@@ -401,7 +411,7 @@ def run_scoring(args, run: RunFolder) -> None:
                          % run.path)
     rounds = stages.scoring_round(info)
     stages.scoring_stage(run, rounds, rounds, seed=args.seed, gpus=parse_gpus(args.gpus),
-                         progress=progress_bars())
+                         progress=progress_bars(), centring_search=info.method.centring_search)
     stages.ranking_stage(run, info.method.combine_votes)
 
 

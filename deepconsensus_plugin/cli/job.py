@@ -82,6 +82,9 @@ def add_args(parser) -> None:
     _round(score)
     _shard(score)
     _computing(score)
+    score.add_argument("--centring-search", type=float, default=0.0, metavar="SHARE",
+                       help="score each pick as the best of its box and the boxes this share "
+                            "of the box around it (default: 0, its own box only)")
     merge_scores = pieces.add_parser("merge-scores", help="the scoring shards into the "
                                                           "round's scores")
     common.add_out(merge_scores)
@@ -117,7 +120,8 @@ def main(args) -> None:
     elif args.piece == "score":
         _warn_without_gpu(args.gpus)
         stages.scoring_shard_stage(run, args.round_number, args.rounds, args.shard, args.shards,
-                                   seed=args.seed, gpus=common.parse_gpus(args.gpus))
+                                   seed=args.seed, gpus=common.parse_gpus(args.gpus),
+                                   centring_search=args.centring_search)
     elif args.piece == "merge-scores":
         stages.merge_scores_stage(run, args.round_number, args.rounds, args.shards)
 

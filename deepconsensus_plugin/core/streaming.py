@@ -43,7 +43,7 @@ from typing import List, Mapping, Optional, Sequence, Set
 
 import numpy as np
 
-from . import extraction, pipeline, stages
+from . import centring, extraction, pipeline, stages
 from .agreement import AgreementModel, dawid_skene, posterior_given, score_logit
 from .pipeline import CoordinateTable
 from .run_folder import ConsensusInfo, Micrograph, RunFolder, RunFolderError
@@ -133,6 +133,9 @@ class StreamSettings:
     extraction: stages.ExtractionParams = stages.ExtractionParams()
     training: stages.TrainingParams = stages.TrainingParams()
     combine_votes: bool = True
+    centring_search: float = centring.DEFAULT_SEARCH
+    """How far around each pick the scoring looks for its best-centred box (share of the
+    box; :attr:`.stages.MethodOptions.centring_search`)."""
     threshold: Optional[float] = 0.5
     """None: the automatic threshold of the scores at training time."""
     min_distance_px: float = 0.0
@@ -322,7 +325,7 @@ class StreamingRun:
         if s.model_use != stages.MODEL_SCORE_ONLY:
             stages.training_rounds(run, s.training, gpus=s.gpus, progress=progress)
         stages.scoring_stage(run, rounds, rounds, seed=s.training.seed, gpus=s.gpus,
-                             progress=progress)
+                             progress=progress, centring_search=s.centring_search)
         ranking = stages.ranking_stage(run, s.combine_votes)
         agreement = None
         if s.combine_votes:  # the ranking's fit again (deterministic), kept for later batches
@@ -348,8 +351,6 @@ class StreamingRun:
     def _score_batch(self, batch: StreamBatch) -> None:
         """Extract, score and combine a batch's rows with the network and agreement model
         of the training; then split it."""
-        from .scoring import score_stack
-
         run, s = self.run, self.settings
         table = run.consensus()
         rows = batch.rows
@@ -365,9 +366,10 @@ class StreamingRun:
             logger.warning("Batch %d: skipped unreadable micrographs %s", batch.number,
                            ", ".join(report.skipped_micrographs))
         batch.skipped_micrographs = list(report.skipped_micrographs)
-        cnn = (score_stack(run.file(run.MODEL), open_stack(stack_path), gpus=list(s.gpus),
-                           seed=s.training.seed) if len(rows) else np.empty(0))
         bad_ids = [i for i, p in paths.items() if p in report.skipped_micrographs]
+        with open_stack(stack_path) as images:
+            cnn = stages.score_boxes(run, run.file(run.MODEL), images, rows, s.centring_search,
+                                     s.gpus, s.training.seed, skipped_mic_ids=bad_ids)
         cnn[np.isin(sub.mic, bad_ids)] = np.nan
         model = self._agreement_model()
         final = cnn if model is None else posterior_given(model, sub.voters, score_logit(cnn))

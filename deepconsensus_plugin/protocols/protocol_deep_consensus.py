@@ -19,7 +19,7 @@ from pyworkflow.utils import Message
 
 from .. import convert
 from ..results import RunResults
-from ..core import pipeline, stages
+from ..core import centring, pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.run_folder import RunFolder, RunFolderError
@@ -96,12 +96,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
                       help="'network and picker agreement' (recommended): a second network "
                            "also learns from what the pickers picked by mistake, as judged "
-                           "by the first; its score is then "
-                           "combined with how reliable each picker proved to be (estimated "
-                           "from how often the others confirm its picks, no ground truth "
-                           "needed). 'as published' reproduces Sanchez-Garcia et al. (2018): "
-                           "random negatives, one round, the network's score alone (for the "
-                           "publication's AND set, also choose 'picked by all pickers').")
+                           "by the first; it scores each pick at its best-centred box, and "
+                           "its score is then combined with how reliable each picker proved "
+                           "to be (estimated from how often the others confirm its picks, no "
+                           "ground truth needed). 'as published' reproduces Sanchez-Garcia et al. (2018): "
+                           "random negatives, one round, each pick's own box, the network's "
+                           "score alone (for the publication's AND set, also choose 'picked "
+                           "by all pickers').")
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
                        label="Use GPU for training and scoring?")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
@@ -238,6 +239,19 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "picker weighted by its sensitivity and false-pick rate as "
                            "estimated by EM (Dawid-Skene) from the data. 'No' scores with "
                            "the network alone.")
+        form.addParam("bestCentred", params.BooleanParam, default=True,
+                      condition="method==%d" % self.METHOD_AGREEMENT,
+                      expertLevel=params.LEVEL_ADVANCED,
+                      label="Score the best-centred box?",
+                      help="Score each coordinate as the best of its own box and the %d "
+                           "boxes %.0f%% of the box around it. A particle one picker "
+                           "picked a few pixels off-centre is then judged as it looks "
+                           "centred, not pruned for its offset; a box on background beside "
+                           "a particle is too far to reach it. The coordinates themselves "
+                           "do not move. Costs %d times the final scoring (the shifted "
+                           "boxes are cut from the micrographs again, not stored)."
+                           % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
+                              centring.DIRECTIONS + 1))
         form.addParam("minDistance", params.FloatParam, default=-1,
                       label="Minimum distance between particles (A)",
                       help="A retained coordinate closer than this to a better-scored "
@@ -371,6 +385,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                                             prerequisites=[previous], needsGPU=False)
         upstream.after(model)
         rounds = self._rounds()
+        search = self._centringSearch()  # the final round's scoring only
         for roundNumber in range(1, rounds + 1) if not self._scoreOnly() else ():
             training = (roundNumber, rounds, ARCHITECTURES[self.architecture.get()],
                         self.maxEpochs.get(), self.patience.get(), self.learningRate.get(),
@@ -378,11 +393,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             trained = self._insertFunctionStep(self.trainStep, *training, upstream.key,
                                                prerequisites=[previous], needsGPU=gpu)
             previous = self._insertScoring(roundNumber, rounds, jobs,
+                                           search if roundNumber == rounds else 0.0,
                                            upstream.after(training), trained, gpu)
         if self._scoreOnly():  # the reused network as it is: round 1 of 1, no training
-            previous = self._insertScoring(1, 1, jobs, upstream.key, previous, gpu)
+            previous = self._insertScoring(1, 1, jobs, search, upstream.key, previous, gpu)
         combine = self._combine()
-        self._insertFunctionStep(self.rankStep, combine, upstream.key,
+        self._insertFunctionStep(self.rankStep, combine, upstream.after((search,)),
                                  prerequisites=[previous], needsGPU=False)
         split = (self.thresholdMode.get(), self.threshold.get(), self._minDistancePx(),
                  self._edgeMarginPx())
@@ -391,13 +407,16 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         self._insertFunctionStep(self.evaluateStep, self._knownSignature(),
                                  upstream.after(split), needsGPU=False)
 
-    def _insertScoring(self, roundNumber, rounds, jobs, upstream, trained, gpu):
-        """A round's scoring shards and their merge; the merge step's id."""
+    def _insertScoring(self, roundNumber, rounds, jobs, search, upstream, trained, gpu):
+        """A round's scoring shards and their merge (the final round's with the
+        best-centred search); the merge step's id."""
         shards = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
-                                           upstream, prerequisites=[trained], needsGPU=gpu)
+                                           search, upstream, prerequisites=[trained],
+                                           needsGPU=gpu)
                   for shard in range(1, jobs + 1)]
         return self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
-                                        upstream, prerequisites=shards, needsGPU=False)
+                                        search, upstream, prerequisites=shards,
+                                        needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
     def checkEnvironmentStep(self):
@@ -451,12 +470,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                        "--patience", patience, "--learning-rate", repr(learningRate),
                        "--batch-size", batchSize, "--seed", seed, *self._gpuArgs())
 
-    def scoreStep(self, roundNumber, rounds, shard, jobs, upstream):
+    def scoreStep(self, roundNumber, rounds, shard, jobs, search, upstream):
         """Score one shard of particles (core.stages.scoring_shard_stage), as a job."""
         self._runStage("score", "--round", roundNumber, "--rounds", rounds, "--shard", shard,
-                       "--shards", jobs, "--seed", self.seed.get(), *self._gpuArgs())
+                       "--shards", jobs, "--seed", self.seed.get(),
+                       "--centring-search", repr(search), *self._gpuArgs())
 
-    def mergeScoresStep(self, roundNumber, rounds, jobs, upstream):
+    def mergeScoresStep(self, roundNumber, rounds, jobs, search, upstream):
         """The round's scores from its shards (core.stages.merge_scores_stage)."""
         stages.merge_scores_stage(self._runFolder(), roundNumber, rounds, jobs)
 
@@ -657,6 +677,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         if info.training is not None and info.training.n_rounds > 1:
             text += (", retrained once with the first round's confident decisions as extra "
                      "particles and negatives")
+        last = info.training.last if info.training is not None else None
+        if last is not None and last.centring_search > 0:
+            text += ("; each coordinate was scored as the best of its box and %d boxes %.1f px "
+                     "around it" % (centring.DIRECTIONS, last.centring_search * consensus.box))
         if info.ranking.agreement is not None:
             text += ("; its score was combined with the pickers' votes, each picker weighted "
                      "by its reliability estimated by EM (Dawid and Skene, 1979)")
@@ -687,7 +711,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         method = [stages.METHOD_AGREEMENT, stages.METHOD_PUBLISHED][self.method.get()]
         return stages.MethodOptions.for_method(method, self.offCentreNegatives.get(),
                                                self.selfTraining.get(),
-                                               self.combineVotes.get())
+                                               self.combineVotes.get(),
+                                               self.bestCentred.get())
 
     def _modelChoice(self):
         """(use, model file, its name for the user, network) of the Model section; the file
@@ -718,6 +743,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def _combine(self):
         return self._options().combine_votes
+
+    def _centringSearch(self):
+        return self._options().centring_search
 
     def _minDistancePx(self):
         return self._lengthPx(self.minDistance.get(), DEFAULT_MIN_DISTANCE)

@@ -263,6 +263,7 @@ class DeepConsensusStreaming:
                                            batch_size=self.batchSize.get(), seed=self.seed.get(),
                                            rounds=self._rounds()),
             combine_votes=self._combine(),
+            centring_search=self._centringSearch(),
             threshold=(None if self.thresholdMode.get() == self.THRESHOLD_AUTOMATIC
                        else self.threshold.get()),
             min_distance_px=self._minDistancePx(), edge_margin_px=self._edgeMarginPx(),
