@@ -80,6 +80,8 @@ def parse_args(argv):
                         help="off-centre negatives")
     parser.add_argument("--agreement", action=argparse.BooleanOptionalAction, default=None,
                         help="combine the network's score with the pickers' votes")
+    parser.add_argument("--best-centred", action=argparse.BooleanOptionalAction, default=None,
+                        help="score each pick at its best-centred box (the final round)")
     parser.add_argument("--min-distance", type=float, default=None,
                         help="minimum distance between retained particles in A (-1: the "
                              "protocol's default, 0: keep duplicates)")
@@ -105,7 +107,7 @@ def protocol_params(args) -> dict:
     if args.method is not None:
         params["method"] = ("agreement", "paper").index(args.method)
     for flag, name in (("self_training", "selfTraining"), ("off_centre", "offCentreNegatives"),
-                       ("agreement", "combineVotes")):
+                       ("agreement", "combineVotes"), ("best_centred", "bestCentred")):
         if getattr(args, flag) is not None:
             params[name] = getattr(args, flag)
     if args.min_distance is not None:

@@ -133,3 +133,19 @@ def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, t
         _pickers(str(tmp_path), spec, ("cryolo", "topaz"))
     with pytest.raises(SystemExit, match="needs at least two"):
         _pickers(str(tmp_path), spec, ("topaz",))
+
+
+def test_the_method_flags_set_the_protocol_form():
+    """Each method switch of the benchmark reaches the protocol parameter it names; an
+    unset one leaves the protocol's default."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_dataset", os.path.join(ROOT, "benchmarks", "dataset.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(["--data", "d", "--out", "o", "--no-best-centred",
+                              "--no-agreement", "--self-training", "--seed", "3"])
+    assert module.protocol_params(args) == {"combineVotes": False, "bestCentred": False,
+                                            "selfTraining": True, "seed": 3}
+    assert module.protocol_params(module.parse_args(["--data", "d", "--out", "o"])) == {}
