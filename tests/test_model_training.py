@@ -4,6 +4,7 @@ The expensive part, training a small network twice, is shared through a
 module-scoped fixture so that the file stays within about a minute on two cores.
 """
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -215,15 +216,17 @@ def trained(data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("training")
     model_path = str(folder / "model.keras")
     history_path = str(folder / "history.csv")
-    result = train_classifier([whole(data["pos"])], [whole(data["neg"])], CONFIG, model_path,
-                              history_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_classifier([whole(data["pos"])], [whole(data["neg"])], CONFIG,
+                                  model_path, history_path)
     stack = create_stack(str(folder / "test.npy"), 200, SIZE)
     stack[:100] = data["test_pos"]
     stack[100:] = data["test_neg"]
     stack.flush()
     scores = score_stack(model_path, stack, batch_size=64, seed=CONFIG.seed)
     return {"result": result, "model_path": model_path, "history_path": history_path,
-            "stack": stack, "scores": scores}
+            "stack": stack, "scores": scores, "warnings": [str(w.message) for w in caught]}
 
 
 def test_train_classifier_learns_an_easy_problem(trained):
@@ -237,6 +240,8 @@ def test_train_classifier_learns_an_easy_problem(trained):
     assert result.model_path == trained["model_path"]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert len(result.history[key]) == result.epochs
+    # the batches are shuffled by the pipeline; Keras is not asked to (it would warn)
+    assert not [w for w in trained["warnings"] if "shuffle" in w]
 
 
 def test_history_csv(trained):

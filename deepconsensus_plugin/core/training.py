@@ -226,8 +226,10 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
         _progress_callback(config.max_epochs, on_epoch),
     ]
     start = time.perf_counter()
+    # The batches come shuffled from the pipeline; Keras cannot shuffle a tf.data dataset
+    # and warns at every training when asked to, which its default does.
     fit = model.fit(_as_dataset(train, size), validation_data=_as_dataset(val, size),
-                    epochs=config.max_epochs, callbacks=callbacks, verbose=0)
+                    epochs=config.max_epochs, callbacks=callbacks, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
     model.save(model_path)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
