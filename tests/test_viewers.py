@@ -75,7 +75,9 @@ class TestViewerAndThreshold(BaseTest):
         self.assertEqual(len(kept) + len(dropped), len(self.results.table))
         self.assertFalse(set(kept) & set(dropped))
         self.assertTrue(all(score >= threshold for score, _ in kept.values()))
-        self.assertTrue(all(score < threshold for score, _ in dropped.values()))
+        # pruned at or above the threshold only as a duplicate or at the micrograph's edge
+        self.assertTrue(all(c._dcScore.get() < threshold or c._dcDuplicate.get()
+                            or c._dcAtEdge.get() for c in pruned.iterItems()))
         self.assertEqual(len(kept), len(self.results.split(threshold).retained))
         # The same coordinates, scores and votes as the deep-consensus run's own outputs.
         original = coordinateKeys(self.dc.outputCoordinatesRetained)
@@ -164,12 +166,13 @@ class TestViewerAndThreshold(BaseTest):
             axes = self.figure(viewer, paramName).axes
             self.assertEqual(len(axes), 17)
             self.assertTrue(all(len(ax.images) == 1 for ax in axes))
-            values = [float(ax.get_title()) for ax in axes]
+            titles = [ax.get_title().split() for ax in axes]  # "0.868", "0.868 dup", ...
+            self.assertTrue(all(t[1:] in ([], ["dup"], ["edge"]) for t in titles), titles)
+            values = [float(t[0]) for t in titles]
             self.assertEqual(values, sorted(values, reverse=True))
             shown[paramName] = values
             # Every box is one of the run's extracted particles, shown with its score.
-            for ax in axes[:3]:
-                title = float(ax.get_title())
+            for ax, title in zip(axes[:3], values):
                 candidates = np.flatnonzero(np.abs(scores - title) <= 5e-4 + 1e-9)
                 shown_image = np.asarray(ax.images[0].get_array())
                 self.assertTrue(any(np.array_equal(shown_image, stack[row].astype(np.float32))
