@@ -7,14 +7,11 @@ import mrcfile
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import centring, stages, synthetic
+from deepconsensus_plugin.core import centring, stages
 from deepconsensus_plugin.core.extraction import extract_particles, read_micrograph
 from deepconsensus_plugin.core.pipeline import CoordinateTable
 from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError
 from deepconsensus_plugin.core.stack import STACK_DTYPE, open_stack
-
-BOX = 48
-PARAMS = stages.ExtractionParams(network_size=16)
 
 
 def test_search_offsets_lie_evenly_on_the_circle():
@@ -34,21 +31,11 @@ def test_best_of_shifts_takes_each_picks_highest_score():
 
 
 @pytest.fixture()
-def extracted(tmp_path):
-    """A run folder after consensus, negatives and extraction on four synthetic
-    micrographs (the second one skipped: unreadable at extraction)."""
-    mics, pickers = synthetic.make_dataset(str(tmp_path / "mics"), n_micrographs=4,
-                                           shape=(384, 384), n_particles=40, diameter=32)
-    inputs = stages.ConsensusInput(
-        micrographs=[Micrograph(mic_id=i + 1, name="m%d" % i, path=m.path, label=m.path)
-                     for i, m in enumerate(mics)],
-        pickers=[stages.PickerInput("p%d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)],
-        box=BOX, sampling_rate=2.0)
-    run = RunFolder(tmp_path / "run")
-    stages.consensus_stage(run, inputs)
-    stages.negatives_stage(run, stages.NegativeParams(seed=2))
-    with open(mics[1].path, "r+b") as handle:  # truncated after the header
+def extracted(prepared):
+    """The run folder of ``prepared`` after extraction, its second micrograph skipped
+    (truncated after the header: unreadable)."""
+    run, mics = prepared
+    with open(mics[1].path, "r+b") as handle:
         handle.truncate(1024)
     stages.extraction_stage(run, stages.ExtractionParams(network_size=16,
                                                          skip_bad_micrographs=True))
@@ -59,7 +46,8 @@ def shifted_boxes(run, offsets):
     info = run.info()
     return centring.ShiftedBoxes(run.consensus(),
                                  {m.mic_id: m.path for m in run.micrographs().values()},
-                                 offsets, BOX, info.extraction.network_size, False,
+                                 offsets, info.consensus.box, info.extraction.network_size,
+                                 False,
                                  info.extraction.skipped_mic_ids)
 
 
@@ -76,7 +64,8 @@ def test_shifted_boxes_are_cut_as_the_or_stack_is(extracted):
         np.testing.assert_array_equal(every[0::2], stack[0:len(stack)])
     on = np.flatnonzero(table.mic == 3)
     micrograph = read_micrograph(mics[2].path)
-    expected, _ = extract_particles(micrograph, table.xy[on] + [3.0, -2.0], BOX, 16)
+    expected, _ = extract_particles(micrograph, table.xy[on] + [3.0, -2.0],
+                                    run.info().consensus.box, 16)
     np.testing.assert_array_equal(every[1::2][on], expected.astype(STACK_DTYPE))
     assert not every[np.repeat(table.mic == 2, 2)].any()  # skipped: never read
     np.testing.assert_array_equal(boxes[5:37], every[5:37])
@@ -169,3 +158,4 @@ def test_a_table_row_range_reads_only_its_micrographs(tmp_path):
                                   {1: path, 2: str(tmp_path / "missing.mrc")},
                                   centring.search_offsets(2.0), 16, 8, False)
     assert boxes[0:len(boxes)].shape == (16, 8, 8)
+

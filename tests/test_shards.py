@@ -6,11 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import stages, synthetic
-from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError
+from deepconsensus_plugin.core import stages
+from deepconsensus_plugin.core.run_folder import RunFolder, RunFolderError
 from deepconsensus_plugin.core.stack import open_stack
 
-BOX = 48
 PARAMS = stages.ExtractionParams(network_size=16)
 
 
@@ -41,24 +40,6 @@ def test_particle_shards_tile_the_stack_on_whole_batches(n, n_shards):
 def test_a_shard_number_out_of_range_is_refused():
     with pytest.raises(ValueError, match="shards must be at least 1"):
         stages.particle_shards(10, 0)
-
-
-@pytest.fixture()
-def prepared(tmp_path):
-    """A run folder after consensus and negatives (off-centre ones too, so the negative
-    table is not ordered by micrograph) on four synthetic micrographs."""
-    mics, pickers = synthetic.make_dataset(str(tmp_path / "mics"), n_micrographs=4,
-                                           shape=(384, 384), n_particles=40, diameter=32)
-    inputs = stages.ConsensusInput(
-        micrographs=[Micrograph(mic_id=i + 1, name="m%d" % i, path=m.path, label=m.path)
-                     for i, m in enumerate(mics)],
-        pickers=[stages.PickerInput("p%d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)],
-        box=BOX, sampling_rate=2.0)
-    run = RunFolder(tmp_path / "run")
-    stages.consensus_stage(run, inputs)
-    stages.negatives_stage(run, stages.NegativeParams(offcentre=True, seed=2))
-    return run, mics
 
 
 def one_piece(run, tmp_path):
