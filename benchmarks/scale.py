@@ -265,7 +265,7 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
               model: Optional[str]) -> dict:
     """One scale end to end in ``out/run_N``; ``model``: score with this network instead
     of training."""
-    from deepconsensus_plugin.core.centring import DIRECTIONS
+    from deepconsensus_plugin.core.centring import boxes_per_pick
     from deepconsensus_plugin.core.run_folder import RunFolder
 
     data = dataset(out, n_or, n_micrographs, args.micrograph_size, args.box, args.seed)
@@ -345,7 +345,7 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
               [["score", "--out", folder, *rounds, "--shard", k, "--shards", jobs, "--seed",
                 args.seed, "--gpus", "cpu", "--centring-search", args.centring_search]
                for k in range(1, jobs + 1)],
-              consensus.n_or * (1 + (DIRECTIONS if args.centring_search > 0 else 0)), "boxes")
+              consensus.n_or * boxes_per_pick(args.centring_search), "boxes")
     stage("merge_scores", "job", [["merge-scores", "--out", folder, *rounds, "--shards",
                                    args.jobs]], consensus.n_or, "boxes")
     stage("ranking", "ranking", [[]], consensus.n_or, "coordinates")

@@ -159,3 +159,7 @@ def test_a_table_row_range_reads_only_its_micrographs(tmp_path):
                                   centring.search_offsets(2.0), 16, 8, False)
     assert boxes[0:len(boxes)].shape == (16, 8, 8)
 
+
+def test_a_search_scores_nine_boxes_per_pick():
+    assert centring.boxes_per_pick(0.0) == 1
+    assert centring.boxes_per_pick(centring.DEFAULT_SEARCH) == 1 + centring.DIRECTIONS == 9

@@ -36,6 +36,12 @@ MICROGRAPHS_KEPT = 4
 """Micrographs held in memory while scoring: one per scoring thread at a part's border."""
 
 
+def boxes_per_pick(search: float) -> int:
+    """Boxes scored per pick: its own, and with a search (``search`` > 0) the
+    :data:`DIRECTIONS` around it; what progress and throughput count."""
+    return 1 + (DIRECTIONS if search > 0 else 0)
+
+
 def search_offsets(distance: float, directions: int = DIRECTIONS) -> np.ndarray:
     """(directions, 2) shifts (x, y) in pixels, evenly spaced on a circle of ``distance``."""
     angles = 2.0 * np.pi * np.arange(directions) / directions

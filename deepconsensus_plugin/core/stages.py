@@ -674,7 +674,7 @@ def scoring_stage(run: RunFolder, round_number: int, rounds: int, seed: int = 0,
     with open_stack(run.file(run.OR_PARTICLES)) as stack:
         model = _round_model(run, round_number, rounds)
         start = time.perf_counter()
-        total = len(stack) * (1 + (centring.DIRECTIONS if centring_search > 0 else 0))
+        total = len(stack) * centring.boxes_per_pick(centring_search)
         bar = _bar(progress, "Scoring round %d" % round_number, total, "box")
         try:
             scores = score_boxes(run, model, stack, np.arange(len(stack)), centring_search,
