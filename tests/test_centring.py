@@ -138,6 +138,12 @@ def test_scoring_shards_with_the_search_merge_into_the_one_piece_scores(extracte
     stages.scoring_shard_stage(run, 1, 1, 2, 3)
     with pytest.raises(RunFolderError, match="different distances"):
         stages.merge_scores_stage(run, 1, 1, 3)
+    # a shard of an earlier version, without the setting, is refused by name
+    name = RunFolder.shard_name("score_round1of1", 2, 3, ".npz")
+    older = {key: value for key, value in run.arrays(name).items() if key != "centring_search"}
+    run.write_arrays(name, **older)
+    with pytest.raises(RunFolderError, match="shard 2 of 3 .* earlier version"):
+        stages.merge_scores_stage(run, 1, 1, 3)
 
 
 def test_the_published_method_scores_the_pick_only():

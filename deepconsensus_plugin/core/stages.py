@@ -810,6 +810,10 @@ def merge_scores_stage(run: RunFolder, round_number: int, rounds: int,
             raise RunFolderError("%s: scoring shard %d of %d (round %d) has not finished: run "
                                  "it again" % (run.path, shard, n_shards, round_number))
         data = run.arrays(name)
+        if "centring_search" not in data:
+            raise RunFolderError("%s: scoring shard %d of %d (round %d) was written by an "
+                                 "earlier version of Deep Consensus: run it again"
+                                 % (run.path, shard, n_shards, round_number))
         if int(data["n"]) != n or len(data["scores"]) != int(data["stop"]) - int(data["start"]):
             raise RunFolderError("%s: scoring shard %d of %d (round %d) scored another stack "
                                  "(%d rows, the run has %d): run it again"
