@@ -12,7 +12,9 @@ from deepconsensus_plugin import headless
 headless.configure(tempfile.mkdtemp(prefix="deepconsensus-tests-"))
 
 from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
-from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder  # noqa: E402
+from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
+
+from .synthetic_inputs import consensus_input  # noqa: E402
 
 
 @pytest.fixture()
@@ -22,12 +24,7 @@ def prepared(tmp_path):
     the shard and best-centred-scoring tests."""
     mics, pickers = synthetic.make_dataset(str(tmp_path / "mics"), n_micrographs=4,
                                            shape=(384, 384), n_particles=40, diameter=32)
-    inputs = stages.ConsensusInput(
-        micrographs=[Micrograph(mic_id=i + 1, name="m%d" % i, path=m.path, label=m.path)
-                     for i, m in enumerate(mics)],
-        pickers=[stages.PickerInput("p%d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)],
-        box=48, sampling_rate=2.0)
+    inputs = consensus_input(mics, pickers, box=48, name="m%d", picker_name="p%d")
     run = RunFolder(tmp_path / "run")
     stages.consensus_stage(run, inputs)
     stages.negatives_stage(run, stages.NegativeParams(offcentre=True, seed=2))

@@ -7,8 +7,10 @@ import pytest
 from deepconsensus_plugin.core import evaluation, plots, stages
 from deepconsensus_plugin.core.metrics import match_one_to_one
 from deepconsensus_plugin.core.pipeline import CoordinateTable
-from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder
+from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.core.synthetic import make_dataset
+
+from .synthetic_inputs import consensus_input
 
 
 def table(rows):
@@ -65,10 +67,7 @@ def test_the_stage_records_the_figures_at_the_split_and_the_summary_reports_them
     mics, pickers = make_dataset(str(tmp_path / "data"), n_micrographs=2, shape=(384, 384),
                                  n_particles=20, diameter=32)
     run = RunFolder(str(tmp_path / "run"))
-    inputs = stages.ConsensusInput(
-        micrographs=[Micrograph(i + 1, "m%d" % i, m.path, "m%d" % i) for i, m in enumerate(mics)],
-        pickers=[stages.PickerInput("p%d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)], box=48, sampling_rate=2.0)
+    inputs = consensus_input(mics, pickers, box=48, name="m%d", picker_name="p%d")
     stages.consensus_stage(run, inputs)
     or_table = run.consensus()
     radius = run.info().consensus.radius_px

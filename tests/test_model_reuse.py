@@ -15,7 +15,9 @@ from deepconsensus_plugin.core.model import build_model  # noqa: E402
 from deepconsensus_plugin.core.model_file import (  # noqa: E402
     MODEL_SCHEMA, SPEC_MEMBER, ModelFileError, ModelSpec, compatibility_errors, read_spec,
     write_spec)
-from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError  # noqa: E402
+from deepconsensus_plugin.core.run_folder import RunFolder, RunFolderError  # noqa: E402
+
+from .synthetic_inputs import consensus_input  # noqa: E402
 
 BOX = 48
 SIZE = 16
@@ -86,13 +88,7 @@ def test_the_same_field_of_view_at_another_pixel_size_fits():
 def _dataset(folder, seed):
     mics, pickers = synthetic.make_dataset(str(folder), n_micrographs=3, shape=(512, 512),
                                            n_particles=60, diameter=32, seed=seed)
-    micrographs = [Micrograph(mic_id=i + 1, name="synthetic_%03d" % i, path=m.path,
-                              label="synthetic_%03d.mrc" % i) for i, m in enumerate(mics)]
-    return stages.ConsensusInput(
-        micrographs=micrographs,
-        pickers=[stages.PickerInput("picker %d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)],
-        box=BOX, sampling_rate=2.0)
+    return consensus_input(mics, pickers, BOX, name="synthetic_%03d")
 
 
 def _prepare(folder, seed, network_size=SIZE):

@@ -8,8 +8,10 @@ import starfile
 
 from deepconsensus_plugin.core import stages, synthetic
 from deepconsensus_plugin.core.run_folder import (SCHEMA_VERSION, AgreementInfo, ExportInfo,
-                                                  Micrograph, RankingInfo, RoundInfo, RunFolder,
+                                                  RankingInfo, RoundInfo, RunFolder,
                                                   RunFolderError, RunInfo, TrainingInfo)
+
+from .synthetic_inputs import consensus_input
 
 BOX = 48
 
@@ -59,14 +61,7 @@ def dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synthetic")
     mics, pickers = synthetic.make_dataset(str(folder), n_micrographs=2, shape=(512, 512),
                                            n_particles=60, diameter=32)
-    micrographs = [Micrograph(mic_id=i + 1, name="synthetic_%03d" % i, path=m.path,
-                              label="Movies/synthetic_%03d.mrc" % i) for i, m in enumerate(mics)]
-    inputs = stages.ConsensusInput(
-        micrographs=micrographs,
-        pickers=[stages.PickerInput("picker %d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)],
-        box=BOX, sampling_rate=2.0)
-    return inputs
+    return consensus_input(mics, pickers, BOX, name="synthetic_%03d", label="Movies/%s.mrc")
 
 
 def test_stages_up_to_extraction_and_from_ranking_to_star_files(tmp_path, dataset):

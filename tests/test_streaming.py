@@ -16,6 +16,8 @@ from deepconsensus_plugin.core.streaming import (  # noqa: E402
     TRAINING_MINIMUM, StreamingRun, StreamSettings, ready_micrographs, stream_summary,
     training_size)
 
+from .synthetic_inputs import consensus_input  # noqa: E402
+
 BOX = 48
 N_MICROGRAPHS = 6
 SETTINGS = StreamSettings(extraction=stages.ExtractionParams(network_size=16),
@@ -69,11 +71,7 @@ def batch_run(folder, dataset, settings=SETTINGS):
     """The ordinary stages on all the micrographs, in the stream's order."""
     mics, pickers = dataset
     run = RunFolder(str(folder))
-    inputs = stages.ConsensusInput(
-        micrographs=[Micrograph(i + 1, "mic%d" % i, m.path, "mic%d.mrc" % i)
-                     for i, m in enumerate(mics)],
-        pickers=[stages.PickerInput("picker %d" % p, {i + 1: xy for i, xy in enumerate(picks)})
-                 for p, picks in enumerate(pickers)], box=BOX, sampling_rate=2.0)
+    inputs = consensus_input(mics, pickers, BOX)
     stages.consensus_stage(run, inputs, settings.consensus)
     stages.negatives_stage(run, settings.negatives)
     stages.extraction_stage(run, settings.extraction)
