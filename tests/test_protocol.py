@@ -164,7 +164,12 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("Kept", summary)
         self.assertIn("validation accuracy", summary)
         self.assertIn("round 2", summary)
-        self.assertIn("sensitivity / false-pick rate", summary)
+        self.assertIn("sensitivity / false-pick rate per input set", summary)
+        info = RunFolder(self.prot._getExtraPath()).info()
+        agreement = info.ranking.agreement
+        for name, sensitivity, rate in zip(info.consensus.picker_names, agreement.sensitivity,
+                                           agreement.false_pick_rate):
+            self.assertIn("%s %.2f / %.2f" % (name, sensitivity, rate), summary)
         self.assertIn("best-centred box within %.1f px" % (DEFAULT_SEARCH * BOX), summary)
         self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
         self.assertIn("best of its box and 8 boxes", "".join(self.prot.methods()))

@@ -1040,10 +1040,11 @@ def summary_lines(info) -> list:
         lines.append(line + ".")
     if info.ranking is not None and info.ranking.agreement is not None:
         agreement = info.ranking.agreement
-        lines.append("Score = network combined with picker agreement; per input set, "
-                     "sensitivity / false-pick rate: %s."
-                     % ", ".join("%.2f / %.2f" % pair for pair in
-                                 zip(agreement.sensitivity, agreement.false_pick_rate)))
+        lines.append("Score = network combined with picker agreement; sensitivity / "
+                     "false-pick rate per input set: %s."
+                     % ", ".join("%s %.2f / %.2f" % picker for picker in
+                                 zip(consensus.picker_names, agreement.sensitivity,
+                                     agreement.false_pick_rate)))
         for p in decisive_pickers(agreement):
             lines.append(
                 "The agreement follows one input set: %s picked every coordinate it calls a "
