@@ -1,7 +1,6 @@
 """Tests for deepconsensus_plugin.core.coordinate_files (pure core, no Scipion needed)."""
 from __future__ import annotations
 
-import ast
 import csv
 from pathlib import Path
 
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepconsensus_plugin.core import coordinate_files
 from deepconsensus_plugin.core.coordinate_files import (
     SUPPORTED_EXTENSIONS, CoordinateFileError, PickedCoordinates, read_box, read_coordinates,
     read_csv, read_pos, read_star, read_star_tables)
@@ -289,15 +287,6 @@ def test_dispatch_is_case_insensitive(tmp_path):
 def test_unknown_extension_names_file_and_supported_ones(tmp_path):
     path = write(tmp_path, 'mic.txt', '1 2 3 4\n')
     assert_error(path, read_coordinates, "'.txt'", *SUPPORTED_EXTENSIONS)
-
-
-def test_core_module_does_not_import_scipion_or_tensorflow():
-    tree = ast.parse(Path(coordinate_files.__file__).read_text())
-    imported = {alias.name.split('.')[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split('.')[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert not imported & {'pyworkflow', 'pwem', 'tensorflow'}
 
 
 # ------------------------------------------------------------ property tests

@@ -5,7 +5,6 @@ Every input is a small file in the real format, written here: RELION 3.0 and
 .cs file (a numpy structured array with cryoSPARC's field names and dtypes),
 EMAN .box and Xmipp .pos files.  The STAR outputs are read back by starfile.
 """
-import ast
 import csv
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 import starfile
 from hypothesis import given, settings, strategies as st
 
-from deepconsensus_plugin.core import pick_inputs, pick_outputs
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
 from deepconsensus_plugin.core.pick_inputs import (
     MicrographPicks, Optics, PickSet, match_micrographs, micrograph_key, read_coordinate_folder,
@@ -526,16 +524,6 @@ def test_writes_are_atomic_and_leave_no_temporary_files(tmp_path):
 def test_scored_picks_checks_shapes():
     with pytest.raises(ValueError, match='scores must have shape'):
         ScoredPicks('m', np.zeros((2, 2)), np.zeros(3), np.zeros(2), np.zeros(2, dtype=bool))
-
-
-@pytest.mark.parametrize('module', [pick_inputs, pick_outputs])
-def test_core_modules_do_not_import_scipion_or_tensorflow(module):
-    tree = ast.parse(Path(module.__file__).read_text())
-    imported = {alias.name.split('.')[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split('.')[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert not imported & {'pyworkflow', 'pwem', 'tensorflow'}
 
 
 # ------------------------------------------------------------ property tests
