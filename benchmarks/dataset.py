@@ -63,6 +63,9 @@ def parse_args(argv):
     parser.add_argument("--pickers", default=None,
                         help="comma-separated picker folders to run, in this input order "
                              "(default: every folder under picks/)")
+    parser.add_argument("--labelled-only", action="store_true",
+                        help="run on the micrographs with ground truth only (a smaller "
+                             "dataset: less to train on)")
     parser.add_argument("--min-votes", type=int, default=None,
                         help="AND = picked by at least this many pickers (default: the "
                              "protocol's default rule)")
@@ -314,9 +317,13 @@ def _figures(m: dict) -> str:
 def write_report(out, metrics, plots) -> None:
     columns = " | ".join("%s n | %s P | %s R | %s F1" % ((title,) * 4) for title, _ in COLUMNS)
     lines = ["# %s benchmark" % metrics["dataset"], "",
-             "Ground truth: %d particles on %d micrographs (%s); match radius %.1f px (a "
-             "quarter of the %.0f px diameter); threshold %.3f (%s)."
-             % (metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
+             "Run on %d micrographs%s, pickers %s.  Ground truth: %d particles on %d "
+             "micrographs (%s); match radius %.1f px (a quarter of the %.0f px diameter); "
+             "threshold %.3f (%s)."
+             % (metrics["n_micrographs"],
+                " (the labelled ones only)" if metrics["labelled_only"] else "",
+                ", ".join(metrics["pickers"]),
+                metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
                 ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],
                 metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"]), "",
              "One-to-one: each labelled centre matches at most one coordinate, closest pairs "
@@ -407,7 +414,7 @@ def main(argv=None) -> int:
     headless.configure(os.path.join(out, "scipion"))
     spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
     chosen = tuple(p for p in args.pickers.split(",") if p) if args.pickers else None
-    data = load_dataset(args.data, out, spec, chosen)
+    data = load_dataset(args.data, out, spec, chosen, args.labelled_only)
     dc, total = run_scipion(data, args)
 
     results, names, retained = run_results(dc)
@@ -417,6 +424,7 @@ def main(argv=None) -> int:
     keep = {"OR": np.ones(len(table), bool), "AND": table.votes >= results.minVotes,
             "dc_retained": retained}
     metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": data.box,
+               "n_micrographs": len(data.names), "labelled_only": args.labelled_only,
                "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,
                "flip_y": spec.flip_y, "match_radius_px": data.match_radius,
                "n_labels": int(sum(len(c) for c in data.truth.values())),

@@ -115,12 +115,16 @@ def _read_image(path: str) -> np.ndarray:
     return np.asarray(Image.open(path).convert("L"), dtype=np.float32)
 
 
-def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec) -> dict[str, str]:
-    """Write each micrograph as MRC in the pickers' frame (once; reused after)."""
+def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec,
+                        only: Optional[set[str]] = None) -> dict[str, str]:
+    """Write each micrograph (or those named in ``only``) as MRC in the pickers' frame
+    (once; reused after)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for source in _image_files(data_dir):
         name = os.path.splitext(os.path.basename(source))[0]
+        if only is not None and name not in only:
+            continue
         path = os.path.join(out_dir, name + ".mrc")
         if not os.path.exists(path):
             image = _read_image(source)
@@ -183,19 +187,23 @@ def read_label_csv(path: str) -> np.ndarray:
 
 
 def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None,
-                 pickers: Optional[tuple[str, ...]] = None) -> Dataset:
+                 pickers: Optional[tuple[str, ...]] = None,
+                 labelled_only: bool = False) -> Dataset:
     """Read a dataset folder, writing its micrographs as MRC under ``out_dir/micrographs``;
-    ``pickers`` chooses some of its picker folders (default: all)."""
+    ``pickers`` chooses some of its picker folders (default: all); ``labelled_only`` keeps
+    the micrographs with ground truth only (a smaller dataset: less to train on)."""
     spec = spec or dataset_spec(data_dir)
     pickers = _pickers(data_dir, spec, pickers)
-    paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"), spec)
+    labels = sorted(glob.glob(os.path.join(data_dir, "gt", "*.csv")))
+    only = {os.path.splitext(os.path.basename(c))[0] for c in labels} if labelled_only else None
+    paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"), spec, only)
     names = sorted(paths)
     picks_dir = os.path.join(data_dir, "picks")
     picks = {p: {n: read_box(os.path.join(picks_dir, p, n + ".box")).xy
                  for n in names if os.path.exists(os.path.join(picks_dir, p, n + ".box"))}
              for p in pickers}
     truth = {}
-    for csv in sorted(glob.glob(os.path.join(data_dir, "gt", "*.csv"))):
+    for csv in labels:
         name = os.path.splitext(os.path.basename(csv))[0]
         if name not in paths:
             raise SystemExit("%s labels a micrograph that %s lacks" % (csv, data_dir))

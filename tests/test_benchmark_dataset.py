@@ -32,6 +32,7 @@ def benchmark_run(tmp_path_factory):
 def test_metrics_in_three_countings_for_every_set(benchmark_run):
     out, metrics = benchmark_run
     assert metrics["pickers"] == ["crYOLO", "deepPicker", "topaz"]
+    assert metrics["n_micrographs"] == 3 and not metrics["labelled_only"]
     assert set(metrics["sets"]) == {"crYOLO", "deepPicker", "topaz", "OR", "AND", "dc_retained"}
     for figures in metrics["sets"].values():
         for counting in (figures, figures["lenient"], figures["audited"]):
@@ -133,6 +134,32 @@ def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, t
         _pickers(str(tmp_path), spec, ("cryolo", "topaz"))
     with pytest.raises(SystemExit, match="needs at least two"):
         _pickers(str(tmp_path), spec, ("topaz",))
+
+
+def test_labelled_only_keeps_the_micrographs_with_ground_truth(monkeypatch, tmp_path):
+    """``--labelled-only`` runs a dataset on its labelled micrographs alone (how a smaller
+    dataset is one command): the other micrographs are neither converted nor picked."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import dataset_spec, load_dataset
+
+    data = tmp_path / "demo"
+    data.mkdir()
+    os.symlink(os.path.join(DEMO, "micrographs"), data / "micrographs")
+    os.symlink(os.path.join(DEMO, "coordinates"), data / "picks")
+    (data / "gt").mkdir()
+    labels = sorted(os.listdir(os.path.join(DEMO, "ground_truth")))[:2]
+    for name in labels:
+        os.symlink(os.path.join(DEMO, "ground_truth", name), data / "gt" / name)
+    spec = dataset_spec(str(data), 3.54, 54.0)
+    every = load_dataset(str(data), str(tmp_path / "every"), spec)
+    labelled = load_dataset(str(data), str(tmp_path / "labelled"), spec, labelled_only=True)
+    assert len(every.names) == 3
+    assert labelled.names == sorted(os.path.splitext(n)[0] for n in labels)
+    assert sorted(os.listdir(tmp_path / "labelled" / "micrographs")) == [
+        n + ".mrc" for n in labelled.names]
+    for picks in labelled.picks.values():
+        assert sorted(picks) == labelled.names
+    assert labelled.truth.keys() == every.truth.keys()
 
 
 def test_the_method_flags_set_the_protocol_form():
