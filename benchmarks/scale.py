@@ -31,9 +31,9 @@ what the scale figures are about.  The run is one round (the published method's)
 the agreement method's second round repeats training and scoring at the same cost
 per box, and its final scoring looks for each pick's best-centred box
 (``--centring-search 0.05``: 9 boxes per pick, the 8 shifted ones cut from the
-micrographs while scoring).  ``--max-train-scale N`` trains only at scales up to N and scores the larger ones
-with the network trained at the largest of those, for scales where even one epoch
-does not fit the time at hand (their training is then not measured).
+micrographs while scoring).  ``--max-train-scale N`` trains only at scales up to N and
+scores the larger ones with the network trained at the largest of those, for scales where
+even one epoch does not fit the time at hand (their training is then not measured).
 """
 from __future__ import annotations
 

@@ -112,7 +112,7 @@ def add_method(parser: argparse.ArgumentParser) -> None:
                             "(which judges a particle picked off-centre as it looks "
                             "centred, for %d times the final scoring)"
                        % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
-                          centring.DIRECTIONS + 1))
+                          centring.boxes_per_pick(centring.DEFAULT_SEARCH)))
 
 
 def add_training(parser: argparse.ArgumentParser) -> None:

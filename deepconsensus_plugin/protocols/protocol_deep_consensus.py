@@ -99,10 +99,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "by the first; it scores each pick at its best-centred box, and "
                            "its score is then combined with how reliable each picker proved "
                            "to be (estimated from how often the others confirm its picks, no "
-                           "ground truth needed). 'as published' reproduces Sanchez-Garcia et al. (2018): "
-                           "random negatives, one round, each pick's own box, the network's "
-                           "score alone (for the publication's AND set, also choose 'picked "
-                           "by all pickers').")
+                           "ground truth needed). 'as published' reproduces Sanchez-Garcia et "
+                           "al. (2018): random negatives, one round, each pick's own box, the "
+                           "network's score alone (for the publication's AND set, also choose "
+                           "'picked by all pickers').")
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
                        label="Use GPU for training and scoring?")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
@@ -251,7 +251,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "do not move. Costs %d times the final scoring (the shifted "
                            "boxes are cut from the micrographs again, not stored)."
                            % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
-                              centring.DIRECTIONS + 1))
+                              centring.boxes_per_pick(centring.DEFAULT_SEARCH)))
         form.addParam("minDistance", params.FloatParam, default=-1,
                       label="Minimum distance between particles (A)",
                       help="A retained coordinate closer than this to a better-scored "
