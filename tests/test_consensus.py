@@ -3,7 +3,8 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from scipy.spatial import cKDTree
 
-from deepconsensus_plugin.core.consensus import Consensus, consensus, merge_duplicates, rescale
+from deepconsensus_plugin.core.consensus import (Consensus, _greedy_groups, _join_closest_first,
+                                                 consensus, merge_duplicates, rescale)
 
 
 def _rows(result: Consensus) -> dict:
@@ -70,14 +71,23 @@ def test_matching_is_one_to_one():
     assert result.voters[:, 1].sum() == 2
 
 
-def test_one_to_one_second_round_pairs_leftovers():
-    """Mutual-nearest rounds repeat: a pick whose nearest centre is taken can take the next."""
+def test_one_to_one_a_taken_pick_leaves_its_neighbour_the_next():
+    """A pick whose nearest partner is taken pairs with the next nearest within the radius."""
     a = np.array([[0.0, 0.0], [5.0, 0.0]])
     b = np.array([[5.0, -1.0], [2.6, 3.0]])   # 4.66 apart: not duplicates at radius 4.5
-    # Round 1 pairs A(5,0)-B(5,-1).  B(2.6,3)'s nearest centre is A(5,0) (3.84), already
-    # taken; round 2 pairs it with A(0,0) (3.97 < 4.5) instead of leaving both alone.
+    # A(5,0)-B(5,-1) is the closest pair.  B(2.6,3)'s nearest pick of A is A(5,0) (3.84),
+    # already taken; it pairs with A(0,0) (3.97 < 4.5) instead of staying alone.
     result = consensus([a, b], radius=4.5)
     assert _rows(result) == {(5.0, -0.5): (True, True), (1.3, 1.5): (True, True)}
+
+
+def test_a_chain_of_picks_longer_than_the_radius_is_not_one_particle():
+    """Three pickers' picks 9 and 9.5 px apart in a row (radius 10): the closest pair joins;
+    the third lies 14 px from their mean, so it stays alone although 9.5 px from one of
+    them."""
+    picks = [np.array([[x, 0.0]]) for x in (0.0, 9.0, 18.5)]
+    result = consensus(picks, radius=10.0)
+    assert _rows(result) == {(4.5, 0.0): (True, True, False), (18.5, 0.0): (False, False, True)}
 
 
 def test_radius_boundary_just_inside_and_just_outside():
@@ -213,8 +223,8 @@ def test_consensus_properties(picks, radius):
         assert result.voters[:, p].sum() == len(d)
     assert votes.sum() == sum(len(d) for d in deduped)
 
-    # Within radius of an input pick after deduplication: the last pick merged into a
-    # running mean is at (n-1)/n of its matching distance (< radius) from the final mean.
+    # Within radius of an input pick after deduplication: every pick of a group lies
+    # closer than the radius to the group's mean.
     # (Against raw picks this need not hold: a ring of duplicates merges to its centre.)
     everything = np.vstack(arrays)
     if len(result):
@@ -258,3 +268,60 @@ def test_identical_pickers_agree_everywhere(points, n_pickers):
     assert len(result) == len(deduped)
     assert np.all(result.votes == n_pickers)
     np.testing.assert_allclose(np.sort(result.xy, axis=0), np.sort(deduped, axis=0), atol=1e-9)
+
+
+def test_order_of_pickers_changes_nothing_where_picks_crowd():
+    """B's pick lies as close to A's first pick as to A's second: merging the pickers one
+    after the other into running means let the order decide; closest pairs first, ties
+    broken by position, does not."""
+    a = np.array([[0.0, 0.0], [8.0, 0.0]])   # two particles of A, 8 px apart
+    b = np.array([[4.0, 0.0]])               # 4 px from each, at radius 5
+    c = np.array([[9.0, 1.0]])               # near A's second, 5.1 px from B
+    results = [consensus(list(p), radius=5.0) for p in ([a, b, c], [b, c, a], [c, a, b])]
+    columns = ([0, 1, 2], [2, 0, 1], [1, 2, 0])  # where pickers A, B, C sit in each call
+    for result, cols in zip(results, columns):
+        np.testing.assert_array_equal(result.xy, results[0].xy)
+        np.testing.assert_array_equal(result.voters[:, cols], results[0].voters)
+    # C joins A's second pick (the closest pair); B is 4 px from both of A's picks and the
+    # tie goes to the pair that lies first by position, A's first pick
+    assert _rows(results[0]) == {(2.0, 0.0): (True, True, False),
+                                 (8.5, 0.5): (True, False, True)}
+
+
+integer_point_set = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)),
+                             min_size=0, max_size=25)
+
+
+@settings(max_examples=100, deadline=None)
+@given(picks=st.lists(integer_point_set, min_size=2, max_size=4),
+       radius=st.floats(min_value=1.0, max_value=15), data=st.data())
+def test_consensus_does_not_depend_on_picker_order(picks, radius, data):
+    """Integer coordinates (box files) make ties in distance common: the result is the same
+    rows in the same order, with the voters' columns permuted like the pickers."""
+    arrays = [np.array(p, dtype=np.float64).reshape(-1, 2) for p in picks]
+    order = data.draw(st.permutations(range(len(arrays))))
+    first = consensus(arrays, radius)
+    second = consensus([arrays[i] for i in order], radius)
+    np.testing.assert_allclose(second.xy, first.xy, atol=1e-9)
+    np.testing.assert_array_equal(second.voters, first.voters[:, list(order)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(picks=st.lists(integer_point_set, min_size=2, max_size=5),
+       radius=st.floats(min_value=1.0, max_value=25))
+def test_simple_components_are_grouped_as_the_pair_loop_would(picks, radius):
+    """The shortcut (a component of at most three picks of different pickers is one group)
+    gives the groups that joining every pair closest first, one by one, gives."""
+    cleaned = [merge_duplicates(np.array(p, dtype=np.float64).reshape(-1, 2), radius)
+               for p in picks]
+    xy = np.vstack(cleaned)
+    owner = np.repeat(np.arange(len(cleaned)), [len(c) for c in cleaned])
+    pairs = cKDTree(xy).query_pairs(radius, output_type="ndarray").reshape(-1, 2)
+    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
+    distance = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
+    inside = distance < radius
+    one_by_one = _greedy_groups(xy, owner, pairs[inside], distance[inside], radius)
+    shortcut = _join_closest_first(xy, owner, radius)
+    # the same partition of the picks, whatever the groups are numbered
+    assert len(set(zip(one_by_one.tolist(), shortcut.tolist()))) == len(set(one_by_one.tolist()))
+    assert len(set(shortcut.tolist())) == len(set(one_by_one.tolist()))

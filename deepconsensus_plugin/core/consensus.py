@@ -6,9 +6,10 @@ Two picks "agree" when they lie within a radius of each other, by default 10%
 of the box: close enough to be the same particle, far enough apart for two
 neighbouring particles to stay distinct.
 
-Matching is done with k-d trees and mutual nearest neighbours, so it is
-O(n log n) per micrograph and one-to-one: a picker can vote at most once for a
-consensus coordinate, and two particles of one picker never fuse into one.
+Candidate pairs come from a k-d tree and are joined closest first, so matching
+is one-to-one (a picker votes at most once for a consensus coordinate, and two
+particles of one picker never fuse into one) and independent of the order in
+which the pickers are given.
 """
 from __future__ import annotations
 
@@ -91,37 +92,123 @@ def mutual_nearest_pairs(centres: np.ndarray, picks: np.ndarray,
 def consensus(picks: Sequence[np.ndarray], radius: float) -> Consensus:
     """Merge the picks of several pickers on one micrograph.
 
-    Pickers are merged one after the other into a growing list of consensus
-    centres (running means).  Each round pairs centres and picks that are
-    mutual nearest neighbours within ``radius``; the rounds repeat on what is
-    left unpaired until nothing pairs, and the remaining picks start new
-    centres.  Each picker is first cleaned of its own duplicates.
+    Each picker is first cleaned of its own duplicates.  Then picks of
+    different pickers are joined closest pair first: a pair closer than
+    ``radius`` joins the two groups it belongs to when their mean positions
+    are closer than ``radius`` too and no picker would vote twice.  Each group
+    is one consensus coordinate at the mean of its picks.  A pick thus agrees
+    with a group when it lies within the radius of the group's mean, as in
+    Xmipp's running means.
+
+    Unlike there, nothing depends on the order in which the pickers are given
+    (ties in distance are broken by the picks' coordinates, and the rows come
+    sorted by position): a user who lists the input sets in another order on
+    the form gets the same particles, voters' columns permuted accordingly.
+    Merging the pickers one after the other, as Xmipp does, moved a few
+    coordinates where picks crowd when the order changed.
     """
     n_pickers = len(picks)
-    sums = np.empty((0, 2))
-    counts = np.empty(0)
-    voters = np.empty((0, n_pickers), dtype=bool)
-    for p, raw in enumerate(picks):
-        xy = merge_duplicates(raw, radius)
-        free_centres = np.arange(len(sums))
-        free_picks = np.arange(len(xy))
-        while len(free_centres) and len(free_picks):
-            centres = sums[free_centres] / counts[free_centres, None]
-            ci, pi = mutual_nearest_pairs(centres, xy[free_picks], radius)
-            if len(ci) == 0:
-                break
-            matched_c, matched_p = free_centres[ci], free_picks[pi]
-            sums[matched_c] += xy[matched_p]
-            counts[matched_c] += 1
-            voters[matched_c, p] = True
-            free_centres = np.setdiff1d(free_centres, matched_c, assume_unique=True)
-            free_picks = np.setdiff1d(free_picks, matched_p, assume_unique=True)
-        new_voters = np.zeros((len(free_picks), n_pickers), dtype=bool)
-        new_voters[:, p] = True
-        sums = np.vstack([sums, xy[free_picks]])
-        counts = np.concatenate([counts, np.ones(len(free_picks))])
-        voters = np.vstack([voters, new_voters])
-    return Consensus(xy=sums / np.maximum(counts, 1)[:, None], voters=voters)
+    cleaned = [merge_duplicates(raw, radius) for raw in picks]
+    xy = np.vstack([np.empty((0, 2))] + cleaned)
+    owner = np.repeat(np.arange(n_pickers), [len(c) for c in cleaned]).astype(np.int64)
+    group = _join_closest_first(xy, owner, radius)
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    counts = np.maximum(np.bincount(group, minlength=n_groups), 1)
+    centres = np.empty((n_groups, 2))
+    for k in (0, 1):
+        centres[:, k] = np.bincount(group, weights=xy[:, k], minlength=n_groups) / counts
+    voters = np.zeros((n_groups, n_pickers), dtype=bool)
+    voters[group, owner] = True
+    order = np.lexsort((centres[:, 1], centres[:, 0]))
+    return Consensus(xy=centres[order], voters=voters[order])
+
+
+def _join_closest_first(xy: np.ndarray, owner: np.ndarray, radius: float) -> np.ndarray:
+    """Group number of each pick: picks of different pickers joined closest pair first.
+
+    Pairs in different connected components of the pair graph never meet, so
+    each component is settled on its own.  Most hold one, two or three picks
+    and are settled at once: a lone pick or pair is a group as it is; of
+    three, the closest pair joins and the third joins it when it is another
+    picker's and lies within the radius of the pair's mean.  Only larger
+    components go through the pair-by-pair loop.
+    """
+    n = len(xy)
+    if n < 2 or radius <= 0:
+        return np.arange(n)
+    pairs = _tree(xy).query_pairs(radius, output_type="ndarray")
+    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
+    distance = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
+    pairs, distance = pairs[distance < radius], distance[distance < radius]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    n_components, component = connected_components(graph, directed=False)
+    size = np.bincount(component, minlength=n_components)
+    group = component.copy()
+
+    in_three = size[component[pairs[:, 0]]] == 3
+    if in_three.any():
+        three_pairs = pairs[in_three]
+        which = component[three_pairs[:, 0]]
+        rank = np.empty(len(three_pairs), dtype=np.int64)
+        rank[_closest_first(xy, three_pairs, distance[in_three])] = np.arange(len(rank))
+        by_rank = np.lexsort((rank, which))
+        first = by_rank[np.unique(which[by_rank], return_index=True)[1]]
+        closest = three_pairs[first]                      # one row per component, sorted
+        picks = np.flatnonzero(size[component] == 3)
+        picks = picks[np.argsort(component[picks], kind="stable")].reshape(-1, 3)
+        third = picks[(picks != closest[:, :1]) & (picks != closest[:, 1:])]
+        centre = (xy[closest[:, 0]] + xy[closest[:, 1]]) / 2
+        joins = ((owner[third] != owner[closest[:, 0]]) & (owner[third] != owner[closest[:, 1]])
+                 & (((xy[third] - centre) ** 2).sum(axis=1) < radius * radius))
+        group[third[~joins]] = n_components + third[~joins]
+
+    in_crowd = np.flatnonzero(size[component] > 3)
+    if len(in_crowd):
+        local = np.full(n, -1)
+        local[in_crowd] = np.arange(len(in_crowd))
+        keep = size[component[pairs[:, 0]]] > 3
+        roots = _greedy_groups(xy[in_crowd], owner[in_crowd], local[pairs[keep]],
+                               distance[keep], radius)
+        group[in_crowd] = n_components + in_crowd[roots]
+    return np.unique(group, return_inverse=True)[1]
+
+
+def _closest_first(xy: np.ndarray, pairs: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """The order in which ``pairs`` are joined: by distance, ties broken by the pairs' ends'
+    coordinates (each pair's ends in coordinate order), never by which picker came first."""
+    first_x, first_y = xy[pairs[:, 0], 0], xy[pairs[:, 0], 1]
+    second_x, second_y = xy[pairs[:, 1], 0], xy[pairs[:, 1], 1]
+    swap = (second_x < first_x) | ((second_x == first_x) & (second_y < first_y))
+    lo_x, lo_y = np.where(swap, second_x, first_x), np.where(swap, second_y, first_y)
+    hi_x, hi_y = np.where(swap, first_x, second_x), np.where(swap, first_y, second_y)
+    return np.lexsort((hi_y, hi_x, lo_y, lo_x, distance))
+
+
+def _greedy_groups(xy: np.ndarray, owner: np.ndarray, pairs: np.ndarray,
+                   distance: np.ndarray, radius: float) -> np.ndarray:
+    """Join ``pairs`` of picks closest first when their groups' means are closer than
+    ``radius`` and no picker would vote twice; the group (a representative pick) of each
+    pick.  A plain Python loop on Python floats: each step looks at two small groups."""
+    mean = [tuple(p) for p in xy.tolist()]
+    members = [[i] for i in range(len(xy))]
+    pickers = [1 << int(p) for p in owner]
+    root = list(range(len(xy)))
+    radius_sq = radius * radius
+    first, second = pairs[:, 0].tolist(), pairs[:, 1].tolist()
+    for k in _closest_first(xy, pairs, distance).tolist():
+        a, b = root[first[k]], root[second[k]]
+        if a == b or pickers[a] & pickers[b]:
+            continue
+        (ax, ay), (bx, by) = mean[a], mean[b]
+        if (ax - bx) ** 2 + (ay - by) ** 2 >= radius_sq:
+            continue
+        for i in members[b]:
+            root[i] = a
+        na, nb = len(members[a]), len(members[b])
+        mean[a] = ((na * ax + nb * bx) / (na + nb), (na * ay + nb * by) / (na + nb))
+        members[a] += members[b]
+        pickers[a] |= pickers[b]
+    return np.asarray(root)
 
 
 def pair_distances(first: np.ndarray, second: np.ndarray, max_distance: float) -> np.ndarray:

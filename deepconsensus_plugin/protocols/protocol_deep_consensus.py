@@ -114,7 +114,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       help="Picks of different pickers closer than this fraction of the "
                            "box size are the same particle; their positions are "
                            "averaged. 0.1 (the paper's value) tolerates the usual "
-                           "centring error of pickers without merging neighbours.")
+                           "centring error of pickers without merging neighbours. "
+                           "Closest pairs are joined first, so the order of the "
+                           "input sets does not change the result.")
         form.addParam("andRule", params.EnumParam, default=self.AND_MAJORITY,
                       choices=["picked by all pickers", "picked by at least k pickers",
                                "picked by a majority of pickers"],
