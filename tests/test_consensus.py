@@ -3,8 +3,9 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 from scipy.spatial import cKDTree
 
-from deepconsensus_plugin.core.consensus import (Consensus, _greedy_groups, _join_closest_first,
-                                                 consensus, merge_duplicates, rescale)
+from deepconsensus_plugin.core.consensus import (Consensus, _candidate_pairs, _greedy_groups,
+                                                 _join_closest_first, consensus,
+                                                 merge_duplicates, rescale)
 
 
 def _rows(result: Consensus) -> dict:
@@ -316,11 +317,8 @@ def test_simple_components_are_grouped_as_the_pair_loop_would(picks, radius):
                for p in picks]
     xy = np.vstack(cleaned)
     owner = np.repeat(np.arange(len(cleaned)), [len(c) for c in cleaned])
-    pairs = cKDTree(xy).query_pairs(radius, output_type="ndarray").reshape(-1, 2)
-    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
-    distance = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
-    inside = distance < radius
-    one_by_one = _greedy_groups(xy, owner, pairs[inside], distance[inside], radius)
+    pairs, distance = _candidate_pairs(xy, owner, radius)
+    one_by_one = _greedy_groups(xy, owner, pairs, distance, radius)
     shortcut = _join_closest_first(xy, owner, radius)
     # the same partition of the picks, whatever the groups are numbered
     assert len(set(zip(one_by_one.tolist(), shortcut.tolist()))) == len(set(one_by_one.tolist()))

@@ -59,20 +59,30 @@ def merge_duplicates(xy: np.ndarray, radius: float) -> np.ndarray:
     pairs = _tree(xy).query_pairs(radius, output_type="ndarray")
     if len(pairs) == 0:
         return xy.copy()
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
-                       shape=(len(xy), len(xy)))
-    n_groups, labels = connected_components(graph, directed=False)
-    counts = np.bincount(labels, minlength=n_groups).astype(np.float64)
-    merged = np.empty((n_groups, 2))
-    merged[:, 0] = np.bincount(labels, weights=xy[:, 0], minlength=n_groups) / counts
-    merged[:, 1] = np.bincount(labels, weights=xy[:, 1], minlength=n_groups) / counts
-    return merged
+    n_groups, labels = _components(pairs, len(xy))
+    return _group_means(xy, labels, n_groups)
 
 
 def _tree(xy: np.ndarray) -> cKDTree:
     """A k-d tree built for one round of queries: unbalanced builds are faster and
     query as fast on picks, which are spread evenly."""
     return cKDTree(xy, balanced_tree=False, compact_nodes=False)
+
+
+def _components(pairs: np.ndarray, n: int) -> tuple[int, np.ndarray]:
+    """The connected components of ``n`` points linked by ``pairs``: their number and
+    each point's component."""
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)
+
+
+def _group_means(xy: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
+    """The mean position of each group of points; every group 0..n_groups-1 has one."""
+    counts = np.bincount(labels, minlength=n_groups).astype(np.float64)
+    means = np.empty((n_groups, 2))
+    for k in (0, 1):
+        means[:, k] = np.bincount(labels, weights=xy[:, k], minlength=n_groups) / counts
+    return means
 
 
 def mutual_nearest_pairs(centres: np.ndarray, picks: np.ndarray,
@@ -113,10 +123,7 @@ def consensus(picks: Sequence[np.ndarray], radius: float) -> Consensus:
     owner = np.repeat(np.arange(n_pickers), [len(c) for c in cleaned]).astype(np.int64)
     group = _join_closest_first(xy, owner, radius)
     n_groups = int(group.max()) + 1 if len(group) else 0
-    counts = np.maximum(np.bincount(group, minlength=n_groups), 1)
-    centres = np.empty((n_groups, 2))
-    for k in (0, 1):
-        centres[:, k] = np.bincount(group, weights=xy[:, k], minlength=n_groups) / counts
+    centres = _group_means(xy, group, n_groups)
     voters = np.zeros((n_groups, n_pickers), dtype=bool)
     voters[group, owner] = True
     order = np.lexsort((centres[:, 1], centres[:, 0]))
@@ -136,12 +143,8 @@ def _join_closest_first(xy: np.ndarray, owner: np.ndarray, radius: float) -> np.
     n = len(xy)
     if n < 2 or radius <= 0:
         return np.arange(n)
-    pairs = _tree(xy).query_pairs(radius, output_type="ndarray")
-    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
-    distance = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
-    pairs, distance = pairs[distance < radius], distance[distance < radius]
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    n_components, component = connected_components(graph, directed=False)
+    pairs, distance = _candidate_pairs(xy, owner, radius)
+    n_components, component = _components(pairs, n)
     size = np.bincount(component, minlength=n_components)
     group = component.copy()
 
@@ -171,6 +174,16 @@ def _join_closest_first(xy: np.ndarray, owner: np.ndarray, radius: float) -> np.
                                distance[keep], radius)
         group[in_crowd] = n_components + in_crowd[roots]
     return np.unique(group, return_inverse=True)[1]
+
+
+def _candidate_pairs(xy: np.ndarray, owner: np.ndarray,
+                     radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of picks of different pickers closer than ``radius``, and their distances."""
+    pairs = _tree(xy).query_pairs(radius, output_type="ndarray").reshape(-1, 2)
+    pairs = pairs[owner[pairs[:, 0]] != owner[pairs[:, 1]]]
+    distance = np.hypot(*(xy[pairs[:, 0]] - xy[pairs[:, 1]]).T)
+    inside = distance < radius
+    return pairs[inside], distance[inside]
 
 
 def _closest_first(xy: np.ndarray, pairs: np.ndarray, distance: np.ndarray) -> np.ndarray:
