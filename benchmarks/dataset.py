@@ -37,7 +37,7 @@ from deepconsensus_plugin import headless  # noqa: E402
 
 from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
                          evaluate_selection, load_dataset, or_labels, score_quality,
-                         vote_pattern_ceiling)
+                         pattern_decisions, vote_pattern_ceiling)
 
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
@@ -72,6 +72,10 @@ def parse_args(argv):
     parser.add_argument("--network-size", type=int, default=None)
     parser.add_argument("--architecture", choices=("fast", "paper"), default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="early-stopping patience in epochs (the learning rate drops "
+                             "after half of it)")
+    parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--threshold", default=None,
                         help="a number, or 'auto' for the automatic threshold")
     parser.add_argument("--method", choices=("agreement", "paper"), default=None,
@@ -107,6 +111,10 @@ def protocol_params(args) -> dict:
         params["architecture"] = ("fast", "paper").index(args.architecture)
     if args.max_epochs is not None:
         params["maxEpochs"] = args.max_epochs
+    if args.patience is not None:
+        params["patience"] = args.patience
+    if args.learning_rate is not None:
+        params["learningRate"] = args.learning_rate
     if args.method is not None:
         params["method"] = ("agreement", "paper").index(args.method)
     for flag, name in (("self_training", "selfTraining"), ("off_centre", "offCentreNegatives"),
@@ -361,6 +369,7 @@ def write_report(out, metrics, plots) -> None:
               "votes and this network's score reaches (per vote pattern, keep the coordinates "
               "above a threshold chosen on the labels; an upper bound, not a result): %.3f."
               % metrics["vote_pattern_ceiling"]["f1"], "",
+              *_pattern_table(metrics),
               "Time: %s; protocol %.0f s; end to end (conversion, imports, run, "
               "evaluation) %.0f s." % (", ".join("%s %.0f s" % kv for kv in
                                                  metrics["timings_s"]["steps"].items()),
@@ -377,6 +386,26 @@ def write_report(out, metrics, plots) -> None:
     lines += ["![%s](%s)" % (p, p) for p in plots]
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def _pattern_table(metrics: dict) -> list[str]:
+    """The report's lines on the run's decisions per vote pattern (labelled micrographs)."""
+    lines = ["The run's decisions by vote pattern (which pickers picked a coordinate; labelled "
+             "micrographs, lenient labels): what it kept and pruned, the network score's "
+             "ROC-AUC within the pattern, and the one-to-one F1 of the run (%.3f) had it kept, "
+             "or pruned, every coordinate of the pattern.  A pattern whose F1 all kept or all "
+             "pruned passes the run's is where the run's F1 is lost."
+             % metrics["sets"]["dc_retained"]["f1"], "",
+             "| vote pattern | n | labelled | retained (labelled) | pruned by score "
+             "(labelled) | pruned as close or at the edge | ROC-AUC within | F1 all kept | "
+             "F1 all pruned |", "|" + " --- |" * 9]
+    for row in metrics["pattern_decisions"]:
+        auc = "" if row["roc_auc"] is None else "%.3f" % row["roc_auc"]
+        lines.append("| %s | %d | %d | %d (%d) | %d (%d) | %d | %s | %.3f | %.3f |" % (
+            row["pattern"], row["n"], row["labelled"], row["retained"],
+            row["retained_labelled"], row["pruned_by_score"], row["pruned_by_score_labelled"],
+            row["pruned_close_or_edge"], auc, row["f1_all_kept"], row["f1_all_pruned"]))
+    return lines + [""]
 
 
 def retained_close_pairs(results: RunResults, names: np.ndarray, retained: np.ndarray,
@@ -448,6 +477,10 @@ def main(argv=None) -> int:
         names, table.xy, table.mic, table.voters, results.run.array(RunFolder.CNN_SCORES),
         data, labels, anchors, results.minDistancePx,
         results.edgeDistances(), results.edgeMarginPx)
+    metrics["pattern_decisions"] = pattern_decisions(
+        names, table.xy, table.mic, table.voters, results.scores,
+        results.run.array(RunFolder.CNN_SCORES), results.threshold, data, labels, anchors,
+        results.minDistancePx, results.edgeDistances(), results.edgeMarginPx)
     metrics["auto_threshold"] = results.autoThreshold
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}

@@ -33,6 +33,7 @@ from deepconsensus_plugin.core.coordinate_files import read_box
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
                                                count_picks, match_to_truth, mcc, pr_auc,
                                                roc_auc)
+from deepconsensus_plugin.core.selection import split_scores
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".mrc")
 
@@ -316,21 +317,16 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
     tells whether the combination or its inputs limit the ranking.  No run
     may choose thresholds this way; it has no labels.
     """
-    from deepconsensus_plugin.core.selection import split_scores
-
     on_truth = np.isin(names, list(data.truth))
-    pattern = np.asarray(voters, dtype=np.int64) @ (1 << np.arange(voters.shape[1]))
+    pattern = vote_patterns(voters)
     network = np.nan_to_num(np.asarray(network, dtype=np.float64), nan=-1.0)
     patterns = np.unique(pattern[on_truth])
     cut = {p: -np.inf for p in patterns}  # start from the OR set: every pattern kept
 
     def f1(cuts: dict) -> float:
         above = network >= np.array([cuts.get(p, np.inf) for p in pattern])
-        ranked = np.where(above, 1.0 + network, network / 2)
-        split = split_scores(ranked, 1.0, mic, xy, min_distance, edge_distance, edge_margin)
-        keep = np.zeros(len(xy), dtype=bool)
-        keep[split.retained] = True
-        return evaluate_selection(names, xy, keep, data, labels, anchors)["f1"]
+        return _kept_f1(above, network, names, xy, mic, data, labels, anchors, min_distance,
+                        edge_distance, edge_margin)
 
     best = f1(cut)
     for _ in range(sweeps):
@@ -343,9 +339,71 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
                 value = f1(trial)
                 if value > best:
                     best, cut = value, trial
-    names_of = [",".join(data.pickers[i] for i in range(voters.shape[1]) if p >> i & 1)
-                for p in patterns]
-    return {"f1": best, "keep_above": {n: _cut_text(cut[p]) for n, p in zip(names_of, patterns)}}
+    return {"f1": best, "keep_above": {_pattern_name(p, data.pickers): _cut_text(cut[p])
+                                       for p in patterns}}
+
+
+def vote_patterns(voters: np.ndarray) -> np.ndarray:
+    """Each coordinate's vote pattern (which pickers picked it) as a bit mask, picker i bit i."""
+    return np.asarray(voters, dtype=np.int64) @ (1 << np.arange(voters.shape[1]))
+
+
+def _pattern_name(pattern: int, pickers: tuple[str, ...]) -> str:
+    return ",".join(name for i, name in enumerate(pickers) if pattern >> i & 1)
+
+
+def _kept_f1(above: np.ndarray, score: np.ndarray, names: np.ndarray, xy: np.ndarray,
+             mic: np.ndarray, data: Dataset, labels: np.ndarray,
+             anchors: dict[str, np.ndarray], min_distance: float,
+             edge_distance: Optional[np.ndarray], edge_margin: float) -> float:
+    """One-to-one F1 of keeping the rows marked ``above``, after the protocol's minimum
+    distance (the better ``score`` of two close rows wins) and edge margin."""
+    ranked = np.where(above, 1.0 + score, score / 2)
+    split = split_scores(ranked, 1.0, mic, xy, min_distance, edge_distance, edge_margin)
+    return evaluate_selection(names, xy, split.retained_mask(), data, labels, anchors)["f1"]
+
+
+def pattern_decisions(names: np.ndarray, xy: np.ndarray, mic: np.ndarray, voters: np.ndarray,
+                      scores: np.ndarray, network: np.ndarray, threshold: float, data: Dataset,
+                      labels: np.ndarray, anchors: dict[str, np.ndarray], min_distance: float,
+                      edge_distance: Optional[np.ndarray] = None,
+                      edge_margin: float = 0.0) -> list[dict]:
+    """The run's decisions on each vote pattern, on the labelled micrographs: what it kept
+    and pruned (lenient labels), how well the network's score ranks within the pattern
+    (ROC-AUC; the final scores, near 0 or 1, tie too often to rank), and the
+    one-to-one F1 of the run had it kept, or pruned, every coordinate of the pattern.
+
+    Where those two F1 differ from the run's tells where the F1 is lost: a pattern whose
+    "all kept" F1 beats the run's was pruned too hard.  Rows: the most coordinates first.
+    """
+    on_truth = np.isin(names, list(data.truth))
+    pattern = vote_patterns(voters)
+    score = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-1.0)
+    network = np.nan_to_num(np.asarray(network, dtype=np.float64), nan=-1.0)
+    above = score >= threshold
+    split = split_scores(score, threshold, mic, xy, min_distance, edge_distance, edge_margin)
+    kept = split.retained_mask()
+    rows = []
+    for p in np.unique(pattern[on_truth]):
+        mine = on_truth & (pattern == p)
+        by_score = mine & ~above
+        others = mine & (split.duplicate | split.at_edge)
+        both = labels[mine].any() and not labels[mine].all()
+        rows.append({
+            "pattern": _pattern_name(p, data.pickers), "n": int(mine.sum()),
+            "labelled": int((mine & labels).sum()),
+            "retained": int((mine & kept).sum()),
+            "retained_labelled": int((mine & kept & labels).sum()),
+            "pruned_by_score": int(by_score.sum()),
+            "pruned_by_score_labelled": int((by_score & labels).sum()),
+            "pruned_close_or_edge": int(others.sum()),
+            "roc_auc": roc_auc(labels[mine], network[mine]) if both else None,
+            "f1_all_kept": _kept_f1(above | (pattern == p), score, names, xy, mic, data,
+                                    labels, anchors, min_distance, edge_distance, edge_margin),
+            "f1_all_pruned": _kept_f1(above & (pattern != p), score, names, xy, mic, data,
+                                      labels, anchors, min_distance, edge_distance,
+                                      edge_margin)})
+    return sorted(rows, key=lambda row: -row["n"])
 
 
 def _cut_text(cut: float):

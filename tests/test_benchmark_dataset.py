@@ -61,6 +61,11 @@ def test_scores_report_and_plots_written(benchmark_run):
     assert "| dc_retained |" in report and "one-to-one" in report
     assert "Ceiling of this run's inputs" in report
     assert "Pruned at the micrograph edge" in report
+    assert "The run's decisions by vote pattern" in report
+    decided = metrics["pattern_decisions"]
+    assert sum(row["retained"] for row in decided) <= metrics["run_info"]["split"]["n_retained"]
+    for row in decided:
+        assert row["retained"] + row["pruned_by_score"] + row["pruned_close_or_edge"] == row["n"]
     for picture in ("curves.png", "score_histogram.png"):
         assert (out / picture).stat().st_size > 0
 
@@ -93,6 +98,46 @@ def test_vote_pattern_ceiling_finds_the_pattern_thresholds_the_labels_call_for(m
     assert ceiling["keep_above"]["A"] == "all" and ceiling["keep_above"]["A,B"] == "all"
     b_alone = network[20:40]
     assert b_alone[b_alone <= 0.8].max() < ceiling["keep_above"]["B"] <= b_alone[b_alone > 0.8].min()
+
+
+def test_pattern_decisions_count_the_run_and_the_fixed_rules_per_pattern(monkeypatch):
+    """A's lone picks are particles, B's are particles only above 0.8, picks of both are
+    particles.  The run keeps scores >= 0.5, so it prunes half of A's lone particles and
+    keeps ten of B's junk picks (0.55 to 0.75) with its five particles: keeping all of A's
+    picks, or pruning all of B's, beats the run; pruning the agreed particles does not."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from empiar_data import (Dataset, DatasetSpec, audit_anchors, evaluate_selection, or_labels,
+                             pattern_decisions)
+
+    xy = np.array([(100.0 * i, 100.0 * j) for i in range(1, 9) for j in range(1, 9)])
+    voters = np.zeros((len(xy), 2), dtype=bool)
+    voters[:20, 0] = True
+    voters[20:40, 1] = True
+    voters[40:, :] = True
+    network = np.concatenate([np.linspace(0.05, 0.95, 20), np.linspace(0.85, 0.95, 5),
+                              np.linspace(0.55, 0.75, 10), np.linspace(0.1, 0.4, 5),
+                              np.full(24, 0.9)])
+    particle = voters[:, 0] | (network > 0.8)
+    names, mic = np.array(["m"] * len(xy)), np.zeros(len(xy), int)
+    data = Dataset(name="toy", spec=DatasetSpec(pixel_size=1.0, diameter=40.0, flip_y=False),
+                   box=48, pickers=("A", "B"), names=["m"], mrc_paths={}, picks={},
+                   truth={"m": xy[particle]})
+    labels = or_labels(names, xy, data)
+    anchors = audit_anchors(names, xy, voters.sum(1), data)
+    rows = {row["pattern"]: row for row in pattern_decisions(
+        names, xy, mic, voters, network, network, 0.5, data, labels, anchors, 20.0)}
+    run_f1 = evaluate_selection(names, xy, network >= 0.5, data, labels, anchors)["f1"]
+    assert [row["n"] for row in rows.values()] == [24, 20, 20]
+    a, b, both = rows["A"], rows["B"], rows["A,B"]
+    assert a["pruned_by_score"] == a["pruned_by_score_labelled"] == 10
+    assert (b["retained"], b["retained_labelled"], b["pruned_by_score"]) == (15, 5, 5)
+    assert b["pruned_by_score_labelled"] == 0 and b["roc_auc"] == 1.0
+    assert a["roc_auc"] is None and both["roc_auc"] is None      # one class only
+    assert a["f1_all_kept"] > run_f1 and a["f1_all_pruned"] < run_f1
+    assert b["f1_all_pruned"] > run_f1
+    assert both["f1_all_pruned"] < run_f1
+    assert all(row["pruned_close_or_edge"] == 0 for row in rows.values())
 
 
 def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monkeypatch):
