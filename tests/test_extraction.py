@@ -5,7 +5,8 @@ import pytest
 
 from deepconsensus_plugin.core.extraction import (
     ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
-    fourier_resize, micrograph_shape, normalise, read_micrograph, read_particle_images)
+    fourier_resize, micrograph_frame, micrograph_shape, normalise, padded_borders,
+    read_micrograph, read_particle_images)
 from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
@@ -248,6 +249,44 @@ def test_read_micrograph_missing_file(tmp_path):
     assert info.value.path == path
     with pytest.raises(MicrographError, match="nope.mrc"):
         micrograph_shape(path)
+    with pytest.raises(MicrographError, match="nope.mrc.*not found"):
+        micrograph_frame(path)
+
+
+@pytest.mark.parametrize("mode, short", [("edge", 0), ("constant", 1)])
+def test_padded_borders_found_on_each_side(mode, short):
+    """A border of repeated rows and columns (motion correction's shifted frames) or of a
+    constant fill is measured on each side; a micrograph of noise has none.  A constant
+    fill's innermost row differs from the data beside it, so that border is found one row
+    short: nothing against an edge margin of tens of pixels."""
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(300, 400))
+    assert padded_borders(data) == (0, 0, 0, 0)
+    padded = np.pad(data, ((12, 0), (7, 25)), mode=mode)      # low y, -, low x, high x
+    assert padded_borders(padded) == (12 - short, 0, 7 - short, 25 - short)
+    deeper = np.pad(data, ((0, 60), (0, 0)), mode=mode)        # beyond 10% of 360 rows
+    assert padded_borders(deeper) == (0, 36, 0, 0)
+
+
+def test_padded_borders_whole_under_compression_noise_and_on_blank_micrographs():
+    """8-bit micrographs (JPEG, PNG) perturb the outermost padded rows by a grey level or
+    so: the border still reaches to its innermost repeated row.  A blank micrograph (no
+    texture to compare with) has no measurable padding."""
+    rng = np.random.default_rng(4)
+    data = np.round(rng.normal(128, 20, size=(400, 400)))
+    padded = np.pad(data, ((30, 0), (0, 0)), mode="edge")
+    padded[:5] += rng.integers(-1, 2, size=(5, 400))           # the edge's artefact
+    assert padded_borders(padded)[0] == 30
+    assert padded_borders(np.zeros((200, 200))) == (0, 0, 0, 0)
+
+
+def test_micrograph_frame_reads_size_and_padding(tmp_path):
+    data = np.random.default_rng(5).normal(size=(200, 300)).astype(np.float32)
+    path = _write_mrc(tmp_path / "pad.mrc", np.pad(data, ((0, 10), (4, 0)), mode="edge"))
+    assert micrograph_frame(path) == (210, 304, 0, 10, 4, 0)
+    assert micrograph_frame(_write_mrc(tmp_path / "one.mrc", data[None])) == (200, 300, 0, 0, 0, 0)
+    with pytest.raises(MicrographError, match="stack.mrc.*2D"):
+        micrograph_frame(_write_mrc(tmp_path / "stack.mrc", np.stack([data, data])))
 
 
 def test_read_micrograph_truncated(tmp_path):

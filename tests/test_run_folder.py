@@ -119,11 +119,11 @@ def test_stages_up_to_extraction_and_from_ranking_to_star_files(tmp_path, datase
     assert run.info().negatives is None and run.info().split is None
 
 
-def test_the_split_prunes_picks_at_the_micrograph_edge_and_keeps_the_shapes(tmp_path, dataset):
-    """The edge rule through the stages: the micrographs' shapes are read once and kept,
+def test_the_split_prunes_picks_at_the_micrograph_edge_and_keeps_the_frames(tmp_path, dataset):
+    """The edge rule through the stages: the micrographs' frames are measured once and kept,
     the record counts the coordinates pruned at the edge, the summary says so, and the
     results a viewer reads cut the same way."""
-    from deepconsensus_plugin.core.selection import edge_distances
+    from deepconsensus_plugin.core.selection import MicrographFrame, edge_distances
     from deepconsensus_plugin.results import RunResults
 
     run = RunFolder(tmp_path)
@@ -135,8 +135,8 @@ def test_the_split_prunes_picks_at_the_micrograph_edge_and_keeps_the_shapes(tmp_
     edge = edge_distances(table.mic, table.xy, {1: (512, 512), 2: (512, 512)})
     margin = float(np.quantile(edge, 0.25))  # the synthetic particles keep off the edges
     split = stages.split_stage(run, 0.5, min_distance=0, edge_margin=margin)
-    assert run.has(run.SHAPES)
-    assert run.micrograph_shapes() == {1: (512, 512), 2: (512, 512)}
+    assert run.has(run.FRAMES)
+    assert run.micrograph_frames() == {1: MicrographFrame(512, 512), 2: MicrographFrame(512, 512)}
     near = edge < margin
     assert near.any() and not near.all()
     assert split.at_edge.tolist() == near.tolist()
@@ -154,3 +154,36 @@ def test_the_split_prunes_picks_at_the_micrograph_edge_and_keeps_the_shapes(tmp_
         for mic in run.micrographs().values():
             os.rename(mic.path + ".gone", mic.path)
     assert again.at_edge.tolist() == near.tolist()
+
+
+def test_frames_measure_the_padding_once_and_an_older_run_keeps_its_shapes(tmp_path):
+    """A padded micrograph's frame is measured from its file and kept; a run folder made
+    before frames were measured (micrograph_shapes.json only) keeps the edges it split with."""
+    import mrcfile
+
+    from deepconsensus_plugin.core.selection import MicrographFrame
+
+    mics, pickers = synthetic.make_dataset(str(tmp_path / "data"), n_micrographs=2,
+                                           shape=(256, 256), n_particles=40, diameter=32)
+    data = consensus_input(mics, pickers, BOX, name="synthetic_%03d", label="Movies/%s.mrc")
+    run = RunFolder(tmp_path / "run")
+    stages.consensus_stage(run, data)
+    path = run.micrographs()[1].path
+    with mrcfile.open(path) as mrc:
+        image = mrc.data.copy()
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.pad(image[:, 20:], ((0, 0), (20, 0)), mode="edge"))
+    assert run.micrograph_frames() == {1: MicrographFrame(256, 256, low_x=20),
+                                       2: MicrographFrame(256, 256)}
+    with mrcfile.new(path, overwrite=True) as mrc:       # the record answers, not the file
+        mrc.set_data(image)
+    assert run.micrograph_frames()[1].low_x == 20
+
+    older = RunFolder(tmp_path / "older")
+    stages.consensus_stage(older, data)
+    older.write_json(older.SHAPES, {"1": [256, 256], "2": [256, 256]})
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.pad(image[:, 20:], ((0, 0), (20, 0)), mode="edge"))
+    assert older.micrograph_frames() == {1: MicrographFrame(256, 256),
+                                         2: MicrographFrame(256, 256)}
+    assert not older.has(older.FRAMES)

@@ -5,8 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial import cKDTree
 
-from deepconsensus_plugin.core.selection import (edge_distances, find_duplicates, split_scores,
-                                                 tiled_plane)
+from deepconsensus_plugin.core.selection import (MicrographFrame, edge_distances,
+                                                 find_duplicates, split_scores, tiled_plane)
 
 
 def test_second_pick_of_a_particle_is_a_duplicate_of_the_better_one():
@@ -79,6 +79,16 @@ def test_edge_distance_is_to_the_nearest_edge_of_each_micrograph():
     shapes = {1: (200, 100), 2: (60, 400)}  # (rows, columns); micrograph 3 unreadable
     distance = edge_distances(mic, xy, shapes)
     assert distance.tolist() == [0.5, 0.5, 10.5, 9.5, np.inf]
+
+
+def test_edge_distance_is_to_the_edge_of_the_data_inside_a_padded_border():
+    xy = np.array([[50.0, 10.0], [5.0, 100.0], [85.0, 100.0], [50.0, 195.0], [50.0, 100.0]])
+    frame = MicrographFrame(rows=200, columns=100, low_y=10, high_y=0, low_x=5, high_x=20)
+    distance = edge_distances(np.zeros(5), xy, {0: frame})
+    # rows 0-9 and columns 0-4, 80-99 hold no data; a pick inside them lies beyond the edge
+    assert distance.tolist() == [0.5, 0.5, -5.5, 4.5, 29.5]
+    assert edge_distances(np.zeros(5), xy, {0: MicrographFrame(200, 100)}).tolist() == \
+        edge_distances(np.zeros(5), xy, {0: (200, 100)}).tolist()
 
 
 def test_coordinates_at_the_edge_are_pruned_marked_and_suppress_no_neighbour():

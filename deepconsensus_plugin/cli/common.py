@@ -174,8 +174,10 @@ def add_split(parser: argparse.ArgumentParser) -> None:
                             "and goes to pruned.star; -1: %.0f%%%% of the box, 0: keep "
                             "duplicates (default: %%(default)s)" % (100 * DEFAULT_MIN_DISTANCE))
     group.add_argument("--edge-margin", type=float, default=-1.0, metavar="A",
-                       help="a pick closer than this to its micrograph's edge is a particle cut "
-                            "by the edge and goes to pruned.star; -1: %.0f%%%% of the box (about "
+                       help="a pick closer than this to the edge of its micrograph's data (a "
+                            "padded border of repeated rows or columns counts as outside) is a "
+                            "particle cut by the edge and goes to pruned.star; -1: %.0f%%%% of "
+                            "the box (about "
                             "a particle radius), 0: keep them (default: %%(default)s)"
                             % (100 * DEFAULT_EDGE_MARGIN))
     group = parser.add_argument_group(

@@ -26,6 +26,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .pipeline import CoordinateTable
+from .selection import MicrographFrame
 
 SCHEMA_VERSION = 2
 """Version of ``info.json``'s layout; a folder written with another one is refused."""
@@ -283,9 +284,13 @@ class RunFolder:
     SHARDS = "shards"
     ENVIRONMENT = "environment.json"
     KNOWN_PARTICLES = "known_particles.json"
-    SHAPES = "micrograph_shapes.json"
-    """mic_id -> (rows, columns) of the micrographs, from their headers: what the edge rule
+    FRAMES = "micrograph_frames.json"
+    """mic_id -> (rows, columns, padded rows at low and high y, padded columns at low and
+    high x) of the micrographs (:class:`.selection.MicrographFrame`): what the edge rule
     needs, kept so that a viewer or a new threshold reads no micrograph."""
+    SHAPES = "micrograph_shapes.json"
+    """The record of runs made before the padded borders were measured: mic_id -> (rows,
+    columns).  Read as frames without padding, so that such a run keeps the split it made."""
 
     #: What a new threshold needs: the run got to its final scores.
     SCORED = (CONSENSUS, SCORES, MICROGRAPHS, INFO)
@@ -403,42 +408,48 @@ class RunFolder:
             records = [Micrograph(**m) for m in json.load(handle)]
         return {m.mic_id: m for m in records}
 
-    def micrograph_shapes(self, base: Optional[str] = None) -> Dict[int, Tuple[int, int]]:
-        """mic_id -> (rows, columns) of the run's micrographs that can be read.
+    def micrograph_frames(self, base: Optional[str] = None) -> Dict[int, MicrographFrame]:
+        """mic_id -> :class:`.selection.MicrographFrame` of the run's micrographs that can
+        be read.
 
-        Read from the headers the first time and kept in :attr:`SHAPES`;
-        micrographs added later (a streaming run's) are read when first asked
-        for.  ``base`` is the folder relative micrograph paths start from
-        (default: the working directory).  An unreadable micrograph is left out
-        and tried again next time.
+        Measured from the files the first time (:func:`.extraction.micrograph_frame`
+        reads the strips along the edges) and kept in :attr:`FRAMES`; micrographs added
+        later (a streaming run's) are measured when first asked for.  A run that kept
+        only :attr:`SHAPES` (made before the padding was measured) reads them as frames
+        without padding.  ``base`` is the folder relative micrograph paths start from
+        (default: the working directory).  An unreadable micrograph is left out and tried
+        again next time.
         """
-        from .extraction import MicrographError, micrograph_shape
+        from .extraction import MicrographError, micrograph_frame
 
-        shapes: Dict[int, Tuple[int, int]] = {}
-        if self.has(self.SHAPES):
-            with open(self.file(self.SHAPES)) as handle:
-                shapes = {int(k): (int(v[0]), int(v[1])) for k, v in json.load(handle).items()}
-        missing = [m for m in self.micrographs().values() if m.mic_id not in shapes]
+        frames: Dict[int, MicrographFrame] = {}
+        record = self.FRAMES if self.has(self.FRAMES) or not self.has(self.SHAPES) \
+            else self.SHAPES
+        if self.has(record):
+            with open(self.file(record)) as handle:
+                frames = {int(k): MicrographFrame(*(int(n) for n in v))
+                          for k, v in json.load(handle).items()}
+        missing = [m for m in self.micrographs().values() if m.mic_id not in frames]
         found = 0
         for mic in missing:
             path = mic.path if base is None else os.path.join(base, mic.path)
             try:
-                shapes[mic.mic_id] = micrograph_shape(path)
+                frames[mic.mic_id] = micrograph_frame(path)
                 found += 1
             except MicrographError:
                 continue
         if found:
-            self.write_json(self.SHAPES, {str(k): list(v) for k, v in sorted(shapes.items())})
-        return shapes
+            self.write_json(self.FRAMES, {str(k): list(v) for k, v in sorted(frames.items())})
+        return frames
 
     def edge_distances(self, mic: np.ndarray, xy: np.ndarray,
                        base: Optional[str] = None) -> np.ndarray:
-        """Each coordinate's (micrograph id ``mic``, centre ``xy``) distance in px to its
-        micrograph's edge (infinity where the micrograph cannot be read); ``base`` as in
-        :meth:`micrograph_shapes`."""
+        """Each coordinate's (micrograph id ``mic``, centre ``xy``) distance in px to the
+        edge of its micrograph's data (infinity where the micrograph cannot be read);
+        ``base`` as in :meth:`micrograph_frames`."""
         from .selection import edge_distances
 
-        return edge_distances(mic, xy, self.micrograph_shapes(base))
+        return edge_distances(mic, xy, self.micrograph_frames(base))
 
     def table(self, name: str = CONSENSUS) -> CoordinateTable:
         self.require(name, stage="reading %s" % name)

@@ -13,12 +13,13 @@ particle cut by the edge (or the edge itself, which some pickers like): its
 image is partly outside the micrograph, useless for a refinement, and
 extraction programs drop it (cryoSPARC's extraction leaves such particles
 out).  It is pruned as well, marked as at the edge, and suppresses no
-neighbour as a duplicate.
+neighbour as a duplicate.  The edge is that of the micrograph's data: a padded
+border (:class:`MicrographFrame`) counts as outside.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -137,26 +138,50 @@ def split_scores(scores: np.ndarray, threshold: float, mic: np.ndarray, xy: np.n
                  duplicate=duplicate, at_edge=at_edge)
 
 
-def edge_distances(mic: np.ndarray, xy: np.ndarray,
-                   shapes: Mapping[int, Optional[Tuple[int, int]]]) -> np.ndarray:
-    """Each coordinate's distance in px to its micrograph's nearest edge.
+class MicrographFrame(NamedTuple):
+    """A micrograph's size and the padded border along each edge.
 
-    ``shapes`` maps micrograph ids to (rows, columns); pixel centres run from
-    0 to columns - 1, so a coordinate on the first or last pixel lies half a
-    pixel from the edge.  Micrographs of unknown shape (None or missing: an
-    unreadable file) give infinity, so no edge rule applies to them.
+    Motion correction and format conversion can leave a border that holds no
+    data: rows or columns that repeat their inward neighbour (or a constant
+    fill) where the frames were shifted.  Pickers pick its stripes, and a box
+    reaching into it is not a whole particle image, so the edge rule measures
+    from the padding's inner edge.  ``low_y`` counts the padded rows from row
+    0 (y = 0 in the picks' frame), ``high_y`` those from the last row, and
+    ``low_x``, ``high_x`` the padded columns likewise.
+    """
+
+    rows: int
+    columns: int
+    low_y: int = 0
+    high_y: int = 0
+    low_x: int = 0
+    high_x: int = 0
+
+
+def edge_distances(mic: np.ndarray, xy: np.ndarray,
+                   frames: Mapping[int, Optional[Sequence[int]]]) -> np.ndarray:
+    """Each coordinate's distance in px to the nearest edge of its micrograph's data.
+
+    ``frames`` maps micrograph ids to :class:`MicrographFrame` (or a plain
+    (rows, columns): no padding); pixel centres run from 0 to columns - 1, so
+    a coordinate on the first or last pixel of the data lies half a pixel
+    from the edge, and one inside the padding at a negative distance.
+    Micrographs of unknown shape (None or missing: an unreadable file) give
+    infinity, so no edge rule applies to them.
     """
     mic = np.asarray(mic)
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     distance = np.full(len(mic), np.inf)
     for mic_id in np.unique(mic):
-        shape = shapes.get(int(mic_id))
-        if shape is None:
+        frame = frames.get(int(mic_id))
+        if frame is None:
             continue
+        frame = MicrographFrame(*frame)
         rows = np.flatnonzero(mic == mic_id)
         x, y = xy[rows, 0], xy[rows, 1]
-        distance[rows] = np.minimum.reduce([x + 0.5, y + 0.5, shape[1] - 0.5 - x,
-                                            shape[0] - 0.5 - y])
+        distance[rows] = np.minimum.reduce([
+            x + 0.5 - frame.low_x, y + 0.5 - frame.low_y,
+            frame.columns - frame.high_x - 0.5 - x, frame.rows - frame.high_y - 0.5 - y])
     return distance
 
 

@@ -268,8 +268,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "particle cut by the edge (or the edge itself, which some "
                            "pickers pick): its box is partly outside the micrograph and it "
                            "cannot be extracted whole, so it goes to the pruned set, marked "
-                           "as at the edge (_dcAtEdge). -1 (default): %.0f%% of the box, "
-                           "about a particle radius. 0 keeps them."
+                           "as at the edge (_dcAtEdge). The edge is that of the "
+                           "micrograph's data: a padded border (rows or columns repeating "
+                           "their neighbour, or a constant fill, where motion correction "
+                           "shifted the frames) is found in each file and counts as outside. "
+                           "-1 (default): %.0f%% of the box, about a particle radius. 0 "
+                           "keeps them."
                            % (100 * DEFAULT_EDGE_MARGIN))
         form.addParam("thresholdMode", params.EnumParam, default=self.THRESHOLD_FIXED,
                       choices=["fixed", "automatic"], display=params.EnumParam.DISPLAY_HLIST,
