@@ -387,7 +387,7 @@ def pattern_decisions(names: np.ndarray, xy: np.ndarray, mic: np.ndarray, voters
     for p in np.unique(pattern[on_truth]):
         mine = on_truth & (pattern == p)
         by_score = mine & ~above
-        others = mine & (split.duplicate | split.at_edge)
+        others = mine & np.logical_or(split.duplicate, split.at_edge)
         both = labels[mine].any() and not labels[mine].all()
         rows.append({
             "pattern": _pattern_name(p, data.pickers), "n": int(mine.sum()),
