@@ -5,8 +5,8 @@ import pytest
 
 from deepconsensus_plugin.core.extraction import (
     ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
-    fourier_resize, micrograph_frame, micrograph_shape, normalise, padded_borders,
-    read_micrograph, read_particle_images)
+    blank_padding, fourier_resize, micrograph_frame, micrograph_shape, normalise,
+    padded_borders, read_micrograph, read_particle_images)
 from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
@@ -278,6 +278,21 @@ def test_padded_borders_whole_under_compression_noise_and_on_blank_micrographs()
     padded[:5] += rng.integers(-1, 2, size=(5, 400))           # the edge's artefact
     assert padded_borders(padded)[0] == 30
     assert padded_borders(np.zeros((200, 200))) == (0, 0, 0, 0)
+
+
+def test_blank_padding_sets_the_border_to_the_mean_of_the_data():
+    """The network should see no stripes near the edge, only the absence of data: the
+    padding takes the data's mean, as the part of a box beyond the frame does."""
+    rng = np.random.default_rng(6)
+    data = rng.normal(5.0, 2.0, size=(200, 300)).astype(np.float32)
+    padded = np.pad(data, ((0, 15), (10, 0)), mode="edge")
+    blanked = blank_padding(padded)
+    np.testing.assert_array_equal(blanked[:200, 10:], data)
+    assert np.allclose(blanked[200:], data.mean()) and np.allclose(blanked[:, :10], data.mean())
+    assert padded[200:].std() > 1.0                            # the input is left as it was
+    assert blank_padding(data) is data
+    boxes, _ = cut_boxes(blanked, np.array([[12.0, 150.0]]), 32)
+    assert np.ptp(boxes[0][:, :14]) < 1e-4                     # the box's padded columns: flat
 
 
 def test_micrograph_frame_reads_size_and_padding(tmp_path):

@@ -22,7 +22,7 @@ from typing import Collection, Mapping
 
 import numpy as np
 
-from .extraction import extract_particles, read_micrograph
+from .extraction import blank_padding, extract_particles, read_micrograph
 from .pipeline import CoordinateTable
 from .stack import STACK_DTYPE
 
@@ -94,7 +94,7 @@ class ShiftedBoxes:
             if mic in self._kept:
                 self._kept.move_to_end(mic)
                 return self._kept[mic]
-        data = read_micrograph(self.paths[mic])
+        data = blank_padding(read_micrograph(self.paths[mic]))
         with self._lock:
             self._kept[mic] = data
             while len(self._kept) > MICROGRAPHS_KEPT:

@@ -5,6 +5,9 @@ box is Fourier-cropped: the exact low-pass to the new Nyquist frequency,
 without the aliasing of nearest-pixel or the blur of bilinear resizing.
 Each micrograph is read once for all its boxes, and the particles go straight
 into an on-disk stack so that memory stays bounded for any number of them.
+A micrograph's padded border (rows or columns without data, left where motion
+correction shifted the frames) is blanked before boxes are cut, so that the
+network never learns its stripes.
 """
 from __future__ import annotations
 
@@ -101,6 +104,20 @@ def padded_borders(data: np.ndarray) -> tuple[int, int, int, int]:
 
     return (extent(data[:depth_y + 1], 0), extent(data[::-1][:depth_y + 1], 0),
             extent(data[:, :depth_x + 1], 1), extent(data[:, ::-1][:, :depth_x + 1], 1))
+
+
+def blank_padding(micrograph: np.ndarray) -> np.ndarray:
+    """The micrograph with its padded border (:func:`padded_borders`) set to the mean of
+    its data, as :func:`cut_boxes` fills the part of a box outside the micrograph: the
+    network sees no stripes, only the absence of data, near the edge."""
+    low_y, high_y, low_x, high_x = padded_borders(micrograph)
+    if not (low_y or high_y or low_x or high_x):
+        return micrograph
+    rows, columns = micrograph.shape
+    inside = (slice(low_y, rows - high_y), slice(low_x, columns - high_x))
+    blanked = np.full_like(micrograph, micrograph[inside].mean())
+    blanked[inside] = micrograph[inside]
+    return blanked
 
 
 def read_micrograph(path: str) -> np.ndarray:
@@ -246,7 +263,7 @@ def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: ParticleStac
         if n == 0:
             continue
         try:
-            micrograph = read_micrograph(path)
+            micrograph = blank_padding(read_micrograph(path))
         except MicrographError:
             if not skip_bad_micrographs:
                 raise
