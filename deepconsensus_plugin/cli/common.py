@@ -177,8 +177,8 @@ def add_split(parser: argparse.ArgumentParser) -> None:
                        help="a pick closer than this to the edge of its micrograph's data (a "
                             "padded border of repeated rows or columns counts as outside) is a "
                             "particle cut by the edge and goes to pruned.star; -1: %.0f%%%% of "
-                            "the box (about "
-                            "a particle radius), 0: keep them (default: %%(default)s)"
+                            "the box (about a particle radius), 0: keep them (default: "
+                            "%%(default)s)"
                             % (100 * DEFAULT_EDGE_MARGIN))
     group = parser.add_argument_group(
         "evaluation", "Picks you know (a few hundred picked or rejected by hand, in any of "

@@ -11,12 +11,13 @@ network never learns its stripes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import mrcfile
 import numpy as np
@@ -56,23 +57,34 @@ fraction of the mean difference between neighbouring rows in the micrograph's ce
 repeated or constant rows differ by nothing, rows of data by the noise."""
 
 
+@contextlib.contextmanager
+def _mapped_micrograph(path: str) -> Iterator[np.ndarray]:
+    """The 2-D image of a micrograph file, memory-mapped (a single-section stack counts
+    as 2-D); a file that is missing, truncated, not MRC or a stack, or that fails while
+    read, raises :class:`MicrographError` naming it."""
+    if not os.path.exists(path):
+        raise MicrographError(path, "file not found")
+    try:
+        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
+            data = mrc.data
+            if data is None:
+                raise MicrographError(path, "no image data (truncated or not an MRC file?)")
+            if data.ndim == 3 and data.shape[0] == 1:
+                data = data[0]
+            if data.ndim != 2:
+                raise MicrographError(path, f"expected a 2D image, found shape {data.shape}")
+            yield data
+    except MicrographError:
+        raise
+    except Exception as exc:  # mrcfile raises ValueError, OSError, struct.error...
+        raise MicrographError(path, f"cannot be read as MRC ({exc})") from exc
+
+
 def micrograph_frame(path: str) -> MicrographFrame:
     """A micrograph's size and padded borders (:func:`padded_borders`), reading only
     the strips along its edges and a central patch."""
-    try:
-        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-            if mrc.data is None:
-                raise MicrographError(path, "no image data (truncated or not an MRC file?)")
-            data = mrc.data[0] if mrc.data.ndim == 3 and mrc.data.shape[0] == 1 else mrc.data
-            if data.ndim != 2:
-                raise MicrographError(path, f"expected a 2D image, found shape {data.shape}")
-            return MicrographFrame(*data.shape, *padded_borders(data))
-    except MicrographError:
-        raise
-    except FileNotFoundError as exc:
-        raise MicrographError(path, "file not found") from exc
-    except Exception as exc:  # mrcfile raises ValueError, OSError, struct.error...
-        raise MicrographError(path, f"cannot be read as MRC ({exc})") from exc
+    with _mapped_micrograph(path) as data:
+        return MicrographFrame(*data.shape, *padded_borders(data))
 
 
 def padded_borders(data: np.ndarray) -> tuple[int, int, int, int]:
@@ -126,21 +138,8 @@ def read_micrograph(path: str) -> np.ndarray:
     A truncated file, a stack, or an image holding NaN/inf would otherwise
     surface later as a cryptic TensorFlow error or silently poison training.
     """
-    if not os.path.exists(path):
-        raise MicrographError(path, "file not found")
-    try:
-        with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
-            if mrc.data is None:
-                raise MicrographError(path, "no image data (truncated or not an MRC file?)")
-            data = np.asarray(mrc.data, dtype=np.float32)
-    except MicrographError:
-        raise
-    except Exception as exc:  # mrcfile raises ValueError, OSError, struct.error...
-        raise MicrographError(path, f"cannot be read as MRC ({exc})") from exc
-    if data.ndim == 3 and data.shape[0] == 1:
-        data = data[0]
-    if data.ndim != 2:
-        raise MicrographError(path, f"expected a 2D image, found shape {data.shape}")
+    with _mapped_micrograph(path) as mapped:
+        data = np.asarray(mapped, dtype=np.float32)
     if not np.isfinite(data).all():
         raise MicrographError(path, "contains NaN or infinite values")
     return data

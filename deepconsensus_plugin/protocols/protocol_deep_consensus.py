@@ -272,8 +272,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "micrograph's data: a padded border (rows or columns repeating "
                            "their neighbour, or a constant fill, where motion correction "
                            "shifted the frames) is found in each file and counts as outside "
-                           "(the network sees it blank). -1 (default): %.0f%% of the box, about a particle radius. 0 "
-                           "keeps them."
+                           "(the network sees it blank). -1 (default): %.0f%% of the box, "
+                           "about a particle radius. 0 keeps them."
                            % (100 * DEFAULT_EDGE_MARGIN))
         form.addParam("thresholdMode", params.EnumParam, default=self.THRESHOLD_FIXED,
                       choices=["fixed", "automatic"], display=params.EnumParam.DISPLAY_HLIST,
