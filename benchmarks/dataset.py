@@ -350,9 +350,12 @@ def write_report(out, metrics, plots) -> None:
     audited = metrics["audited"]
     lines += ["", "DC score over the OR set (labelled micrographs, lenient labels): ROC-AUC "
               "%.3f, PR-AUC %.3f; with the labels audited (%d unlabelled boxes on agreed, "
-              "unlabelled picks left out) ROC-AUC %.3f, PR-AUC %.3f."
+              "unlabelled picks left out) ROC-AUC %.3f, PR-AUC %.3f. A ranking that is "
+              "perfect if the audit is right (those %d boxes among the labelled particles, "
+              "every other box after them) has ROC-AUC %.3f against the labels as they are."
               % (metrics["roc_auc"], metrics["pr_auc"], audited["n_left_out"],
-                 audited["roc_auc"], audited["pr_auc"]), "",
+                 audited["roc_auc"], audited["pr_auc"], audited["n_left_out"],
+                 metrics["roc_auc_audit_perfect"]), "",
               "The paper's measure, the run's model on %d boxes at labelled centres against %d "
               "random background boxes (at least half a box from every label and OR "
               "coordinate): ROC-AUC %.4f." % (paper["n_particles"], paper["n_background"],

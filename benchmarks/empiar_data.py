@@ -285,6 +285,12 @@ def score_quality(names: np.ndarray, xy: np.ndarray, scores: np.ndarray, data: D
     every label; ``n_left_out`` says how many): a particle the curated labels
     miss is a negative that no ranking can put below the labelled particles,
     so the first figure mixes the ranking with the labels' gaps.
+    ``roc_auc_audit_perfect`` says how much: the first figure of a ranking that
+    is perfect if the audit is right, putting the boxes it leaves out among
+    the labelled particles (an image cannot tell a particle the curators
+    skipped from one they kept) and every other box after them:
+    ``1 - n_left_out / (2 * unlabelled boxes)``.  Not a bound: where the audit
+    leaves out junk, a ranking that puts it last scores higher.
     """
     on_truth = np.isin(names, list(data.truth)) & np.isfinite(scores)
     left_out = np.zeros(len(xy), dtype=bool)
@@ -295,6 +301,7 @@ def score_quality(names: np.ndarray, xy: np.ndarray, scores: np.ndarray, data: D
     audited = on_truth & ~left_out
     return {"roc_auc": roc_auc(labels[on_truth], scores[on_truth]),
             "pr_auc": pr_auc(labels[on_truth], scores[on_truth]),
+            "roc_auc_audit_perfect": roc_auc(labels[on_truth], (labels | left_out)[on_truth]),
             "audited": {"roc_auc": roc_auc(labels[audited], scores[audited]),
                         "pr_auc": pr_auc(labels[audited], scores[audited]),
                         "n_left_out": int((on_truth & left_out).sum())}}

@@ -41,6 +41,7 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
     assert metrics["sets"]["OR"]["recall"] >= metrics["sets"]["dc_retained"]["recall"]
     assert 0.5 < metrics["roc_auc"] <= 1 and 0.5 < metrics["paper_roc_auc"]["roc_auc"] <= 1
     assert 0.5 < metrics["audited"]["roc_auc"] <= 1 and metrics["audited"]["n_left_out"] >= 0
+    assert 0.5 < metrics["roc_auc_audit_perfect"] <= 1
     from deepconsensus_plugin.demo import machine_has_gpu
     assert metrics["parameters"]["useGpu"] == machine_has_gpu()  # no GPU booked where none is
     close = metrics["retained_close_pairs"]
@@ -144,7 +145,8 @@ def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monke
     """Three particles carry labels, a fourth (picked by both pickers) does not, and one
     lone pick is junk.  The network ranks the four particles above the junk: against the
     labels the unlabelled particle counts as a negative scored high (ROC-AUC 1/2); with the
-    labels audited it is left out and the ranking is perfect."""
+    labels audited it is left out and the ranking is perfect; a ranking perfect if the audit
+    is right (the unlabelled particle among the labelled ones) is reported as such."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
     import numpy as np
     from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, score_quality
@@ -162,6 +164,12 @@ def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monke
     assert quality["roc_auc"] == pytest.approx(3 / 6)  # 3 labelled x 2 unlabelled, 3 misordered
     assert quality["audited"]["n_left_out"] == 1
     assert quality["audited"]["roc_auc"] == 1.0
+    # the four particles first, in any order, then the junk: the unlabelled particle ties
+    # with the three labelled ones, half a misordering each
+    assert quality["roc_auc_audit_perfect"] == pytest.approx(1 - 1 / (2 * 2))
+    perfect = np.array([0.9, 0.9, 0.9, 0.9, 0.1])
+    assert score_quality(names, xy, perfect, data, labels, anchors)["roc_auc"] == \
+        pytest.approx(quality["roc_auc_audit_perfect"])
 
 
 def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, tmp_path):
