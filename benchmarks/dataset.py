@@ -36,8 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deepconsensus_plugin import headless  # noqa: E402
 
 from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
-                         evaluate_selection, load_dataset, or_labels, score_quality,
-                         pattern_decisions, vote_pattern_ceiling)
+                         evaluate_selection, load_dataset, or_labels, pattern_decisions,
+                         picker_confidences, picker_score_ceiling, score_quality,
+                         vote_pattern_ceiling)
 
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
@@ -372,6 +373,7 @@ def write_report(out, metrics, plots) -> None:
               "votes and this network's score reaches (per vote pattern, keep the coordinates "
               "above a threshold chosen on the labels; an upper bound, not a result): %.3f."
               % metrics["vote_pattern_ceiling"]["f1"], "",
+              _picker_score_text(metrics["picker_score_ceiling"]), "",
               *_pattern_table(metrics),
               "Time: %s; protocol %.0f s; end to end (conversion, imports, run, "
               "evaluation) %.0f s." % (", ".join("%s %.0f s" % kv for kv in
@@ -391,23 +393,35 @@ def write_report(out, metrics, plots) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
+def _picker_score_text(ceiling: dict) -> str:
+    by_weight = ceiling["by_weight"]
+    return ("The same ceiling with the pickers' own scores (normal scores of each picker's "
+            "scores over its picks, summed over the pickers that picked a coordinate) added "
+            "to the network's logit: %.3f (weights %s; their scores alone %.3f).  Where it "
+            "does not pass the first, what the pickers know of their picks adds nothing "
+            "the votes and the network do not." % (
+                ceiling["f1"], ", ".join("%s: %.3f" % (w, f1) for w, f1 in by_weight.items()
+                                         if w != "alone"), by_weight["alone"]))
+
+
 def _pattern_table(metrics: dict) -> list[str]:
     """The report's lines on the run's decisions per vote pattern (labelled micrographs)."""
     lines = ["The run's decisions by vote pattern (which pickers picked a coordinate; labelled "
              "micrographs, lenient labels): what it kept and pruned, the network score's "
-             "ROC-AUC within the pattern, and the one-to-one F1 of the run (%.3f) had it kept, "
-             "or pruned, every coordinate of the pattern.  A pattern whose F1 all kept or all "
-             "pruned passes the run's is where the run's F1 is lost."
-             % metrics["sets"]["dc_retained"]["f1"], "",
+             "ROC-AUC within the pattern, that of each picker's own score, and the one-to-one "
+             "F1 of the run (%.3f) had it kept, or pruned, every coordinate of the pattern.  "
+             "A pattern whose F1 all kept or all pruned passes the run's is where the run's "
+             "F1 is lost." % metrics["sets"]["dc_retained"]["f1"], "",
              "| vote pattern | n | labelled | retained (labelled) | pruned by score "
-             "(labelled) | pruned as close or at the edge | ROC-AUC within | F1 all kept | "
-             "F1 all pruned |", "|" + " --- |" * 9]
+             "(labelled) | pruned as close or at the edge | ROC-AUC within | pickers' own "
+             "scores, ROC-AUC within | F1 all kept | F1 all pruned |", "|" + " --- |" * 10]
     for row in metrics["pattern_decisions"]:
         auc = "" if row["roc_auc"] is None else "%.3f" % row["roc_auc"]
-        lines.append("| %s | %d | %d | %d (%d) | %d (%d) | %d | %s | %.3f | %.3f |" % (
+        own = ", ".join("%s %.3f" % kv for kv in row["pickers_roc_auc"].items())
+        lines.append("| %s | %d | %d | %d (%d) | %d (%d) | %d | %s | %s | %.3f | %.3f |" % (
             row["pattern"], row["n"], row["labelled"], row["retained"],
             row["retained_labelled"], row["pruned_by_score"], row["pruned_by_score_labelled"],
-            row["pruned_close_or_edge"], auc, row["f1_all_kept"], row["f1_all_pruned"]))
+            row["pruned_close_or_edge"], auc, own, row["f1_all_kept"], row["f1_all_pruned"]))
     return lines + [""]
 
 
@@ -476,14 +490,18 @@ def main(argv=None) -> int:
     metrics["paper_roc_auc"] = paper_roc_auc(results, names, data, dc.invertContrast.get(),
                                              out)
     metrics["retained_close_pairs"] = retained_close_pairs(results, names, retained, data)
+    network = results.run.array(RunFolder.CNN_SCORES)
+    split_rules = (results.minDistancePx, results.edgeDistances(), results.edgeMarginPx)
     metrics["vote_pattern_ceiling"] = vote_pattern_ceiling(
-        names, table.xy, table.mic, table.voters, results.run.array(RunFolder.CNN_SCORES),
-        data, labels, anchors, results.minDistancePx,
-        results.edgeDistances(), results.edgeMarginPx)
+        names, table.xy, table.mic, table.voters, network, data, labels, anchors, *split_rules)
+    confidences = picker_confidences(names, table.xy, table.voters, data,
+                                     info.consensus.radius_px)
+    metrics["picker_score_ceiling"] = picker_score_ceiling(
+        names, table.xy, table.mic, table.voters, network, confidences, data, labels, anchors,
+        *split_rules)
     metrics["pattern_decisions"] = pattern_decisions(
-        names, table.xy, table.mic, table.voters, results.scores,
-        results.run.array(RunFolder.CNN_SCORES), results.threshold, data, labels, anchors,
-        results.minDistancePx, results.edgeDistances(), results.edgeMarginPx)
+        names, table.xy, table.mic, table.voters, results.scores, network, results.threshold,
+        data, labels, anchors, *split_rules, confidences=confidences)
     metrics["auto_threshold"] = results.autoThreshold
     metrics["parameters"] = {k: v.get() for k, v in dc.iterDefinitionAttributes()
                              if hasattr(v, "get") and not k.startswith("input")}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import glob
 import os
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import mrcfile
@@ -89,6 +89,8 @@ class Dataset:
     mrc_paths: dict[str, str]              # name -> MRC file in the picker frame
     picks: dict[str, dict[str, np.ndarray]]  # picker -> name -> (n, 2) centres
     truth: dict[str, np.ndarray]           # name -> (m, 2) centres, MRC frame
+    pick_scores: dict[str, dict[str, Optional[np.ndarray]]] = field(default_factory=dict)
+    # picker -> name -> (n,) the picker's own score of each pick, None where its file has none
 
     @property
     def match_radius(self) -> float:
@@ -200,9 +202,11 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"), spec, only)
     names = sorted(paths)
     picks_dir = os.path.join(data_dir, "picks")
-    picks = {p: {n: read_box(os.path.join(picks_dir, p, n + ".box")).xy
+    files = {p: {n: read_box(os.path.join(picks_dir, p, n + ".box"))
                  for n in names if os.path.exists(os.path.join(picks_dir, p, n + ".box"))}
              for p in pickers}
+    picks = {p: {n: f.xy for n, f in by_name.items()} for p, by_name in files.items()}
+    pick_scores = {p: {n: f.scores for n, f in by_name.items()} for p, by_name in files.items()}
     truth = {}
     for csv in labels:
         name = os.path.splitext(os.path.basename(csv))[0]
@@ -216,7 +220,8 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     if not truth:
         raise SystemExit("%s has no ground truth (gt/*.csv)" % data_dir)
     return Dataset(os.path.basename(os.path.normpath(data_dir)), spec,
-                   _box_size(picks_dir, pickers), pickers, names, paths, picks, truth)
+                   _box_size(picks_dir, pickers), pickers, names, paths, picks, truth,
+                   pick_scores)
 
 
 def or_labels(names: np.ndarray, xy: np.ndarray, data: Dataset) -> np.ndarray:
@@ -350,6 +355,77 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
                                        for p in patterns}}
 
 
+PICKER_SCORE_WEIGHTS = (0.5, 1.0, 2.0, 4.0)
+"""Weights of the pickers' rank-normal scores against the network's logit that
+:func:`picker_score_ceiling` tries (a logit of about +-4 separates the classes)."""
+
+
+def picker_confidences(names: np.ndarray, xy: np.ndarray, voters: np.ndarray, data: Dataset,
+                       radius: float) -> np.ndarray:
+    """Each picker's own score of the pick behind each of its votes, ``(n, pickers)``.
+
+    Pickers score in units of their own (crYOLO a probability, Topaz a
+    log-likelihood ratio, some none), so each picker's scores are replaced by
+    their normal scores over all its picks on the run's micrographs: one
+    scale for all, and each picker ranks its own picks as before.  The pick
+    behind a vote is the picker's nearest within ``radius`` (the consensus
+    radius) of the coordinate.  NaN where the picker did not vote for the
+    coordinate or its files carry no score.
+    """
+    from scipy.spatial import cKDTree
+    from scipy.stats import norm, rankdata
+
+    out = np.full(voters.shape, np.nan)
+    for j, picker in enumerate(data.pickers):
+        by_name = data.pick_scores.get(picker, {})
+        if any(by_name.get(n) is None for n in data.picks[picker]) or not by_name:
+            continue
+        order = list(data.picks[picker])
+        pooled = np.concatenate([by_name[n] for n in order])
+        if len(pooled) == 0:
+            continue
+        normal = norm.ppf((rankdata(pooled) - 0.5) / len(pooled))
+        starts = np.cumsum([0] + [len(by_name[n]) for n in order])
+        for k, name in enumerate(order):
+            rows = np.flatnonzero((names == name) & voters[:, j])
+            if len(rows) == 0 or starts[k + 1] == starts[k]:
+                continue
+            distance, nearest = cKDTree(data.picks[picker][name]).query(xy[rows])
+            near = distance <= radius + 1e-6
+            out[rows[near], j] = normal[starts[k] + nearest[near]]
+    return out
+
+
+def picker_score_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
+                         voters: np.ndarray, network: np.ndarray, confidences: np.ndarray,
+                         data: Dataset, labels: np.ndarray, anchors: dict[str, np.ndarray],
+                         min_distance: float, edge_distance: Optional[np.ndarray] = None,
+                         edge_margin: float = 0.0) -> dict:
+    """:func:`vote_pattern_ceiling` of the network's logit plus the pickers' own scores.
+
+    Whether what the pickers know of their own picks (:func:`picker_confidences`,
+    summed over the pickers that voted) would lift the ceiling that the votes
+    and the network set: the best over :data:`PICKER_SCORE_WEIGHTS`, and the
+    pickers' scores alone (``"alone"``).  Where it does not, no input the run
+    has, or could ask the user for, passes the ceiling.
+    """
+    from deepconsensus_plugin.core.agreement import score_logit
+    from scipy.special import expit
+
+    total = np.nansum(confidences, axis=1)
+    logit = score_logit(np.asarray(network, dtype=np.float64))
+    combined = {"alone": expit(total)}
+    combined.update({"%g" % w: expit((logit + w * total) / (1.0 + w))
+                     for w in PICKER_SCORE_WEIGHTS})
+    by_weight = {key: vote_pattern_ceiling(names, xy, mic, voters,
+                                           np.where(np.isfinite(network), score, np.nan),
+                                           data, labels, anchors, min_distance,
+                                           edge_distance, edge_margin)["f1"]
+                 for key, score in combined.items()}
+    best = max(by_weight, key=by_weight.get)
+    return {"f1": by_weight[best], "best": best, "by_weight": by_weight}
+
+
 def vote_patterns(voters: np.ndarray) -> np.ndarray:
     """Each coordinate's vote pattern (which pickers picked it) as a bit mask, picker i bit i."""
     return np.asarray(voters, dtype=np.int64) @ (1 << np.arange(voters.shape[1]))
@@ -374,11 +450,14 @@ def pattern_decisions(names: np.ndarray, xy: np.ndarray, mic: np.ndarray, voters
                       scores: np.ndarray, network: np.ndarray, threshold: float, data: Dataset,
                       labels: np.ndarray, anchors: dict[str, np.ndarray], min_distance: float,
                       edge_distance: Optional[np.ndarray] = None,
-                      edge_margin: float = 0.0) -> list[dict]:
+                      edge_margin: float = 0.0,
+                      confidences: Optional[np.ndarray] = None) -> list[dict]:
     """The run's decisions on each vote pattern, on the labelled micrographs: what it kept
     and pruned (lenient labels), how well the network's score ranks within the pattern
-    (ROC-AUC; the final scores, near 0 or 1, tie too often to rank), and the
-    one-to-one F1 of the run had it kept, or pruned, every coordinate of the pattern.
+    (ROC-AUC; the final scores, near 0 or 1, tie too often to rank) and, given
+    ``confidences`` (:func:`picker_confidences`), how well each voting picker's own
+    score does, and the one-to-one F1 of the run had it kept, or pruned, every
+    coordinate of the pattern.
 
     Where those two F1 differ from the run's tells where the F1 is lost: a pattern whose
     "all kept" F1 beats the run's was pruned too hard.  Rows: the most coordinates first.
@@ -405,12 +484,28 @@ def pattern_decisions(names: np.ndarray, xy: np.ndarray, mic: np.ndarray, voters
             "pruned_by_score_labelled": int((by_score & labels).sum()),
             "pruned_close_or_edge": int(others.sum()),
             "roc_auc": roc_auc(labels[mine], network[mine]) if both else None,
+            "pickers_roc_auc": _own_score_aucs(p, mine, labels, confidences, data.pickers)
+            if both else {},
             "f1_all_kept": _kept_f1(above | (pattern == p), score, names, xy, mic, data,
                                     labels, anchors, min_distance, edge_distance, edge_margin),
             "f1_all_pruned": _kept_f1(above & (pattern != p), score, names, xy, mic, data,
                                       labels, anchors, min_distance, edge_distance,
                                       edge_margin)})
     return sorted(rows, key=lambda row: -row["n"])
+
+
+def _own_score_aucs(pattern: int, mine: np.ndarray, labels: np.ndarray,
+                    confidences: Optional[np.ndarray], pickers: tuple[str, ...]) -> dict:
+    """ROC-AUC within a pattern of each voting picker's own score (pickers with scores)."""
+    if confidences is None:
+        return {}
+    aucs = {}
+    for j, picker in enumerate(pickers):
+        own = confidences[mine, j]
+        scored = np.isfinite(own)
+        if pattern >> j & 1 and scored.any() and 0 < labels[mine][scored].sum() < scored.sum():
+            aucs[picker] = roc_auc(labels[mine][scored], own[scored])
+    return aucs
 
 
 def _cut_text(cut: float):

@@ -50,6 +50,9 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
     ceiling = metrics["vote_pattern_ceiling"]
     assert 0 < ceiling["f1"] <= 1
     assert len(ceiling["keep_above"]) <= 2 ** len(metrics["pickers"]) - 1
+    with_scores = metrics["picker_score_ceiling"]
+    assert set(with_scores["by_weight"]) == {"alone", "0.5", "1", "2", "4"}
+    assert with_scores["f1"] == max(with_scores["by_weight"].values()) > 0
 
 
 def test_scores_report_and_plots_written(benchmark_run):
@@ -61,6 +64,7 @@ def test_scores_report_and_plots_written(benchmark_run):
     report = (out / "report.md").read_text()
     assert "| dc_retained |" in report and "one-to-one" in report
     assert "Ceiling of this run's inputs" in report
+    assert "the pickers' own scores" in report
     assert "Pruned at the micrograph edge" in report
     assert "The run's decisions by vote pattern" in report
     decided = metrics["pattern_decisions"]
@@ -139,6 +143,58 @@ def test_pattern_decisions_count_the_run_and_the_fixed_rules_per_pattern(monkeyp
     assert b["f1_all_pruned"] > run_f1
     assert both["f1_all_pruned"] < run_f1
     assert all(row["pruned_close_or_edge"] == 0 for row in rows.values())
+
+
+def test_the_pickers_own_scores_lift_the_ceiling_where_they_know_more_than_the_network(
+        monkeypatch):
+    """B's lone picks are particles where B scored them above 0.8, which the network, random
+    here, does not tell: the ceiling of the votes and the network stays below 1, with B's own
+    scores it reaches 1.  A's file has no scores: its column stays NaN, and so does every
+    coordinate a picker did not pick."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from empiar_data import (Dataset, DatasetSpec, audit_anchors, or_labels, pattern_decisions,
+                             picker_confidences, picker_score_ceiling, vote_pattern_ceiling)
+
+    rng = np.random.default_rng(1)
+    xy = np.array([(100.0 * i, 100.0 * j) for i in range(1, 9) for j in range(1, 9)])
+    voters = np.zeros((len(xy), 2), dtype=bool)
+    voters[:20, 0] = True
+    voters[20:40, 1] = True
+    voters[40:, :] = True
+    b_rows = np.flatnonzero(voters[:, 1])
+    b_scores = rng.uniform(0, 1, len(b_rows))
+    b_scores[:20] = np.linspace(0.5, 0.95, 20)    # B's lone picks: particles above 0.8
+    particle = voters[:, 0].copy()
+    particle[b_rows[:20]] = b_scores[:20] > 0.8
+    network = rng.uniform(0, 1, len(xy))
+    names, mic = np.array(["m"] * len(xy)), np.zeros(len(xy), int)
+    # B's file lists its picks 1 px off the consensus centres, in another order
+    order = rng.permutation(len(b_rows))
+    data = Dataset(name="toy", spec=DatasetSpec(pixel_size=1.0, diameter=40.0, flip_y=False),
+                   box=48, pickers=("A", "B"), names=["m"], mrc_paths={},
+                   picks={"A": {"m": xy[voters[:, 0]]}, "B": {"m": xy[b_rows][order] + 1.0}},
+                   truth={"m": xy[particle]},
+                   pick_scores={"A": {"m": None}, "B": {"m": b_scores[order]}})
+    labels = or_labels(names, xy, data)
+    anchors = audit_anchors(names, xy, voters.sum(1), data)
+
+    confidences = picker_confidences(names, xy, voters, data, radius=2.0)
+    assert np.isnan(confidences[:, 0]).all()
+    assert np.isnan(confidences[~voters[:, 1], 1]).all()
+    b_own = confidences[b_rows, 1]
+    assert np.array_equal(np.argsort(b_own), np.argsort(b_scores))  # the picker's own ranking
+    assert abs(np.mean(b_own)) < 1e-9                                # normal scores: centred
+    ceiling = vote_pattern_ceiling(names, xy, mic, voters, network, data, labels, anchors,
+                                   min_distance=20.0)["f1"]
+    with_scores = picker_score_ceiling(names, xy, mic, voters, network, confidences, data,
+                                       labels, anchors, min_distance=20.0)
+    assert ceiling < 1.0 and with_scores["f1"] == with_scores["by_weight"]["alone"] == 1.0
+    rows = {row["pattern"]: row for row in pattern_decisions(
+        names, xy, mic, voters, network, network, 0.5, data, labels, anchors, 20.0,
+        confidences=confidences)}
+    assert rows["B"]["pickers_roc_auc"] == {"B": 1.0}
+    assert rows["A"]["pickers_roc_auc"] == {}       # one class only, and A has no scores
 
 
 def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monkeypatch):
