@@ -378,9 +378,9 @@ def picker_confidences(names: np.ndarray, xy: np.ndarray, voters: np.ndarray, da
     out = np.full(voters.shape, np.nan)
     for j, picker in enumerate(data.pickers):
         by_name = data.pick_scores.get(picker, {})
-        if any(by_name.get(n) is None for n in data.picks[picker]) or not by_name:
+        if not by_name or any(scores is None for scores in by_name.values()):
             continue
-        order = list(data.picks[picker])
+        order = list(by_name)
         pooled = np.concatenate([by_name[n] for n in order])
         if len(pooled) == 0:
             continue
@@ -417,6 +417,7 @@ def picker_score_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
     combined = {"alone": expit(total)}
     combined.update({"%g" % w: expit((logit + w * total) / (1.0 + w))
                      for w in PICKER_SCORE_WEIGHTS})
+    # a coordinate the run could not score stays out, as in the ceiling without them
     by_weight = {key: vote_pattern_ceiling(names, xy, mic, voters,
                                            np.where(np.isfinite(network), score, np.nan),
                                            data, labels, anchors, min_distance,
