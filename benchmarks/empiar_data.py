@@ -357,7 +357,8 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
 
 PICKER_SCORE_WEIGHTS = (0.5, 1.0, 2.0, 4.0)
 """Weights of the pickers' rank-normal scores against the network's logit that
-:func:`picker_score_ceiling` tries (a logit of about +-4 separates the classes)."""
+:func:`picker_score_ceiling` tries: a picker's normal scores spread by 1, the
+network's logits by about 5, so the pickers weigh from little to much."""
 
 
 def picker_confidences(names: np.ndarray, xy: np.ndarray, voters: np.ndarray, data: Dataset,
@@ -406,8 +407,8 @@ def picker_score_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
     Whether what the pickers know of their own picks (:func:`picker_confidences`,
     summed over the pickers that voted) would lift the ceiling that the votes
     and the network set: the best over :data:`PICKER_SCORE_WEIGHTS`, and the
-    pickers' scores alone (``"alone"``).  Where it does not, no input the run
-    has, or could ask the user for, passes the ceiling.
+    pickers' scores alone (``"alone"``).  Where it does not, reading the
+    pickers' scores would not help the run either.
     """
     from deepconsensus_plugin.core.agreement import score_logit
     from scipy.special import expit
