@@ -381,19 +381,18 @@ def picker_confidences(names: np.ndarray, xy: np.ndarray, voters: np.ndarray, da
         by_name = data.pick_scores.get(picker, {})
         if not by_name or any(scores is None for scores in by_name.values()):
             continue
-        order = list(by_name)
-        pooled = np.concatenate([by_name[n] for n in order])
+        pooled = np.concatenate(list(by_name.values()))
         if len(pooled) == 0:
             continue
         normal = norm.ppf((rankdata(pooled) - 0.5) / len(pooled))
-        starts = np.cumsum([0] + [len(by_name[n]) for n in order])
-        for k, name in enumerate(order):
+        sizes = np.cumsum([len(scores) for scores in by_name.values()])[:-1]
+        for name, own in zip(by_name, np.split(normal, sizes)):
             rows = np.flatnonzero((names == name) & voters[:, j])
-            if len(rows) == 0 or starts[k + 1] == starts[k]:
+            if len(rows) == 0 or len(own) == 0:
                 continue
             distance, nearest = cKDTree(data.picks[picker][name]).query(xy[rows])
             near = distance <= radius + 1e-6
-            out[rows[near], j] = normal[starts[k] + nearest[near]]
+            out[rows[near], j] = own[nearest[near]]
     return out
 
 
@@ -486,8 +485,7 @@ def pattern_decisions(names: np.ndarray, xy: np.ndarray, mic: np.ndarray, voters
             "pruned_by_score_labelled": int((by_score & labels).sum()),
             "pruned_close_or_edge": int(others.sum()),
             "roc_auc": roc_auc(labels[mine], network[mine]) if both else None,
-            "pickers_roc_auc": _own_score_aucs(p, mine, labels, confidences, data.pickers)
-            if both else {},
+            "pickers_roc_auc": _own_score_aucs(p, mine, labels, confidences, data.pickers),
             "f1_all_kept": _kept_f1(above | (pattern == p), score, names, xy, mic, data,
                                     labels, anchors, min_distance, edge_distance, edge_margin),
             "f1_all_pruned": _kept_f1(above & (pattern != p), score, names, xy, mic, data,
