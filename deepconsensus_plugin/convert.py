@@ -15,7 +15,7 @@ from pyworkflow.object import Boolean, Float, Integer
 
 from .core.consensus import rescale
 from .core.run_folder import Micrograph
-from .core.stages import ConsensusInput, PickerInput
+from .core.stages import ConsensusInput, PickerInput, working_box
 
 
 IMAGE_EXTENSIONS = (".mrc", ".mrcs", ".st", ".tif", ".tiff", ".eer", ".dm4", ".em", ".spi",
@@ -91,10 +91,12 @@ def picksInReferenceFrame(sets, setNames):
     return pickers, names, rescaled
 
 
-def consensusInput(sets, setNames) -> ConsensusInput:
+def consensusInput(sets, setNames, diameter: float = 0.0) -> ConsensusInput:
     """The core's consensus input from coordinate sets: the micrographs common to all sets
     (ids, files and micNames of the first set's), each set's picks on them in the first
-    set's pixel size, and the notes the summary gives (entries left out, other boxes)."""
+    set's pixel size, the box the run works in (the first set's, or 1.5 times
+    ``diameter`` (Å) where one is given) and the notes the summary gives (entries left
+    out, other boxes)."""
     reference = sets[0]
     refMics = micrographsByName(reference.getMicrographs())
     pickers, names, rescaled = picksInReferenceFrame(sets, setNames)
@@ -103,14 +105,16 @@ def consensusInput(sets, setNames) -> ConsensusInput:
                               label=refMics[n][2]) for n in common]
     ids = {m.name: m.mic_id for m in micrographs}
     box = reference.getBoxSize()
+    sampling = samplingRate(reference)
+    work = working_box(box, diameter, sampling)
     return ConsensusInput(
         micrographs=micrographs,
         pickers=[PickerInput(name, {ids[n]: picks[n] for n in common if n in picks})
                  for name, picks in zip(setNames, pickers)],
-        box=box, sampling_rate=samplingRate(reference),
+        box=work, sampling_rate=sampling,
         ignored_micrograph_entries=sum(len(n) for n in names) - len(common) * len(sets),
         other_box_sizes=sorted({s.getBoxSize() for s in sets[1:]} - {box}),
-        rescaled_sets=rescaled)
+        rescaled_sets=rescaled, coordinates_box=None if work == box else box)
 
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,

@@ -54,7 +54,13 @@ class RunResults:
 
     @property
     def box(self):
+        """The box the run worked in (extraction, scoring, the shares of the box)."""
         return self.info.consensus.box
+
+    @property
+    def outputBox(self):
+        """The box the outputs carry: the input coordinates'."""
+        return self.info.consensus.output_box
 
     @property
     def minVotes(self):

@@ -16,6 +16,7 @@ from pyworkflow.wizard import Wizard
 
 from . import convert
 from .core.consensus import pair_distances
+from .core.stages import BOX_PER_DIAMETER
 from .protocols import ProtDeepConsensus
 
 SEARCH_FRACTION = 0.25
@@ -80,16 +81,19 @@ class DeepConsensusRadiusWizard(Wizard):
                                "Choose the coordinates of at least two pickers first.",
                                form.root)
             return
-        box = sets[0].getBoxSize()
+        box = form.protocol._workingBox(sets[0])
         if not box:
             dialog.showWarning("Consensus radius", "The first input set has no box size.",
                                form.root)
             return
         fraction, distances = proposeRadius(inputPicks(sets), box)
         boxes = ", ".join("%s px" % s.getBoxSize() for s in sets[1:])
-        message = ("Box size: %d px, from the first input set (the others: %s); particles "
-                   "are cut with it and the radius is a fraction of it.\n\n%s\n\nUse %.2f?"
-                   % (box, boxes, describeProposal(fraction, distances, box), fraction))
+        origin = ("from the first input set (the others: %s)" % boxes
+                  if box == sets[0].getBoxSize()
+                  else "%.1f times the particle diameter on the form" % BOX_PER_DIAMETER)
+        message = ("Box size: %d px, %s; particles are cut with it and the radius is a "
+                   "fraction of it.\n\n%s\n\nUse %.2f?"
+                   % (box, origin, describeProposal(fraction, distances, box), fraction))
         if dialog.askYesNo("Consensus radius", message, form.root):
             form.setVar("consensusRadius", fraction)
 

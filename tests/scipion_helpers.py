@@ -26,8 +26,9 @@ def writeBoxFiles(folder, mics, picks, box):
 
 
 def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=SHAPE,
-                    nParticles=70):
-    """Import synthetic micrographs and pickers into the test's project.
+                    nParticles=70, box=BOX):
+    """Import synthetic micrographs and pickers (their coordinates in boxes of ``box`` px)
+    into the test's project.
 
     Returns (micrograph import protocol, list of coordinate import protocols,
     list of SyntheticMicrograph with the truth).
@@ -40,16 +41,16 @@ def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=SHAPE,
                                 filesPattern="synthetic_*.mrc", samplingRate=2.0,
                                 voltage=300)
     test.launchProtocol(protMics)
-    protCoords = [importCoordinates(test, protMics, mics, picks, "picker %d" % p)
+    protCoords = [importCoordinates(test, protMics, mics, picks, "picker %d" % p, box)
                   for p, picks in enumerate(pickers)]
     return protMics, protCoords, mics
 
 
-def importCoordinates(test, protMics, mics, picks, label):
-    """Import per-micrograph centres ``picks`` (aligned with ``mics``) as coordinates on the
-    micrographs of ``protMics``; the import protocol."""
+def importCoordinates(test, protMics, mics, picks, label, box=BOX):
+    """Import per-micrograph centres ``picks`` (aligned with ``mics``) as coordinates in
+    boxes of ``box`` px on the micrographs of ``protMics``; the import protocol."""
     boxFolder = os.path.join(os.path.dirname(mics[0].path), label.replace(" ", "_"))
-    writeBoxFiles(boxFolder, mics, picks, BOX)
+    writeBoxFiles(boxFolder, mics, picks, box)
     prot = test.newProtocol(ProtImportPickerCoordinates, filesPath=boxFolder,
                             filesPattern="*.box")
     prot.setObjLabel(label)  # pyworkflow 3.11 drops an objLabel keyword

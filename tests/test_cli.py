@@ -292,10 +292,30 @@ def test_command_defaults_are_the_protocol_defaults():
         "no_combine_votes": not form.combineVotes.get(),
         "no_best_centred": not form.bestCentred.get(),
         "min_distance": form.minDistance.get(), "edge_margin": form.edgeMargin.get(),
-        "threshold": str(form.threshold.get()),
+        "threshold": str(form.threshold.get()), "diameter": form.particleDiameter.get(),
     }
     assert form.thresholdMode.get() == form.THRESHOLD_FIXED
     assert {name: getattr(args, name) for name in expected} == expected
+
+
+def test_a_particle_diameter_sets_the_box_the_run_works_in_and_the_export_keeps_the_picks():
+    """``--diameter`` (Å): the run works in boxes of 1.5 diameters, the STAR files keep
+    the pickers' box; a diameter wider than that box is refused as in other units."""
+    from deepconsensus_plugin.cli import build_parser
+    from deepconsensus_plugin.cli.common import InputError, gather
+
+    def inputs(*extra):
+        return gather(build_parser().parse_args(["run", *demo_arguments(), "--out", "o",
+                                                 *extra]))
+
+    plain, plain_export, _ = inputs()
+    assert plain.coordinates_box is None and plain_export.box == plain.box
+    diameter = plain.box * SAMPLING_RATE / 2  # the pickers' box is 2 diameters
+    worked, export, _ = inputs("--diameter", str(diameter))
+    assert worked.box == round(0.75 * plain.box) and worked.coordinates_box == plain.box
+    assert export.box == plain.box
+    with pytest.raises(InputError, match="is not within the %d px box" % plain.box):
+        inputs("--diameter", str(10 * diameter))
 
 
 def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):

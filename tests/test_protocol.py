@@ -256,6 +256,34 @@ class TestDeepConsensus(BaseTest):
         self.__class__.prot = self.proj.getProtocol(self.prot.getObjId())
 
 
+class TestParticleDiameter(BaseTest):
+    """Picks in boxes of 3 particle diameters, and the diameter on the form: the run works
+    in boxes of 1.5 diameters (the other tests' BOX), the outputs keep the pickers' box."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(
+            cls, nMicrographs=2, box=3 * DIAMETER)
+        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=4, networkSize=32,
+                                    selfTraining=False, particleDiameter=2.0 * DIAMETER)
+        cls.launchProtocol(cls.prot)
+
+    def test_the_run_works_in_the_diameters_box_and_the_outputs_keep_the_pickers(self):
+        info = RunFolder(self.prot._getExtraPath()).info()
+        self.assertEqual((info.consensus.box, info.consensus.coordinates_box),
+                         (BOX, 3 * DIAMETER))
+        self.assertAlmostEqual(info.consensus.radius_px, 0.1 * BOX)
+        self.assertAlmostEqual(info.split.min_distance_px, 0.3 * BOX)
+        self.assertAlmostEqual(info.split.edge_margin_px, 0.3 * BOX)
+        for name in (OUTPUT_RETAINED, OUTPUT_PRUNED):
+            self.assertEqual(getattr(self.prot, name).getBoxSize(), 3 * DIAMETER)
+        summary, methods = "\n".join(self.prot.summary()), "\n".join(self.prot.methods())
+        self.assertIn("Worked in boxes of %d px" % BOX, summary)
+        self.assertIn("in boxes of %d px (1.5 particle diameters; the coordinates' box was "
+                      "%d px)" % (BOX, 3 * DIAMETER), methods)
+
+
 class TestPublishedMethod(BaseTest):
     """'As published': random negatives, one round, the network's score alone."""
 

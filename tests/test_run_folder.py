@@ -187,3 +187,41 @@ def test_frames_measure_the_padding_once_and_an_older_run_keeps_its_shapes(tmp_p
     assert older.micrograph_frames() == {1: MicrographFrame(256, 256),
                                          2: MicrographFrame(256, 256)}
     assert not older.has(older.FRAMES)
+
+
+def test_working_box_follows_a_given_particle_diameter():
+    """1.5 diameters where the user gives one (in Å), else the coordinates' own box; a
+    diameter without a pixel size cannot be converted, and the box never falls under 8 px."""
+    assert stages.working_box(96, 0, 2.0) == 96
+    assert stages.working_box(96, -1, None) == 96
+    assert stages.working_box(96, 64.0, 2.0) == 48  # 32 px particle
+    assert stages.working_box(84, 300.0, 5.36) == 84  # EMPIAR-10028: 56 px ribosome
+    assert stages.working_box(96, 2.0, 2.0) == stages.MIN_BOX
+    with pytest.raises(ValueError, match="pixel size"):
+        stages.working_box(96, 64.0, None)
+
+
+def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, dataset):
+    """Where the run works in a box other than the coordinates' (a particle diameter was
+    given), the consensus radius is a share of the working box; the record keeps the
+    coordinates' box for the outputs, and the summary says which is which."""
+    from dataclasses import replace
+    from deepconsensus_plugin.results import RunResults
+
+    work = replace(dataset, box=BOX // 2, coordinates_box=BOX)
+    run = RunFolder(tmp_path / "worked")
+    info = stages.consensus_stage(run, work)
+    assert (info.box, info.coordinates_box, info.output_box) == (BOX // 2, BOX, BOX)
+    assert info.radius_px == pytest.approx(0.1 * (BOX // 2))
+    same = stages.consensus_stage(RunFolder(tmp_path / "own"), dataset)
+    assert (same.box, same.coordinates_box, same.output_box) == (BOX, None, BOX)
+    summary = "\n".join(stages.summary_lines(run.info()))
+    assert ("Worked in boxes of %d px (1.5 times the particle diameter given) instead of "
+            "the coordinates' %d px" % (BOX // 2, BOX)) in summary
+    assert "Worked in boxes" not in "\n".join(stages.summary_lines(RunFolder(
+        tmp_path / "own").info()))
+    run.write_array(run.CNN_SCORES, np.full(len(run.consensus()), 0.9))
+    stages.ranking_stage(run, combine=False)
+    stages.split_stage(run, 0.5, min_distance=0)
+    results = RunResults(str(tmp_path / "worked"), str(tmp_path))
+    assert (results.box, results.outputBox) == (BOX // 2, BOX)

@@ -101,6 +101,20 @@ def test_a_stream_that_trains_when_the_inputs_close_is_the_batch_run(dataset, tm
     np.testing.assert_array_equal(split.pruned, expected.pruned)
 
 
+def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(dataset,
+                                                                                tmp_path):
+    """A stream told a working box (a particle diameter on the form) merges in it and
+    keeps the coordinates' box for the sets it publishes."""
+    stream = StreamingRun(RunFolder(str(tmp_path / "stream")), SETTINGS,
+                          ["picker %d" % p for p in range(3)], BOX, 2.0, coordinates_box=2 * BOX)
+    feed(stream, dataset, [0, 1])
+    consensus = stream.run.info().consensus
+    assert (consensus.box, consensus.coordinates_box, stream.output_box) == (BOX, 2 * BOX,
+                                                                          2 * BOX)
+    assert consensus.radius_px == pytest.approx(SETTINGS.consensus.radius * BOX)
+    assert new_stream(tmp_path / "plain").output_box == BOX
+
+
 def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, tmp_path):
     stream = new_stream(tmp_path, StreamSettings(**{**SETTINGS.__dict__, "train_at": 150}))
     feed(stream, dataset, [0, 1])

@@ -86,6 +86,17 @@ class TestValidation(BaseTest):
         self.assertEqual(prot.validate(), ["The box size of 'picker 0' (outputCoordinates) is "
                                            "None: set it (at least 8 px) when picking."])
 
+    def test_a_particle_diameter_in_other_units_is_named(self):
+        """The synthetic picks: 48 px boxes at 2 Å/px.  A diameter wider than the box, or
+        one that gives boxes under 8 px, is in nm or px, not Å."""
+        self.assertEqual(newDeepConsensus(self, self.protCoords, particleDiameter=64).validate(),
+                         [])
+        self.assertError(newDeepConsensus(self, self.protCoords, particleDiameter=640),
+                         "particle diameter 640 Å (320 px) is larger than the box of "
+                         "'picker 0' (outputCoordinates) (48 px at 2.000 Å/px)")
+        self.assertError(newDeepConsensus(self, self.protCoords, particleDiameter=6.4),
+                         "particle diameter 6.4 Å is under 5 px at 2.000 Å/px")
+
     def test_parameters_out_of_range(self):
         cases = {"consensusRadius": (1.5, "Consensus radius"),
                  "negativeRatio": (0, "Negatives per positive"),

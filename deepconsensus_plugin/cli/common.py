@@ -63,6 +63,12 @@ def add_inputs(parser: argparse.ArgumentParser) -> None:
                        help="box size in micrograph pixels, about 1.5-2 particle diameters "
                             "(default: from the first picker that records one, e.g. .box "
                             "files or a RELION/cryoSPARC particle file)")
+    group.add_argument("--diameter", type=float, default=0.0, metavar="A",
+                       help="particle diameter in A: the run then works in boxes of %.1f "
+                            "diameters instead of --box-size (the outputs keep --box-size); "
+                            "give it when the box is 2 diameters or more, so that in a "
+                            "crowded field the neighbours stay out of the network's view "
+                            "(default: work in --box-size)" % stages.BOX_PER_DIAMETER)
     group.add_argument("--voltage", type=float, metavar="KV",
                        help="acceleration voltage for the output STAR files' optics table "
                             "(default: from micrographs.star or the picks; RELION needs it)")
@@ -300,9 +306,15 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
     if not box or box < 8:
         raise InputError("the box size is unknown: give --box-size (pixels, about 1.5-2 "
                          "particle diameters)")
+    if args.diameter < 0 or (args.diameter and args.diameter / pixel > box):
+        raise InputError("--diameter %g A (%.0f px at %.3f A/px) is not within the %d px box: "
+                         "give the particle diameter in A" % (args.diameter, args.diameter / pixel,
+                                                              pixel, box))
     export = _export_settings(args, pixel, box, listing, sets)
-    inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=box,
-                                   sampling_rate=pixel, rescaled_sets=rescaled)
+    work = stages.working_box(box, args.diameter, pixel)
+    inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=work,
+                                   sampling_rate=pixel, rescaled_sets=rescaled,
+                                   coordinates_box=None if work == box else box)
     return inputs, export, notes
 
 

@@ -67,6 +67,14 @@ class ConsensusInfo:
     other_box_sizes: List[int] = field(default_factory=list)
     rescaled_sets: List[str] = field(default_factory=list)
     seconds: float = 0.0
+    coordinates_box: Optional[int] = None
+    """The input coordinates' box where the run worked in another (``box``, from a given
+    particle diameter); None: the same."""
+
+    @property
+    def output_box(self) -> int:
+        """The box the outputs carry: the input coordinates'."""
+        return self.box if self.coordinates_box is None else self.coordinates_box
 
 
 @dataclass

@@ -97,6 +97,29 @@ def min_votes_for(and_rule: str, n_pickers: int, k: int = 2) -> int:
     raise ValueError("unknown AND rule %r (one of %s)" % (and_rule, ", ".join(AND_RULES)))
 
 
+BOX_PER_DIAMETER = 1.5
+"""Where the user gives the particle diameter, the run works in a box of this many
+diameters instead of the coordinates' own: the particle and a ring of background, as
+in the boxes of both development datasets (1.67 and 1.5 diameters).  Extraction
+boxes are often 2 diameters or more; on the crowded ribosomes of EMPIAR-10028 such
+a box lets the neighbours into the network's view (``benchmarks/README.md``)."""
+MIN_BOX = 8
+"""The smallest box (px) a run works in."""
+
+
+def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> int:
+    """The box (px) the run works in: :data:`BOX_PER_DIAMETER` particle diameters where
+    the user gives one (``diameter_a`` in Å; 0 or less: not given), else the coordinates'
+    own ``box``.  Every distance of the run that is a share of the box (consensus radius,
+    negatives, the network's view, best-centred search, minimum distance, edge margin)
+    follows it; the outputs keep the coordinates' box."""
+    if diameter_a <= 0:
+        return int(box)
+    if not sampling_rate:
+        raise ValueError("a particle diameter in Å needs the micrographs' pixel size")
+    return max(MIN_BOX, int(round(BOX_PER_DIAMETER * diameter_a / sampling_rate)))
+
+
 def length_px(length_a: float, default_share: float, box: int,
               sampling_rate: Optional[float]) -> float:
     """A length the user gives in Å, in pixels; a negative value asks for the default,
@@ -161,10 +184,14 @@ class ConsensusInput:
     micrographs: Sequence[Micrograph]
     pickers: Sequence[PickerInput]
     box: int
+    """The box the run works in (:func:`working_box`)."""
     sampling_rate: Optional[float]
     ignored_micrograph_entries: int = 0
     other_box_sizes: Sequence[int] = ()
     rescaled_sets: Sequence[str] = ()
+    coordinates_box: Optional[int] = None
+    """The input coordinates' box where the run works in another (a particle diameter
+    was given); the outputs keep it.  None: ``box`` is the coordinates' own."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +276,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     info = ConsensusInfo(
         n_pickers=n_pickers, picker_names=[p.name for p in inputs.pickers],
         n_micrographs=len(inputs.micrographs), box=int(inputs.box),
+        coordinates_box=None if inputs.coordinates_box is None else int(inputs.coordinates_box),
         sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
         **table_counts(table, n_pickers, min_votes),
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
@@ -1006,10 +1034,14 @@ def summary_lines(info) -> list:
     if consensus.ignored_micrograph_entries:
         lines.append("Only micrographs common to all input sets were used; %d "
                      "micrograph entries were left out." % consensus.ignored_micrograph_entries)
+    if consensus.coordinates_box is not None:
+        lines.append("Worked in boxes of %d px (%.1f times the particle diameter given) "
+                     "instead of the coordinates' %d px, which the outputs keep."
+                     % (consensus.box, BOX_PER_DIAMETER, consensus.coordinates_box))
     if consensus.other_box_sizes:
         lines.append("The input sets have other box sizes too (%s px); the first set's "
                      "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),
-                                         consensus.box))
+                                         consensus.output_box))
     if consensus.rescaled_sets:
         lines.append("Rescaled to %.3f A/px: %s." % (consensus.sampling_rate,
                                                     ", ".join(consensus.rescaled_sets)))

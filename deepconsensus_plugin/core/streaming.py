@@ -155,15 +155,24 @@ class StreamingRun:
     """A deep-consensus run folder fed batch by batch (see the module's description)."""
 
     def __init__(self, run: RunFolder, settings: StreamSettings, picker_names: Sequence[str],
-                 box: int, sampling_rate: Optional[float]):
+                 box: int, sampling_rate: Optional[float],
+                 coordinates_box: Optional[int] = None):
+        """``box`` is the box the run works in (:func:`.stages.working_box`),
+        ``coordinates_box`` the input coordinates' where it differs (the outputs keep it)."""
         self.run = run
         self.settings = settings
         self.picker_names = list(picker_names)
         self.box = int(box)
+        self.coordinates_box = None if coordinates_box is None else int(coordinates_box)
         self.sampling_rate = sampling_rate
         self.min_votes = stages.min_votes_for(settings.consensus.and_rule, len(picker_names),
                                               settings.consensus.k)
         self.state = self._load()
+
+    @property
+    def output_box(self) -> int:
+        """The box the outputs carry: the input coordinates'."""
+        return self.box if self.coordinates_box is None else self.coordinates_box
 
     # -- the record ---------------------------------------------------------
     def _load(self) -> StreamState:
@@ -251,6 +260,7 @@ class StreamingRun:
         it described is gone), after it an update that keeps the training's record."""
         info = ConsensusInfo(n_pickers=len(self.picker_names), picker_names=self.picker_names,
                              n_micrographs=n_micrographs, box=self.box,
+                             coordinates_box=self.coordinates_box,
                              sampling_rate=self.sampling_rate,
                              radius_px=self.settings.consensus.radius * self.box,
                              min_votes=self.min_votes,

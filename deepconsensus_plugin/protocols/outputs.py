@@ -27,7 +27,7 @@ def registerSplit(protocol, dcRun, results: RunResults, split: Split):
     for name, rows, suffix in ((OUTPUT_RETAINED, split.retained, "retained"),
                                (OUTPUT_PRUNED, split.pruned, "pruned")):
         coordSet = protocol._createSetOfCoordinates(micsPointer, suffix=suffix)
-        coordSet.setBoxSize(results.box)
+        coordSet.setBoxSize(results.outputBox)
         convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
                                 table.votes, split.duplicate, split.at_edge,
                                 results.micrographs)

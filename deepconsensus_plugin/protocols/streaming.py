@@ -215,7 +215,7 @@ class DeepConsensusStreaming:
                 if coordSet is None:
                     micsPointer = self.inputCoordinates[0].get().getMicrographs(asPointer=True)
                     coordSet = self._createSetOfCoordinates(micsPointer, suffix=suffix)
-                    coordSet.setBoxSize(stream.box)
+                    coordSet.setBoxSize(stream.output_box)
                 else:
                     coordSet.enableAppend()
                 outputs[name] = coordSet
@@ -273,4 +273,5 @@ class DeepConsensusStreaming:
             gpus=tuple(self.getGpuList() if self.usesGpu() else ()))
         return StreamingRun(self._runFolder(), settings,
                             [self._setName(p) for p in self.inputCoordinates],
-                            first.getBoxSize(), convert.samplingRate(first))
+                            self._workingBox(first), convert.samplingRate(first),
+                            self._coordinatesBox(first))

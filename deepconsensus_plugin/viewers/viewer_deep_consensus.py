@@ -173,7 +173,7 @@ class DeepConsensusViewer(ProtocolViewer):
         xy = results.table.xy[rows]
         return self._plot(plots.micrograph_overlay, "Deep Consensus picks",
                           read_micrograph(path), xy[retained], xy[scored & ~retained],
-                          results.box,
+                          results.outputBox,
                           title="%s (threshold %.2f)" % (name, self.viewThreshold.get()))
 
     def _showPickers(self, paramName=None):
