@@ -70,6 +70,14 @@ def parse_args(argv):
     parser.add_argument("--min-votes", type=int, default=None,
                         help="AND = picked by at least this many pickers (default: the "
                              "protocol's default rule)")
+    parser.add_argument("--box", type=int, default=None,
+                        help="box size (px) of the imported coordinates, instead of the .box "
+                             "files' width: how the run fares with the box another user "
+                             "would choose")
+    parser.add_argument("--particle-diameter", default=None, metavar="A|known",
+                        help="the protocol's particle diameter in Å (the run works in boxes "
+                             "of 1.5 diameters); 'known': the dataset's own diameter "
+                             "(default: none, the run works in the coordinates' box)")
     parser.add_argument("--network-size", type=int, default=None)
     parser.add_argument("--architecture", choices=("fast", "paper"), default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
@@ -102,8 +110,12 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def protocol_params(args) -> dict:
+def protocol_params(args, spec) -> dict:
     params = {}
+    if args.particle_diameter == "known":
+        params["particleDiameter"] = spec.diameter * spec.pixel_size
+    elif args.particle_diameter is not None:
+        params["particleDiameter"] = float(args.particle_diameter)
     if args.min_votes is not None:
         params.update(andRule=1, minVotes=args.min_votes)
     if args.network_size is not None:
@@ -157,13 +169,13 @@ def run_scipion(data: Dataset, args) -> tuple:
     for picker in data.pickers:
         prot = new_protocol(project, ProtImportPickerCoordinates, picker,
                             filesPath=os.path.join(args.data, "picks", picker),
-                            filesPattern="*.box")
+                            filesPattern="*.box", boxSize=args.box or 0)
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         pickers[picker] = run_protocol(project, prot)
     # a GPU booked where none is listed would only add a warning to the run's log, as in the demo
     dc = new_protocol(project, ProtDeepConsensus, "deep consensus", useGpu=machine_has_gpu(),
-                      **protocol_params(args))
+                      **protocol_params(args, data.spec))
     for prot in pickers.values():
         dc.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
     print("Running deep consensus...", flush=True)
@@ -326,12 +338,15 @@ def _figures(m: dict) -> str:
 def write_report(out, metrics, plots) -> None:
     columns = " | ".join("%s n | %s P | %s R | %s F1" % ((title,) * 4) for title, _ in COLUMNS)
     lines = ["# %s benchmark" % metrics["dataset"], "",
-             "Run on %d micrographs%s, pickers %s.  Ground truth: %d particles on %d "
-             "micrographs (%s); match radius %.1f px (a quarter of the %.0f px diameter); "
-             "threshold %.3f (%s)."
+             "Run on %d micrographs%s, pickers %s, in boxes of %d px%s.  Ground truth: %d "
+             "particles on %d micrographs (%s); match radius %.1f px (a quarter of the %.0f "
+             "px diameter); threshold %.3f (%s)."
              % (metrics["n_micrographs"],
                 " (the labelled ones only)" if metrics["labelled_only"] else "",
-                ", ".join(metrics["pickers"]),
+                ", ".join(metrics["pickers"]), metrics["box_px"],
+                "" if metrics["coordinates_box_px"] == metrics["box_px"] else
+                " (from the particle diameter; the coordinates' box %d px)"
+                % metrics["coordinates_box_px"],
                 metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
                 ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],
                 metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"]), "",
@@ -469,7 +484,8 @@ def main(argv=None) -> int:
     anchors = audit_anchors(names, table.xy, table.votes, data)
     keep = {"OR": np.ones(len(table), bool), "AND": table.votes >= results.minVotes,
             "dc_retained": retained}
-    metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": data.box,
+    metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": results.box,
+               "coordinates_box_px": results.outputBox,
                "n_micrographs": len(data.names), "labelled_only": args.labelled_only,
                "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,
                "flip_y": spec.flip_y, "match_radius_px": data.match_radius,

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -282,6 +283,11 @@ def test_the_method_flags_set_the_protocol_form():
     spec.loader.exec_module(module)
     args = module.parse_args(["--data", "d", "--out", "o", "--no-best-centred",
                               "--no-agreement", "--self-training", "--seed", "3"])
-    assert module.protocol_params(args) == {"combineVotes": False, "bestCentred": False,
-                                            "selfTraining": True, "seed": 3}
-    assert module.protocol_params(module.parse_args(["--data", "d", "--out", "o"])) == {}
+    spec = SimpleNamespace(pixel_size=2.0, diameter=50.0)  # a DatasetSpec's two fields used
+    assert module.protocol_params(args, spec) == {"combineVotes": False, "bestCentred": False,
+                                                  "selfTraining": True, "seed": 3}
+    assert module.protocol_params(module.parse_args(["--data", "d", "--out", "o"]), spec) == {}
+    known = module.parse_args(["--data", "d", "--out", "o", "--particle-diameter", "known"])
+    assert module.protocol_params(known, spec) == {"particleDiameter": 100.0}
+    given = module.parse_args(["--data", "d", "--out", "o", "--particle-diameter", "180"])
+    assert module.protocol_params(given, spec) == {"particleDiameter": 180.0}
