@@ -28,6 +28,7 @@ class TestWorkflowTemplate(BaseTest):
             values["picker%dFolder" % i] = os.path.join(DEMO_DATA, "coordinates", picker)
             values["picker%dPattern" % i] = "*.box"
             values["picker%dBox" % i] = "0"
+        values["particleDiameter"] = str(60 * SAMPLING_RATE)  # the demo's 90 px box: 1.5 diameters
         for alias, value in values.items():
             self.assertEqual(template.setParamValue(alias, value), 1, alias)
         self.assertEqual({p.getAlias() for p in template.getParams().values()},
@@ -56,6 +57,7 @@ class TestWorkflowTemplate(BaseTest):
         # ready for open inputs: the step generator and the batches need threads of their own
         self.assertEqual((dc.numberOfThreads.get(), dc.streamBatchSize.get(),
                           dc.streamTrainAt.get()), (3, 10, 0))
+        self.assertAlmostEqual(dc.particleDiameter.get(), 60 * SAMPLING_RATE)
 
         # pyworkflow drops the template's labels; the imports are named by their folders.
         self.assertEqual([p.getObjLabel() for p in pickers], list(PICKERS))
