@@ -385,7 +385,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         # that their scoring shards run side by side
         gpu = self.usesGpu()
         self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=gpu)
-        consensus = (self.consensusRadius.get(), self._minVotes(), self._inputSignature())
+        consensus = (self.consensusRadius.get(), self._minVotes(), self._inputSignature(),
+                     self.particleDiameter.get())
         self._insertFunctionStep(self.consensusStep, *consensus, needsGPU=False)
         negatives = (self.negativeRatio.get(), self.negativeDistance.get(), self.seed.get(),
                      self._negativeSignature(), skipBad, self._offCentre())
@@ -449,8 +450,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         if report is not None and report.get("warning"):
             self.warning(report["warning"])
 
-    def consensusStep(self, radiusFraction, minVotes, inputSignature):
-        inputs = self._consensusInput()
+    def consensusStep(self, radiusFraction, minVotes, inputSignature, particleDiameter):
+        inputs = convert.consensusInput(self._inputSets(),
+                                        [self._setName(p) for p in self.inputCoordinates],
+                                        particleDiameter)
         stages.consensus_stage(self._runFolder(), inputs,
                                stages.ConsensusParams(radius=radiusFraction,
                                                       and_rule=stages.AND_AT_LEAST, k=minVotes))
@@ -823,11 +826,6 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def _inputSets(self):
         return [pointer.get() for pointer in self.inputCoordinates]
-
-    def _consensusInput(self):
-        return convert.consensusInput(self._inputSets(),
-                                      [self._setName(p) for p in self.inputCoordinates],
-                                      self.particleDiameter.get())
 
     def _inputSignature(self):
         return ";".join("%s:%s" % (self._setName(p), p.get().getSize())
