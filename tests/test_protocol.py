@@ -283,6 +283,25 @@ class TestParticleDiameter(BaseTest):
         self.assertIn("in boxes of %d px (1.5 particle diameters; the coordinates' box was "
                       "%d px)" % (BOX, 3 * DIAMETER), methods)
 
+    def test_without_the_diameter_a_continued_run_merges_again_in_the_pickers_box(self):
+        """(Runs after the test above: unittest orders a class's tests by name.)  The
+        diameter is an argument of the consensus step, so a continued run without it merges
+        again, in the pickers' box, and every later step follows."""
+        extra = self.prot._getExtraPath
+        before = os.path.getmtime(extra("consensus.npz"))
+        for _, output in self.prot.iterOutputAttributes():
+            output.close()  # the continued run replaces the sets' sqlite files
+        self.prot.particleDiameter.set(0)
+        self.prot.runMode.set(MODE_RESUME)
+        self.launchProtocol(self.prot)
+        self.__class__.prot = prot = self.proj.getProtocol(self.prot.getObjId())
+        info = RunFolder(extra()).info()
+        self.assertGreater(os.path.getmtime(extra("consensus.npz")), before)
+        self.assertEqual((info.consensus.box, info.consensus.coordinates_box),
+                         (3 * DIAMETER, None))
+        self.assertAlmostEqual(info.split.min_distance_px, 0.3 * 3 * DIAMETER)
+        self.assertEqual(prot.outputCoordinatesRetained.getBoxSize(), 3 * DIAMETER)
+
 
 class TestPublishedMethod(BaseTest):
     """'As published': random negatives, one round, the network's score alone."""
