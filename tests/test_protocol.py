@@ -63,6 +63,18 @@ def assertSplitRule(test, retained, pruned, threshold, minDistance, edgeMargin):
         test.assertTrue((np.hypot(better[:, 0] - x, better[:, 1] - y) <= minDistance + 1.5).any())
 
 
+def continueWith(test, **values):
+    """Continue ``test.prot`` with the form ``values`` changed, and reload it into the test
+    class (the continued run re-created the output sets' files)."""
+    for _, output in test.prot.iterOutputAttributes():
+        output.close()  # the continued run replaces the sets' sqlite files
+    for name, value in values.items():
+        getattr(test.prot, name).set(value)
+    test.prot.runMode.set(MODE_RESUME)
+    test.launchProtocol(test.prot)
+    type(test).prot = test.proj.getProtocol(test.prot.getObjId())
+
+
 class TestDeepConsensus(BaseTest):
     @classmethod
     def setUpClass(cls):
@@ -212,8 +224,8 @@ class TestDeepConsensus(BaseTest):
         model = self.prot._getExtraPath("model.keras")
         before = (os.path.getmtime(stack), os.path.getmtime(model))
         original = self.prot.threshold.get()
-        self.addCleanup(self._continueWithThreshold, original)
-        self._continueWithThreshold(0.9)
+        self.addCleanup(continueWith, self, threshold=original)
+        continueWith(self, threshold=0.9)
         self.assertEqual((os.path.getmtime(stack), os.path.getmtime(model)), before)
         retained = self.prot.outputCoordinatesRetained
         pruned = self.prot.outputCoordinatesPruned
@@ -223,9 +235,6 @@ class TestDeepConsensus(BaseTest):
                         info.split.edge_margin_px)
         self.assertEqual(info.evaluation.threshold, 0.9)  # evaluated at the new threshold
 
-    def _continueWithThreshold(self, threshold):
-        self._continueWith(threshold=threshold)
-
     def test_continue_without_the_best_centred_search_rescores_without_retraining(self):
         """Switching the search off re-runs the final scoring and what follows it, not
         the training: each pick then scores its own box, never above its best-centred
@@ -234,8 +243,8 @@ class TestDeepConsensus(BaseTest):
         model = os.path.getmtime(extra("model.keras"))
         ranked = os.path.getmtime(extra("scores.npy"))
         best = np.load(extra("cnn_scores.npy"))
-        self.addCleanup(self._continueWith, bestCentred=True)
-        self._continueWith(bestCentred=False)
+        self.addCleanup(continueWith, self, bestCentred=True)
+        continueWith(self, bestCentred=False)
         self.assertEqual(os.path.getmtime(extra("model.keras")), model)
         own = np.load(extra("cnn_scores.npy"))
         self.assertTrue((own <= best).all() and (own < best).any())
@@ -245,15 +254,6 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual(self.prot.outputCoordinatesRetained.getSize()
                          + self.prot.outputCoordinatesPruned.getSize(), info.consensus.n_or)
 
-    def _continueWith(self, **values):
-        for _, output in self.prot.iterOutputAttributes():
-            output.close()  # the continued run replaces the sets' sqlite files
-        for name, value in values.items():
-            getattr(self.prot, name).set(value)
-        self.prot.runMode.set(MODE_RESUME)
-        self.launchProtocol(self.prot)
-        # Reload: the continued run re-created the output sets' files.
-        self.__class__.prot = self.proj.getProtocol(self.prot.getObjId())
 
 
 class TestParticleDiameter(BaseTest):
@@ -289,12 +289,8 @@ class TestParticleDiameter(BaseTest):
         again, in the pickers' box, and every later step follows."""
         extra = self.prot._getExtraPath
         before = os.path.getmtime(extra("consensus.npz"))
-        for _, output in self.prot.iterOutputAttributes():
-            output.close()  # the continued run replaces the sets' sqlite files
-        self.prot.particleDiameter.set(0)
-        self.prot.runMode.set(MODE_RESUME)
-        self.launchProtocol(self.prot)
-        self.__class__.prot = prot = self.proj.getProtocol(self.prot.getObjId())
+        continueWith(self, particleDiameter=0)
+        prot = self.prot
         info = RunFolder(extra()).info()
         self.assertGreater(os.path.getmtime(extra("consensus.npz")), before)
         self.assertEqual((info.consensus.box, info.consensus.coordinates_box),
@@ -322,12 +318,8 @@ class TestPublishedMethod(BaseTest):
         before = {name: os.path.getmtime(extra(name))
                   for name in ("consensus.npz", "neg_particles.npy", "model.keras", "scores.npy")}
         nRandom = RunFolder(extra()).info().negatives.n_random
-        for _, output in self.prot.iterOutputAttributes():
-            output.close()  # the continued run replaces the sets' sqlite files
-        self.prot.negativeRatio.set(0.5)
-        self.prot.runMode.set(MODE_RESUME)
-        self.launchProtocol(self.prot)
-        self.__class__.prot = prot = self.proj.getProtocol(self.prot.getObjId())
+        continueWith(self, negativeRatio=0.5)
+        prot = self.prot
         info = RunFolder(extra()).info()
         self.assertEqual(os.path.getmtime(extra("consensus.npz")), before["consensus.npz"])
         for name in ("neg_particles.npy", "model.keras", "scores.npy"):
