@@ -15,7 +15,7 @@ from pyworkflow.object import Boolean, Float, Integer
 
 from .core.consensus import rescale
 from .core.run_folder import Micrograph
-from .core.stages import ConsensusInput, PickerInput, working_box
+from .core.stages import ConsensusInput, PickerInput, run_boxes
 
 
 IMAGE_EXTENSIONS = (".mrc", ".mrcs", ".st", ".tif", ".tiff", ".eer", ".dm4", ".em", ".spi",
@@ -106,7 +106,7 @@ def consensusInput(sets, setNames, diameter: float = 0.0) -> ConsensusInput:
     ids = {m.name: m.mic_id for m in micrographs}
     box = reference.getBoxSize()
     sampling = samplingRate(reference)
-    work = working_box(box, diameter, sampling)
+    work, coordinatesBox = run_boxes(box, diameter, sampling)
     return ConsensusInput(
         micrographs=micrographs,
         pickers=[PickerInput(name, {ids[n]: picks[n] for n in common if n in picks})
@@ -114,7 +114,7 @@ def consensusInput(sets, setNames, diameter: float = 0.0) -> ConsensusInput:
         box=work, sampling_rate=sampling,
         ignored_micrograph_entries=sum(len(n) for n in names) - len(common) * len(sets),
         other_box_sizes=sorted({s.getBoxSize() for s in sets[1:]} - {box}),
-        rescaled_sets=rescaled, coordinates_box=None if work == box else box)
+        rescaled_sets=rescaled, coordinates_box=coordinatesBox)
 
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,

@@ -311,10 +311,10 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
                          "give the particle diameter in A" % (args.diameter, args.diameter / pixel,
                                                               pixel, box))
     export = _export_settings(args, pixel, box, listing, sets)
-    work = stages.working_box(box, args.diameter, pixel)
+    work, coordinates_box = stages.run_boxes(box, args.diameter, pixel)
     inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=work,
                                    sampling_rate=pixel, rescaled_sets=rescaled,
-                                   coordinates_box=None if work == box else box)
+                                   coordinates_box=coordinates_box)
     return inputs, export, notes
 
 

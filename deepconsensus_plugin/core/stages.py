@@ -120,6 +120,14 @@ def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> 
     return max(MIN_BOX, int(round(BOX_PER_DIAMETER * diameter_a / sampling_rate)))
 
 
+def run_boxes(box: int, diameter_a: float,
+              sampling_rate: Optional[float]) -> Tuple[int, Optional[int]]:
+    """(the box the run works in, the coordinates' ``box`` where that differs, else None):
+    the ``box`` and ``coordinates_box`` of :class:`ConsensusInput`."""
+    work = working_box(box, diameter_a, sampling_rate)
+    return work, (None if work == box else int(box))
+
+
 def length_px(length_a: float, default_share: float, box: int,
               sampling_rate: Optional[float]) -> float:
     """A length the user gives in Å, in pixels; a negative value asks for the default,

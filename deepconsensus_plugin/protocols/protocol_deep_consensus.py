@@ -810,19 +810,20 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return stages.length_px(lengthA, defaultShare, self._workingBox(first),
                                 convert.samplingRate(first))
 
-    def _workingBox(self, firstSet):
-        """The box (px) the run works in: 1.5 particle diameters where the form gives one,
-        else the first set's box (0 where it has none; ``_validate`` refuses that)."""
+    def _boxes(self, firstSet):
+        """(the box (px) the run works in, the first set's box where that differs, else
+        None): 1.5 particle diameters where the form gives one, else the first set's box
+        (0 where it has none; ``_validate`` refuses that, and a diameter without a pixel
+        size)."""
         box = firstSet.getBoxSize() or 0
-        if not box or self.particleDiameter.get() <= 0 or not convert.samplingRate(firstSet):
-            return box
-        return stages.working_box(box, self.particleDiameter.get(),
-                                  convert.samplingRate(firstSet))
+        sampling = convert.samplingRate(firstSet)
+        if not box or not sampling:
+            return box, None
+        return stages.run_boxes(box, self.particleDiameter.get(), sampling)
 
-    def _coordinatesBox(self, firstSet):
-        """The first set's box where the run works in another (the outputs keep it), else None."""
-        box = firstSet.getBoxSize()
-        return None if self._workingBox(firstSet) == box else box
+    def _workingBox(self, firstSet):
+        """The box (px) the run works in (:meth:`_boxes`)."""
+        return self._boxes(firstSet)[0]
 
     def _inputSets(self):
         return [pointer.get() for pointer in self.inputCoordinates]

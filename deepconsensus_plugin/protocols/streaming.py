@@ -271,7 +271,7 @@ class DeepConsensusStreaming:
             retrain_factor=self.streamRetrainFactor.get(),
             model_use=use, model_source=source or None, model_name=name or None,
             gpus=tuple(self.getGpuList() if self.usesGpu() else ()))
+        box, coordinatesBox = self._boxes(first)
         return StreamingRun(self._runFolder(), settings,
                             [self._setName(p) for p in self.inputCoordinates],
-                            self._workingBox(first), convert.samplingRate(first),
-                            self._coordinatesBox(first))
+                            box, convert.samplingRate(first), coordinatesBox)
