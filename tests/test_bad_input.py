@@ -107,6 +107,24 @@ def test_summary_reports_partial_overlap_rescaling_and_border_boxes():
     assert "7 boxes crossed the micrograph border" in text
 
 
+def test_summary_warns_when_the_box_is_large_for_the_spacing_of_the_particles():
+    """Without a particle diameter, a box over twice the AND coordinates' median spacing
+    (whole neighbours in every box) gets a line that names both and asks for the diameter;
+    a box of 1.8 spacings (EMPIAR-10017's own), a run that worked in the diameter's box,
+    and a record without the spacing (too few AND coordinates) get none."""
+    def text(**values):
+        return "\n".join(summary_lines(RunInfo(consensus=consensusInfo(**values))))
+
+    warned = text(box=168, and_spacing_px=58.0)
+    assert ("The AND coordinates lie a median 58 px from their nearest neighbour, under 0.5 "
+            "of the 168 px box") in warned
+    assert "give the particle diameter (the run then works in boxes of 1.5 diameters)" in warned
+    for quiet in (dict(box=180, and_spacing_px=99.0),
+                  dict(box=88, coordinates_box=168, and_spacing_px=58.0),
+                  dict(box=168, and_spacing_px=None)):
+        assert "nearest neighbour" not in text(**quiet)
+
+
 class TestInterruption(BaseTest):
     """A run stopped during training and continued ends as an uninterrupted one."""
 

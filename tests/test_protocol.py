@@ -297,6 +297,11 @@ class TestParticleDiameter(BaseTest):
                          (3 * DIAMETER, None))
         self.assertAlmostEqual(info.split.min_distance_px, 0.3 * 3 * DIAMETER)
         self.assertEqual(prot.outputCoordinatesRetained.getBoxSize(), 3 * DIAMETER)
+        # the synthetic particles lie about 1.7 diameters apart: a box of 3 diameters is
+        # under 2 spacings, so the summary does not ask for the diameter
+        spacing = info.consensus.and_spacing_px
+        self.assertTrue(DIAMETER < spacing < 2 * DIAMETER, spacing)
+        self.assertNotIn("nearest neighbour", "\n".join(prot.summary()))
 
 
 class TestPublishedMethod(BaseTest):

@@ -189,6 +189,25 @@ def test_frames_measure_the_padding_once_and_an_older_run_keeps_its_shapes(tmp_p
     assert not older.has(older.FRAMES)
 
 
+def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
+        tmp_path, dataset, caplog):
+    """The same picks with the pickers' box three times as large and no diameter: the
+    record keeps the AND coordinates' spacing, and the summary and the log ask for the
+    particle diameter; in the pickers' own box they do not."""
+    from dataclasses import replace
+
+    own = stages.consensus_stage(RunFolder(tmp_path / "own"), dataset)
+    assert stages.CROWDED_BOX_PER_SPACING * own.and_spacing_px < 3 * BOX
+    assert not stages.crowded_box(own)
+    with caplog.at_level("WARNING", logger="deepconsensus_plugin"):
+        large = stages.consensus_stage(RunFolder(tmp_path / "large"), replace(dataset, box=3 * BOX))
+    assert stages.crowded_box(large)
+    summary = "\n".join(stages.summary_lines(RunFolder(tmp_path / "large").info()))
+    assert ("lie a median %.0f px from their nearest neighbour, under 0.5 of the %d px box"
+            % (large.and_spacing_px, 3 * BOX)) in summary
+    assert "give the particle diameter" in caplog.text
+
+
 def test_working_box_follows_a_given_particle_diameter():
     """1.5 diameters where the user gives one (in Å), else the coordinates' own box; a
     diameter without a pixel size cannot be converted, and the box never falls under 8 px."""
@@ -219,6 +238,9 @@ def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, 
     assert info.radius_px == pytest.approx(0.1 * (BOX // 2))
     same = stages.consensus_stage(RunFolder(tmp_path / "own"), dataset)
     assert (same.box, same.coordinates_box, same.output_box) == (BOX, None, BOX)
+    # the AND coordinates' spacing does not depend on the box the run works in
+    assert same.and_spacing_px is not None
+    assert info.and_spacing_px == pytest.approx(same.and_spacing_px, rel=0.05)
     summary = "\n".join(stages.summary_lines(run.info()))
     assert ("Worked in boxes of %d px (1.5 times the particle diameter given) instead of "
             "the coordinates' %d px" % (BOX // 2, BOX)) in summary

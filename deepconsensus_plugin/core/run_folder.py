@@ -70,6 +70,9 @@ class ConsensusInfo:
     coordinates_box: Optional[int] = None
     """The input coordinates' box where the run worked in another (``box``, from a given
     particle diameter); None: the same."""
+    and_spacing_px: Optional[float] = None
+    """The median distance between an AND coordinate and its nearest AND neighbour on the
+    same micrograph (:func:`.consensus.median_spacing`); None: too few to tell."""
 
     @property
     def output_box(self) -> int:

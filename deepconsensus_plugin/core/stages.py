@@ -31,6 +31,7 @@ import numpy as np
 
 from . import centring, evaluation, extraction, pipeline
 from .agreement import dawid_skene, score_logit
+from .consensus import median_spacing
 from .model import DEFAULT_SIZE
 from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
 from .pick_inputs import Optics
@@ -105,6 +106,13 @@ boxes are often 2 diameters or more; on the crowded ribosomes of EMPIAR-10028 su
 a box lets the neighbours into the network's view (``benchmarks/README.md``)."""
 MIN_BOX = 8
 """The smallest box (px) a run works in."""
+CROWDED_BOX_PER_SPACING = 2.0
+"""Without a particle diameter, the summary warns when the box exceeds this many times
+the median spacing of the AND coordinates (:func:`.consensus.median_spacing`, about a
+diameter in a crowded field): both development datasets' own boxes are 1.4 and 1.8
+spacings; 2.7 and 2.9 cost EMPIAR-10017 0.03 F1 and EMPIAR-10028 0.11 (*Another box* in
+``benchmarks/README.md``).  1.9 cost EMPIAR-10028 0.06 and is not warned of: a lower
+threshold would warn of EMPIAR-10017's own box, where nothing is lost."""
 
 
 def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> int:
@@ -293,15 +301,21 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     run.record_stage("consensus", info)
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
                 n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
+    if crowded_box(info):
+        logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: give "
+                       "the particle diameter if the box is much larger than the particle",
+                       info.and_spacing_px, info.box)
     return info
 
 
 def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int) -> dict:
     """The counts a :class:`.ConsensusInfo` keeps of a consensus table."""
     votes = table.votes
-    return dict(n_or=len(table), n_and=int((votes >= min_votes).sum()),
+    is_and = votes >= min_votes
+    return dict(n_or=len(table), n_and=int(is_and.sum()),
                 votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
-                picker_counts=[int(c) for c in table.voters.sum(axis=0)])
+                picker_counts=[int(c) for c in table.voters.sum(axis=0)],
+                and_spacing_px=median_spacing(table.xy[is_and], table.mic[is_and]))
 
 
 def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
@@ -1046,6 +1060,15 @@ def summary_lines(info) -> list:
         lines.append("Worked in boxes of %d px (%.1f times the particle diameter given) "
                      "instead of the coordinates' %d px, which the outputs keep."
                      % (consensus.box, BOX_PER_DIAMETER, consensus.coordinates_box))
+    if crowded_box(consensus):
+        lines.append(
+            "The AND coordinates lie a median %.0f px from their nearest neighbour, under "
+            "%.1f of the %d px box: each box holds whole neighbours, and every distance of "
+            "the run (a share of the box) is large for the particles.  If the box is much "
+            "larger than the particle, give the particle diameter (the run then works in "
+            "boxes of %.1f diameters)." % (consensus.and_spacing_px,
+                                           1.0 / CROWDED_BOX_PER_SPACING, consensus.box,
+                                           BOX_PER_DIAMETER))
     if consensus.other_box_sizes:
         lines.append("The input sets have other box sizes too (%s px); the first set's "
                      "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),
@@ -1114,6 +1137,14 @@ def summary_lines(info) -> list:
             lines.append("WARNING: every score is on one side of the threshold; check "
                          "the training curves and the score histogram.")
     return lines
+
+
+def crowded_box(consensus: ConsensusInfo) -> bool:
+    """Whether the run worked in the coordinates' own box (no particle diameter given)
+    and that box exceeds :data:`CROWDED_BOX_PER_SPACING` spacings of the AND coordinates."""
+    spacing = consensus.and_spacing_px
+    return (consensus.coordinates_box is None and spacing is not None
+            and consensus.box > CROWDED_BOX_PER_SPACING * spacing)
 
 
 def evaluation_line(known: EvaluationInfo) -> str:
