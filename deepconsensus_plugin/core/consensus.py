@@ -242,11 +242,12 @@ def median_spacing(xy: np.ndarray, mic: np.ndarray, min_neighbours: int = 10) ->
     larger in a sparse one: a box several times this spacing shows the network whole
     neighbours, which is what the summary warns of."""
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    mic = np.asarray(mic)
+    order = np.argsort(np.asarray(mic), kind="stable")  # one pass over a streaming run's table
+    starts = np.flatnonzero(np.diff(np.asarray(mic)[order])) + 1
     nearest = []
-    for micrograph in np.unique(mic):
-        points = xy[mic == micrograph]
-        if len(points) > 1:
+    for rows in np.split(order, starts):
+        if len(rows) > 1:
+            points = xy[rows]
             nearest.append(cKDTree(points).query(points, k=2)[0][:, 1])
     distances = np.concatenate(nearest) if nearest else np.empty(0)
     return float(np.median(distances)) if len(distances) >= min_neighbours else None
