@@ -335,10 +335,20 @@ def _figures(m: dict) -> str:
     return "%d | %.3f | %.3f | %.3f" % (m["n"], m["precision"], m["recall"], m["f1"])
 
 
+def spacing_text(metrics: dict) -> str:
+    """The AND coordinates' spacing against the coordinates' box, for the report's header
+    (the summary warns above 2; ``stages.CROWDED_BOX_PER_SPACING``)."""
+    spacing = metrics.get("and_spacing_px")
+    if spacing is None:
+        return ""
+    return (", the AND coordinates a median %.0f px from their nearest neighbour (the "
+            "coordinates' box is %.2f of that)" % (spacing, metrics["coordinates_box_px"] / spacing))
+
+
 def write_report(out, metrics, plots) -> None:
     columns = " | ".join("%s n | %s P | %s R | %s F1" % ((title,) * 4) for title, _ in COLUMNS)
     lines = ["# %s benchmark" % metrics["dataset"], "",
-             "Run on %d micrographs%s, pickers %s, in boxes of %d px%s.  Ground truth: %d "
+             "Run on %d micrographs%s, pickers %s, in boxes of %d px%s%s.  Ground truth: %d "
              "particles on %d micrographs (%s); match radius %.1f px (a quarter of the %.0f "
              "px diameter); threshold %.3f (%s)."
              % (metrics["n_micrographs"],
@@ -346,7 +356,7 @@ def write_report(out, metrics, plots) -> None:
                 ", ".join(metrics["pickers"]), metrics["box_px"],
                 "" if metrics["coordinates_box_px"] == metrics["box_px"] else
                 " (from the particle diameter; the coordinates' box %d px)"
-                % metrics["coordinates_box_px"],
+                % metrics["coordinates_box_px"], spacing_text(metrics),
                 metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
                 ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],
                 metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"]), "",
@@ -486,6 +496,7 @@ def main(argv=None) -> int:
             "dc_retained": retained}
     metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": results.box,
                "coordinates_box_px": results.outputBox,
+               "and_spacing_px": info.consensus.and_spacing_px,
                "n_micrographs": len(data.names), "labelled_only": args.labelled_only,
                "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,
                "flip_y": spec.flip_y, "match_radius_px": data.match_radius,

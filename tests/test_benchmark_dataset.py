@@ -68,6 +68,11 @@ def test_scores_report_and_plots_written(benchmark_run):
     assert "the pickers' own scores" in report
     assert "Pruned at the micrograph edge" in report
     assert "The run's decisions by vote pattern" in report
+    spacing = metrics["and_spacing_px"]
+    assert spacing == metrics["run_info"]["consensus"]["and_spacing_px"] > 0
+    assert ("the AND coordinates a median %.0f px from their nearest neighbour (the "
+            "coordinates' box is %.2f of that)" % (spacing, metrics["coordinates_box_px"] / spacing)
+            ) in report
     decided = metrics["pattern_decisions"]
     assert sum(row["retained"] for row in decided) <= metrics["run_info"]["split"]["n_retained"]
     for row in decided:
