@@ -104,8 +104,11 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "the neighbours into the network's view, and the minimum "
                            "distance and edge margin grow with the box: on EMPIAR-10028 "
                            "(ribosomes) boxes of 2 and 3 diameters lowered F1 from 0.85 to "
-                           "0.80 and 0.74; with the diameter given, 0.85 from every box."
-                           % stages.BOX_PER_DIAMETER)
+                           "0.80 and 0.74; with the diameter given, 0.85 from every box. "
+                           "Left at 0, the summary says when the box exceeds %.0f times the "
+                           "median distance between neighbouring AND coordinates (about a "
+                           "diameter where particles crowd)."
+                           % (stages.BOX_PER_DIAMETER, stages.CROWDED_BOX_PER_SPACING))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
                       choices=["network and picker agreement", "as published (2018)"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
