@@ -5,7 +5,7 @@ from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.core.consensus import (Consensus, _candidate_pairs, _greedy_groups,
                                                  _join_closest_first, consensus,
-                                                 median_spacing, merge_duplicates, rescale)
+                                                 merge_duplicates, rescale)
 
 
 def _rows(result: Consensus) -> dict:
@@ -174,22 +174,6 @@ def test_rescale():
     out = rescale([[1, 2]], 1.0, 4.0)
     assert out.dtype == np.float64
     np.testing.assert_allclose(out, [[0.25, 0.5]])
-
-
-def test_median_spacing_is_the_nearest_neighbour_distance_within_each_micrograph():
-    """A square lattice of pitch 30 px on one micrograph and of 50 px on another: every
-    coordinate's nearest neighbour lies one pitch away, and coordinates of different
-    micrographs are never neighbours (the second lattice sits on top of the first)."""
-    fine = np.stack(np.meshgrid(np.arange(5) * 30.0, np.arange(5) * 30.0), -1).reshape(-1, 2)
-    coarse = np.stack(np.meshgrid(np.arange(3) * 50.0, np.arange(3) * 50.0), -1).reshape(-1, 2)
-    xy = np.concatenate([fine, coarse + 1.0])
-    mic = np.repeat([1, 2], [len(fine), len(coarse)])
-    assert median_spacing(xy, mic) == 30.0  # 25 of the 34 at 30 px
-    assert median_spacing(coarse, np.full(len(coarse), 2), min_neighbours=9) == 50.0
-    # too few coordinates with a neighbour to tell: one per micrograph, or under the minimum
-    assert median_spacing(coarse[:5], np.arange(5)) is None
-    assert median_spacing(coarse, np.full(len(coarse), 2), min_neighbours=10) is None
-    assert median_spacing(np.empty((0, 2)), np.empty(0, dtype=int)) is None
 
 
 def test_large_random_sets_are_consistent():

@@ -324,3 +324,21 @@ def test_self_training_rows_take_confident_decisions_only():
     chosen, hard = pipeline.self_training_rows(posterior, positive, usable, 0.9)
     assert chosen.tolist() == [0, 1, 4]  # the AND set stays, confident particles join it
     assert hard.tolist() == [3]          # confident junk outside the AND set
+
+
+def test_median_spacing_is_the_nearest_neighbour_distance_within_each_micrograph():
+    """A square lattice of pitch 30 px on one micrograph and of 50 px on another: every
+    coordinate's nearest neighbour lies one pitch away, and coordinates of different
+    micrographs are never neighbours (the second lattice sits on top of the first)."""
+    fine = np.stack(np.meshgrid(np.arange(5) * 30.0, np.arange(5) * 30.0), -1).reshape(-1, 2)
+    coarse = np.stack(np.meshgrid(np.arange(3) * 50.0, np.arange(3) * 50.0), -1).reshape(-1, 2)
+    both = CoordinateTable(mic=np.repeat([1, 2], [len(fine), len(coarse)]),
+                           xy=np.concatenate([fine, coarse + 1.0]))
+    assert pipeline.median_spacing(both) == 30.0  # 25 of the 34 at 30 px
+    second = CoordinateTable(mic=np.full(len(coarse), 2), xy=coarse)
+    assert pipeline.median_spacing(second, min_neighbours=9) == 50.0
+    # too few coordinates with a neighbour to tell: one per micrograph, or under the minimum
+    assert pipeline.median_spacing(CoordinateTable(mic=np.arange(5), xy=coarse[:5])) is None
+    assert pipeline.median_spacing(second, min_neighbours=10) is None
+    assert pipeline.median_spacing(CoordinateTable(mic=np.empty(0, dtype=int),
+                                                   xy=np.empty((0, 2)))) is None

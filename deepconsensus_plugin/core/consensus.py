@@ -233,26 +233,6 @@ def pair_distances(first: np.ndarray, second: np.ndarray, max_distance: float) -
     return np.hypot(*(first[i] - second[j]).T)
 
 
-def median_spacing(xy: np.ndarray, mic: np.ndarray, min_neighbours: int = 10) -> float | None:
-    """The median distance from each coordinate to its nearest neighbour on the same
-    micrograph; None when fewer than ``min_neighbours`` coordinates have one.
-
-    Particles do not overlap, so in a crowded field this is about one particle diameter
-    (0.9 to 1.05 on both development datasets, whatever box they were picked in) and
-    larger in a sparse one: a box several times this spacing shows the network whole
-    neighbours, which is what the summary warns of."""
-    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    order = np.argsort(np.asarray(mic), kind="stable")  # one pass over a streaming run's table
-    starts = np.flatnonzero(np.diff(np.asarray(mic)[order])) + 1
-    nearest = []
-    for rows in np.split(order, starts):
-        if len(rows) > 1:
-            points = xy[rows]
-            nearest.append(cKDTree(points).query(points, k=2)[0][:, 1])
-    distances = np.concatenate(nearest) if nearest else np.empty(0)
-    return float(np.median(distances)) if len(distances) >= min_neighbours else None
-
-
 def rescale(xy: np.ndarray, from_sampling: float, to_sampling: float) -> np.ndarray:
     """Bring coordinates picked at one pixel size to another (A/px)."""
     return np.asarray(xy, dtype=np.float64) * (from_sampling / to_sampling)

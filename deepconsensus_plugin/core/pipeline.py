@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Optional, Sequence
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .consensus import consensus
 from .negatives import allocate, offcentre_negatives, sample_negatives
@@ -114,6 +115,23 @@ def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) 
     order = np.argsort(tiles, kind="stable")
     return CoordinateTable(mic=np.asarray(mics, dtype=np.int64)[tiles[order]], xy=xy[order],
                            voters=result.voters[order])
+
+
+def median_spacing(table: CoordinateTable, min_neighbours: int = 10) -> Optional[float]:
+    """The median distance from each coordinate of ``table`` to its nearest neighbour on
+    the same micrograph; None when fewer than ``min_neighbours`` coordinates have one.
+
+    Particles do not overlap, so in a crowded field this is about one particle diameter
+    (0.9 to 1.05 on both development datasets, whatever box they were picked in) and
+    larger in a sparse one: a box several times this spacing shows the network whole
+    neighbours, which is what the summary warns of."""
+    nearest = []
+    for _, rows in table.per_micrograph():
+        if len(rows) > 1:
+            points = table.xy[rows]
+            nearest.append(cKDTree(points).query(points, k=2)[0][:, 1])
+    distances = np.concatenate(nearest) if nearest else np.empty(0)
+    return float(np.median(distances)) if len(distances) >= min_neighbours else None
 
 
 def negatives_table(avoid: CoordinateTable, shapes: Mapping[int, tuple[int, int]], box: int,

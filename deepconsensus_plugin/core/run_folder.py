@@ -72,7 +72,7 @@ class ConsensusInfo:
     particle diameter); None: the same."""
     and_spacing_px: Optional[float] = None
     """The median distance between an AND coordinate and its nearest AND neighbour on the
-    same micrograph (:func:`.consensus.median_spacing`); None: too few to tell."""
+    same micrograph (:func:`.pipeline.median_spacing`); None: too few to tell."""
 
     @property
     def output_box(self) -> int:

@@ -31,7 +31,6 @@ import numpy as np
 
 from . import centring, evaluation, extraction, pipeline
 from .agreement import dawid_skene, score_logit
-from .consensus import median_spacing
 from .model import DEFAULT_SIZE
 from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
 from .pick_inputs import Optics
@@ -108,7 +107,7 @@ MIN_BOX = 8
 """The smallest box (px) a run works in."""
 CROWDED_BOX_PER_SPACING = 2.0
 """Without a particle diameter, the summary warns when the box exceeds this many times
-the median spacing of the AND coordinates (:func:`.consensus.median_spacing`, about a
+the median spacing of the AND coordinates (:func:`.pipeline.median_spacing`, about a
 diameter in a crowded field): both development datasets' own boxes are 1.4 and 1.8
 spacings; 2.7 and 2.9 cost EMPIAR-10017 0.03 F1 and EMPIAR-10028 0.11 (*Another box* in
 ``benchmarks/README.md``).  1.9 cost EMPIAR-10028 0.06 and is not warned of: a lower
@@ -315,7 +314,7 @@ def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int) -> dict
     return dict(n_or=len(table), n_and=int(is_and.sum()),
                 votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
                 picker_counts=[int(c) for c in table.voters.sum(axis=0)],
-                and_spacing_px=median_spacing(table.xy[is_and], table.mic[is_and]))
+                and_spacing_px=pipeline.median_spacing(table.subset(np.flatnonzero(is_and))))
 
 
 def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
