@@ -1,20 +1,38 @@
 """pytest set-up: a throwaway headless Scipion configuration for the whole session.
 
 pyworkflow reads its configuration once, at first import, so it is set here,
-before any test module imports Scipion.
+before any test module imports Scipion.  The folder holds the protocol tests'
+projects (tens of MB a run); it goes when the session passes and stays, named in
+the summary, when a test fails, so the failing project can be opened.
 """
+import os
+import shutil
 import tempfile
 
 import pytest
 
 from deepconsensus_plugin import headless
 
-headless.configure(tempfile.mkdtemp(prefix="deepconsensus-tests-"))
+_SCRATCH = tempfile.mkdtemp(prefix="deepconsensus-tests-")
+_USER_DATA = headless.configure(_SCRATCH)
 
 from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 
 from .synthetic_inputs import consensus_input  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the throwaway Scipion folder after a passing session; a folder given in
+    ``SCIPION_USER_DATA`` is the user's and stays."""
+    if _USER_DATA != os.path.abspath(_SCRATCH) or exitstatus == 0:
+        shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
+    """Name the kept folder, so the projects of a failing session can be found."""
+    if _USER_DATA == os.path.abspath(_SCRATCH) and exitstatus != 0:
+        terminalreporter.write_line("Scipion projects of this session kept in %s" % _SCRATCH)
 
 
 @pytest.fixture()
