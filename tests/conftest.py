@@ -14,7 +14,8 @@ import pytest
 from deepconsensus_plugin import headless
 
 _SCRATCH = tempfile.mkdtemp(prefix="deepconsensus-tests-")
-_USER_DATA = headless.configure(_SCRATCH)
+_SCRATCH_IN_USE = headless.configure(_SCRATCH) == os.path.abspath(_SCRATCH)
+"""False where ``SCIPION_USER_DATA`` named the user's own folder, which the tests then use."""
 
 from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
@@ -25,13 +26,13 @@ from .synthetic_inputs import consensus_input  # noqa: E402
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Remove the throwaway Scipion folder after a passing session; a folder given in
     ``SCIPION_USER_DATA`` is the user's and stays."""
-    if _USER_DATA != os.path.abspath(_SCRATCH) or exitstatus == 0:
+    if not _SCRATCH_IN_USE or exitstatus == 0:
         shutil.rmtree(_SCRATCH, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
     """Name the kept folder, so the projects of a failing session can be found."""
-    if _USER_DATA == os.path.abspath(_SCRATCH) and exitstatus != 0:
+    if _SCRATCH_IN_USE and exitstatus != 0:
         terminalreporter.write_line("Scipion projects of this session kept in %s" % _SCRATCH)
 
 
