@@ -155,10 +155,13 @@ class TestDeepConsensus(BaseTest):
         self.assertGreater(precisionRetained, precisionOr + 0.1)
 
     def test_two_rounds_and_the_agreement_made_the_scores(self):
-        """The default method: a second round learnt from the first round's confident
-        decisions, its scores the best-centred box of each pick, and the final score
-        combines the network with the four pickers' votes."""
+        """The default method: off-centre negatives beside the random ones, a second round
+        learnt from the first round's confident decisions, its scores the best-centred box
+        of each pick, and the final score combines the network with the four pickers'
+        votes."""
         info = RunFolder(self.prot._getExtraPath()).info()
+        self.assertGreater(info.negatives.n_offcentre, 0)
+        self.assertLessEqual(info.negatives.n_offcentre, info.consensus.n_and)
         rounds = info.training.rounds
         self.assertEqual([r.round for r in rounds], [1, 2])
         self.assertEqual([r.centring_search for r in rounds], [0.0, DEFAULT_SEARCH])

@@ -98,15 +98,16 @@ def add_consensus(parser: argparse.ArgumentParser) -> None:
 def add_method(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("method")
     group.add_argument("--method", choices=stages.METHODS, default=stages.METHOD_AGREEMENT,
-                       help="'agreement' (recommended): a second round on the first round's "
-                            "confident decisions, each pick scored at its best-centred box, "
-                            "and the score combined "
-                            "with how reliable each picker proved; 'published': Sanchez-Garcia "
-                            "et al. 2018 (default: %(default)s)")
-    group.add_argument("--offcentre-negatives", action="store_true",
-                       help="agreement method: add one negative per particle centred %.0f%%%% "
-                            "of a box off it, so that badly centred picks score low (off by "
-                            "default: it did not raise F1 on the benchmark datasets)"
+                       help="'agreement' (recommended): off-centre negatives, a second "
+                            "round on the first round's confident decisions, each pick scored "
+                            "at its best-centred box, and the score combined with how "
+                            "reliable each picker proved; 'published': Sanchez-Garcia et al. "
+                            "2018 (default: %(default)s)")
+    group.add_argument("--offcentre-negatives", action=argparse.BooleanOptionalAction,
+                       default=True,
+                       help="agreement method: one negative per particle centred %.0f%%%% "
+                            "of a box off it, so that badly centred picks and boxes that "
+                            "catch a neighbour score low (default: on)"
                        % (100 * stages.OFFCENTRE_SHIFT))
     group.add_argument("--no-self-training", action="store_true",
                        help="agreement method: one training round only (half the time)")

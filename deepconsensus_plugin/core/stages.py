@@ -66,8 +66,8 @@ USER_PARTICLE_CHUNK = 5000
 """Known-negative particle images are read this many at a time."""
 
 METHOD_AGREEMENT = "agreement"
-"""Network and picker agreement: a second round, votes combined (off-centre negatives
-on request)."""
+"""Network and picker agreement: off-centre negatives, a second round, each pick scored at
+its best-centred box, votes combined."""
 METHOD_PUBLISHED = "published"
 """As published (Sanchez-Garcia et al. 2018): random negatives, one round, network alone."""
 METHODS = (METHOD_AGREEMENT, METHOD_PUBLISHED)
@@ -150,13 +150,13 @@ def length_px(length_a: float, default_share: float, box: int,
 class MethodOptions:
     """What the chosen method switches on; the published method switches all four off."""
 
-    offcentre_negatives: bool = False
+    offcentre_negatives: bool = True
     self_training: bool = True
     combine_votes: bool = True
     best_centred: bool = True
 
     @classmethod
-    def for_method(cls, method: str, offcentre_negatives: bool = False,
+    def for_method(cls, method: str, offcentre_negatives: bool = True,
                    self_training: bool = True, combine_votes: bool = True,
                    best_centred: bool = True) -> "MethodOptions":
         if method not in METHODS:
@@ -224,7 +224,8 @@ class NegativeParams:
     """Random negatives per AND particle."""
     distance: float = 0.5
     """Random negatives keep this fraction of the box from every pick."""
-    offcentre: bool = False
+    offcentre: bool = True
+    """One negative off each AND particle's centre (:func:`.negatives.offcentre_negatives`)."""
     seed: int = 0
     skip_bad_micrographs: bool = False
 
