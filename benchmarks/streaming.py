@@ -23,6 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from deepconsensus_plugin.cli import build_parser  # noqa: E402
 from deepconsensus_plugin.cli.common import gather  # noqa: E402
 from deepconsensus_plugin.core import stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
@@ -31,12 +32,13 @@ from deepconsensus_plugin.demo import DEMO_DATA, PICKERS  # noqa: E402
 
 
 def demo_input():
-    args = argparse.Namespace(
-        micrographs=os.path.join(DEMO_DATA, "micrographs", "*.mrc"),
-        picks=[os.path.join(DEMO_DATA, "coordinates", p) for p in PICKERS],
-        picks_pattern="*", relion_project=".", flip_y=False, pixel_size=None, box_size=None,
-        voltage=300.0, cs=2.7, amplitude_contrast=None)
-    inputs, _, _ = gather(args)
+    """The demo's consensus input, gathered by the command line's own parser and defaults
+    (a hand-built namespace fell behind when the command gained --diameter)."""
+    argv = ["run", "--micrographs", os.path.join(DEMO_DATA, "micrographs", "*.mrc"),
+            "--voltage", "300", "--cs", "2.7", "--out", "unused"]
+    for picker in PICKERS:
+        argv += ["--picks", os.path.join(DEMO_DATA, "coordinates", picker)]
+    inputs, _, _ = gather(build_parser().parse_args(argv))
     return inputs
 
 
