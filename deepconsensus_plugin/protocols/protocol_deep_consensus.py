@@ -176,8 +176,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "low. It matters most where particles crowd in a large box: on the "
                            "ribosome benchmark in boxes of 2 particle diameters F1 0.851 with "
                            "them and 0.795 without; in the pickers' own boxes the two differ "
-                           "by less than the spread between seeds. The published method has "
-                           "none." % (100 * OFFCENTRE_SHIFT, 100 * OFFCENTRE_CLEARANCE))
+                           "by less than the spread between seeds. With about two negatives "
+                           "per AND particle instead of one, each training epoch takes about "
+                           "twice as long. The published method has none."
+                           % (100 * OFFCENTRE_SHIFT, 100 * OFFCENTRE_CLEARANCE))
         form.addParam("inputNegativeCoordinates", params.PointerParam,
                       pointerClass=notPrefilled("SetOfCoordinates"), allowsNull=True,
                       label="Known negatives: coordinates (optional)",
