@@ -1,0 +1,169 @@
+"""A second view of every box: the rotational average of its whitened image.
+
+The network judges a box from its 32 x 32 pixels, learnt from a few
+thousand examples; a faint particle gives it little to go on.  Particles lie
+at every angle in the ice, so the average of a box over each ring around
+its centre (its rotational average) keeps what every view of a particle
+shares, its radial density profile, and averages the noise over the
+2 pi r pixels of each ring.  The boxes are whitened first (each box's
+spectrum divided by the square root of the run's mean power spectrum), so
+that the noise is equally strong at every frequency and the low
+frequencies of ice and carbon gradients do not dominate the profile.
+
+A linear discriminant (Fisher's, in closed form) fitted on the same labels
+as the network (the AND boxes against the negatives) turns each profile
+into a log-likelihood ratio of particle against background.  The agreement
+adds it to the network's logit: two classifiers of the same box that err in
+different ways (the ensemble rule of adding log-odds).  Measured on both
+development datasets in ``benchmarks/README.md``.
+
+Nothing here reads files: the stages hand over stacks (arrays or
+memory-mapped) and rows, and the fitted :class:`RotationalDiscriminant` is
+a few numbers that the run record keeps, so that a streaming run scores its
+later batches with the discriminant of its training.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence, Tuple
+
+import numpy as np
+
+CHUNK = 4096
+"""Boxes transformed at a time, so that memory stays bounded for any stack."""
+RIDGE = 1e-3
+"""Added to the pooled covariance's diagonal, as a share of its mean variance, so that
+the discriminant stays defined when two rings' averages move together."""
+MIN_BOXES = 10
+"""Fewest boxes of each class the discriminant is fitted on."""
+
+
+def _frequency_bins(size: int) -> np.ndarray:
+    """The radial frequency bin (0 to size // 2) of each ``rfft2`` coefficient."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    return np.minimum((np.hypot(fy, fx) * size).astype(np.int64), size // 2)
+
+
+def _ring_bins(size: int) -> np.ndarray:
+    """The ring (0 to size // 2) of each pixel around the box centre, pixel size // 2
+    (where extraction puts the pick)."""
+    y, x = np.mgrid[:size, :size] - size // 2
+    return np.minimum(np.hypot(y, x).astype(np.int64), size // 2)
+
+
+def _bin_means(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """(n, bins) means of each image's ``values`` over each bin of ``bins``."""
+    flat_bins = bins.ravel()
+    counts = np.bincount(flat_bins)
+    one_hot = np.eye(len(counts))[flat_bins]
+    return values.reshape(len(values), -1) @ one_hot / counts
+
+
+def _chunks(stack, rows: np.ndarray) -> Iterable[np.ndarray]:
+    """The boxes of ``stack`` at ``rows`` (sorted), ``CHUNK`` at a time, as float64."""
+    for start in range(0, len(rows), CHUNK):
+        yield np.asarray(stack[rows[start:start + CHUNK]], dtype=np.float64)
+
+
+def mean_power(sources: Sequence[Tuple[object, np.ndarray]]) -> np.ndarray:
+    """The radially averaged power spectrum over the boxes of ``sources`` ((stack, rows)
+    pairs): what the whitening divides by."""
+    size = int(sources[0][0].shape[-1])
+    bins = _frequency_bins(size)
+    total, n = np.zeros(size // 2 + 1), 0
+    for stack, rows in sources:
+        for boxes in _chunks(stack, np.sort(rows)):
+            power = np.abs(np.fft.rfft2(boxes)) ** 2
+            total += _bin_means(power, bins).sum(axis=0)
+            n += len(boxes)
+    if n == 0:
+        raise ValueError("no boxes to estimate the power spectrum from")
+    return total / n
+
+
+def rotational_averages(boxes: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """(n, size // 2 + 1) ring averages of each box, whitened by ``power`` (see
+    :func:`mean_power`) and normalised to zero mean and unit deviation first."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    size = boxes.shape[-1]
+    scale = 1.0 / np.sqrt(np.maximum(power, 1e-12 * power.max()))
+    scale[0] = 0.0  # the box mean carries no shape
+    spectrum = np.fft.rfft2(boxes) * scale[_frequency_bins(size)]
+    white = np.fft.irfft2(spectrum, s=(size, size))
+    white -= white.mean(axis=(1, 2), keepdims=True)
+    spread = white.std(axis=(1, 2), keepdims=True)
+    white /= np.where(spread > 0, spread, 1.0)
+    return _bin_means(white, _ring_bins(size))
+
+
+def _per_box(stack, rows: np.ndarray, function) -> np.ndarray:
+    """``function`` of the boxes of ``stack`` at ``rows``, in that order, read ``CHUNK``
+    at a time in increasing row order."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    size = int(stack.shape[-1])
+    parts = [function(boxes) for boxes in _chunks(stack, rows[order])]
+    ordered = np.concatenate(parts) if parts else function(np.empty((0, size, size)))
+    out = np.empty_like(ordered)
+    out[order] = ordered
+    return out
+
+
+def stack_averages(stack, rows: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """:func:`rotational_averages` of the boxes of ``stack`` at ``rows``, in that order."""
+    return _per_box(stack, rows, lambda boxes: rotational_averages(boxes, power))
+
+
+@dataclass(frozen=True)
+class RotationalDiscriminant:
+    """Fisher's linear discriminant over the whitened rotational averages.
+
+    ``power`` is the whitening spectrum, ``weights`` and ``offset`` give the log-likelihood
+    ratio of particle against background (two Gaussians of a shared covariance);
+    ``separation`` is the distance between the classes' means in units of their shared
+    deviation along ``weights`` (d'), for the log and the summary.
+    """
+
+    power: np.ndarray
+    weights: np.ndarray
+    offset: float
+    separation: float
+
+    def log_likelihood_ratio(self, averages: np.ndarray) -> np.ndarray:
+        return np.asarray(averages, dtype=np.float64) @ self.weights + self.offset
+
+    def score_stack(self, stack, rows: np.ndarray) -> np.ndarray:
+        """The log-likelihood ratio of the boxes of ``stack`` at ``rows`` (memory: one
+        number a box beyond a chunk's boxes)."""
+        return _per_box(stack, rows, lambda boxes: self.log_likelihood_ratio(
+            rotational_averages(boxes, self.power)))
+
+    def to_dict(self) -> dict:
+        return {"power": self.power.tolist(), "weights": self.weights.tolist(),
+                "offset": self.offset, "separation": self.separation}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RotationalDiscriminant":
+        return cls(np.asarray(data["power"], dtype=np.float64),
+                   np.asarray(data["weights"], dtype=np.float64), float(data["offset"]),
+                   float(data["separation"]))
+
+
+def fit_discriminant(particles: np.ndarray, background: np.ndarray,
+                     power: np.ndarray) -> RotationalDiscriminant:
+    """The discriminant of the rotational averages ``particles`` against ``background``
+    ((n, bins) each, from :func:`rotational_averages` with ``power``)."""
+    if len(particles) < MIN_BOXES or len(background) < MIN_BOXES:
+        raise ValueError("the rotational-average discriminant needs at least %d boxes of each "
+                         "class (got %d particles, %d background)"
+                         % (MIN_BOXES, len(particles), len(background)))
+    mean_1, mean_0 = particles.mean(axis=0), background.mean(axis=0)
+    pooled = 0.5 * (np.cov(particles, rowvar=False) + np.cov(background, rowvar=False))
+    pooled += RIDGE * np.trace(pooled) / len(pooled) * np.eye(len(pooled))
+    difference = mean_1 - mean_0
+    weights = np.linalg.solve(pooled, difference)
+    offset = -float(weights @ (mean_1 + mean_0)) / 2
+    separation = float(np.sqrt(max(difference @ weights, 0.0)))
+    return RotationalDiscriminant(np.asarray(power, dtype=np.float64), weights, offset,
+                                  separation)
