@@ -29,6 +29,7 @@ import time
 from datetime import datetime
 
 import numpy as np
+from scipy.special import expit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,6 +41,7 @@ from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  
                          picker_confidences, picker_score_ceiling, score_quality,
                          vote_pattern_ceiling)
 
+from deepconsensus_plugin.core import stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
 
@@ -98,6 +100,9 @@ def parse_args(argv):
                         help="combine the network's score with the pickers' votes")
     parser.add_argument("--best-centred", action=argparse.BooleanOptionalAction, default=None,
                         help="score each pick at its best-centred box (the final round)")
+    parser.add_argument("--rotational-average", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="add the boxes' rotational-average discriminant to the agreement")
     parser.add_argument("--min-distance", type=float, default=None,
                         help="minimum distance between retained particles in A (-1: the "
                              "protocol's default, 0: keep duplicates)")
@@ -131,7 +136,8 @@ def protocol_params(args, spec) -> dict:
     if args.method is not None:
         params["method"] = ("agreement", "paper").index(args.method)
     for flag, name in (("self_training", "selfTraining"), ("off_centre", "offCentreNegatives"),
-                       ("agreement", "combineVotes"), ("best_centred", "bestCentred")):
+                       ("agreement", "combineVotes"), ("best_centred", "bestCentred"),
+                       ("rotational_average", "rotationalAverage")):
         if getattr(args, flag) is not None:
             params[name] = getattr(args, flag)
     if args.min_distance is not None:
@@ -206,6 +212,15 @@ def run_results(dc) -> tuple[RunResults, np.ndarray, np.ndarray]:
     results = RunResults(dc._getExtraPath(), dc.getProject().getPath())
     names = np.array([results.micrographName(int(m)) for m in results.table.mic])
     return results, names, results.retainedMask(results.threshold)
+
+
+def image_score(results: RunResults) -> np.ndarray:
+    """What the run's agreement took from the boxes, as a probability: the network's score,
+    with the rotational averages' log-odds added where the run used them (the ceiling and
+    the per-pattern table judge this, the one thing besides the votes)."""
+    network = results.run.array(RunFolder.CNN_SCORES)
+    evidence = results.run.rotational_evidence()
+    return network if evidence is None else expit(stages.image_evidence(network, evidence))
 
 
 def paper_roc_auc(results: RunResults, names: np.ndarray, data: Dataset, invert: bool,
@@ -395,7 +410,8 @@ def write_report(out, metrics, plots) -> None:
               % (metrics["run_info"]["split"].get("edge_margin_px", 0.0),
                  metrics["run_info"]["split"].get("n_at_edge", 0)), "",
               "Ceiling of this run's inputs: the best one-to-one F1 any combination of the "
-              "votes and this network's score reaches (per vote pattern, keep the coordinates "
+              "votes and the boxes' score (the network's, with the rotational averages where "
+              "the run added them) reaches (per vote pattern, keep the coordinates "
               "above a threshold chosen on the labels; an upper bound, not a result): %.3f."
               % metrics["vote_pattern_ceiling"]["f1"], "",
               _picker_score_text(metrics["picker_score_ceiling"]), "",
@@ -422,9 +438,9 @@ def _picker_score_text(ceiling: dict) -> str:
     by_weight = ceiling["by_weight"]
     return ("The same ceiling with the pickers' own scores (normal scores of each picker's "
             "scores over its picks, summed over the pickers that picked a coordinate) added "
-            "to the network's logit: %.3f (weights %s; their scores alone %.3f).  Where it "
+            "to the boxes' logit: %.3f (weights %s; their scores alone %.3f).  Where it "
             "does not pass the first, what the pickers know of their picks adds nothing "
-            "the votes and the network do not." % (
+            "the votes and the boxes' score do not." % (
                 ceiling["f1"], ", ".join("%s: %.3f" % (w, f1) for w, f1 in by_weight.items()
                                          if w != "alone"), by_weight["alone"]))
 
@@ -432,7 +448,7 @@ def _picker_score_text(ceiling: dict) -> str:
 def _pattern_table(metrics: dict) -> list[str]:
     """The report's lines on the run's decisions per vote pattern (labelled micrographs)."""
     lines = ["The run's decisions by vote pattern (which pickers picked a coordinate; labelled "
-             "micrographs, lenient labels): what it kept and pruned, the network score's "
+             "micrographs, lenient labels): what it kept and pruned, the boxes' score's "
              "ROC-AUC within the pattern, that of each picker's own score, and the one-to-one "
              "F1 of the run (%.3f) had it kept, or pruned, every coordinate of the pattern.  "
              "A pattern whose F1 all kept or all pruned passes the run's is where the run's "
@@ -517,7 +533,7 @@ def main(argv=None) -> int:
     metrics["paper_roc_auc"] = paper_roc_auc(results, names, data, dc.invertContrast.get(),
                                              out)
     metrics["retained_close_pairs"] = retained_close_pairs(results, names, retained, data)
-    network = results.run.array(RunFolder.CNN_SCORES)
+    network = image_score(results)
     split_rules = (results.minDistancePx, results.edgeDistances(), results.edgeMarginPx)
     metrics["vote_pattern_ceiling"] = vote_pattern_ceiling(
         names, table.xy, table.mic, table.voters, network, data, labels, anchors, *split_rules)

@@ -291,6 +291,7 @@ def test_command_defaults_are_the_protocol_defaults():
         "batch_size": form.batchSize.get(), "seed": form.seed.get(),
         "no_combine_votes": not form.combineVotes.get(),
         "no_best_centred": not form.bestCentred.get(),
+        "no_rotational_average": not form.rotationalAverage.get(),
         "min_distance": form.minDistance.get(), "edge_margin": form.edgeMargin.get(),
         "threshold": str(form.threshold.get()), "diameter": form.particleDiameter.get(),
     }

@@ -188,6 +188,10 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("best-centred box within %.1f px" % (DEFAULT_SEARCH * BOX), summary)
         self.assertIn("SanchezGarcia2018", "".join(self.prot.methods()))
         self.assertIn("best of its box and 8 boxes", "".join(self.prot.methods()))
+        # the rotational averages: fitted by the merge job, named where a user reads
+        self.assertIsNotNone(info.extraction.rotational)
+        self.assertIn("Score = network and rotational averages", summary)
+        self.assertIn("whitened rotational average", "".join(self.prot.methods()))
         self.assertIn("SanchezGarcia2018", self.prot.getCitations())
 
     def test_the_known_picks_rate_the_scores(self):
@@ -308,7 +312,8 @@ class TestParticleDiameter(BaseTest):
 
 
 class TestPublishedMethod(BaseTest):
-    """'As published': random negatives, one round, the network's score alone."""
+    """'As published': random negatives, one round, no rotational averages, the network's
+    score alone."""
 
     @classmethod
     def setUpClass(cls):
@@ -344,6 +349,8 @@ class TestPublishedMethod(BaseTest):
         self.assertEqual(info.training.rounds[0].centring_search, 0.0)  # the pick's box only
         self.assertIsNone(info.ranking.agreement)
         self.assertEqual(info.negatives.n_offcentre, 0)
+        self.assertIsNone(info.extraction.rotational)  # the merge job was told so
+        self.assertFalse(os.path.exists(self.prot._getExtraPath("rotational_llr.npy")))
         self.assertFalse(os.path.exists(self.prot._getExtraPath("model_round1.keras")))
         np.testing.assert_array_equal(np.load(self.prot._getExtraPath("scores.npy")),
                                       np.load(self.prot._getExtraPath("cnn_scores.npy")))

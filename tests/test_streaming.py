@@ -123,12 +123,17 @@ def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, t
     assert stream.should_train(False)
     stream.train()
     handed_out = stream.run.scores().copy()
+    trained_evidence = stream.run.rotational_evidence()
     assert [b.scored for b in stream.state.batches] == [True, True]
     later = [feed(stream, dataset, [4]), feed(stream, dataset, [5])]
     assert all(b.scored for b in later)
     scores = stream.run.scores()
     np.testing.assert_array_equal(scores[:len(handed_out)], handed_out)  # kept their scores
     assert len(scores) == len(stream.run.consensus())
+    # the later batches' boxes judged by the training's rotational discriminant too
+    evidence = stream.run.rotational_evidence()
+    assert len(evidence) == len(scores) and np.isfinite(evidence).all()
+    np.testing.assert_array_equal(evidence[:len(handed_out)], trained_evidence)
     # the batches' splits: every scored OR row in exactly one batch and one output
     retained, pruned = [], []
     for batch in stream.state.batches:

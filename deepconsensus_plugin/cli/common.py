@@ -120,6 +120,10 @@ def add_method(parser: argparse.ArgumentParser) -> None:
                             "centred, for %d times the final scoring)"
                        % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
                           centring.boxes_per_pick(centring.DEFAULT_SEARCH)))
+    group.add_argument("--no-rotational-average", action="store_true",
+                       help="agreement method: judge each box by the network alone, without "
+                            "the linear discriminant of its whitened rotational average "
+                            "whose log-odds the agreement adds to the network's")
 
 
 def add_training(parser: argparse.ArgumentParser) -> None:
@@ -335,11 +339,16 @@ def _export_settings(args, pixel: float, box: int, listing: Optional[MicrographL
                       amplitude_contrast=contrast, box=box, micrographs_star=star)
 
 
+def method_options(args) -> stages.MethodOptions:
+    return stages.MethodOptions.for_method(args.method, args.offcentre_negatives,
+                                           not args.no_self_training,
+                                           not args.no_combine_votes,
+                                           not args.no_best_centred,
+                                           not args.no_rotational_average)
+
+
 def method_info(args) -> MethodInfo:
-    options = stages.MethodOptions.for_method(args.method, args.offcentre_negatives,
-                                              not args.no_self_training,
-                                              not args.no_combine_votes,
-                                              not args.no_best_centred)
+    options = method_options(args)
     return MethodInfo(method=args.method, offcentre_negatives=options.offcentre_negatives,
                       self_training=options.self_training, combine_votes=options.combine_votes,
                       centring_search=options.centring_search)
@@ -405,7 +414,8 @@ def run_training(args, run: RunFolder) -> None:
         skip_bad_micrographs=args.skip_bad_micrographs))
     stages.extraction_stage(run, stages.ExtractionParams(
         network_size=args.network_size, invert=args.invert_contrast,
-        skip_bad_micrographs=args.skip_bad_micrographs), progress=progress)
+        skip_bad_micrographs=args.skip_bad_micrographs,
+        rotational_average=method_options(args).rotational_average), progress=progress)
     use = (stages.MODEL_NEW if model is None else
            stages.MODEL_SCORE_ONLY if args.score_only else stages.MODEL_FINE_TUNE)
     stages.model_stage(run, use, model, architecture=args.network)

@@ -38,6 +38,8 @@ def _extraction(group) -> None:
     group.add_argument("--network-size", type=int, required=True, metavar="PX")
     group.add_argument("--invert-contrast", action="store_true")
     group.add_argument("--skip-bad-micrographs", action="store_true")
+    group.add_argument("--no-rotational-average", action="store_true",
+                       help="fit no rotational-average discriminant (the merge fits it)")
 
 
 def _round(group) -> None:
@@ -94,7 +96,8 @@ def add_args(parser) -> None:
 
 def _extraction_params(args) -> stages.ExtractionParams:
     return stages.ExtractionParams(network_size=args.network_size, invert=args.invert_contrast,
-                                   skip_bad_micrographs=args.skip_bad_micrographs)
+                                   skip_bad_micrographs=args.skip_bad_micrographs,
+                                   rotational_average=not args.no_rotational_average)
 
 
 def main(args) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .pipeline import CoordinateTable
+from .radial import RotationalDiscriminant
 from .selection import MicrographFrame
 
 SCHEMA_VERSION = 2
@@ -90,6 +91,33 @@ class NegativesInfo:
 
 
 @dataclass
+class RotationalInfo:
+    """The rotational-average discriminant fitted after extraction (:mod:`.radial`): its
+    numbers, so that a streaming run scores later batches with it, and what it was fitted
+    on."""
+
+    power: List[float]
+    weights: List[float]
+    offset: float
+    separation: float
+    n_particles: int
+    n_background: int
+    seconds: float
+
+    @classmethod
+    def of(cls, discriminant: RotationalDiscriminant, n_particles: int, n_background: int,
+           seconds: float) -> "RotationalInfo":
+        return cls(discriminant.power.tolist(), discriminant.weights.tolist(),
+                   discriminant.offset, discriminant.separation, n_particles, n_background,
+                   seconds)
+
+    def discriminant(self) -> RotationalDiscriminant:
+        return RotationalDiscriminant(np.asarray(self.power, dtype=np.float64),
+                                      np.asarray(self.weights, dtype=np.float64),
+                                      self.offset, self.separation)
+
+
+@dataclass
 class ExtractionInfo:
     network_size: int
     invert: bool
@@ -98,6 +126,8 @@ class ExtractionInfo:
     skipped_mic_ids: List[int]
     n_user_particles: int
     seconds: float
+    rotational: Optional[RotationalInfo] = None
+    """None where the run does not use the boxes' rotational averages."""
 
 
 @dataclass
@@ -259,6 +289,8 @@ class RunInfo:
             values = dict(section)
             if kind is TrainingInfo:
                 values["rounds"] = [RoundInfo(**r) for r in values.get("rounds", [])]
+            if kind is ExtractionInfo and values.get("rotational") is not None:
+                values["rotational"] = RotationalInfo(**values["rotational"])
             if kind is RankingInfo and values.get("agreement") is not None:
                 values["agreement"] = AgreementInfo(**values["agreement"])
             try:
@@ -285,6 +317,7 @@ class RunFolder:
     """A reused model's copy, which fine-tuning starts from (the source may move or go)."""
     HISTORY = "history.csv"
     CNN_SCORES = "cnn_scores.npy"
+    ROTATIONAL_LLR = "rotational_llr.npy"
     SCORES = "scores.npy"
     RETAINED_STAR = "retained.star"
     PRUNED_STAR = "pruned.star"
@@ -491,3 +524,11 @@ class RunFolder:
 
     def scores(self) -> np.ndarray:
         return self.array(self.SCORES)
+
+    def rotational_evidence(self) -> Optional[np.ndarray]:
+        """Each OR box's rotational-average log-likelihood ratio (:mod:`.radial`), or None
+        where the run's extraction fitted no discriminant."""
+        extracted = self.info().extraction
+        if extracted is None or extracted.rotational is None:
+            return None
+        return self.array(self.ROTATIONAL_LLR)

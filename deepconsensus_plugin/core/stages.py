@@ -29,7 +29,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import centring, evaluation, extraction, pipeline
+from . import centring, evaluation, extraction, pipeline, radial
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
 from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
@@ -38,7 +38,7 @@ from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_st
 from .pipeline import CoordinateTable
 from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
                          ExtractionInfo, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
-                         RunFolderError, SplitInfo, TrainingInfo)
+                         RotationalInfo, RunFolderError, SplitInfo, TrainingInfo)
 from .selection import Split, split_scores
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
@@ -148,22 +148,25 @@ def length_px(length_a: float, default_share: float, box: int,
 
 @dataclass(frozen=True)
 class MethodOptions:
-    """What the chosen method switches on; the published method switches all four off."""
+    """What the chosen method switches on; the published method switches all five off."""
 
     offcentre_negatives: bool = True
     self_training: bool = True
     combine_votes: bool = True
     best_centred: bool = True
+    rotational_average: bool = True
 
     @classmethod
     def for_method(cls, method: str, offcentre_negatives: bool = True,
                    self_training: bool = True, combine_votes: bool = True,
-                   best_centred: bool = True) -> "MethodOptions":
+                   best_centred: bool = True,
+                   rotational_average: bool = True) -> "MethodOptions":
         if method not in METHODS:
             raise ValueError("unknown method %r (one of %s)" % (method, ", ".join(METHODS)))
         agreement = method == METHOD_AGREEMENT
         return cls(agreement and offcentre_negatives, agreement and self_training,
-                   agreement and combine_votes, agreement and best_centred)
+                   agreement and combine_votes, agreement and best_centred,
+                   agreement and rotational_average)
 
     @property
     def rounds(self) -> int:
@@ -235,6 +238,9 @@ class ExtractionParams:
     network_size: int = DEFAULT_SIZE
     invert: bool = False
     skip_bad_micrographs: bool = False
+    rotational_average: bool = True
+    """Fit the rotational-average discriminant on the extracted boxes (:mod:`.radial`),
+    whose evidence the agreement adds to the network's."""
 
 
 @dataclass(frozen=True)
@@ -411,8 +417,50 @@ def _record_extraction(run: RunFolder, params: ExtractionParams, paths: Mapping[
                           skipped_mic_ids=[m for m, p in paths.items() if p in skipped],
                           n_user_particles=n_user,
                           seconds=sum(r.seconds for r in reports))
+    if params.rotational_average:
+        info.rotational = _fit_rotational(run, info)
     run.record_stage("extraction", info)
     return info
+
+
+def _usable_rows(run: RunFolder, extracted: ExtractionInfo) -> Tuple[np.ndarray, np.ndarray]:
+    """Which OR rows and which negative-stack rows (the known non-particle images
+    included) come from micrographs the extraction did not skip."""
+    table, negatives = run.consensus(), run.negatives()
+    skipped = extracted.skipped_mic_ids
+    return (~np.isin(table.mic, skipped),
+            np.concatenate([~np.isin(negatives.mic, skipped),
+                            np.ones(extracted.n_user_particles, dtype=bool)]))
+
+
+def _fit_rotational(run: RunFolder, extracted: ExtractionInfo) -> Optional[RotationalInfo]:
+    """Fit the rotational-average discriminant on the AND boxes against the negatives (the
+    network's training labels) and write each OR box's log-likelihood ratio; None, with
+    a warning, where there are too few boxes to fit it."""
+    start = time.perf_counter()
+    consensus = _section(run, "consensus")
+    usable, neg_usable = _usable_rows(run, extracted)
+    particles = np.flatnonzero(usable & (run.consensus().votes >= consensus.min_votes))
+    background = np.flatnonzero(neg_usable)
+    if min(len(particles), len(background)) < radial.MIN_BOXES:
+        logger.warning("Rotational averages left out: %d AND and %d negative boxes, fewer "
+                       "than the %d of each the discriminant needs", len(particles),
+                       len(background), radial.MIN_BOXES)
+        return None
+    with open_stack(run.file(run.OR_PARTICLES)) as or_stack, \
+            open_stack(run.file(run.NEG_PARTICLES)) as neg_stack:
+        power = radial.mean_power([(or_stack, np.flatnonzero(usable))])
+        discriminant = radial.fit_discriminant(
+            radial.stack_averages(or_stack, particles, power),
+            radial.stack_averages(neg_stack, background, power), power)
+        evidence = discriminant.score_stack(or_stack, np.arange(len(or_stack)))
+    evidence[~usable] = np.nan
+    run.write_array(run.ROTATIONAL_LLR, evidence)
+    seconds = time.perf_counter() - start
+    logger.info("Rotational averages: the AND boxes and the negatives %.1f deviations apart "
+                "(%d and %d boxes, %.1f s)", discriminant.separation, len(particles),
+                len(background), seconds)
+    return RotationalInfo.of(discriminant, len(particles), len(background), seconds)
 
 
 def run_model_spec(box: int, sampling_rate: Optional[float], network_size: int, invert: bool,
@@ -644,9 +692,19 @@ def merge_extraction_stage(run: RunFolder, n_shards: int,
                               reports)
 
 
-def agreement_posterior(voters: np.ndarray, cnn_scores: np.ndarray):
-    """Posterior of the pickers' votes and the network's score, and the EM model."""
-    return dawid_skene(voters, score_logit(cnn_scores))
+def image_evidence(cnn_scores: np.ndarray, rotational: Optional[np.ndarray] = None) -> np.ndarray:
+    """What the boxes say, as log-odds of particle: the network's logit, plus the
+    rotational-average log-likelihood ratio where the run has one (:mod:`.radial`): two
+    classifiers of the same box trained on the same labels, combined by adding log-odds."""
+    logit = score_logit(cnn_scores)
+    return logit if rotational is None else logit + rotational
+
+
+def agreement_posterior(voters: np.ndarray, cnn_scores: np.ndarray,
+                        rotational: Optional[np.ndarray] = None):
+    """Posterior of the pickers' votes and the boxes' evidence (:func:`image_evidence`),
+    and the EM model."""
+    return dawid_skene(voters, image_evidence(cnn_scores, rotational))
 
 
 def training_stage(run: RunFolder, round_number: int, params: TrainingParams = TrainingParams(),
@@ -664,8 +722,8 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
                              % (run.path, reused.source))
     initial = (run.file(run.REUSED_MODEL)
                if reused is not None and reused.use == MODEL_FINE_TUNE else None)
-    table, negatives = run.consensus(), run.negatives()
-    usable = ~np.isin(table.mic, skipped.skipped_mic_ids)
+    table = run.consensus()
+    usable, neg_usable = _usable_rows(run, skipped)
     is_and = table.votes >= consensus.min_votes
     positives = np.flatnonzero(usable & is_and)
     if len(positives) < MIN_POSITIVES:
@@ -678,13 +736,11 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
             % (len(positives), consensus.min_votes, MIN_POSITIVES))
     or_stack = open_stack(run.file(run.OR_PARTICLES))
     neg_stack = open_stack(run.file(run.NEG_PARTICLES))
-    neg_usable = np.concatenate([~np.isin(negatives.mic, skipped.skipped_mic_ids),
-                                 np.ones(skipped.n_user_particles, dtype=bool)])
     negative_sources = [(neg_stack, np.flatnonzero(neg_usable))]
     hard = np.empty(0, dtype=np.int64)
     if round_number > 1:
         first = run.array(run.round_name(run.CNN_SCORES, 1, params.rounds))
-        posterior, _ = agreement_posterior(table.voters, first)
+        posterior, _ = agreement_posterior(table.voters, first, run.rotational_evidence())
         positives, hard = pipeline.self_training_rows(posterior, is_and, usable,
                                                       SELF_TRAINING_CONFIDENCE)
         negative_sources.append((or_stack, hard))
@@ -891,7 +947,7 @@ def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
     cnn = run.array(run.CNN_SCORES)
     agreement = None
     if combine:
-        scores, model = agreement_posterior(table.voters, cnn)
+        scores, model = agreement_posterior(table.voters, cnn, run.rotational_evidence())
         agreement = AgreementInfo(sensitivity=model.sensitivity.tolist(),
                                   false_pick_rate=model.false_pick_rate.tolist(),
                                   prior=float(model.prior))
@@ -1103,11 +1159,14 @@ def summary_lines(info) -> list:
         lines.append(line + ".")
     if info.ranking is not None and info.ranking.agreement is not None:
         agreement = info.ranking.agreement
-        lines.append("Score = network combined with picker agreement; sensitivity / "
+        evidence = ("network" if extracted is None or extracted.rotational is None else
+                    "network and rotational averages (AND boxes and negatives %.1f deviations "
+                    "apart)" % extracted.rotational.separation)
+        lines.append("Score = %s combined with picker agreement; sensitivity / "
                      "false-pick rate per input set: %s."
-                     % ", ".join("%s %.2f / %.2f" % picker for picker in
+                     % (evidence, ", ".join("%s %.2f / %.2f" % picker for picker in
                                  zip(consensus.picker_names, agreement.sensitivity,
-                                     agreement.false_pick_rate)))
+                                     agreement.false_pick_rate))))
         for p in decisive_pickers(agreement):
             lines.append(
                 "The agreement follows one input set: %s picked every coordinate it calls a "

@@ -44,7 +44,7 @@ from typing import List, Mapping, Optional, Sequence, Set
 import numpy as np
 
 from . import centring, extraction, pipeline, stages
-from .agreement import AgreementModel, dawid_skene, posterior_given, score_logit
+from .agreement import AgreementModel, posterior_given
 from .pipeline import CoordinateTable
 from .run_folder import ConsensusInfo, Micrograph, RunFolder, RunFolderError
 from .selection import Split, split_scores
@@ -339,7 +339,9 @@ class StreamingRun:
         ranking = stages.ranking_stage(run, s.combine_votes)
         agreement = None
         if s.combine_votes:  # the ranking's fit again (deterministic), kept for later batches
-            _, model = dawid_skene(run.consensus().voters, score_logit(run.array(run.CNN_SCORES)))
+            _, model = stages.agreement_posterior(run.consensus().voters,
+                                                  run.array(run.CNN_SCORES),
+                                                  run.rotational_evidence())
             agreement = {name: (value.tolist() if isinstance(value, np.ndarray) else value)
                          for name, value in dataclasses.asdict(model).items()}
         self.state.agreement = agreement
@@ -380,11 +382,19 @@ class StreamingRun:
         with open_stack(stack_path) as images:
             cnn = stages.score_boxes(run, run.file(run.MODEL), images, rows, s.centring_search,
                                      s.gpus, s.training.seed, skipped_mic_ids=bad_ids)
-        cnn[np.isin(sub.mic, bad_ids)] = np.nan
+            cnn[np.isin(sub.mic, bad_ids)] = np.nan
+            arrays = [(run.CNN_SCORES, cnn)]
+            rotational = run.info().extraction.rotational
+            evidence = None
+            if rotational is not None:  # the discriminant of the training, as the network
+                evidence = rotational.discriminant().score_stack(images, np.arange(len(rows)))
+                evidence[np.isin(sub.mic, bad_ids)] = np.nan
+                arrays.append((run.ROTATIONAL_LLR, evidence))
         model = self._agreement_model()
-        final = cnn if model is None else posterior_given(model, sub.voters, score_logit(cnn))
+        final = (cnn if model is None else
+                 posterior_given(model, sub.voters, stages.image_evidence(cnn, evidence)))
         final = np.where(np.isfinite(cnn), final, np.nan)
-        for name, values in ((run.CNN_SCORES, cnn), (run.SCORES, final)):
+        for name, values in arrays + [(run.SCORES, final)]:
             previous = run.array(name)[:batch.first_row]
             run.write_array(name, np.concatenate([previous, values]))
         self._split_batch(batch)

@@ -82,6 +82,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     USE_SCORE_ONLY = 1
 
     # -------------------------- DEFINE param functions -----------------------
+    def _addAgreementOption(self, form, name, label, help):
+        """A yes/no step of the agreement method, on by default, advanced, and hidden
+        when the published method is chosen (it switches them all off)."""
+        form.addParam(name, params.BooleanParam, default=True,
+                      condition="method==%d" % self.METHOD_AGREEMENT,
+                      expertLevel=params.LEVEL_ADVANCED, label=label, help=help)
+
     def _defineParams(self, form):
         form.addSection(label=Message.LABEL_INPUT)
         form.addParam("inputCoordinates", params.MultiPointerParam,
@@ -115,13 +122,14 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       help="'network and picker agreement' (recommended): the network "
                            "also learns from boxes shifted off the particles' centres, and a "
                            "second network from what the pickers picked by mistake, as judged "
-                           "by the first; it scores each pick at its best-centred box, and "
-                           "its score is then combined with how reliable each picker proved "
+                           "by the first; it scores each pick at its best-centred box, adds "
+                           "what each box's rotational average says, and that score is then "
+                           "combined with how reliable each picker proved "
                            "to be (estimated from how often the others confirm its picks, no "
                            "ground truth needed). 'as published' reproduces Sanchez-Garcia et "
                            "al. (2018): random negatives, one round, each pick's own box, the "
-                           "network's score alone (for the publication's AND set, also choose "
-                           "'picked by all pickers').")
+                           "network's score alone, no rotational averages (for the "
+                           "publication's AND set, also choose 'picked by all pickers').")
         form.addHidden(params.USE_GPU, params.BooleanParam, default=True,
                        label="Use GPU for training and scoring?")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0",
@@ -165,21 +173,20 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       help="Random negatives are at least this fraction of the box away "
                            "from every picked coordinate, so that they show no picked "
                            "particle's centre. The paper uses half a box.")
-        form.addParam("offCentreNegatives", params.BooleanParam, default=True,
-                      condition="method==%d" % self.METHOD_AGREEMENT,
-                      expertLevel=params.LEVEL_ADVANCED, label="Off-centre negatives?",
-                      help="Add one negative per AND particle, centred %.0f%% of the box away "
-                           "from it (and %.0f%% from every pick): a box showing a particle's "
-                           "edge. The network then learns 'a particle at the centre' rather "
-                           "than 'a particle somewhere in the box', so badly centred picks, the "
-                           "second pick of a particle and boxes that catch a neighbour score "
-                           "low. It matters most where particles crowd in a large box: on the "
-                           "ribosome benchmark in boxes of 2 particle diameters F1 0.851 with "
-                           "them and 0.795 without; in the pickers' own boxes the two differ "
-                           "by less than the spread between seeds. With about two negatives "
-                           "per AND particle instead of one, each training epoch takes about "
-                           "twice as long. The published method has none."
-                           % (100 * OFFCENTRE_SHIFT, 100 * OFFCENTRE_CLEARANCE))
+        self._addAgreementOption(
+            form, "offCentreNegatives", "Off-centre negatives?",
+            "Add one negative per AND particle, centred %.0f%% of the box away "
+            "from it (and %.0f%% from every pick): a box showing a particle's "
+            "edge. The network then learns 'a particle at the centre' rather "
+            "than 'a particle somewhere in the box', so badly centred picks, the "
+            "second pick of a particle and boxes that catch a neighbour score "
+            "low. It matters most where particles crowd in a large box: on the "
+            "ribosome benchmark in boxes of 2 particle diameters F1 0.851 with "
+            "them and 0.795 without; in the pickers' own boxes the two differ "
+            "by less than the spread between seeds. With about two negatives "
+            "per AND particle instead of one, each training epoch takes about "
+            "twice as long. The published method has none."
+            % (100 * OFFCENTRE_SHIFT, 100 * OFFCENTRE_CLEARANCE))
         form.addParam("inputNegativeCoordinates", params.PointerParam,
                       pointerClass=notPrefilled("SetOfCoordinates"), allowsNull=True,
                       label="Known negatives: coordinates (optional)",
@@ -219,17 +226,15 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       help="'fast' is a lean network that matches the paper's accuracy at "
                            "a small fraction of the cost; 'paper' is the network of the "
                            "original publication (Table 1).")
-        form.addParam("selfTraining", params.BooleanParam, default=True,
-                      condition="method==%d" % self.METHOD_AGREEMENT,
-                      expertLevel=params.LEVEL_ADVANCED,
-                      label="Second round on confident decisions?",
-                      help="Train a second network after the first: OR coordinates whose "
-                           "first-round combined score is at least %.2f join the particles, "
-                           "those at most %.2f join the negatives. These are the boxes the "
-                           "pickers pick by mistake (ice, carbon edges, aggregates, border "
-                           "stripes), which random background rarely shows. Doubles the "
-                           "training time." % (SELF_TRAINING_CONFIDENCE,
-                                               1 - SELF_TRAINING_CONFIDENCE))
+        self._addAgreementOption(
+            form, "selfTraining", "Second round on confident decisions?",
+            "Train a second network after the first: OR coordinates whose "
+            "first-round combined score is at least %.2f join the particles, "
+            "those at most %.2f join the negatives. These are the boxes the "
+            "pickers pick by mistake (ice, carbon edges, aggregates, border "
+            "stripes), which random background rarely shows. Doubles the "
+            "training time." % (SELF_TRAINING_CONFIDENCE,
+                                1 - SELF_TRAINING_CONFIDENCE))
         form.addParam("maxEpochs", params.IntParam, default=30,
                       label="Maximum epochs",
                       help="Upper bound on training epochs; training stops earlier when "
@@ -254,28 +259,33 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "same scores on CPU.")
 
         form.addSection(label="Scoring")
-        form.addParam("combineVotes", params.BooleanParam, default=True,
-                      condition="method==%d" % self.METHOD_AGREEMENT,
-                      expertLevel=params.LEVEL_ADVANCED,
-                      label="Combine with picker agreement?",
-                      help="The score is the probability that a coordinate is a particle "
-                           "given the network's score and which pickers picked it, each "
-                           "picker weighted by its sensitivity and false-pick rate as "
-                           "estimated by EM (Dawid-Skene) from the data. 'No' scores with "
-                           "the network alone.")
-        form.addParam("bestCentred", params.BooleanParam, default=True,
-                      condition="method==%d" % self.METHOD_AGREEMENT,
-                      expertLevel=params.LEVEL_ADVANCED,
-                      label="Score the best-centred box?",
-                      help="Score each coordinate as the best of its own box and the %d "
-                           "boxes %.0f%% of the box around it. A particle one picker "
-                           "picked a few pixels off-centre is then judged as it looks "
-                           "centred, not pruned for its offset; a box on background beside "
-                           "a particle is too far to reach it. The coordinates themselves "
-                           "do not move. Costs %d times the final scoring (the shifted "
-                           "boxes are cut from the micrographs again, not stored)."
-                           % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
-                              centring.boxes_per_pick(centring.DEFAULT_SEARCH)))
+        self._addAgreementOption(
+            form, "combineVotes", "Combine with picker agreement?",
+            "The score is the probability that a coordinate is a particle "
+            "given the network's score and which pickers picked it, each "
+            "picker weighted by its sensitivity and false-pick rate as "
+            "estimated by EM (Dawid-Skene) from the data. 'No' scores with "
+            "the network alone.")
+        self._addAgreementOption(
+            form, "bestCentred", "Score the best-centred box?",
+            "Score each coordinate as the best of its own box and the %d "
+            "boxes %.0f%% of the box around it. A particle one picker "
+            "picked a few pixels off-centre is then judged as it looks "
+            "centred, not pruned for its offset; a box on background beside "
+            "a particle is too far to reach it. The coordinates themselves "
+            "do not move. Costs %d times the final scoring (the shifted "
+            "boxes are cut from the micrographs again, not stored)."
+            % (centring.DIRECTIONS, 100 * centring.DEFAULT_SEARCH,
+               centring.boxes_per_pick(centring.DEFAULT_SEARCH)))
+        self._addAgreementOption(
+            form, "rotationalAverage", "Add the boxes' rotational averages?",
+            "Judge each box a second way besides the network: the average of "
+            "its whitened image over each ring around its centre (what "
+            "every view of a particle shares, with the noise averaged over "
+            "the ring), through a linear discriminant fitted on the same AND "
+            "boxes and negatives as the network. Its log-odds are added to "
+            "the network's in the picker agreement, which helps most with "
+            "faint particles that one picker found. Costs seconds.")
         form.addParam("minDistance", params.FloatParam, default=-1,
                       label="Minimum distance between particles (A)",
                       help="A retained coordinate closer than this to a better-scored "
@@ -399,7 +409,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                      self._negativeSignature(), skipBad, self._offCentre())
         negativesStep = self._insertFunctionStep(
             self.negativesStep, *negatives, upstream.after(consensus), needsGPU=False)
-        extraction = (size, invert, skipBad)
+        extraction = (size, invert, skipBad, self._rotational())
         upstream.after(negatives)
         shards = [self._insertFunctionStep(self.extractStep, shard, jobs, *extraction,
                                            upstream.key, prerequisites=[negativesStep],
@@ -473,12 +483,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             ratio=ratio, distance=distanceFraction, offcentre=offCentre, seed=seed,
             skip_bad_micrographs=skipBad), known)
 
-    def extractStep(self, shard, jobs, size, invert, skipBad, upstream):
+    def extractStep(self, shard, jobs, size, invert, skipBad, rotational, upstream):
         """One shard of micrographs (core.stages.extraction_shard_stage), as a job."""
         self._runStage("extract", "--shard", shard, "--shards", jobs,
-                       *self._extractionArgs(size, invert, skipBad))
+                       *self._extractionArgs(size, invert, skipBad, rotational))
 
-    def mergeExtractionStep(self, jobs, size, invert, skipBad, negativeSignature, upstream):
+    def mergeExtractionStep(self, jobs, size, invert, skipBad, rotational, negativeSignature,
+                            upstream):
         """The shards into the run's stacks, with the known negative particles, as a job."""
         userParticles = self.inputNegativeParticles.get()
         known = ([(p.getIndex() or 1, p.getFileName()) for p in userParticles.iterItems()]
@@ -487,7 +498,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         run.write_json(run.KNOWN_PARTICLES, known)
         self._runStage("merge-extraction", "--shards", jobs,
                        "--known-particles", run.file(run.KNOWN_PARTICLES),
-                       *self._extractionArgs(size, invert, skipBad))
+                       *self._extractionArgs(size, invert, skipBad, rotational))
 
     def modelStep(self, use, source, sourceName, architecture, upstream):
         """A new network, or the reused one copied into the run (core.stages.model_stage)."""
@@ -739,8 +750,11 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             text += ("; each coordinate was scored as the best of its box and %d boxes %.1f px "
                      "around it" % (centring.DIRECTIONS, last.centring_search * consensus.box))
         if info.ranking.agreement is not None:
-            text += ("; its score was combined with the pickers' votes, each picker weighted "
-                     "by its reliability estimated by EM (Dawid and Skene, 1979)")
+            text += ("; its score%s was combined with the pickers' votes, each picker weighted "
+                     "by its reliability estimated by EM (Dawid and Skene, 1979)"
+                     % ("" if info.extraction.rotational is None else
+                        ", with the log-odds of a linear discriminant of each box's whitened "
+                        "rotational average (fitted on the same training boxes),"))
         text += ("; %d coordinates with a score of at least %.2f were kept"
                  % (info.split.n_retained, info.split.threshold))
         if info.split.min_distance_px:
@@ -769,7 +783,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return stages.MethodOptions.for_method(method, self.offCentreNegatives.get(),
                                                self.selfTraining.get(),
                                                self.combineVotes.get(),
-                                               self.bestCentred.get())
+                                               self.bestCentred.get(),
+                                               self.rotationalAverage.get())
 
     def _modelChoice(self):
         """(use, model file, its name for the user, network) of the Model section; the file
@@ -803,6 +818,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def _centringSearch(self):
         return self._options().centring_search
+
+    def _rotational(self):
+        return self._options().rotational_average
 
     def _minDistancePx(self):
         return self._lengthPx(self.minDistance.get(), DEFAULT_MIN_DISTANCE)
@@ -890,9 +908,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return ["--gpus", GPU_PLACEHOLDER if booked else "cpu"]
 
     @staticmethod
-    def _extractionArgs(size, invert, skipBad):
+    def _extractionArgs(size, invert, skipBad, rotational):
         return (["--network-size", size] + (["--invert-contrast"] if invert else [])
-                + (["--skip-bad-micrographs"] if skipBad else []))
+                + (["--skip-bad-micrographs"] if skipBad else [])
+                + ([] if rotational else ["--no-rotational-average"]))
 
     def _userCoordinates(self, userSet):
         """A user's coordinates (known negatives, known good or bad picks), mapped to the

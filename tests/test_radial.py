@@ -1,0 +1,132 @@
+"""The rotational-average discriminant (core.radial) and its place in the stages."""
+import numpy as np
+import pytest
+
+from deepconsensus_plugin.core import radial, stages
+from deepconsensus_plugin.core.metrics import roc_auc
+
+SIZE = 32
+
+
+def coloured_noise(rng, n, size=SIZE, slope=1.5):
+    """Noise whose power falls with frequency, as a micrograph's does (CTF and ice)."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    amplitude = 1.0 / np.maximum(np.hypot(fy, fx), 1.0 / size) ** (slope / 2)
+    spectrum = (rng.normal(size=(n, size, size // 2 + 1))
+                + 1j * rng.normal(size=(n, size, size // 2 + 1))) * amplitude
+    return np.fft.irfft2(spectrum, s=(size, size))
+
+
+def faint_discs(rng, n, contrast, size=SIZE, radius=7):
+    y, x = np.mgrid[:size, :size] - size // 2
+    disc = (np.hypot(y, x) < radius).astype(float)
+    noise = coloured_noise(rng, n, size)
+    return noise + contrast * noise.std() * disc
+
+
+def test_rotational_averages_do_not_change_with_the_view_of_the_box():
+    """Particles lie at every angle: a box transposed or mirrored about its centre pixel
+    (where extraction puts the pick) has the same rotational average."""
+    rng = np.random.default_rng(0)
+    boxes = coloured_noise(rng, 5)
+    power = radial.mean_power([(boxes, np.arange(5))])
+    mirrored = np.roll(boxes[:, :, ::-1], 1, axis=2)  # column i -> (size - i) mod size
+    reference = radial.rotational_averages(boxes, power)
+    np.testing.assert_allclose(radial.rotational_averages(boxes.transpose(0, 2, 1), power),
+                               reference, atol=1e-10)
+    np.testing.assert_allclose(radial.rotational_averages(mirrored, power), reference,
+                               atol=1e-10)
+    assert reference.shape == (5, SIZE // 2 + 1)
+
+
+def test_whitening_leaves_noise_equally_strong_at_every_frequency():
+    rng = np.random.default_rng(1)
+    boxes = coloured_noise(rng, 400)
+    power = radial.mean_power([(boxes, np.arange(400))])
+    assert power[1] > 20 * power[-1]  # the noise is strongly coloured
+    bins = radial._frequency_bins(SIZE)
+    scale = 1 / np.sqrt(power)[bins]
+    whitened = np.fft.irfft2(np.fft.rfft2(boxes) * scale, s=(SIZE, SIZE))
+    flat = radial.mean_power([(whitened, np.arange(400))])[1:]
+    assert flat.max() < 1.5 * flat.min()
+
+
+def test_the_discriminant_finds_weak_particles_in_coloured_noise():
+    """Fitted on one set, it ranks another: discs at half the noise's deviation score
+    above background, and its log-likelihood ratio is positive for particles."""
+    rng = np.random.default_rng(2)
+    train_p, train_b = faint_discs(rng, 400, 0.5), coloured_noise(rng, 400)
+    power = radial.mean_power([(np.concatenate([train_p, train_b]), np.arange(800))])
+    fitted = radial.fit_discriminant(radial.rotational_averages(train_p, power),
+                                     radial.rotational_averages(train_b, power), power)
+    test_p, test_b = faint_discs(rng, 300, 0.5), coloured_noise(rng, 300)
+    llr = fitted.log_likelihood_ratio(radial.rotational_averages(
+        np.concatenate([test_p, test_b]), power))
+    assert roc_auc(np.r_[np.ones(300), np.zeros(300)], llr) > 0.9
+    assert np.median(llr[:300]) > 0 > np.median(llr[300:])
+    assert fitted.separation > 1
+
+
+def test_a_stack_is_read_in_any_row_order_and_the_discriminant_survives_the_record():
+    rng = np.random.default_rng(3)
+    stack = faint_discs(rng, 50, 0.5)
+    power = radial.mean_power([(stack, np.arange(50))])
+    rows = rng.permutation(50)[:30]
+    np.testing.assert_allclose(radial.stack_averages(stack, rows, power),
+                               radial.rotational_averages(stack[rows], power))
+    fitted = radial.fit_discriminant(radial.rotational_averages(stack[:25], power),
+                                     radial.rotational_averages(stack[25:], power), power)
+    again = radial.RotationalDiscriminant.from_dict(fitted.to_dict())
+    np.testing.assert_array_equal(again.score_stack(stack, rows), fitted.score_stack(stack, rows))
+
+
+def test_too_few_boxes_to_fit_are_refused_with_the_counts():
+    averages = np.zeros((5, SIZE // 2 + 1))
+    with pytest.raises(ValueError, match="at least 10 boxes of each class .got 5 particles, "
+                                         "20 background"):
+        radial.fit_discriminant(averages, np.zeros((20, SIZE // 2 + 1)), np.ones(SIZE // 2 + 1))
+
+
+def test_extraction_fits_it_the_agreement_adds_it_and_it_can_be_switched_off(prepared):
+    run, _ = prepared
+    extracted = stages.extraction_stage(run, stages.ExtractionParams(network_size=16))
+    table = run.consensus()
+    evidence = run.rotational_evidence()
+    assert evidence.shape == (len(table),) and np.isfinite(evidence).all()
+    fitted = extracted.rotational
+    assert fitted.n_particles == int((table.votes >= run.info().consensus.min_votes).sum())
+    assert fitted.n_background == len(run.negatives())
+    assert run.info().extraction.rotational == fitted  # read back from the record
+    is_and = table.votes >= run.info().consensus.min_votes
+    assert np.median(evidence[is_and]) > 0
+    cnn = np.full(len(table), 0.5)
+    with_it, _ = stages.agreement_posterior(table.voters, cnn, evidence)
+    without, _ = stages.agreement_posterior(table.voters, cnn)
+    assert not np.allclose(with_it, without)
+    run.write_array(run.CNN_SCORES, cnn)
+    stages.ranking_stage(run, combine=True)
+    np.testing.assert_array_equal(run.scores(), with_it)
+    assert "Score = network and rotational averages" in "\n".join(
+        stages.summary_lines(run.info()))
+    stages.extraction_stage(run, stages.ExtractionParams(network_size=16,
+                                                         rotational_average=False))
+    assert run.info().extraction.rotational is None and run.rotational_evidence() is None
+
+
+def test_the_shards_merge_into_the_evidence_of_a_one_piece_extraction(prepared):
+    run, _ = prepared
+    params = stages.ExtractionParams(network_size=16)
+    stages.extraction_stage(run, params)
+    whole = run.rotational_evidence()
+    for shard in (1, 2):
+        stages.extraction_shard_stage(run, shard, 2, params)
+    stages.merge_extraction_stage(run, 2, params)
+    np.testing.assert_allclose(run.rotational_evidence(), whole, rtol=1e-9, atol=1e-9)
+
+
+def test_the_published_method_leaves_it_out():
+    assert not stages.MethodOptions.for_method(stages.METHOD_PUBLISHED).rotational_average
+    assert stages.MethodOptions.for_method(stages.METHOD_AGREEMENT).rotational_average
+    assert not stages.MethodOptions.for_method(stages.METHOD_AGREEMENT,
+                                               rotational_average=False).rotational_average
