@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence, Tuple
 
 import numpy as np
+import scipy.fft
 
 CHUNK = 4096
 """Boxes transformed at a time, so that memory stays bounded for any stack."""
@@ -74,7 +75,7 @@ def mean_power(sources: Sequence[Tuple[object, np.ndarray]]) -> np.ndarray:
     total, n = np.zeros(size // 2 + 1), 0
     for stack, rows in sources:
         for boxes in _chunks(stack, np.sort(rows)):
-            power = np.abs(np.fft.rfft2(boxes)) ** 2
+            power = np.abs(scipy.fft.rfft2(boxes, workers=-1)) ** 2
             total += _bin_means(power, bins).sum(axis=0)
             n += len(boxes)
     if n == 0:
@@ -89,8 +90,8 @@ def rotational_averages(boxes: np.ndarray, power: np.ndarray) -> np.ndarray:
     size = boxes.shape[-1]
     scale = 1.0 / np.sqrt(np.maximum(power, 1e-12 * power.max()))
     scale[0] = 0.0  # the box mean carries no shape
-    spectrum = np.fft.rfft2(boxes) * scale[_frequency_bins(size)]
-    white = np.fft.irfft2(spectrum, s=(size, size))
+    spectrum = scipy.fft.rfft2(boxes, workers=-1) * scale[_frequency_bins(size)]
+    white = scipy.fft.irfft2(spectrum, s=(size, size), workers=-1)
     white -= white.mean(axis=(1, 2), keepdims=True)
     spread = white.std(axis=(1, 2), keepdims=True)
     white /= np.where(spread > 0, spread, 1.0)
