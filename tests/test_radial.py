@@ -4,6 +4,7 @@ import pytest
 
 from deepconsensus_plugin.core import radial, stages
 from deepconsensus_plugin.core.metrics import roc_auc
+from deepconsensus_plugin.core.run_folder import RotationalInfo
 
 SIZE = 32
 
@@ -77,7 +78,7 @@ def test_a_stack_is_read_in_any_row_order_and_the_discriminant_survives_the_reco
                                radial.rotational_averages(stack[rows], power))
     fitted = radial.fit_discriminant(radial.rotational_averages(stack[:25], power),
                                      radial.rotational_averages(stack[25:], power), power)
-    again = radial.RotationalDiscriminant.from_dict(fitted.to_dict())
+    again = RotationalInfo.of(fitted, 25, 25, 0.0).discriminant()  # through the run record
     np.testing.assert_array_equal(again.score_stack(stack, rows), fitted.score_stack(stack, rows))
 
 

@@ -140,16 +140,6 @@ class RotationalDiscriminant:
         return _per_box(stack, rows, lambda boxes: self.log_likelihood_ratio(
             rotational_averages(boxes, self.power)))
 
-    def to_dict(self) -> dict:
-        return {"power": self.power.tolist(), "weights": self.weights.tolist(),
-                "offset": self.offset, "separation": self.separation}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "RotationalDiscriminant":
-        return cls(np.asarray(data["power"], dtype=np.float64),
-                   np.asarray(data["weights"], dtype=np.float64), float(data["offset"]),
-                   float(data["separation"]))
-
 
 def fit_discriminant(particles: np.ndarray, background: np.ndarray,
                      power: np.ndarray) -> RotationalDiscriminant:
