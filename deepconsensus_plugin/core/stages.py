@@ -423,10 +423,10 @@ def _record_extraction(run: RunFolder, params: ExtractionParams, paths: Mapping[
     return info
 
 
-def _usable_rows(run: RunFolder, extracted: ExtractionInfo) -> Tuple[np.ndarray, np.ndarray]:
-    """Which OR rows and which negative-stack rows (the known non-particle images
-    included) come from micrographs the extraction did not skip."""
-    table, negatives = run.consensus(), run.negatives()
+def _usable_rows(table: CoordinateTable, negatives: CoordinateTable,
+                 extracted: ExtractionInfo) -> Tuple[np.ndarray, np.ndarray]:
+    """Which OR rows of ``table`` and which negative-stack rows (``negatives``, then the
+    known non-particle images) come from micrographs the extraction did not skip."""
     skipped = extracted.skipped_mic_ids
     return (~np.isin(table.mic, skipped),
             np.concatenate([~np.isin(negatives.mic, skipped),
@@ -439,8 +439,9 @@ def _fit_rotational(run: RunFolder, extracted: ExtractionInfo) -> Optional[Rotat
     a warning, where there are too few boxes to fit it."""
     start = time.perf_counter()
     consensus = _section(run, "consensus")
-    usable, neg_usable = _usable_rows(run, extracted)
-    particles = np.flatnonzero(usable & (run.consensus().votes >= consensus.min_votes))
+    table = run.consensus()
+    usable, neg_usable = _usable_rows(table, run.negatives(), extracted)
+    particles = np.flatnonzero(usable & (table.votes >= consensus.min_votes))
     background = np.flatnonzero(neg_usable)
     if min(len(particles), len(background)) < radial.MIN_BOXES:
         logger.warning("Rotational averages left out: %d AND and %d negative boxes, fewer "
@@ -723,7 +724,7 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
     initial = (run.file(run.REUSED_MODEL)
                if reused is not None and reused.use == MODEL_FINE_TUNE else None)
     table = run.consensus()
-    usable, neg_usable = _usable_rows(run, skipped)
+    usable, neg_usable = _usable_rows(table, run.negatives(), skipped)
     is_and = table.votes >= consensus.min_votes
     positives = np.flatnonzero(usable & is_and)
     if len(positives) < MIN_POSITIVES:

@@ -382,13 +382,14 @@ class StreamingRun:
         with open_stack(stack_path) as images:
             cnn = stages.score_boxes(run, run.file(run.MODEL), images, rows, s.centring_search,
                                      s.gpus, s.training.seed, skipped_mic_ids=bad_ids)
-            cnn[np.isin(sub.mic, bad_ids)] = np.nan
+            bad = np.isin(sub.mic, bad_ids)
+            cnn[bad] = np.nan
             arrays = [(run.CNN_SCORES, cnn)]
             rotational = run.info().extraction.rotational
             evidence = None
             if rotational is not None:  # the discriminant of the training, as the network
                 evidence = rotational.discriminant().score_stack(images, np.arange(len(rows)))
-                evidence[np.isin(sub.mic, bad_ids)] = np.nan
+                evidence[bad] = np.nan
                 arrays.append((run.ROTATIONAL_LLR, evidence))
         model = self._agreement_model()
         final = (cnn if model is None else
