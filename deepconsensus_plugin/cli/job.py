@@ -38,8 +38,6 @@ def _extraction(group) -> None:
     group.add_argument("--network-size", type=int, required=True, metavar="PX")
     group.add_argument("--invert-contrast", action="store_true")
     group.add_argument("--skip-bad-micrographs", action="store_true")
-    group.add_argument("--no-rotational-average", action="store_true",
-                       help="fit no rotational-average discriminant (the merge fits it)")
 
 
 def _round(group) -> None:
@@ -67,6 +65,8 @@ def add_args(parser) -> None:
     common.add_out(merge)
     _shards(merge)
     _extraction(merge)
+    merge.add_argument("--no-rotational-average", action="store_true",
+                       help="fit no rotational-average discriminant on the merged stacks")
     merge.add_argument("--known-particles", metavar="JSON",
                        help="a JSON list of [1-based index, file] of known non-particle "
                             "images, added after the negatives")
@@ -94,10 +94,10 @@ def add_args(parser) -> None:
     _shards(merge_scores)
 
 
-def _extraction_params(args) -> stages.ExtractionParams:
+def _extraction_params(args, rotational_average: bool = True) -> stages.ExtractionParams:
     return stages.ExtractionParams(network_size=args.network_size, invert=args.invert_contrast,
                                    skip_bad_micrographs=args.skip_bad_micrographs,
-                                   rotational_average=not args.no_rotational_average)
+                                   rotational_average=rotational_average)
 
 
 def main(args) -> None:
@@ -111,7 +111,8 @@ def main(args) -> None:
         if args.known_particles:
             with open(args.known_particles) as handle:
                 known = [(int(index), str(path)) for index, path in json.load(handle)]
-        stages.merge_extraction_stage(run, args.shards, _extraction_params(args), known)
+        stages.merge_extraction_stage(
+            run, args.shards, _extraction_params(args, not args.no_rotational_average), known)
     elif args.piece == "train":
         params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
                                        patience=args.patience,

@@ -409,18 +409,20 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                      self._negativeSignature(), skipBad, self._offCentre())
         negativesStep = self._insertFunctionStep(
             self.negativesStep, *negatives, upstream.after(consensus), needsGPU=False)
-        extraction = (size, invert, skipBad, self._rotational())
+        extraction = (size, invert, skipBad)
+        rotational = self._rotational()  # fitted by the merge: the shards do not depend on it
         upstream.after(negatives)
         shards = [self._insertFunctionStep(self.extractStep, shard, jobs, *extraction,
                                            upstream.key, prerequisites=[negativesStep],
                                            needsGPU=False)
                   for shard in range(1, jobs + 1)]
         previous = self._insertFunctionStep(self.mergeExtractionStep, jobs, *extraction,
-                                            self._negativeSignature(), upstream.key,
-                                            prerequisites=shards, needsGPU=False)
+                                            rotational, self._negativeSignature(),
+                                            upstream.key, prerequisites=shards,
+                                            needsGPU=False)
         model = self._modelChoice()
         previous = self._insertFunctionStep(self.modelStep, *model,
-                                            upstream.after(extraction + (jobs,)),
+                                            upstream.after(extraction + (rotational, jobs)),
                                             prerequisites=[previous], needsGPU=False)
         upstream.after(model)
         rounds = self._rounds()
@@ -483,10 +485,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             ratio=ratio, distance=distanceFraction, offcentre=offCentre, seed=seed,
             skip_bad_micrographs=skipBad), known)
 
-    def extractStep(self, shard, jobs, size, invert, skipBad, rotational, upstream):
+    def extractStep(self, shard, jobs, size, invert, skipBad, upstream):
         """One shard of micrographs (core.stages.extraction_shard_stage), as a job."""
         self._runStage("extract", "--shard", shard, "--shards", jobs,
-                       *self._extractionArgs(size, invert, skipBad, rotational))
+                       *self._extractionArgs(size, invert, skipBad))
 
     def mergeExtractionStep(self, jobs, size, invert, skipBad, rotational, negativeSignature,
                             upstream):
@@ -498,7 +500,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         run.write_json(run.KNOWN_PARTICLES, known)
         self._runStage("merge-extraction", "--shards", jobs,
                        "--known-particles", run.file(run.KNOWN_PARTICLES),
-                       *self._extractionArgs(size, invert, skipBad, rotational))
+                       *self._extractionArgs(size, invert, skipBad),
+                       *([] if rotational else ["--no-rotational-average"]))
 
     def modelStep(self, use, source, sourceName, architecture, upstream):
         """A new network, or the reused one copied into the run (core.stages.model_stage)."""
@@ -908,10 +911,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return ["--gpus", GPU_PLACEHOLDER if booked else "cpu"]
 
     @staticmethod
-    def _extractionArgs(size, invert, skipBad, rotational):
+    def _extractionArgs(size, invert, skipBad):
         return (["--network-size", size] + (["--invert-contrast"] if invert else [])
-                + (["--skip-bad-micrographs"] if skipBad else [])
-                + ([] if rotational else ["--no-rotational-average"]))
+                + (["--skip-bad-micrographs"] if skipBad else []))
 
     def _userCoordinates(self, userSet):
         """A user's coordinates (known negatives, known good or bad picks), mapped to the
