@@ -37,9 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from deepconsensus_plugin import headless  # noqa: E402
 
 from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
-                         evaluate_selection, load_dataset, or_labels, pattern_decisions,
-                         picker_confidences, picker_score_ceiling, score_quality,
-                         vote_pattern_ceiling)
+                         evaluate_selection, load_dataset, or_labels,
+                         paired_f1_bootstrap, pattern_decisions, picker_confidences,
+                         picker_score_ceiling, score_quality, vote_pattern_ceiling)
 
 from deepconsensus_plugin.core import stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
@@ -389,7 +389,8 @@ def write_report(out, metrics, plots) -> None:
     paper = metrics["paper_roc_auc"]
     pairs = metrics["retained_close_pairs"]
     audited = metrics["audited"]
-    lines += ["", "DC score over the OR set (labelled micrographs, lenient labels): ROC-AUC "
+    lines += ["", bootstrap_text(metrics["paired_bootstrap"]), "",
+              "DC score over the OR set (labelled micrographs, lenient labels): ROC-AUC "
               "%.3f, PR-AUC %.3f; with the labels audited (%d unlabelled boxes on agreed, "
               "unlabelled picks left out) ROC-AUC %.3f, PR-AUC %.3f. A ranking that is "
               "perfect if the audit is right (those %d boxes among the labelled particles, "
@@ -466,6 +467,36 @@ def _pattern_table(metrics: dict) -> list[str]:
     return lines + [""]
 
 
+def retained_against_references(names: np.ndarray, xy: np.ndarray, keep: dict, data: Dataset,
+                                sets: dict) -> dict:
+    """The retained set's F1 difference from the best picker's (by one-to-one F1) and the
+    AND set's, with the paired bootstrap's interval (:func:`paired_f1_bootstrap`)."""
+    def on_labelled(mask: np.ndarray) -> dict:
+        return {n: xy[mask & (names == n)] for n in data.truth}
+
+    best = max(data.pickers, key=lambda picker: sets[picker]["f1"])
+    retained = on_labelled(keep["dc_retained"])
+    return {"best_picker": best,
+            "against_best_picker": paired_f1_bootstrap(retained, data.picks[best], data),
+            "against_AND": paired_f1_bootstrap(retained, on_labelled(keep["AND"]), data)}
+
+
+def bootstrap_text(paired: dict) -> str:
+    def one(name: str, figures: dict) -> str:
+        low, high = figures["ci95"]
+        return ("%s %+.4f (95%%: %+.4f to %+.4f; not worse in %.0f%% of the resamples)"
+                % (name, figures["difference"], low, high,
+                   100 * figures["share_first_not_worse"]))
+
+    best = paired["against_best_picker"]
+    return ("DC-retained one-to-one F1 minus that of %s and %s; paired bootstrap over %d "
+            "tiles of %.0f px of the labelled micrographs, %d resamples: how far the "
+            "difference would move on other micrographs like these, not with the training's "
+            "seed." % (one("the best picker, " + paired["best_picker"] + ",", best),
+                       one("AND", paired["against_AND"]), best["n_tiles"], best["tile_px"],
+                       best["n_resamples"]))
+
+
 def retained_close_pairs(results: RunResults, names: np.ndarray, retained: np.ndarray,
                          data: Dataset) -> dict:
     """Retained pairs closer than the run's minimum distance between particles.
@@ -529,6 +560,8 @@ def main(argv=None) -> int:
     for name in CONSENSUS_SETS:
         metrics["sets"][name] = evaluate_selection(names, table.xy, keep[name], data, labels,
                                                    anchors)
+    metrics["paired_bootstrap"] = retained_against_references(names, table.xy, keep, data,
+                                                              metrics["sets"])
     metrics.update(score_quality(names, table.xy, results.scores, data, labels, anchors))
     metrics["paper_roc_auc"] = paper_roc_auc(results, names, data, dc.invertContrast.get(),
                                              out)

@@ -31,7 +31,8 @@ from PIL import Image
 from deepconsensus_plugin.core.atomic import atomic_path
 from deepconsensus_plugin.core.coordinate_files import read_box
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
-                                               count_picks, match_to_truth, mcc, pr_auc,
+                                               count_picks, match_one_to_one, match_to_truth,
+                                               mcc, pr_auc,
                                                roc_auc)
 from deepconsensus_plugin.core.selection import split_scores
 
@@ -277,6 +278,72 @@ def evaluate_selection(names: np.ndarray, xy: np.ndarray, keep: np.ndarray, data
     result = evaluate_picks({n: xy[keep & (names == n)] for n in data.truth}, data, anchors)
     result["mcc"] = mcc(labels[on_truth], keep[on_truth])
     return result
+
+
+TILE_DIAMETERS = 4
+"""Side of the bootstrap's tiles, in particle diameters: large enough that few matches
+cross a tile's border, small enough for tens of tiles per micrograph."""
+
+
+def _tile_counts(picks: np.ndarray, centres: np.ndarray, radius: float, tile: float,
+                 shape: tuple[int, int]) -> np.ndarray:
+    """(tiles, 2): one-to-one true positives and picks per tile of one micrograph; a match
+    counts in its label's tile, an unmatched pick in its own."""
+    is_tp, found = match_one_to_one(picks, centres, radius)
+    counts = np.zeros((shape[0] * shape[1], 2))
+
+    def tile_of(xy: np.ndarray) -> np.ndarray:
+        cell = np.clip(np.floor(xy / tile).astype(int), 0, np.array(shape) - 1)
+        return cell[:, 0] * shape[1] + cell[:, 1]
+
+    np.add.at(counts[:, 0], tile_of(centres[found]), 1)
+    np.add.at(counts[:, 1], tile_of(centres[found]), 1)
+    np.add.at(counts[:, 1], tile_of(picks[~is_tp]), 1)
+    return counts
+
+
+def paired_f1_bootstrap(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
+                        data: Dataset, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """How sure the one-to-one F1 difference ``first`` - ``second`` is, on these labels.
+
+    The labelled micrographs are cut into tiles of :data:`TILE_DIAMETERS` particle
+    diameters; the tiles are resampled with replacement, both sets on the same tiles
+    (paired: what one set gains on a tile of thick ice the other meets there too), and the
+    difference is recomputed.  Tiles rather than particles, because neighbouring particles
+    share ice and contamination and are not independent; a micrograph holds tens of them.
+    This measures how far the difference would move on other micrographs like these ones,
+    not how far it moves with the training's seed (rerun the command for that).
+    """
+    tile = TILE_DIAMETERS * data.spec.diameter
+    empty = np.empty((0, 2))
+    parts, labels = [], []
+    for name, centres in data.truth.items():
+        a = np.asarray(first.get(name, empty), dtype=np.float64).reshape(-1, 2)
+        b = np.asarray(second.get(name, empty), dtype=np.float64).reshape(-1, 2)
+        extent = np.max(np.vstack([centres, a, b, [[0.0, 0.0]]]), axis=0)
+        shape = tuple(int(n) for n in np.floor(extent / tile).astype(int) + 1)
+        parts.append(np.hstack([_tile_counts(a, centres, data.match_radius, tile, shape),
+                                _tile_counts(b, centres, data.match_radius, tile, shape)]))
+        per_tile = np.zeros(shape[0] * shape[1])
+        cell = np.clip(np.floor(centres / tile).astype(int), 0, np.array(shape) - 1)
+        np.add.at(per_tile, cell[:, 0] * shape[1] + cell[:, 1], 1)
+        labels.append(per_tile)
+    counts = np.column_stack([np.vstack(parts), np.concatenate(labels)])
+    counts = counts[counts.sum(axis=1) > 0]                   # tiles with neither labels nor picks
+
+    def f1(sums: np.ndarray, tp: int, n: int) -> np.ndarray:
+        return 2 * sums[..., tp] / np.maximum(sums[..., n] + sums[..., 4], 1)
+
+    total = counts.sum(axis=0)
+    observed = float(f1(total, 0, 1) - f1(total, 2, 3))
+    weights = np.random.default_rng(seed).multinomial(
+        len(counts), np.full(len(counts), 1 / len(counts)), size=n_resamples)
+    sums = weights @ counts
+    differences = f1(sums, 0, 1) - f1(sums, 2, 3)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"difference": observed, "ci95": [float(low), float(high)],
+            "share_first_not_worse": float(np.mean(differences >= 0)),
+            "n_tiles": int(len(counts)), "tile_px": float(tile), "n_resamples": n_resamples}
 
 
 def score_quality(names: np.ndarray, xy: np.ndarray, scores: np.ndarray, data: Dataset,

@@ -51,6 +51,14 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
     ceiling = metrics["vote_pattern_ceiling"]
     assert 0 < ceiling["f1"] <= 1
     assert len(ceiling["keep_above"]) <= 2 ** len(metrics["pickers"]) - 1
+    paired = metrics["paired_bootstrap"]
+    assert paired["best_picker"] == max(metrics["pickers"], key=lambda p: metrics["sets"][p]["f1"])
+    for reference, against in (("best_picker", paired["best_picker"]), ("AND", "AND")):
+        figures = paired["against_" + reference]
+        assert figures["difference"] == pytest.approx(
+            metrics["sets"]["dc_retained"]["f1"] - metrics["sets"][against]["f1"])
+        assert figures["ci95"][0] <= figures["ci95"][1] and figures["n_tiles"] > 0
+        assert 0 <= figures["share_first_not_worse"] <= 1
     with_scores = metrics["picker_score_ceiling"]
     assert set(with_scores["by_weight"]) == {"alone", "0.5", "1", "2", "4"}
     assert with_scores["f1"] == max(with_scores["by_weight"].values()) > 0
@@ -232,6 +240,34 @@ def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monke
     perfect = np.array([0.9, 0.9, 0.9, 0.9, 0.1])
     assert score_quality(names, xy, perfect, data, labels, anchors)["roc_auc"] == \
         pytest.approx(quality["roc_auc_audit_perfect"])
+
+
+def test_paired_bootstrap_sees_a_clear_difference_and_none_between_equal_sets(monkeypatch):
+    """Labels on a grid over two micrographs; one set finds every particle, the other the
+    same particles and one false pick per tile.  The difference is the F1 difference of the
+    whole sets, its interval excludes 0 and the better set is never worse in a resample;
+    a set against itself differs by exactly 0."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from empiar_data import Dataset, DatasetSpec, evaluate_picks, paired_f1_bootstrap
+
+    grid = np.array([(50.0 + 100 * i, 50.0 + 100 * j) for i in range(16) for j in range(16)])
+    truth = {"a": grid, "b": grid + 5}
+    tile = 4 * 40.0                                          # TILE_DIAMETERS x diameter
+    junk = np.array([(tile * i + 1, tile * j + 1) for i in range(10) for j in range(10)])
+    good = {name: centres + 2 for name, centres in truth.items()}
+    worse = {name: np.vstack([centres, junk]) for name, centres in good.items()}
+    data = Dataset(name="toy", spec=DatasetSpec(pixel_size=1.0, diameter=40.0, flip_y=False),
+                   box=48, pickers=("A",), names=["a", "b"], mrc_paths={}, picks={},
+                   truth=truth)
+    paired = paired_f1_bootstrap(good, worse, data, n_resamples=500)
+    expected = (evaluate_picks(good, data, {})["f1"] - evaluate_picks(worse, data, {})["f1"])
+    assert paired["difference"] == pytest.approx(expected) and expected > 0.1
+    assert 0 < paired["ci95"][0] < paired["difference"] < paired["ci95"][1]
+    assert paired["share_first_not_worse"] == 1.0
+    assert paired["n_tiles"] == 2 * 100 and paired["tile_px"] == tile
+    same = paired_f1_bootstrap(good, good, data, n_resamples=200)
+    assert same["difference"] == 0 and same["ci95"] == [0, 0]
 
 
 def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, tmp_path):
