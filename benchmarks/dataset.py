@@ -388,16 +388,20 @@ def write_report(out, metrics, plots) -> None:
             _figures(m[key] if key else m) for _, key in COLUMNS), m["mcc"]))
     paper = metrics["paper_roc_auc"]
     pairs = metrics["retained_close_pairs"]
-    audited = metrics["audited"]
+    audited, one = metrics["audited"], metrics["one_to_one"]
     lines += ["", bootstrap_text(metrics["paired_bootstrap"]), "",
               "DC score over the OR set (labelled micrographs, lenient labels): ROC-AUC "
               "%.3f, PR-AUC %.3f; with the labels audited (%d unlabelled boxes on agreed, "
               "unlabelled picks left out) ROC-AUC %.3f, PR-AUC %.3f. A ranking that is "
               "perfect if the audit is right (those %d boxes among the labelled particles, "
-              "every other box after them) has ROC-AUC %.3f against the labels as they are."
+              "every other box after them) has ROC-AUC %.3f against the labels as they are. "
+              "Counted one to one (a box is a particle only when it is the box matched to a "
+              "label, so the %d second boxes on labelled particles are negatives, as the F1 "
+              "counts them): ROC-AUC %.3f, PR-AUC %.3f."
               % (metrics["roc_auc"], metrics["pr_auc"], audited["n_left_out"],
                  audited["roc_auc"], audited["pr_auc"], audited["n_left_out"],
-                 metrics["roc_auc_audit_perfect"]), "",
+                 metrics["roc_auc_audit_perfect"], one["n_second_boxes"], one["roc_auc"],
+                 one["pr_auc"]), "",
               "The paper's measure, the run's model on %d boxes at labelled centres against %d "
               "random background boxes (at least half a box from every label and OR "
               "coordinate): ROC-AUC %.4f." % (paper["n_particles"], paper["n_background"],

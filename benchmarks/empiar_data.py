@@ -363,17 +363,27 @@ def score_quality(names: np.ndarray, xy: np.ndarray, scores: np.ndarray, data: D
     skipped from one they kept) and every other box after them:
     ``1 - n_left_out / (2 * unlabelled boxes)``.  Not a bound: where the audit
     leaves out junk, a ranking that puts it last scores higher.
+
+    Under ``one_to_one``, the boxes are labelled as the F1 counts them: a box is a
+    particle only when it is the one matched to a label (:func:`match_one_to_one`,
+    closest pairs first), so a second, off-centre box on a labelled particle is a
+    negative, as the duplicate it would be in the retained set.
     """
     on_truth = np.isin(names, list(data.truth)) & np.isfinite(scores)
     left_out = np.zeros(len(xy), dtype=bool)
-    for name in data.truth:
+    one_to_one = np.zeros(len(xy), dtype=bool)
+    for name, centres in data.truth.items():
         rows = np.flatnonzero(names == name)
         left_out[rows] = audited_exclusion(xy[rows], labels[rows], anchors.get(name, ()),
                                            data.match_radius)
+        one_to_one[rows] = match_one_to_one(xy[rows], centres, data.match_radius)[0]
     audited = on_truth & ~left_out
     return {"roc_auc": roc_auc(labels[on_truth], scores[on_truth]),
             "pr_auc": pr_auc(labels[on_truth], scores[on_truth]),
             "roc_auc_audit_perfect": roc_auc(labels[on_truth], (labels | left_out)[on_truth]),
+            "one_to_one": {"roc_auc": roc_auc(one_to_one[on_truth], scores[on_truth]),
+                           "pr_auc": pr_auc(one_to_one[on_truth], scores[on_truth]),
+                           "n_second_boxes": int((on_truth & labels & ~one_to_one).sum())},
             "audited": {"roc_auc": roc_auc(labels[audited], scores[audited]),
                         "pr_auc": pr_auc(labels[audited], scores[audited]),
                         "n_left_out": int((on_truth & left_out).sum())}}

@@ -43,6 +43,7 @@ def test_metrics_in_three_countings_for_every_set(benchmark_run):
     assert 0.5 < metrics["roc_auc"] <= 1 and 0.5 < metrics["paper_roc_auc"]["roc_auc"] <= 1
     assert 0.5 < metrics["audited"]["roc_auc"] <= 1 and metrics["audited"]["n_left_out"] >= 0
     assert 0.5 < metrics["roc_auc_audit_perfect"] <= 1
+    assert 0.5 < metrics["one_to_one"]["roc_auc"] <= 1
     from deepconsensus_plugin.demo import machine_has_gpu
     assert metrics["parameters"]["useGpu"] == machine_has_gpu()  # no GPU booked where none is
     close = metrics["retained_close_pairs"]
@@ -240,6 +241,35 @@ def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monke
     perfect = np.array([0.9, 0.9, 0.9, 0.9, 0.1])
     assert score_quality(names, xy, perfect, data, labels, anchors)["roc_auc"] == \
         pytest.approx(quality["roc_auc_audit_perfect"])
+    # no second box on any particle: one-to-one box labels are the lenient ones
+    assert quality["one_to_one"]["roc_auc"] == quality["roc_auc"]
+    assert quality["one_to_one"]["n_second_boxes"] == 0
+
+
+def test_one_to_one_score_quality_calls_a_second_box_on_a_particle_a_negative(monkeypatch):
+    """Two labelled particles, each with its centred box and an off-centre second box within
+    the match radius, and one junk box.  Ranking the second boxes above the junk but below
+    the centred boxes is perfect one to one, and the lenient labels call it imperfect."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, score_quality
+
+    xy = np.array([[100.0, 100], [106, 100], [300, 100], [306, 100], [500, 100]])
+    scores = np.array([0.9, 0.5, 0.8, 0.6, 0.1])
+    names = np.array(["m"] * len(xy))
+    data = Dataset(name="toy", spec=DatasetSpec(pixel_size=1.0, diameter=40.0, flip_y=False),
+                   box=48, pickers=("A",), names=["m"], mrc_paths={}, picks={},
+                   truth={"m": xy[[0, 2]] + 1})
+    labels = or_labels(names, xy, data)
+    assert labels.tolist() == [True, True, True, True, False]
+    quality = score_quality(names, xy, scores, data, labels, audit_anchors(
+        names, xy, np.ones(len(xy), int), data))
+    assert quality["roc_auc"] == 1.0                   # every labelled box above the junk
+    assert quality["one_to_one"]["n_second_boxes"] == 2
+    assert quality["one_to_one"]["roc_auc"] == 1.0     # centred boxes above the second boxes
+    swapped = scores[[1, 0, 3, 2, 4]]                  # the second boxes ranked first
+    assert score_quality(names, xy, swapped, data, labels, {})["one_to_one"]["roc_auc"] == \
+        pytest.approx(1 / 3)
 
 
 def test_paired_bootstrap_sees_a_clear_difference_and_none_between_equal_sets(monkeypatch):
