@@ -103,6 +103,9 @@ def parse_args(argv):
     parser.add_argument("--rotational-average", action=argparse.BooleanOptionalAction,
                         default=None,
                         help="add the boxes' rotational-average discriminant to the agreement")
+    parser.add_argument("--consensus-radius", type=float, default=None,
+                        help="consensus radius, a fraction of the box (default: the "
+                             "protocol's)")
     parser.add_argument("--min-distance", type=float, default=None,
                         help="minimum distance between retained particles in A (-1: the "
                              "protocol's default, 0: keep duplicates)")
@@ -140,6 +143,8 @@ def protocol_params(args, spec) -> dict:
                        ("rotational_average", "rotationalAverage")):
         if getattr(args, flag) is not None:
             params[name] = getattr(args, flag)
+    if args.consensus_radius is not None:
+        params["consensusRadius"] = args.consensus_radius
     if args.min_distance is not None:
         params["minDistance"] = args.min_distance
     if args.edge_margin is not None:

@@ -353,10 +353,12 @@ def test_the_method_flags_set_the_protocol_form():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     args = module.parse_args(["--data", "d", "--out", "o", "--no-best-centred",
-                              "--no-agreement", "--self-training", "--seed", "3"])
+                              "--no-agreement", "--self-training", "--seed", "3",
+                              "--consensus-radius", "0.15"])
     spec = SimpleNamespace(pixel_size=2.0, diameter=50.0)  # a DatasetSpec's two fields used
     assert module.protocol_params(args, spec) == {"combineVotes": False, "bestCentred": False,
-                                                  "selfTraining": True, "seed": 3}
+                                                  "selfTraining": True, "seed": 3,
+                                                  "consensusRadius": 0.15}
     assert module.protocol_params(module.parse_args(["--data", "d", "--out", "o"]), spec) == {}
     known = module.parse_args(["--data", "d", "--out", "o", "--particle-diameter", "known"])
     assert module.protocol_params(known, spec) == {"particleDiameter": 100.0}
