@@ -285,21 +285,21 @@ TILE_DIAMETERS = 4
 cross a tile's border, small enough for tens of tiles per micrograph."""
 
 
+def _tile_index(xy: np.ndarray, tile: float, shape: tuple[int, int]) -> np.ndarray:
+    """The tile (row-major over ``shape``) each point of one micrograph lies in."""
+    cell = np.clip(np.floor(xy / tile).astype(int), 0, np.array(shape) - 1)
+    return cell[:, 0] * shape[1] + cell[:, 1]
+
+
 def _tile_counts(picks: np.ndarray, centres: np.ndarray, radius: float, tile: float,
                  shape: tuple[int, int]) -> np.ndarray:
     """(tiles, 2): one-to-one true positives and picks per tile of one micrograph; a match
     counts in its label's tile, an unmatched pick in its own."""
     is_tp, found = match_one_to_one(picks, centres, radius)
-    counts = np.zeros((shape[0] * shape[1], 2))
-
-    def tile_of(xy: np.ndarray) -> np.ndarray:
-        cell = np.clip(np.floor(xy / tile).astype(int), 0, np.array(shape) - 1)
-        return cell[:, 0] * shape[1] + cell[:, 1]
-
-    np.add.at(counts[:, 0], tile_of(centres[found]), 1)
-    np.add.at(counts[:, 1], tile_of(centres[found]), 1)
-    np.add.at(counts[:, 1], tile_of(picks[~is_tp]), 1)
-    return counts
+    n_tiles = shape[0] * shape[1]
+    matched = np.bincount(_tile_index(centres[found], tile, shape), minlength=n_tiles)
+    unmatched = np.bincount(_tile_index(picks[~is_tp], tile, shape), minlength=n_tiles)
+    return np.column_stack([matched, matched + unmatched]).astype(np.float64)
 
 
 def paired_f1_bootstrap(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
@@ -321,13 +321,11 @@ def paired_f1_bootstrap(first: dict[str, np.ndarray], second: dict[str, np.ndarr
         a = np.asarray(first.get(name, empty), dtype=np.float64).reshape(-1, 2)
         b = np.asarray(second.get(name, empty), dtype=np.float64).reshape(-1, 2)
         extent = np.max(np.vstack([centres, a, b, [[0.0, 0.0]]]), axis=0)
-        shape = tuple(int(n) for n in np.floor(extent / tile).astype(int) + 1)
+        shape = tuple((np.floor(extent / tile).astype(int) + 1).tolist())
         parts.append(np.hstack([_tile_counts(a, centres, data.match_radius, tile, shape),
                                 _tile_counts(b, centres, data.match_radius, tile, shape)]))
-        per_tile = np.zeros(shape[0] * shape[1])
-        cell = np.clip(np.floor(centres / tile).astype(int), 0, np.array(shape) - 1)
-        np.add.at(per_tile, cell[:, 0] * shape[1] + cell[:, 1], 1)
-        labels.append(per_tile)
+        labels.append(np.bincount(_tile_index(centres, tile, shape),
+                                  minlength=shape[0] * shape[1]))
     counts = np.column_stack([np.vstack(parts), np.concatenate(labels)])
     counts = counts[counts.sum(axis=1) > 0]                   # tiles with neither labels nor picks
 
