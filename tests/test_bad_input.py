@@ -9,6 +9,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 from deepconsensus_plugin.core.run_folder import (ConsensusInfo, ExtractionInfo, RunFolder,
                                                    RunInfo, SplitInfo)
 from deepconsensus_plugin.core.stages import summary_lines
+from deepconsensus_plugin.protocols import ProtImportPickerCoordinates
 
 from .scipion_helpers import importSynthetic, newDeepConsensus, runToEnd
 
@@ -69,6 +70,30 @@ class TestTooFewPositives(BaseTest):
         self.assertIn("at least k pickers", message)
         self.assertIn("larger consensus radius", message)
 
+
+
+class TestOnePickerTwice(BaseTest):
+    """One picker's files imported twice: two sets, one picker."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, truth = importSynthetic(cls, nMicrographs=1,
+                                                              shape=(512, 512), nParticles=30)
+        cls.again = cls.newProtocol(ProtImportPickerCoordinates, filesPattern="*.box",
+                                    filesPath=os.path.join(os.path.dirname(truth[0].path),
+                                                           "picker_0"))
+        cls.again.setObjLabel("picker 0 again")
+        cls.again.inputMicrographs.set(cls.protMics)
+        cls.again.inputMicrographs.setExtended("outputMicrographs")
+        cls.launchProtocol(cls.again)
+
+    def test_the_run_stops_at_the_consensus_naming_both_sets(self):
+        prot = runToEnd(self, newDeepConsensus(self, [*self.protCoords, self.again], **FAST))
+        self.assertTrue(prot.isFailed())
+        self.assertIn("the picks of 'picker 0' (outputCoordinates) and 'picker 0 again' "
+                      "(outputCoordinates) are the same", prot.getErrorMessage())
+        self.assertIsNone(RunFolder(prot._getExtraPath()).info().consensus)
 
 def consensusInfo(**values):
     fields = dict(n_pickers=3, picker_names=["a", "b", "c"], n_micrographs=2, box=90,

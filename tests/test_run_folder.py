@@ -1,6 +1,7 @@
 """The run folder and its typed record, and the stages that need no network, on synthetic data."""
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -194,8 +195,6 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     """The same picks with the pickers' box three times as large and no diameter: the
     record keeps the AND coordinates' spacing, and the summary and the log ask for the
     particle diameter; in the pickers' own box they do not."""
-    from dataclasses import replace
-
     own = stages.consensus_stage(RunFolder(tmp_path / "own"), dataset)
     assert stages.CROWDED_BOX_PER_SPACING * own.and_spacing_px < 3 * BOX
     assert not stages.crowded_box(own)
@@ -206,6 +205,15 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     assert ("lie a median %.0f px from their nearest neighbour, under 0.5 of the %d px box"
             % (large.and_spacing_px, 3 * BOX)) in summary
     assert "give the particle diameter" in caplog.text
+
+
+def test_one_picker_given_twice_is_refused_before_anything_is_written(tmp_path, dataset):
+    twice = replace(dataset, pickers=[*dataset.pickers, replace(dataset.pickers[0], name="copy")])
+    run = RunFolder(tmp_path)
+    with pytest.raises(ValueError, match="picks of %s and copy are the same"
+                                         % dataset.pickers[0].name):
+        stages.consensus_stage(run, twice)
+    assert not run.has(run.CONSENSUS) and run.info().consensus is None
 
 
 def test_working_box_follows_a_given_particle_diameter():
@@ -228,7 +236,6 @@ def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, 
     """Where the run works in a box other than the coordinates' (a particle diameter was
     given), the consensus radius is a share of the working box; the record keeps the
     coordinates' box for the outputs, and the summary says which is which."""
-    from dataclasses import replace
     from deepconsensus_plugin.results import RunResults
 
     work = replace(dataset, box=BOX // 2, coordinates_box=BOX)

@@ -232,3 +232,11 @@ def test_a_bad_micrograph_is_skipped_under_the_option_and_stops_the_batch_otherw
     assert batch.n_retained + batch.n_pruned == 0
     assert later.scored and later.n_retained > 0
     assert np.isnan(stream.run.scores()[batch.rows]).all()
+
+
+def test_one_picker_given_twice_stops_the_first_batch_and_records_nothing(dataset, tmp_path):
+    mics, pickers = dataset
+    stream = new_stream(tmp_path / "twice", n_pickers=4)
+    with pytest.raises(ValueError, match="picks of picker 0 and picker 3 are the same"):
+        feed(stream, (mics, [*pickers, pickers[0]]), [0, 1])
+    assert stream.state.batches == [] and not stream.run.has(stream.run.CONSENSUS)

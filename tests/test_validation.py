@@ -68,6 +68,13 @@ class TestValidation(BaseTest):
         prot = newDeepConsensus(self, [self.protCoords[0], self.otherCoords])
         self.assertError(prot, "share no micrograph", "'picker 0'", "'renamed picker'")
 
+    def test_a_set_selected_twice_is_named(self):
+        prot = newDeepConsensus(self, [self.protCoords[0], self.protCoords[1], self.protCoords[0]])
+        self.assertEqual(prot.validate(),
+                         ["The input coordinate set 'picker 0' (outputCoordinates) is selected "
+                          "twice (also as 'picker 0' (outputCoordinates)): deep consensus needs "
+                          "the picks of different pickers."])
+
     def test_empty_set_is_named(self):
         prot = newDeepConsensus(self, self.protCoords)
         coords = prot.inputCoordinates[1].get()

@@ -78,6 +78,62 @@ class CoordinateTable:
         return CoordinateTable(mic=self.mic[rows], xy=self.xy[rows], voters=voters)
 
 
+SAME_PICK_PX = 0.5
+"""Picks of two pickers closer than this (px) are the same pick: no two pickers place a
+particle on the same sub-pixel position, whatever their algorithms share."""
+MIN_SAME_PICKS = 10
+"""Fewer picks than this are not evidence of one picker given twice (a tiny test set
+can coincide by chance)."""
+
+
+def same_picks(pickers: Sequence[Mapping[int, np.ndarray]]) -> list[tuple[int, int, int]]:
+    """(i, j, n): pickers i < j whose picks are the same ``n`` coordinates, micrograph by
+    micrograph, within :data:`SAME_PICK_PX`, with ``n`` at least :data:`MIN_SAME_PICKS`.
+
+    Such a pair is one picker given twice (the same set selected twice on a form, one
+    file imported twice).  Consensus would make every one of its picks an AND particle,
+    its junk included, and the agreement would count each of its votes twice: the run
+    would keep nearly everything that picker found, with no error to say why.
+    """
+    pairs = []
+    for i in range(len(pickers)):
+        for j in range(i + 1, len(pickers)):
+            n = _same_count(pickers[i], pickers[j])
+            if n >= MIN_SAME_PICKS:
+                pairs.append((i, j, n))
+    return pairs
+
+
+def require_different_pickers(pickers: Sequence[Mapping[int, np.ndarray]],
+                               names: Sequence[str]) -> None:
+    """Refuse one picker given twice (:func:`same_picks`), naming both inputs."""
+    same = same_picks(pickers)
+    if same:
+        raise ValueError(
+            "%s: one picker given twice? Deep consensus needs the picks of different "
+            "pickers; remove one of each pair"
+            % "; ".join("the picks of %s and %s are the same %d coordinates"
+                        % (names[i], names[j], n) for i, j, n in same))
+
+
+def _same_count(first: Mapping[int, np.ndarray], second: Mapping[int, np.ndarray]) -> int:
+    """How many picks ``first`` and ``second`` share when every pick of each has one in the
+    other within :data:`SAME_PICK_PX` on its micrograph; 0 when any does not."""
+    total = 0
+    for mic in set(first) | set(second):
+        a = np.asarray(first.get(mic, ()), dtype=np.float64).reshape(-1, 2)
+        b = np.asarray(second.get(mic, ()), dtype=np.float64).reshape(-1, 2)
+        if len(a) != len(b):
+            return 0
+        if not len(a):
+            continue
+        if (np.isinf(cKDTree(b).query(a, distance_upper_bound=SAME_PICK_PX)[0]).any()
+                or np.isinf(cKDTree(a).query(b, distance_upper_bound=SAME_PICK_PX)[0]).any()):
+            return 0
+        total += len(a)
+    return total
+
+
 def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) -> CoordinateTable:
     """Consensus of several pickers over all micrographs at once.
 

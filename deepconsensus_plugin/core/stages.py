@@ -291,6 +291,8 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     if not 1 <= min_votes <= n_pickers:
         raise ValueError("k must be between 1 and the number of pickers (%d), got %d"
                          % (n_pickers, min_votes))
+    pipeline.require_different_pickers([p.picks for p in inputs.pickers],
+                                       [p.name for p in inputs.pickers])
     radius_px = params.radius * inputs.box
     table = pipeline.consensus_table([p.picks for p in inputs.pickers], radius_px)
     run.write_table(run.CONSENSUS, table)

@@ -557,6 +557,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                 errors.append("Input coordinate set %s is empty." % self._setName(pointer))
         if errors:  # the sets cannot be compared; the parameters can, in the same round
             return errors + self._validateRanges(len(pointers))
+        errors += self._validateDifferentSets(pointers, sets)
         box = sets[0].getBoxSize()
         if not box or box < stages.MIN_BOX:
             errors.append("The box size of %s is %s: set it (at least %d px) when picking."
@@ -571,6 +572,22 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         errors += self._validateKnownPicks(names)
         errors += self._validateRanges(len(sets))
         errors += self._validateStreaming()
+        return errors
+
+    def _validateDifferentSets(self, pointers, sets):
+        """Refuse a set selected twice: consensus would make every one of its picks, junk
+        included, an AND particle.  (Two sets with the same picks, one file imported
+        twice, are refused by the consensus step, which reads them.)"""
+        first = {}
+        errors = []
+        for pointer, coordSet in zip(pointers, sets):
+            fileName = coordSet.getFileName()
+            if fileName in first:
+                errors.append("The input coordinate set %s is selected twice (also as %s): "
+                              "deep consensus needs the picks of different pickers."
+                              % (self._setName(pointer), self._setName(first[fileName])))
+            else:
+                first[fileName] = pointer
         return errors
 
     def _validateDiameter(self, pointer, firstSet):
