@@ -183,22 +183,25 @@ def test_consensus_table_empty():
     assert len(table) == 0 and table.voters.shape == (0, 2)
 
 
-def test_same_picks_finds_one_picker_given_twice_and_nothing_else():
+def test_shared_picks_finds_one_picker_given_twice_and_its_subsets_and_nothing_else():
     rng = np.random.default_rng(0)
     picks = {1: rng.uniform(0, 500, (8, 2)), 2: rng.uniform(0, 500, (6, 2)), 3: np.empty((0, 2))}
     # the same picks, written in another order and rounded as another file format would
     twice = {m: np.round(xy[::-1], 1) for m, xy in picks.items() if len(xy)}
     other = {m: rng.uniform(0, 500, xy.shape) for m, xy in picks.items()}
-    assert pipeline.same_picks([picks, other, twice]) == [(0, 2, 14)]
-    moved = {m: xy.copy() for m, xy in picks.items()}
-    moved[2][0] += 2.0  # one pick 2 px off: a second picker that agrees, not the same one
-    fewer = {1: picks[1], 2: picks[2][:-1]}
+    assert pipeline.shared_picks([picks, other, twice]) == [pipeline.SharedPicks(0, 2, 14, 14, 14)]
+    # a second picker agrees with the first within a few pixels: nothing in common
+    agrees = {m: xy + rng.normal(0, 3, xy.shape) for m, xy in picks.items()}
+    assert pipeline.shared_picks([picks, agrees]) == []
+    # the same picker at a stricter threshold: a subset, named, not refused
+    stricter = {1: picks[1][:7], 2: picks[2][:5]}
+    subset, = pipeline.shared_picks([stricter, picks])
+    assert (subset.shared, subset.share, subset.identical) == (12, 1.0, False)
     few = {1: picks[1][:5]}  # under MIN_SAME_PICKS, a coincidence of a tiny set
-    assert pipeline.same_picks([picks, moved]) == []
-    assert pipeline.same_picks([picks, fewer]) == []
-    assert pipeline.same_picks([few, {1: few[1].copy()}]) == []
+    assert pipeline.shared_picks([few, {1: few[1].copy()}]) == []
     with pytest.raises(ValueError, match="the picks of 'a' and 'c' are the same 14 coordinates"):
         pipeline.require_different_pickers([picks, other, twice], ["'a'", "'b'", "'c'"])
+    assert pipeline.require_different_pickers([stricter, picks], ["'a'", "'b'"]) == [subset]
 
 
 # --------------------------------------------------------------------------- negatives_table

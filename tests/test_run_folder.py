@@ -1,5 +1,6 @@
 """The run folder and its typed record, and the stages that need no network, on synthetic data."""
 import json
+import logging
 import os
 from dataclasses import replace
 
@@ -214,6 +215,26 @@ def test_one_picker_given_twice_is_refused_before_anything_is_written(tmp_path, 
                                          % dataset.pickers[0].name):
         stages.consensus_stage(run, twice)
     assert not run.has(run.CONSENSUS) and run.info().consensus is None
+
+
+def test_a_picker_and_its_subset_run_with_a_warning_in_the_record_log_and_summary(
+        tmp_path, dataset, caplog):
+    first = dataset.pickers[0]
+    stricter = replace(first, name="stricter", picks={m: xy[: len(xy) * 2 // 3]
+                                                      for m, xy in first.picks.items()})
+    run = RunFolder(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        info = stages.consensus_stage(run, replace(dataset, pickers=[*dataset.pickers, stricter]))
+    n_stricter = sum(len(xy) for xy in stricter.picks.values())
+    assert info.nested_pickers == [[0, 3, n_stricter, sum(len(xy) for xy in first.picks.values()),
+                                    n_stricter]]
+    warning = "100%% of the %d picks of stricter are picks of %s" % (n_stricter, first.name)
+    assert warning in caplog.text
+    assert any(warning in line for line in stages.summary_lines(run.info()))
+    clean = stages.consensus_stage(RunFolder(tmp_path / "clean"), dataset)
+    assert clean.nested_pickers == []
+    assert not any("subset" in line for line in stages.summary_lines(
+        RunFolder(tmp_path / "clean").info()))
 
 
 def test_working_box_follows_a_given_particle_diameter():

@@ -79,59 +79,90 @@ class CoordinateTable:
 
 
 SAME_PICK_PX = 0.5
-"""Picks of two pickers closer than this (px) are the same pick: no two pickers place a
-particle on the same sub-pixel position, whatever their algorithms share."""
+"""Picks of two pickers closer than this (px) are the same pick: two pickers that find
+the same particle place it a few pixels apart, not on the same sub-pixel position."""
 MIN_SAME_PICKS = 10
-"""Fewer picks than this are not evidence of one picker given twice (a tiny test set
+"""Fewer shared picks than this say nothing of how two inputs were made (a tiny test set
 can coincide by chance)."""
+NESTED_SHARE = 0.9
+"""Share of one input's picks found at the other's positions that makes it that other's
+subset: between different pickers a few percent coincide at most, even on coarse grids."""
 
 
-def same_picks(pickers: Sequence[Mapping[int, np.ndarray]]) -> list[tuple[int, int, int]]:
-    """(i, j, n): pickers i < j whose picks are the same ``n`` coordinates, micrograph by
-    micrograph, within :data:`SAME_PICK_PX`, with ``n`` at least :data:`MIN_SAME_PICKS`.
+@dataclass(frozen=True)
+class SharedPicks:
+    """Picks that inputs ``first`` and ``second`` hold at the same positions
+    (:data:`SAME_PICK_PX`): ``shared`` of ``first``'s ``n_first`` and ``second``'s
+    ``n_second`` picks."""
 
-    Such a pair is one picker given twice (the same set selected twice on a form, one
-    file imported twice).  Consensus would make every one of its picks an AND particle,
-    its junk included, and the agreement would count each of its votes twice: the run
-    would keep nearly everything that picker found, with no error to say why.
+    first: int
+    second: int
+    shared: int
+    n_first: int
+    n_second: int
+
+    @property
+    def identical(self) -> bool:
+        """One picker given twice: every pick of each is one of the other's."""
+        return self.shared == self.n_first == self.n_second
+
+    @property
+    def share(self) -> float:
+        """The share of the smaller input's picks that the other holds too."""
+        return self.shared / max(1, min(self.n_first, self.n_second))
+
+
+def shared_picks(pickers: Sequence[Mapping[int, np.ndarray]]) -> list[SharedPicks]:
+    """Pairs of inputs that hold at least :data:`MIN_SAME_PICKS` picks at the same
+    positions and either are identical or one holds :data:`NESTED_SHARE` of the other's.
+
+    Two different pickers never do.  Identical inputs are one picker given twice (the
+    same set selected twice, one file imported twice); a nested pair is one picker's
+    output and its subset (the same picker at a stricter threshold, or its particles
+    after 2D classification).  Consensus counts such a pair's agreement as if two
+    pickers had found each particle: every pick of the subset, junk included, becomes
+    an AND particle, and the agreement counts its votes twice.
     """
     pairs = []
     for i in range(len(pickers)):
         for j in range(i + 1, len(pickers)):
-            n = _same_count(pickers[i], pickers[j])
-            if n >= MIN_SAME_PICKS:
-                pairs.append((i, j, n))
+            pair = _shared(pickers[i], pickers[j], i, j)
+            if pair.shared >= MIN_SAME_PICKS and (pair.identical or pair.share >= NESTED_SHARE):
+                pairs.append(pair)
     return pairs
 
 
 def require_different_pickers(pickers: Sequence[Mapping[int, np.ndarray]],
-                               names: Sequence[str]) -> None:
-    """Refuse one picker given twice (:func:`same_picks`), naming both inputs."""
-    same = same_picks(pickers)
+                              names: Sequence[str]) -> list[SharedPicks]:
+    """Refuse one picker given twice (:func:`shared_picks`), naming both inputs; the
+    nested pairs, which a run may go on with, are returned for the caller to warn of."""
+    pairs = shared_picks(pickers)
+    same = [p for p in pairs if p.identical]
     if same:
         raise ValueError(
             "%s: one picker given twice? Deep consensus needs the picks of different "
             "pickers; remove one of each pair"
             % "; ".join("the picks of %s and %s are the same %d coordinates"
-                        % (names[i], names[j], n) for i, j, n in same))
+                        % (names[p.first], names[p.second], p.shared) for p in same))
+    return pairs
 
 
-def _same_count(first: Mapping[int, np.ndarray], second: Mapping[int, np.ndarray]) -> int:
-    """How many picks ``first`` and ``second`` share when every pick of each has one in the
-    other within :data:`SAME_PICK_PX` on its micrograph; 0 when any does not."""
-    total = 0
+def _shared(first: Mapping[int, np.ndarray], second: Mapping[int, np.ndarray],
+            i: int, j: int) -> SharedPicks:
+    """Count the picks of ``first`` and ``second`` at the same positions, micrograph by
+    micrograph: the smaller of the two directions' counts, so that a pick is counted
+    once however many of the other input's lie on it."""
+    shared = n_first = n_second = 0
     for mic in set(first) | set(second):
         a = np.asarray(first.get(mic, ()), dtype=np.float64).reshape(-1, 2)
         b = np.asarray(second.get(mic, ()), dtype=np.float64).reshape(-1, 2)
-        if len(a) != len(b):
-            return 0
-        if not len(a):
-            continue
-        if (np.isinf(cKDTree(b).query(a, distance_upper_bound=SAME_PICK_PX)[0]).any()
-                or np.isinf(cKDTree(a).query(b, distance_upper_bound=SAME_PICK_PX)[0]).any()):
-            return 0
-        total += len(a)
-    return total
+        n_first += len(a)
+        n_second += len(b)
+        if len(a) and len(b):
+            a_in_b = np.isfinite(cKDTree(b).query(a, distance_upper_bound=SAME_PICK_PX)[0])
+            b_in_a = np.isfinite(cKDTree(a).query(b, distance_upper_bound=SAME_PICK_PX)[0])
+            shared += int(min(a_in_b.sum(), b_in_a.sum()))
+    return SharedPicks(i, j, shared, n_first, n_second)
 
 
 def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) -> CoordinateTable:

@@ -74,6 +74,10 @@ class ConsensusInfo:
     and_spacing_px: Optional[float] = None
     """The median distance between an AND coordinate and its nearest AND neighbour on the
     same micrograph (:func:`.pipeline.median_spacing`); None: too few to tell."""
+    nested_pickers: List[List[int]] = field(default_factory=list)
+    """Pairs of inputs of which one holds nearly all the other's picks at the same
+    positions, as ``[first, second, shared, n_first, n_second]``
+    (:class:`.pipeline.SharedPicks`): one picker and a subset of its own output."""
 
     @property
     def output_box(self) -> int:

@@ -291,24 +291,28 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     if not 1 <= min_votes <= n_pickers:
         raise ValueError("k must be between 1 and the number of pickers (%d), got %d"
                          % (n_pickers, min_votes))
-    pipeline.require_different_pickers([p.picks for p in inputs.pickers],
-                                       [p.name for p in inputs.pickers])
+    names = [p.name for p in inputs.pickers]
+    nested = pipeline.require_different_pickers([p.picks for p in inputs.pickers], names)
     radius_px = params.radius * inputs.box
     table = pipeline.consensus_table([p.picks for p in inputs.pickers], radius_px)
     run.write_table(run.CONSENSUS, table)
     run.write_micrographs(list(inputs.micrographs))
     info = ConsensusInfo(
-        n_pickers=n_pickers, picker_names=[p.name for p in inputs.pickers],
+        n_pickers=n_pickers, picker_names=names,
         n_micrographs=len(inputs.micrographs), box=int(inputs.box),
         coordinates_box=None if inputs.coordinates_box is None else int(inputs.coordinates_box),
         sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
         **table_counts(table, n_pickers, min_votes),
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
+        nested_pickers=[[p.first, p.second, p.shared, p.n_first, p.n_second]
+                        for p in nested],
         rescaled_sets=list(inputs.rescaled_sets), seconds=time.perf_counter() - start)
     run.record_stage("consensus", info)
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
                 n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
+    for line in nested_lines(info):
+        logger.warning(line)
     if crowded_box(info):
         logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: give "
                        "the particle diameter if the box is much larger than the particle",
@@ -1119,6 +1123,7 @@ def summary_lines(info) -> list:
         lines.append("Worked in boxes of %d px (%.1f times the particle diameter given) "
                      "instead of the coordinates' %d px, which the outputs keep."
                      % (consensus.box, BOX_PER_DIAMETER, consensus.coordinates_box))
+    lines += ["WARNING: " + line for line in nested_lines(consensus)]
     if crowded_box(consensus):
         lines.append(
             "The AND coordinates lie a median %.0f px from their nearest neighbour, under "
@@ -1199,6 +1204,25 @@ def summary_lines(info) -> list:
             lines.append("WARNING: every score is on one side of the threshold; check "
                          "the training curves and the score histogram.")
     return lines
+
+
+def nested_warning(pair: pipeline.SharedPicks, names: Sequence[str]) -> str:
+    """The warning on a pair of inputs of which one is nearly a subset of the other
+    (:func:`.pipeline.shared_picks`), for the log and the summary."""
+    small, large = ((pair.first, pair.second) if pair.n_first <= pair.n_second
+                    else (pair.second, pair.first))
+    return ("%.0f%% of the %d picks of %s are picks of %s at the same positions: one picker "
+            "and a subset of its own output (another threshold, or its particles after 2D "
+            "classification)?  Consensus counts their agreement as two pickers': each of "
+            "those picks, junk included, becomes an AND particle.  Give pickers that pick "
+            "independently." % (100 * pair.share, min(pair.n_first, pair.n_second),
+                                names[small], names[large]))
+
+
+def nested_lines(consensus: ConsensusInfo) -> List[str]:
+    """:func:`nested_warning` of each nested pair the consensus recorded."""
+    return [nested_warning(pipeline.SharedPicks(*row), consensus.picker_names)
+            for row in consensus.nested_pickers]
 
 
 def crowded_box(consensus: ConsensusInfo) -> bool:

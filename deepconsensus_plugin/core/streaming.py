@@ -232,7 +232,8 @@ class StreamingRun:
                              % (self.run.path, sorted(taken & set(ids))))
         batch_picks = [{i: np.asarray(p.get(i, np.empty((0, 2)))).reshape(-1, 2)
                         for i in ids} for p in picks]
-        pipeline.require_different_pickers(batch_picks, self.picker_names)
+        for pair in pipeline.require_different_pickers(batch_picks, self.picker_names):
+            logger.warning(stages.nested_warning(pair, self.picker_names))
         table = pipeline.consensus_table(batch_picks,
                                          self.settings.consensus.radius * self.box)
         old = self.run.consensus() if self.run.has(self.run.CONSENSUS) else None
