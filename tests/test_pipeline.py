@@ -363,3 +363,22 @@ def test_median_spacing_is_the_nearest_neighbour_distance_within_each_micrograph
     assert pipeline.median_spacing(second, min_neighbours=10) is None
     assert pipeline.median_spacing(CoordinateTable(mic=np.empty(0, dtype=int),
                                                    xy=np.empty((0, 2)))) is None
+
+
+def test_agreement_shares_count_confirmations_and_agreement_over_chance():
+    """Two pickers on a 10 x 10 lattice of pitch 50 px, one missing a fifth of it; a third
+    picks between the lattice points, 25 px from every particle, so nobody confirms it.
+    Chance: the discs of radius 5 px of the partner's coordinates over the area all the
+    coordinates span with the radius around them (x 0 to 475, y 0 to 450)."""
+    grid = np.stack(np.meshgrid(np.arange(10) * 50.0, np.arange(10) * 50.0), -1).reshape(-1, 2)
+    between = grid[:50] + 25.0
+    table = consensus_table([{1: grid}, {1: grid[20:]}, {1: between}], radius=5.0)
+    confirmed, over_chance = pipeline.agreement_shares(table, radius=5.0)
+    assert confirmed == pytest.approx([0.8, 1.0, 0.0])
+    disc_share = np.pi * 25 / (485 * 460)  # of one coordinate
+    # the first picker's best partner is the second: 80 of its 100 picks against
+    # 100 picks x 80 discs of chance; the second's is the first: 80 of 80 against 80 x 100
+    assert over_chance == pytest.approx([80 / (100 * 80 * disc_share),
+                                         80 / (80 * 100 * disc_share), 0.0])
+    lone = consensus_table([{1: grid}, {2: grid}], radius=5.0)  # never on one micrograph
+    assert pipeline.agreement_shares(lone, radius=5.0) == ([0.0, 0.0], [None, None])

@@ -237,6 +237,25 @@ def test_a_picker_and_its_subset_run_with_a_warning_in_the_record_log_and_summar
         RunFolder(tmp_path / "clean").info()))
 
 
+def test_a_picker_in_another_frame_is_named_in_the_log_and_summary(tmp_path, dataset, caplog):
+    """One picker's coordinates divided by 4, as if picked on micrographs binned by 4 and
+    never scaled back: the others confirm it about as often as chance."""
+    first = dataset.pickers[0]
+    binned = replace(first, picks={m: xy / 4 for m, xy in first.picks.items()})
+    run = RunFolder(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        info = stages.consensus_stage(run, replace(dataset, pickers=[binned,
+                                                                     *dataset.pickers[1:]]))
+    assert info.agreement_over_chance[0] < stages.CONFIRMATION_OVER_CHANCE
+    warning = "The picks of %s agree with no other picker's better than random" % first.name
+    assert warning in caplog.text
+    assert sum(warning in line for line in stages.summary_lines(run.info())) == 1
+    clean = stages.consensus_stage(RunFolder(tmp_path / "clean"), dataset)
+    assert min(clean.agreement_over_chance) > 5
+    assert not any("no better than random" in line for line in stages.summary_lines(
+        RunFolder(tmp_path / "clean").info()))
+
+
 def test_working_box_follows_a_given_particle_diameter():
     """1.5 diameters where the user gives one (in Å), else the coordinates' own box; a
     diameter without a pixel size cannot be converted, and the box never falls under 8 px."""

@@ -74,6 +74,12 @@ class ConsensusInfo:
     and_spacing_px: Optional[float] = None
     """The median distance between an AND coordinate and its nearest AND neighbour on the
     same micrograph (:func:`.pipeline.median_spacing`); None: too few to tell."""
+    confirmed_share: List[float] = field(default_factory=list)
+    """Per picker, the share of its picks another picker picked too, and beside it
+    (``agreement_over_chance``) how many times more often than chance its best-agreeing
+    partner picked them (:func:`.pipeline.agreement_shares`); empty in records made
+    before they were kept."""
+    agreement_over_chance: List[Optional[float]] = field(default_factory=list)
     nested_pickers: List[List[int]] = field(default_factory=list)
     """Pairs of inputs of which one holds nearly all the other's picks at the same
     positions, as ``[first, second, shared, n_first, n_second]``

@@ -302,7 +302,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
         n_micrographs=len(inputs.micrographs), box=int(inputs.box),
         coordinates_box=None if inputs.coordinates_box is None else int(inputs.coordinates_box),
         sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
-        **table_counts(table, n_pickers, min_votes),
+        **table_counts(table, n_pickers, min_votes, radius_px),
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
         nested_pickers=[[p.first, p.second, p.shared, p.n_first, p.n_second]
@@ -311,7 +311,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     run.record_stage("consensus", info)
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
                 n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
-    for line in nested_lines(info):
+    for line in nested_lines(info) + unconfirmed_lines(info):
         logger.warning(line)
     if crowded_box(info):
         logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: give "
@@ -320,14 +320,25 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     return info
 
 
-def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int) -> dict:
-    """The counts a :class:`.ConsensusInfo` keeps of a consensus table."""
+MIN_CONFIRMATION_PICKS = 50
+"""Fewer picks than this say too little of how often a picker is confirmed."""
+CONFIRMATION_OVER_CHANCE = 2.0
+"""A picker whose best partner agrees with it less than this many times as often as chance
+is in another frame (:func:`.pipeline.agreement_shares`)."""
+
+
+def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
+                 radius_px: float) -> dict:
+    """The counts a :class:`.ConsensusInfo` keeps of a consensus table made with
+    ``radius_px``."""
     votes = table.votes
     is_and = votes >= min_votes
+    confirmed, over_chance = pipeline.agreement_shares(table, radius_px)
     return dict(n_or=len(table), n_and=int(is_and.sum()),
                 votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
                 picker_counts=[int(c) for c in table.voters.sum(axis=0)],
-                and_spacing_px=pipeline.median_spacing(table.subset(np.flatnonzero(is_and))))
+                and_spacing_px=pipeline.median_spacing(table.subset(np.flatnonzero(is_and))),
+                confirmed_share=confirmed, agreement_over_chance=over_chance)
 
 
 def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
@@ -1123,7 +1134,8 @@ def summary_lines(info) -> list:
         lines.append("Worked in boxes of %d px (%.1f times the particle diameter given) "
                      "instead of the coordinates' %d px, which the outputs keep."
                      % (consensus.box, BOX_PER_DIAMETER, consensus.coordinates_box))
-    lines += ["WARNING: " + line for line in nested_lines(consensus)]
+    lines += ["WARNING: " + line
+              for line in nested_lines(consensus) + unconfirmed_lines(consensus)]
     if crowded_box(consensus):
         lines.append(
             "The AND coordinates lie a median %.0f px from their nearest neighbour, under "
@@ -1223,6 +1235,27 @@ def nested_lines(consensus: ConsensusInfo) -> List[str]:
     """:func:`nested_warning` of each nested pair the consensus recorded."""
     return [nested_warning(pipeline.SharedPicks(*row), consensus.picker_names)
             for row in consensus.nested_pickers]
+
+
+def unconfirmed_lines(consensus: ConsensusInfo) -> List[str]:
+    """A warning for each picker of at least :data:`MIN_CONFIRMATION_PICKS` picks that no
+    other picker agrees with :data:`CONFIRMATION_OVER_CHANCE` times as often as random
+    positions would (:func:`.pipeline.agreement_shares`): its coordinates are almost
+    surely in another frame, and the run learns from the other pickers alone."""
+    lines = []
+    for name, count, confirmed, over_chance in zip(
+            consensus.picker_names, consensus.picker_counts, consensus.confirmed_share,
+            consensus.agreement_over_chance):
+        if (count >= MIN_CONFIRMATION_PICKS and over_chance is not None
+                and over_chance < CONFIRMATION_OVER_CHANCE):
+            lines.append(
+                "The picks of %s agree with no other picker's better than random positions "
+                "would (%.0f%% of its %d picks picked by another picker; the best partner "
+                "%.1f times as often as chance): coordinates in another frame (picked on "
+                "binned micrographs, y flipped, another pixel size) or of other "
+                "micrographs?  Check them on a micrograph before using this run."
+                % (name, 100 * confirmed, count, over_chance))
+    return lines
 
 
 def crowded_box(consensus: ConsensusInfo) -> bool:

@@ -260,14 +260,15 @@ class StreamingRun:
     def _record_consensus(self, table: CoordinateTable, n_micrographs: int) -> None:
         """The consensus record of the table so far; before training a stage record (what
         it described is gone), after it an update that keeps the training's record."""
+        radius_px = self.settings.consensus.radius * self.box
         info = ConsensusInfo(n_pickers=len(self.picker_names), picker_names=self.picker_names,
                              n_micrographs=n_micrographs, box=self.box,
                              coordinates_box=self.coordinates_box,
                              sampling_rate=self.sampling_rate,
-                             radius_px=self.settings.consensus.radius * self.box,
+                             radius_px=radius_px,
                              min_votes=self.min_votes,
                              **stages.table_counts(table, len(self.picker_names),
-                                                   self.min_votes))
+                                                   self.min_votes, radius_px))
         if self.trained:
             self.run.update_info(consensus=info)
         else:
