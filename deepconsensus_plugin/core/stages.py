@@ -292,9 +292,10 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
         raise ValueError("k must be between 1 and the number of pickers (%d), got %d"
                          % (n_pickers, min_votes))
     names = [p.name for p in inputs.pickers]
-    nested = pipeline.require_different_pickers([p.picks for p in inputs.pickers], names)
+    picks = [p.picks for p in inputs.pickers]
+    nested = pipeline.require_different_pickers(picks, names)
     radius_px = params.radius * inputs.box
-    table = pipeline.consensus_table([p.picks for p in inputs.pickers], radius_px)
+    table = pipeline.consensus_table(picks, radius_px)
     run.write_table(run.CONSENSUS, table)
     run.write_micrographs(list(inputs.micrographs))
     info = ConsensusInfo(
