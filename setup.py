@@ -36,6 +36,7 @@ setup(
         "numpy>=1.23",
         "scipy>=1.9",
         "mrcfile>=1.4",
+        "tifffile>=2020.9",  # TIFF micrographs (core.extraction); also a scipion-em dependency
         "starfile>=0.5.13; python_version >= '3.9'",
         "starfile>=0.4.11; python_version < '3.9'",  # 0.5.13 on needs pandas 2.1 (3.9+)
         "tensorflow>=2.16; python_version >= '3.9'",

@@ -1,7 +1,9 @@
 """Building Scipion test projects from synthetic micrographs and pickers."""
 import os
 
+import mrcfile
 import numpy as np
+import tifffile
 from pwem.protocols import ProtImportMicrographs
 from pyworkflow.object import Pointer
 
@@ -26,9 +28,9 @@ def writeBoxFiles(folder, mics, picks, box):
 
 
 def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=SHAPE,
-                    nParticles=70, box=BOX):
+                    nParticles=70, box=BOX, tiff=False):
     """Import synthetic micrographs and pickers (their coordinates in boxes of ``box`` px)
-    into the test's project.
+    into the test's project; the micrographs as TIFF files if ``tiff``.
 
     Returns (micrograph import protocol, list of coordinate import protocols,
     list of SyntheticMicrograph with the truth).
@@ -37,9 +39,13 @@ def importSynthetic(test, nMicrographs=4, nPickers=3, seed=0, shape=SHAPE,
     mics, pickers = synthetic.make_dataset(folder, n_micrographs=nMicrographs, shape=shape,
                                            n_particles=nParticles, n_junk=nParticles // 3,
                                            diameter=DIAMETER, n_pickers=nPickers, seed=seed)
+    pattern = "synthetic_*.mrc"
+    if tiff:  # the same images written as TIFF files, and those imported
+        for mic in mics:
+            tifffile.imwrite(os.path.splitext(mic.path)[0] + ".tif", mrcfile.read(mic.path))
+        pattern = "synthetic_*.tif"
     protMics = test.newProtocol(ProtImportMicrographs, filesPath=folder,
-                                filesPattern="synthetic_*.mrc", samplingRate=2.0,
-                                voltage=300)
+                                filesPattern=pattern, samplingRate=2.0, voltage=300)
     test.launchProtocol(protMics)
     protCoords = [importCoordinates(test, protMics, mics, picks, "picker %d" % p, box)
                   for p, picks in enumerate(pickers)]

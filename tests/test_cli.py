@@ -1,5 +1,6 @@
 """The ``deepconsensus`` command: end to end on the demo data, re-thresholding, bad input,
 and the same scores as the Scipion protocol on the same input and seed."""
+import glob
 import os
 import subprocess
 import sys
@@ -317,6 +318,47 @@ def test_a_particle_diameter_sets_the_box_the_run_works_in_and_the_export_keeps_
     assert export.box == plain.box
     with pytest.raises(InputError, match="is not within the %d px box" % plain.box):
         inputs("--diameter", str(10 * diameter))
+
+
+def test_tiff_micrographs_give_the_boxes_of_the_mrc_ones(tmp_path):
+    """The demo micrographs as TIFF files: the command reads them (the pixel size from
+    --pixel-size, as TIFF carries none it reads), and the consensus, negatives and
+    extraction give the very boxes of the MRC files.  Micrographs in a format not read
+    are refused at once, naming one and how many."""
+    import mrcfile
+    import tifffile
+    from deepconsensus_plugin.cli import build_parser
+    from deepconsensus_plugin.cli.common import InputError, gather
+    from deepconsensus_plugin.core import stages
+
+    mrc_glob = os.path.join(DEMO_DATA, "micrographs", "*.mrc")
+    for path in sorted(glob.glob(mrc_glob)):
+        name = os.path.splitext(os.path.basename(path))[0]
+        tifffile.imwrite(str(tmp_path / (name + ".tif")), mrcfile.read(path))
+        (tmp_path / (name + ".spi")).write_bytes(b"\0" * 1024)
+
+    def inputs(micrographs, *extra):
+        arguments = ["run", *demo_arguments(), "--out", "o", *extra]
+        arguments[arguments.index("--micrographs") + 1] = micrographs
+        return gather(build_parser().parse_args(arguments))[0]
+
+    with pytest.raises(InputError, match="pixel size is unknown: give --pixel-size"):
+        inputs(str(tmp_path / "*.tif"))
+    with pytest.raises(InputError, match=r"3 of 3 micrograph files cannot be read, e.g. "
+                                         r".*\.spi: \.spi files cannot be read"):
+        inputs(str(tmp_path / "*.spi"), "--pixel-size", str(SAMPLING_RATE))
+    stacks = []
+    for name, consensus in (("mrc", inputs(mrc_glob)),
+                            ("tif", inputs(str(tmp_path / "*.tif"),
+                                           "--pixel-size", str(SAMPLING_RATE)))):
+        run = RunFolder(tmp_path / name)
+        stages.consensus_stage(run, consensus)
+        stages.negatives_stage(run)
+        stages.extraction_stage(run)
+        stacks.append([np.load(run.file(f)) for f in (run.OR_PARTICLES, run.NEG_PARTICLES)])
+    for from_mrc, from_tiff in zip(*stacks):
+        assert len(from_mrc) > 100
+        np.testing.assert_array_equal(from_mrc, from_tiff)
 
 
 def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):

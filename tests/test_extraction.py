@@ -2,11 +2,12 @@
 import mrcfile
 import numpy as np
 import pytest
+import tifffile
 
 from deepconsensus_plugin.core.extraction import (
     ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
-    blank_padding, fourier_resize, micrograph_frame, micrograph_shape, normalise,
-    padded_borders, read_micrograph, read_particle_images)
+    blank_padding, format_problem, fourier_resize, micrograph_frame, micrograph_shape,
+    normalise, padded_borders, read_micrograph, read_particle_images)
 from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
@@ -337,6 +338,73 @@ def test_read_micrograph_stack_refused(tmp_path):
     path = _write_mrc(tmp_path / "stack.mrc", np.zeros((3, 20, 20)))
     with pytest.raises(MicrographError, match=r"stack.mrc.*2D.*\(3, 20, 20\)"):
         read_micrograph(path)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int8])
+def test_tiff_micrograph_reads_as_the_same_mrc(tmp_path, dtype):
+    """A TIFF micrograph (one image; float, or integer as detectors write) gives the same
+    array, shape, frame and boxes as the MRC file of the same data: rows in file order,
+    as RELION and Xmipp read both."""
+    rng = np.random.default_rng(7)
+    data = np.pad(rng.normal(50, 10, size=(120, 90)), ((0, 8), (3, 0)), mode="edge")
+    data = data.astype(dtype)
+    mrc_path = _write_mrc(tmp_path / "mic.mrc", data)
+    for name in ("mic.tif", "mic.TIFF"):
+        tiff_path = str(tmp_path / name)
+        tifffile.imwrite(tiff_path, data)
+        assert micrograph_shape(tiff_path) == micrograph_shape(mrc_path) == (128, 93)
+        np.testing.assert_array_equal(read_micrograph(tiff_path), read_micrograph(mrc_path))
+        assert micrograph_frame(tiff_path) == micrograph_frame(mrc_path)
+        xy = np.array([[40.0, 60.0], [2.0, 120.0]])
+        stacks = [extract_particles(read_micrograph(path), xy, 32, 16)[0]
+                  for path in (tiff_path, mrc_path)]
+        np.testing.assert_array_equal(*stacks)
+    single = str(tmp_path / "single.tif")
+    tifffile.imwrite(single, data[None])                       # one page as a 1-image series
+    np.testing.assert_array_equal(read_micrograph(single), data.astype(np.float32))
+
+
+def test_tiff_movie_and_broken_tiff_refused_by_name(tmp_path):
+    movie = str(tmp_path / "movie.tif")
+    tifffile.imwrite(movie, np.zeros((5, 40, 40), dtype=np.uint16))
+    for read in (read_micrograph, micrograph_shape, micrograph_frame):
+        with pytest.raises(MicrographError, match=r"movie.tif.*2D.*\(5, 40, 40\).*movie") as info:
+            read(movie)
+        assert info.value.path == movie
+    broken = tmp_path / "broken.tiff"
+    broken.write_text("not a tiff\n")
+    for read in (read_micrograph, micrograph_shape):
+        with pytest.raises(MicrographError, match="broken.tiff.*cannot be read as TIFF"):
+            read(str(broken))
+
+
+@pytest.mark.parametrize("name", ["mic.spi", "mic.xmp", "mic.EM", "mic.dm4", "mic.jpg",
+                                  "mic.hdf"])
+def test_other_image_formats_named_and_refused(tmp_path, name):
+    """Formats other Scipion packages write are refused naming the file and the format,
+    from the name alone (so a form can check them), instead of failing as a bad MRC."""
+    path = tmp_path / name
+    path.write_bytes(b"\0" * 2048)
+    suffix = "." + name.split(".")[1].lower()
+    assert suffix in format_problem(str(path)) and "convert" in format_problem(str(path))
+    for read in (read_micrograph, micrograph_shape, micrograph_frame):
+        with pytest.raises(MicrographError, match="%s.*%s files cannot be read" % (name, suffix)):
+            read(str(path))
+    for readable in ("mic.mrc", "mic.mrcs", "mic.tif", "mic.tiff", "mic", "mic.st"):
+        assert format_problem(readable) is None
+    with pytest.raises(MicrographError, match="%s.*%s files cannot be read.*particle stacks"
+                       % (name, suffix)):
+        read_particle_images([(1, str(path))], 16)
+
+
+def test_particles_in_tiff_refused_by_name(tmp_path):
+    """Particle stacks are read as MRC only: a TIFF stack is named, not misread."""
+    path = str(tmp_path / "parts.tif")
+    tifffile.imwrite(path, np.zeros((2, 16, 16), dtype=np.float32))
+    assert "particle stacks (.mrcs)" in format_problem(path, particles=True)
+    assert format_problem(path) is None
+    with pytest.raises(MicrographError, match="parts.tif.*.tif files cannot be read"):
+        read_particle_images([(1, path)], 16)
 
 
 # --------------------------------------------------------------------------- extract_to_stack

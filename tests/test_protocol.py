@@ -263,6 +263,33 @@ class TestDeepConsensus(BaseTest):
 
 
 
+class TestTiffMicrographs(BaseTest):
+    """Micrographs imported into Scipion as TIFF files: the form passes them and the steps
+    read them (``tests/test_cli.py`` shows the boxes equal those of the MRC files)."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(cls, nMicrographs=2,
+                                                                  tiff=True)
+        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=2, networkSize=32,
+                                    selfTraining=False)
+        cls.launchProtocol(cls.prot)
+
+    def test_a_run_on_tiff_micrographs_uses_every_one(self):
+        files = [m.getFileName() for m in self.protMics.outputMicrographs]
+        self.assertEqual(len(files), 2)
+        self.assertTrue(all(f.endswith(".tif") for f in files), files)
+        run = RunFolder(self.prot._getExtraPath())
+        info = run.info()
+        self.assertEqual(info.extraction.skipped_micrographs, [])
+        self.assertEqual({(f.rows, f.columns) for f in run.micrograph_frames().values()},
+                         {SHAPE})
+        retained, pruned = (getattr(self.prot, name) for name in (OUTPUT_RETAINED, OUTPUT_PRUNED))
+        self.assertGreater(retained.getSize(), 0)
+        self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
+
+
 class TestParticleDiameter(BaseTest):
     """Picks in boxes of 3 particle diameters, and the diameter on the form: the run works
     in boxes of 1.5 diameters (the other tests' BOX), the outputs keep the pickers' box."""

@@ -4,6 +4,7 @@ import shutil
 
 import mrcfile
 import numpy as np
+from pwem.objects import Micrograph, Particle, SetOfMicrographs
 from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pyworkflow.tests import BaseTest, setupTestProject
 
@@ -81,6 +82,57 @@ class TestValidation(BaseTest):
         coords.getSize = lambda: 0  # the import protocol's in-memory set, restored below
         self.addCleanup(delattr, coords, "getSize")
         self.assertError(prot, "'picker 1' (outputCoordinates) is empty")
+
+    def micrographsNamed(self, label, names):
+        """A SetOfMicrographs of files ``names`` (never read: the form looks at names)."""
+        micSet = SetOfMicrographs(filename=self.proj.getTmpPath("%s.sqlite" % label))
+        micSet.setSamplingRate(2.0)
+        for name in names:
+            mic = Micrograph(location=os.path.join("/data", name))
+            mic.setMicName(name)
+            micSet.append(mic)
+        micSet.write()
+        return micSet
+
+    def test_micrographs_in_a_format_not_read_are_named(self):
+        """SPIDER or DM4 micrographs would fail at extraction: the form names the set, the
+        format, how many and one file.  Pickers on one set of micrographs say it once;
+        TIFF micrographs pass."""
+        prot = newDeepConsensus(self, self.protCoords)
+        mixed = self.micrographsNamed("mixed", ["a.spi", "b.spi", "c.mrc", "d.dm4"])
+        for pointer in prot.inputCoordinates[:2]:
+            coords = pointer.get()
+            coords.getMicrographs = lambda: mixed
+            self.addCleanup(delattr, coords, "getMicrographs")
+        errors = [e for e in prot.validate() if "cannot be read" in e]
+        self.assertEqual(errors, [
+            "The micrographs of 'picker 0' (outputCoordinates): .spi files cannot be read: "
+            "deep consensus reads MRC (.mrc) and TIFF (.tif) micrographs; convert them to MRC "
+            "first (2 of 4 files, e.g. /data/a.spi).",
+            "The micrographs of 'picker 0' (outputCoordinates): .dm4 files cannot be read: "
+            "deep consensus reads MRC (.mrc) and TIFF (.tif) micrographs; convert them to MRC "
+            "first (1 of 4 files, e.g. /data/d.dm4)."])
+        tiffs = self.micrographsNamed("tiffs", ["a.tif", "b.tiff"])
+        for pointer in prot.inputCoordinates[:2]:
+            pointer.get().getMicrographs = lambda: tiffs
+        self.assertFalse([e for e in prot.validate() if "cannot be read" in e])
+
+    def test_known_negative_particles_in_a_format_not_read_are_named(self):
+        prot = newDeepConsensus(self, self.protCoords)
+        prot.inputNegativeParticles.set(self.importParticles())
+        prot.inputNegativeParticles.setExtended("outputParticles")
+        self.assertEqual(prot.validate(), [])
+        particles = prot.inputNegativeParticles.get()
+        stk = [Particle(location=(i, "/data/ice.stk")) for i in (1, 2)]
+        particles.iterItems = lambda: iter(stk)
+        self.addCleanup(delattr, particles, "iterItems")
+        errors = prot.validate()
+        self.assertEqual(len(errors), 1, errors)
+        self.assertRegex(errors[0], r"^The known negative particles '.*import particles.*' "
+                                    r"\(outputParticles\): ")
+        self.assertTrue(errors[0].endswith(
+            ": .stk files cannot be read: deep consensus reads MRC particle stacks (.mrcs); "
+            "convert them to MRC first (1 of 1 files, e.g. /data/ice.stk)."), errors[0])
 
     def test_missing_or_tiny_box_size(self):
         coords = self.protCoords[0].outputCoordinates

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..core import centring, pipeline, stages
 from ..core.consensus import rescale
+from ..core.extraction import TIFF_SUFFIXES, format_problem
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
@@ -257,13 +258,22 @@ def read_micrographs(spec: str, relion_project: str) -> Tuple[List[Micrograph], 
     if missing:
         raise InputError("%d micrograph file(s) not found, e.g. %s (run from the RELION "
                          "project folder or give --relion-project)" % (len(missing), missing[0]))
+    problems = [(path, format_problem(path)) for _, path, _ in entries]
+    unreadable = [(path, problem) for path, problem in problems if problem]
+    if unreadable:
+        raise InputError("%d of %d micrograph files cannot be read, e.g. %s: %s"
+                         % (len(unreadable), len(entries), *unreadable[0]))
     return ([Micrograph(mic_id=i + 1, name=name, path=path, label=label)
              for i, (name, path, label) in enumerate(entries)], listing)
 
 
 def header_pixel_size(path: str) -> Optional[float]:
+    """The pixel size an MRC micrograph's header gives (None for none, or a TIFF file,
+    whose tags hold none that cryo-EM software agrees on)."""
     import mrcfile
 
+    if path.lower().endswith(TIFF_SUFFIXES):
+        return None
     try:
         with mrcfile.open(path, header_only=True, permissive=True) as mrc:
             size = float(mrc.voxel_size.x)

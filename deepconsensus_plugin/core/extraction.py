@@ -8,6 +8,10 @@ into an on-disk stack so that memory stays bounded for any number of them.
 A micrograph's padded border (rows or columns without data, left where motion
 correction shifted the frames) is blanked before boxes are cut, so that the
 network never learns its stripes.
+
+Micrographs are read from MRC files (``mrcfile``, memory-mapped) or single-image
+TIFF files (``tifffile``); any other image format is named and refused
+(:func:`format_problem`) before a run starts, rather than failing at extraction.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import mrcfile
 import numpy as np
+import tifffile
 
 from .selection import MicrographFrame
 from .stack import ParticleStack
@@ -37,14 +42,74 @@ class MicrographError(RuntimeError):
         self.reason = reason
 
 
+TIFF_SUFFIXES = (".tif", ".tiff")
+"""Micrograph files read with ``tifffile``; every other name is read as MRC."""
+OTHER_IMAGE_SUFFIXES = (".spi", ".xmp", ".stk", ".hdf", ".em", ".dm3", ".dm4", ".eer",
+                        ".jpg", ".jpeg", ".png", ".img", ".hed")
+"""Image formats that Scipion's packages write but that are neither MRC nor TIFF:
+named and refused (:func:`format_problem`), not misread as MRC."""
+
+
+def format_problem(path: str, particles: bool = False) -> Optional[str]:
+    """Why a micrograph file (a particle stack, if ``particles``) of this name cannot be
+    read (its format), or None.
+
+    Only the name is looked at, so that a form can check thousands of
+    micrographs before a run; a file whose contents are not what its name
+    says is refused when read (:class:`MicrographError`).
+    """
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in OTHER_IMAGE_SUFFIXES or (particles and suffix in TIFF_SUFFIXES):
+        readable = ("MRC particle stacks (.mrcs)" if particles else
+                    "MRC (.mrc) and TIFF (.tif) micrographs")
+        return ("%s files cannot be read: deep consensus reads %s; convert them to MRC "
+                "first" % (suffix, readable))
+    return None
+
+
+def _is_tiff(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in TIFF_SUFFIXES
+
+
+def _read_tiff(path: str, header_only: bool = False):
+    """The one 2-D image of a TIFF file (its shape alone if ``header_only``); a file of
+    several images (a movie), or one that fails to read, raises :class:`MicrographError`
+    naming it."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0] if tiff.series else None
+            if series is None:
+                raise MicrographError(path, "no image in the TIFF file")
+            shape = tuple(int(n) for n in series.shape if n != 1)
+            if len(shape) != 2:
+                raise MicrographError(path, "expected a 2D image, found shape %s (a movie? "
+                                            "give the motion-corrected micrographs)"
+                                      % (tuple(series.shape),))
+            return shape if header_only else np.asarray(series.asarray()).reshape(shape)
+    except MicrographError:
+        raise
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, OSError...
+        raise MicrographError(path, f"cannot be read as TIFF ({exc})") from exc
+
+
+def _check_readable(path: str) -> None:
+    """Refuse a missing file or one of a format not read here, naming it."""
+    if not os.path.exists(path):
+        raise MicrographError(path, "file not found")
+    problem = format_problem(path)
+    if problem:
+        raise MicrographError(path, problem)
+
+
 def micrograph_shape(path: str) -> tuple[int, int]:
     """(rows, columns) of a micrograph, from its header alone."""
+    _check_readable(path)
+    if _is_tiff(path):
+        return _read_tiff(path, header_only=True)
     try:
         with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
             header = mrc.header
             return int(header.ny), int(header.nx)
-    except FileNotFoundError as exc:
-        raise MicrographError(path, "file not found") from exc
     except Exception as exc:  # mrcfile raises ValueError, OSError, struct.error...
         raise MicrographError(path, f"cannot be read as MRC ({exc})") from exc
 
@@ -59,11 +124,14 @@ repeated or constant rows differ by nothing, rows of data by the noise."""
 
 @contextlib.contextmanager
 def _mapped_micrograph(path: str) -> Iterator[np.ndarray]:
-    """The 2-D image of a micrograph file, memory-mapped (a single-section stack counts
-    as 2-D); a file that is missing, truncated, not MRC or a stack, or that fails while
-    read, raises :class:`MicrographError` naming it."""
-    if not os.path.exists(path):
-        raise MicrographError(path, "file not found")
+    """The 2-D image of a micrograph file, memory-mapped where it is MRC (a
+    single-section stack counts as 2-D); a file that is missing, truncated, of another
+    format (:func:`format_problem`) or a stack, or that fails while read, raises
+    :class:`MicrographError` naming it."""
+    _check_readable(path)
+    if _is_tiff(path):
+        yield _read_tiff(path)
+        return
     try:
         with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
             data = mrc.data
@@ -303,6 +371,9 @@ def read_particle_images(items: Iterable[tuple[int, str]], size: int,
         order.append((path, len(by_file[path]) - 1))
     loaded: dict[str, np.ndarray] = {}
     for path, indices in by_file.items():
+        problem = format_problem(path, particles=True)
+        if problem:
+            raise MicrographError(path, problem)
         try:
             with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
                 data = np.asarray(mrc.data, dtype=np.float32)

@@ -19,7 +19,7 @@ from pyworkflow.utils import Message
 
 from .. import convert
 from ..results import RunResults
-from ..core import centring, pipeline, stages
+from ..core import centring, extraction, pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
 from ..core.run_folder import RunFolder, RunFolderError
@@ -563,11 +563,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             errors.append("The box size of %s is %s: set it (at least %d px) when picking."
                           % (self._setName(pointers[0]), box, stages.MIN_BOX))
         errors += self._validateDiameter(pointers[0], sets[0])
-        names = [set(convert.micrographsByName(s.getMicrographs())) for s in sets]
+        micrographs = [convert.micrographsByName(s.getMicrographs()) for s in sets]
+        names = [set(byName) for byName in micrographs]
         if not set.intersection(*names) and not self._inputsOpen():
             errors.append("The input sets share no micrograph (matched by name): %s."
                           % ", ".join(self._setName(p) for p in pointers))
         errors += self._validateKnownNegatives(pointers, sets)
+        errors += self._validateImageFormats(pointers, micrographs)
         errors += self._validateModel(sets[0])
         errors += self._validateKnownPicks(names)
         errors += self._validateRanges(len(sets))
@@ -652,6 +654,37 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                               % (round(fraction * nShared), nShared,
                                  self._setName(negPointer), self._setName(pointer)))
         return errors
+
+    def _validateImageFormats(self, pointers, micrographs):
+        """Refuse micrographs, and known negative particles, in a format the run cannot
+        read (:func:`.extraction.format_problem`: SPIDER, EMAN's HDF, DM4...), naming the
+        set and a file, before any step runs instead of at extraction."""
+        errors, seen = [], set()
+        for pointer, byName in zip(pointers, micrographs):
+            files = [fileName for _, fileName, _ in byName.values()]
+            if tuple(files) not in seen:  # pickers on one set of micrographs: said once
+                seen.add(tuple(files))
+                errors += self._formatErrors("The micrographs of %s" % self._setName(pointer),
+                                             files, particles=False)
+        particles = self.inputNegativeParticles.get()
+        if particles is not None:
+            files = sorted({p.getFileName() for p in particles.iterItems()})
+            errors += self._formatErrors(
+                "The known negative particles %s" % self._setName(self.inputNegativeParticles),
+                files, particles=True)
+        return errors
+
+    @staticmethod
+    def _formatErrors(what, fileNames, particles):
+        """One error per unreadable format among ``fileNames``: how many, and one of them."""
+        byProblem = {}
+        for fileName in fileNames:
+            problem = extraction.format_problem(fileName, particles=particles)
+            if problem:
+                byProblem.setdefault(problem, []).append(fileName)
+        return ["%s: %s (%d of %d files, e.g. %s)."
+                % (what, problem, len(unreadable), len(fileNames), unreadable[0])
+                for problem, unreadable in byProblem.items()]
 
     def _validateKnownPicks(self, inputNames):
         """Known good or bad picks must be coordinates on the input micrographs."""
