@@ -200,8 +200,16 @@ def test_shared_picks_finds_one_picker_given_twice_and_its_subsets_and_nothing_e
     few = {1: picks[1][:5]}  # under MIN_SAME_PICKS, a coincidence of a tiny set
     assert pipeline.shared_picks([few, {1: few[1].copy()}]) == []
     with pytest.raises(ValueError, match="the picks of 'a' and 'c' are the same 14 coordinates"):
-        pipeline.require_different_pickers([picks, other, twice], ["'a'", "'b'", "'c'"])
-    assert pipeline.require_different_pickers([stricter, picks], ["'a'", "'b'"]) == [subset]
+        pipeline.require_different_pickers(pipeline.pick_overlaps([picks, other, twice]),
+                                           ["'a'", "'b'", "'c'"])
+    assert pipeline.require_different_pickers(pipeline.pick_overlaps([stricter, picks]),
+                                              ["'a'", "'b'"]) == [subset]
+    # the counts add up over micrographs (a stream keeps them batch by batch): each half
+    # alone holds too few shared picks to say anything, together they make the subset
+    halves = [pipeline.pick_overlaps([{m: p[m] for m in mics if m in p} for p in (stricter, picks)])
+              for mics in ({1}, {2, 3})]
+    assert not halves[0][0].notable and not halves[1][0].notable
+    assert halves[0][0].plus(halves[1][0]) == subset
 
 
 # --------------------------------------------------------------------------- negatives_table

@@ -240,3 +240,29 @@ def test_one_picker_given_twice_stops_the_first_batch_and_records_nothing(datase
     with pytest.raises(ValueError, match="picks of picker 0 and picker 3 are the same"):
         feed(stream, (mics, [*pickers, pickers[0]]), [0, 1])
     assert stream.state.batches == [] and not stream.run.has(stream.run.CONSENSUS)
+
+
+def test_a_subset_picker_is_judged_on_the_whole_stream_and_named_in_the_summary(dataset,
+                                                                                 tmp_path):
+    """A picker's own stricter output given as a fourth picker: each batch's warning in the
+    log, and the record and summary carry the pair with the counts of every batch so far
+    (kept in the stream's state, so a stopped stream resumes with them)."""
+    mics, pickers = dataset
+    stricter = [xy[: int(0.8 * len(xy))] for xy in pickers[0]]
+    inputs = (mics, [*pickers, stricter])
+    stream = new_stream(tmp_path / "subset", n_pickers=4)
+    feed(stream, inputs, [0, 1])
+    first, = stream.run.info().consensus.nested_pickers
+    feed(stream, inputs, [2])
+    nested, = stream.run.info().consensus.nested_pickers
+    expected = sum(len(stricter[i]) for i in (0, 1, 2))
+    assert nested[:2] == [0, 3] and nested[2] == nested[4] == expected
+    assert first[2] == sum(len(stricter[i]) for i in (0, 1))
+    assert nested[3] == sum(len(pickers[0][i]) for i in (0, 1, 2))
+    summary = "\n".join(stages.summary_lines(stream.run.info()))
+    assert ("WARNING: 100%% of the %d picks of picker 3 are picks of picker 0" % expected
+            in summary)
+    resumed = new_stream(tmp_path / "subset", n_pickers=4)
+    assert resumed.state.pick_overlaps == stream.state.pick_overlaps
+    feed(resumed, inputs, [3])
+    assert resumed.run.info().consensus.nested_pickers[0][2] == expected + len(stricter[3])

@@ -111,32 +111,44 @@ class SharedPicks:
         """The share of the smaller input's picks that the other holds too."""
         return self.shared / max(1, min(self.n_first, self.n_second))
 
+    @property
+    def notable(self) -> bool:
+        """At least :data:`MIN_SAME_PICKS` picks at the same positions, and the inputs
+        identical or one holding :data:`NESTED_SHARE` of the other's."""
+        return self.shared >= MIN_SAME_PICKS and (self.identical or self.share >= NESTED_SHARE)
+
+    def plus(self, other: "SharedPicks") -> "SharedPicks":
+        """The counts of this pair and ``other`` (the same pair, on other micrographs)."""
+        return SharedPicks(self.first, self.second, self.shared + other.shared,
+                           self.n_first + other.n_first, self.n_second + other.n_second)
+
+
+def pick_overlaps(pickers: Sequence[Mapping[int, np.ndarray]]) -> list[SharedPicks]:
+    """The picks each pair of inputs holds at the same positions, for every pair (i < j):
+    counts that add up over micrographs, so that a stream can keep them batch by batch."""
+    return [_shared(pickers[i], pickers[j], i, j)
+            for i in range(len(pickers)) for j in range(i + 1, len(pickers))]
+
 
 def shared_picks(pickers: Sequence[Mapping[int, np.ndarray]]) -> list[SharedPicks]:
-    """Pairs of inputs that hold at least :data:`MIN_SAME_PICKS` picks at the same
-    positions and either are identical or one holds :data:`NESTED_SHARE` of the other's.
+    """The pairs of inputs whose overlap is :attr:`SharedPicks.notable`.
 
-    Two different pickers never do.  Identical inputs are one picker given twice (the
+    Two different pickers never are.  Identical inputs are one picker given twice (the
     same set selected twice, one file imported twice); a nested pair is one picker's
     output and its subset (the same picker at a stricter threshold, or its particles
     after 2D classification).  Consensus counts such a pair's agreement as if two
     pickers had found each particle: every pick of the subset, junk included, becomes
     an AND particle, and the agreement counts its votes twice.
     """
-    pairs = []
-    for i in range(len(pickers)):
-        for j in range(i + 1, len(pickers)):
-            pair = _shared(pickers[i], pickers[j], i, j)
-            if pair.shared >= MIN_SAME_PICKS and (pair.identical or pair.share >= NESTED_SHARE):
-                pairs.append(pair)
-    return pairs
+    return [pair for pair in pick_overlaps(pickers) if pair.notable]
 
 
-def require_different_pickers(pickers: Sequence[Mapping[int, np.ndarray]],
+def require_different_pickers(overlaps: Sequence[SharedPicks],
                               names: Sequence[str]) -> list[SharedPicks]:
-    """Refuse one picker given twice (:func:`shared_picks`), naming both inputs; the
-    nested pairs, which a run may go on with, are returned for the caller to warn of."""
-    pairs = shared_picks(pickers)
+    """Refuse one picker given twice among ``overlaps`` (:func:`pick_overlaps`), naming
+    both inputs; the nested pairs, which a run may go on with, are returned for the
+    caller to warn of."""
+    pairs = [pair for pair in overlaps if pair.notable]
     same = [p for p in pairs if p.identical]
     if same:
         raise ValueError(

@@ -293,7 +293,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
                          % (n_pickers, min_votes))
     names = [p.name for p in inputs.pickers]
     picks = [p.picks for p in inputs.pickers]
-    nested = pipeline.require_different_pickers(picks, names)
+    nested = pipeline.require_different_pickers(pipeline.pick_overlaps(picks), names)
     radius_px = params.radius * inputs.box
     table = pipeline.consensus_table(picks, radius_px)
     run.write_table(run.CONSENSUS, table)

@@ -114,6 +114,10 @@ class StreamState:
     """The agreement model fitted at training time (None: the network's score alone)."""
     threshold: Optional[float] = None
     closed: bool = False
+    pick_overlaps: List[List[int]] = field(default_factory=list)
+    """The finished batches' picks that each pair of pickers holds at the same positions
+    (:func:`.pipeline.pick_overlaps`, one [first, second, shared, n_first, n_second] a
+    pair), so that a subset is judged on the whole stream, as a batch run judges it."""
 
     @property
     def done(self) -> Set[str]:
@@ -232,7 +236,10 @@ class StreamingRun:
                              % (self.run.path, sorted(taken & set(ids))))
         batch_picks = [{i: np.asarray(p.get(i, np.empty((0, 2)))).reshape(-1, 2)
                         for i in ids} for p in picks]
-        for pair in pipeline.require_different_pickers(batch_picks, self.picker_names):
+        overlaps = [before.plus(now) for before, now in
+                    zip(self._overlaps(), pipeline.pick_overlaps(batch_picks))]
+        nested = pipeline.require_different_pickers(overlaps, self.picker_names)
+        for pair in nested:
             logger.warning(stages.nested_warning(pair, self.picker_names))
         table = pipeline.consensus_table(batch_picks,
                                          self.settings.consensus.radius * self.box)
@@ -243,7 +250,7 @@ class StreamingRun:
         mics = list(self.run.micrographs().values()) if old is not None else []
         self.run.write_table(self.run.CONSENSUS, merged)
         self.run.write_micrographs(mics + list(micrographs))
-        self._record_consensus(merged, len(mics) + len(micrographs))
+        self._record_consensus(merged, len(mics) + len(micrographs), nested)
         batch = StreamBatch(number=len(self.state.batches) + 1,
                             micrographs=[m.name for m in micrographs],
                             first_row=len(merged) - len(table), n_rows=len(table))
@@ -251,13 +258,23 @@ class StreamingRun:
             self._score_batch(batch)
         batch.seconds = time.perf_counter() - start
         self.state.batches.append(batch)
+        self.state.pick_overlaps = [[p.first, p.second, p.shared, p.n_first, p.n_second]
+                                    for p in overlaps]
         self._save()
         logger.info("Batch %d: %d micrographs, %d OR coordinates%s", batch.number,
                     len(micrographs), batch.n_rows,
                     ", scored" if batch.scored else " (waiting for the network)")
         return batch
 
-    def _record_consensus(self, table: CoordinateTable, n_micrographs: int) -> None:
+    def _overlaps(self) -> List[pipeline.SharedPicks]:
+        """The finished batches' overlaps of each pair of pickers (zero before the first)."""
+        if self.state.pick_overlaps:
+            return [pipeline.SharedPicks(*row) for row in self.state.pick_overlaps]
+        n = len(self.picker_names)
+        return [pipeline.SharedPicks(i, j, 0, 0, 0) for i in range(n) for j in range(i + 1, n)]
+
+    def _record_consensus(self, table: CoordinateTable, n_micrographs: int,
+                          nested: Sequence[pipeline.SharedPicks]) -> None:
         """The consensus record of the table so far; before training a stage record (what
         it described is gone), after it an update that keeps the training's record."""
         radius_px = self.settings.consensus.radius * self.box
@@ -268,7 +285,9 @@ class StreamingRun:
                              radius_px=radius_px,
                              min_votes=self.min_votes,
                              **stages.table_counts(table, len(self.picker_names),
-                                                   self.min_votes, radius_px))
+                                                   self.min_votes, radius_px),
+                             nested_pickers=[[p.first, p.second, p.shared, p.n_first,
+                                              p.n_second] for p in nested])
         if self.trained:
             self.run.update_info(consensus=info)
         else:
