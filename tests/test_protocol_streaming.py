@@ -7,11 +7,13 @@ close and must end equal to the batch run on the same data and seed; the other s
 with the batch run's model from its first batch on, so its outputs grow while the
 inputs are still open.
 """
+import os
 import time
 
 import numpy as np
 from pwem.protocols import ProtCreateStreamData
 from pyworkflow.object import Pointer
+from pyworkflow.protocol.protocol import getUpdatedProtocol
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.core.run_folder import RunFolder
@@ -67,8 +69,8 @@ class TestStreaming(BaseTest):
                 cls.sizesWhileOpen.append((sizes, getattr(current, OUTPUT_RETAINED)
                                            .isStreamOpen()))
             time.sleep(2)
-        cls.atClose = cls._waitFor(atClose, lambda p: not p.isActive())
-        cls.scoring = cls._waitFor(scoring, lambda p: not p.isActive())
+        cls.atClose = cls._waitForEnd(atClose)
+        cls.scoring = cls._waitForEnd(scoring)
 
     @classmethod
     def _streamingRun(cls, **params):
@@ -85,14 +87,35 @@ class TestStreaming(BaseTest):
         return prot
 
     @classmethod
-    def _waitFor(cls, prot, condition, timeout=300):
+    def _ownRecord(cls, prot):
+        """``prot`` as its own run.db has it, or None before the run has written one.
+
+        The project's update (:meth:`_current`) also checks that an active protocol's
+        process is alive, and can read run.db just before the protocol's last write and
+        check the process just after it exits: the protocol is then marked failed,
+        "Process ... not found running on the machine" (pyworkflow's own note in
+        ``Project.checkPid``: "This may be happening even with successfully finished
+        protocols").  Run.db is what the protocol itself wrote."""
+        if not os.path.exists(os.path.join(cls.proj.path, prot.getDbPath())):
+            return None
+        return getUpdatedProtocol(prot)
+
+    @classmethod
+    def _waitFor(cls, prot, condition, read=None, timeout=300):
+        """``prot`` once ``condition`` holds for it as ``read`` (default :meth:`_current`)
+        gives it."""
         start = time.time()
         while time.time() - start < timeout:
-            current = cls._current(prot)
-            if condition(current):
+            current = (read or cls._current)(prot)
+            if current is not None and condition(current):
                 return current
             time.sleep(2)
         raise AssertionError("%s: timed out" % prot.getRunName())
+
+    @classmethod
+    def _waitForEnd(cls, prot):
+        """``prot`` as its run.db has it once it is no longer active."""
+        return cls._waitFor(prot, lambda p: not p.isActive(), read=cls._ownRecord)
 
     def test_the_outputs_grow_while_the_inputs_are_open(self):
         self.assertTrue(self.scoring.isFinished(), self.scoring.getErrorMessage())
