@@ -7,7 +7,7 @@ import tifffile
 from deepconsensus_plugin.core.extraction import (
     ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
     blank_padding, format_problem, fourier_resize, micrograph_frame, micrograph_shape,
-    normalise, padded_borders, read_micrograph, read_particle_images)
+    normalise, padded_borders, particle_box, read_micrograph, read_particle_images)
 from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
@@ -491,6 +491,34 @@ def test_read_particle_images_order_and_resize(tmp_path):
     np.testing.assert_allclose(read_particle_images([(1, single)], 24)[0],
                                normalise(stack_a[1][None])[0], atol=1e-5)
     assert read_particle_images([], 12).shape == (0, 12, 12)
+
+
+@pytest.mark.parametrize("box, field", [(24, 16), (25, 16), (24, 15), (24, 15.6), (24, 24)])
+def test_read_particle_images_cut_to_the_field_first(tmp_path, box, field):
+    """With ``field_px`` each image keeps its central field (rounded), centred on pixel
+    box // 2 as extraction centres a pick, before it is resized; a wider field than the
+    images is refused, naming the file and the box needed."""
+    stack = np.random.default_rng(8).normal(size=(3, box, box)).astype(np.float32)
+    path = _write_mrc(tmp_path / "p.mrcs", stack)
+    assert particle_box(path) == box
+    kept = int(round(field))
+    start = box // 2 - kept // 2
+    expected = normalise(fourier_resize(stack[:, start:start + kept, start:start + kept], 12))
+    np.testing.assert_allclose(read_particle_images([(1, path), (2, path), (3, path)], 12,
+                                                    field_px=field), expected, atol=1e-5)
+    with pytest.raises(MicrographError, match=r"p.mrcs: particle images of %d px are narrower "
+                                              r"than the run's boxes \(%d px at their pixel "
+                                              r"size\): extract them with a box of at least %d"
+                                              % (box, box + 2, box + 2)):
+        read_particle_images([(1, path)], 12, field_px=box + 2)
+
+
+def test_particle_box_refuses_files_it_cannot_read(tmp_path):
+    (tmp_path / "text.mrcs").write_text("not an image\n")
+    with pytest.raises(MicrographError, match="text.mrcs.*cannot be read as an MRC stack"):
+        particle_box(str(tmp_path / "text.mrcs"))
+    with pytest.raises(MicrographError, match="x.stk.*.stk files cannot be read"):
+        particle_box(str(tmp_path / "x.stk"))
 
 
 @pytest.mark.parametrize("index", [0, 5, 99])

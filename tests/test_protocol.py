@@ -4,7 +4,9 @@ Runs with plain ``pytest`` and with ``python -m pyworkflow.apps.pw_run_tests``.
 """
 import os
 
+import mrcfile
 import numpy as np
+from pwem.protocols import ProtImportParticles
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 from scipy.spatial import cKDTree
@@ -12,8 +14,10 @@ from scipy.spatial import cKDTree
 from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core.centring import DEFAULT_SEARCH
 from deepconsensus_plugin.core.evaluation import agreement
+from deepconsensus_plugin.core.extraction import cut_boxes, extract_particles, read_micrograph
 from deepconsensus_plugin.core.metrics import match_to_truth
 from deepconsensus_plugin.core.run_folder import RunFolder
+from deepconsensus_plugin.core.stack import open_stack
 from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED
 from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
@@ -301,7 +305,30 @@ class TestParticleDiameter(BaseTest):
             cls, nMicrographs=2, box=3 * DIAMETER)
         cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=4, networkSize=32,
                                     selfTraining=False, particleDiameter=2.0 * DIAMETER)
+        # Known negative particles as a user extracts them: the junk in the pickers' box
+        cls.junk = cls.truth[0].junk
+        folder = os.path.abspath(cls.proj.getTmpPath("junk_particles"))
+        os.makedirs(folder)
+        wide, _ = cut_boxes(read_micrograph(cls.truth[0].path), cls.junk, 3 * DIAMETER)
+        mrcfile.write(os.path.join(folder, "junk.mrcs"), wide.astype(np.float32))
+        junkParticles = cls.newProtocol(ProtImportParticles, filesPath=folder,
+                                        filesPattern="junk.mrcs", samplingRate=2.0)
+        cls.launchProtocol(junkParticles)
+        cls.prot.inputNegativeParticles.set(junkParticles)
+        cls.prot.inputNegativeParticles.setExtended("outputParticles")
         cls.launchProtocol(cls.prot)
+
+    def test_known_negative_particles_are_cut_to_the_run_s_box(self):
+        """Extracted in the pickers' 96 px box at 2 Å/px, each is cut to the run's 48 px
+        before it is resized: the last rows of the negatives are the run's own boxes of
+        the junk."""
+        run = RunFolder(self.prot._getExtraPath())
+        self.assertEqual(run.known_particles().sampling_rate, 2.0)
+        self.assertEqual(run.info().extraction.n_user_particles, len(self.junk))
+        with open_stack(run.file(run.NEG_PARTICLES)) as negatives:
+            known = np.asarray(negatives[len(negatives) - len(self.junk):])
+        expected, _ = extract_particles(read_micrograph(self.truth[0].path), self.junk, BOX, 32)
+        np.testing.assert_allclose(known, expected, atol=4e-3)  # the stacks hold float16
 
     def test_the_run_works_in_the_diameters_box_and_the_outputs_keep_the_pickers(self):
         info = RunFolder(self.prot._getExtraPath()).info()

@@ -152,3 +152,46 @@ def test_scoring_shards_merge_into_the_one_piece_scores(tmp_path):
     run.write_arrays(name, **data)
     with pytest.raises(RunFolderError, match="scored another stack"):
         stages.merge_scores_stage(run, 1, 1, n_shards)
+
+
+def test_known_particles_show_the_run_s_field_of_view(prepared, tmp_path):
+    """Known negative particles extracted with a larger box are cut to the run's field of
+    view at their pixel size before they are resized: images of the OR picks in boxes of
+    72 px at the run's 2 Å/px become exactly the run's own boxes of those picks, in the
+    one-piece extraction and the merged shards alike.  Resized whole (no pixel size
+    known), they would show everything 1.5 times smaller; images narrower than the run's
+    field are refused, naming the file and the box they need."""
+    import mrcfile
+
+    from deepconsensus_plugin.core.extraction import MicrographError, cut_boxes, read_micrograph
+    from deepconsensus_plugin.core.run_folder import KnownParticles
+
+    run, mics = prepared
+    table = run.consensus()
+    rows = np.flatnonzero(table.mic == 1)[:6]
+    wide, _ = cut_boxes(read_micrograph(mics[0].path), table.xy[rows], 72)
+    stack = str(tmp_path / "ice.mrcs")
+    mrcfile.write(stack, wide.astype(np.float32))
+    items = [(i + 1, stack) for i in range(len(rows))]
+    n_negatives = len(run.negatives())
+
+    def known_rows(info_run):
+        with open_stack(info_run.file(info_run.NEG_PARTICLES)) as negatives, \
+                open_stack(info_run.file(info_run.OR_PARTICLES)) as boxes:
+            return np.asarray(negatives[n_negatives:]), np.asarray(boxes[rows])
+
+    reference, _ = one_piece(run, tmp_path)
+    info = stages.extraction_stage(reference, PARAMS, KnownParticles(items, 2.0))
+    assert info.n_user_particles == len(rows)
+    known, own = known_rows(reference)
+    np.testing.assert_array_equal(known, own)
+    for shard in (1, 2):
+        stages.extraction_shard_stage(run, shard, 2, PARAMS)
+    stages.merge_extraction_stage(run, 2, PARAMS, KnownParticles(items, 2.0))
+    np.testing.assert_array_equal(known_rows(run)[0], own)
+    stages.extraction_stage(reference, PARAMS, KnownParticles(items, None))
+    whole, _ = known_rows(reference)
+    assert np.abs(whole - own).max() > 1.0
+    with pytest.raises(MicrographError, match=r"ice.mrcs: particle images of 72 px are "
+                                              r"narrower than the run's boxes \(96 px"):
+        stages.extraction_stage(reference, PARAMS, KnownParticles(items, 1.0))

@@ -208,15 +208,32 @@ class TestValidation(BaseTest):
         self.assertError(prot, "The known good picks 'known particles' (outputCoordinates) "
                                "are empty.")
 
-    def importParticles(self):
-        """A run whose output is a SetOfParticles (as an extraction's would be)."""
-        folder = os.path.abspath(self.proj.getTmpPath("particles"))
+    def importParticles(self, box=64, samplingRate=2.0):
+        """A run whose output is a SetOfParticles (as an extraction's would be): four
+        images of ``box`` px at ``samplingRate`` Å/px."""
+        folder = os.path.abspath(self.proj.getTmpPath("particles_%d_%g" % (box, samplingRate)))
         os.makedirs(folder, exist_ok=True)
-        mrcfile.write(os.path.join(folder, "boxes.mrcs"), np.zeros((4, 16, 16), np.float32),
+        mrcfile.write(os.path.join(folder, "boxes.mrcs"), np.zeros((4, box, box), np.float32),
                       overwrite=True)
         prot = self.newProtocol(ProtImportParticles, filesPath=folder, filesPattern="*.mrcs",
-                                samplingRate=2.0)
+                                samplingRate=samplingRate)
         return self.launchProtocol(prot)
+
+    def test_known_negative_particles_narrower_than_the_run_s_boxes_are_named(self):
+        """They are cut to the run's field of view (48 px at 2 Å/px: 96 Å) at their own
+        pixel size: 64 px at 1 Å/px cannot show it; at 2 Å/px they can."""
+        prot = newDeepConsensus(self, self.protCoords)
+        prot.inputNegativeParticles.set(self.importParticles(box=64, samplingRate=1.0))
+        prot.inputNegativeParticles.setExtended("outputParticles")
+        errors = prot.validate()
+        self.assertEqual(len(errors), 1, errors)
+        self.assertTrue(errors[0].endswith(
+            "(outputParticles) are boxes of 64 px at 1.000 Å/px (64 Å), narrower than the "
+            "run's boxes (48 px at 2.000 Å/px, 96 Å): extract them with a box of at least "
+            "96 px."), errors[0])
+        prot.inputNegativeParticles.set(self.importParticles(box=48, samplingRate=2.0))
+        prot.inputNegativeParticles.setExtended("outputParticles")
+        self.assertEqual(prot.validate(), [])
 
     def test_form_leaves_known_negatives_empty_when_a_run_is_selected(self):
         """pyworkflow's form fills empty pointers from the run selected in the project

@@ -8,12 +8,11 @@ scoring into shards of particles; each shard writes its own files, and the merge
 check that the shards cover every row exactly once.  A user can run them too, e.g.
 to spread a large run over cluster jobs by hand.
 """
-import json
 
 from . import common
 from ..core import stages
 from ..core.model import ARCHITECTURES
-from ..core.run_folder import RunFolder
+from ..core.run_folder import KnownParticles, RunFolder
 
 HELP = "one piece of a stage (shards of extraction and scoring, a training round): " \
        "what Scipion runs as jobs"
@@ -67,9 +66,9 @@ def add_args(parser) -> None:
     _extraction(merge)
     merge.add_argument("--no-rotational-average", action="store_true",
                        help="fit no rotational-average discriminant on the merged stacks")
-    merge.add_argument("--known-particles", metavar="JSON",
-                       help="a JSON list of [1-based index, file] of known non-particle "
-                            "images, added after the negatives")
+    merge.add_argument("--known-particles", action="store_true",
+                       help="add the known non-particle images the run folder lists "
+                            "(known_particles.json) after the negatives")
     train = pieces.add_parser("train", help="train one round")
     common.add_out(train)
     _round(train)
@@ -107,10 +106,7 @@ def main(args) -> None:
     elif args.piece == "extract":
         stages.extraction_shard_stage(run, args.shard, args.shards, _extraction_params(args))
     elif args.piece == "merge-extraction":
-        known = []
-        if args.known_particles:
-            with open(args.known_particles) as handle:
-                known = [(int(index), str(path)) for index, path in json.load(handle)]
+        known = run.known_particles() if args.known_particles else KnownParticles()
         stages.merge_extraction_stage(
             run, args.shards, _extraction_params(args, not args.no_rotational_average), known)
     elif args.piece == "train":

@@ -357,12 +357,30 @@ def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: ParticleStac
     return report
 
 
+def particle_box(path: str) -> int:
+    """The box (px) of the images of an MRC particle stack, from its header alone."""
+    problem = format_problem(path, particles=True)
+    if problem:
+        raise MicrographError(path, problem)
+    try:
+        with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
+            return int(mrc.header.nx)
+    except Exception as exc:  # mrcfile raises ValueError, OSError, struct.error...
+        raise MicrographError(path, f"cannot be read as an MRC stack ({exc})") from exc
+
+
 def read_particle_images(items: Iterable[tuple[int, str]], size: int,
-                         invert: bool = False) -> np.ndarray:
+                         invert: bool = False, field_px: Optional[float] = None) -> np.ndarray:
     """Read user-given particle images, resized and normalised like extracted ones.
 
     ``items`` are (1-based index in the stack, file) pairs as Scipion stores
-    particles; each file is opened once.
+    particles; each file is opened once.  ``field_px`` is the run's box in the
+    images' own pixels (its width in Å over their pixel size): each image is cut
+    to that many central pixels before it is resized, so that it shows the run's
+    field of view at the run's scale, whatever box it was extracted with (a box
+    of 256 px resized whole into the network's 32 px would show the ice and
+    carbon smaller than the run's 180 px boxes do).  None resizes the whole
+    image (images in the run's own box and pixel size).
     """
     by_file: dict[str, list[int]] = {}
     order: list[tuple[str, int]] = []
@@ -386,7 +404,24 @@ def read_particle_images(items: Iterable[tuple[int, str]], size: int,
         idx = np.asarray(indices) - 1
         if idx.min() < 0 or idx.max() >= len(data):
             raise MicrographError(path, f"particle index out of range 1..{len(data)}")
-        loaded[path] = normalise(fourier_resize(data[idx], size), invert)
+        images = data[idx]
+        if field_px is not None:
+            images = _central_field(images, field_px, path)
+        loaded[path] = normalise(fourier_resize(images, size), invert)
     if not order:
         return np.empty((0, size, size), dtype=np.float32)
     return np.stack([loaded[path][i] for path, i in order])
+
+
+def _central_field(images: np.ndarray, field_px: float, path: str) -> np.ndarray:
+    """The central ``field_px`` (rounded) pixels of each image, centred where extraction
+    centres a pick (pixel box // 2); a field wider than the images is refused, naming
+    the file."""
+    box = images.shape[-1]
+    field = int(round(field_px))
+    if field > box:
+        raise MicrographError(path, f"particle images of {box} px are narrower than the run's "
+                                    f"boxes ({field} px at their pixel size): extract them "
+                                    f"with a box of at least {field} px")
+    start = box // 2 - field // 2
+    return images[:, start:start + field, start:start + field]

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,6 +47,18 @@ class Micrograph:
     name: str
     path: str
     label: str
+
+
+@dataclass(frozen=True)
+class KnownParticles:
+    """Images of non-particles the user gives (e.g. the particles of discarded 2D classes):
+    (1-based index, file) of each, and their pixel size (Å; None: the run's).  Extraction
+    cuts each to the run's field of view at that pixel size before it resizes it
+    (:func:`.stages.field_in_pixels`), so that it shows ice and carbon at the scale of the
+    run's boxes whatever box it was extracted with."""
+
+    items: Sequence[Tuple[int, str]] = ()
+    sampling_rate: Optional[float] = None
 
 
 # ------------------------------------------------------------------ stage records
@@ -420,6 +432,19 @@ class RunFolder:
         """Several named arrays in one ``.npz`` file (a shard's rows and report)."""
         with self._writing(name, ".npz") as temporary:
             np.savez(temporary, **arrays)
+
+    def write_known_particles(self, known: KnownParticles) -> None:
+        self.write_json(self.KNOWN_PARTICLES, {"items": [list(item) for item in known.items],
+                                               "sampling_rate": known.sampling_rate})
+
+    def known_particles(self) -> KnownParticles:
+        """The known non-particle images written for the extraction (none if none were)."""
+        if not self.has(self.KNOWN_PARTICLES):
+            return KnownParticles()
+        with open(self.file(self.KNOWN_PARTICLES)) as handle:
+            record = json.load(handle)
+        return KnownParticles(items=[(int(index), str(path)) for index, path in record["items"]],
+                              sampling_rate=record["sampling_rate"])
 
     def write_micrographs(self, micrographs: List[Micrograph]) -> None:
         self.write_json(self.MICROGRAPHS, [dataclasses.asdict(m) for m in micrographs])

@@ -37,7 +37,7 @@ from .pick_inputs import Optics
 from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
 from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
-                         ExtractionInfo, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
+                         ExtractionInfo, KnownParticles, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
                          RotationalInfo, RunFolderError, SplitInfo, TrainingInfo)
 from .selection import Split, split_scores
 from .stack import create_stack, open_stack
@@ -243,6 +243,15 @@ class ExtractionParams:
     whose evidence the agreement adds to the network's."""
 
 
+def field_in_pixels(box: int, sampling_rate: Optional[float],
+                    image_sampling: Optional[float]) -> Optional[float]:
+    """The run's box (``box`` px at ``sampling_rate`` Å/px) in pixels of ``image_sampling``;
+    None where either pixel size is unknown."""
+    if not sampling_rate or not image_sampling:
+        return None
+    return box * sampling_rate / image_sampling
+
+
 @dataclass(frozen=True)
 class TrainingParams:
     architecture: str = "fast"
@@ -382,15 +391,15 @@ def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
 
 
 def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams(),
-                     known_particles: Sequence[Tuple[int, str]] = (),
+                     known_particles: KnownParticles = KnownParticles(),
                      progress: Optional[ProgressFactory] = None) -> ExtractionInfo:
     """Cut, downsample and normalise the OR and negative boxes into the two stacks;
-    ``known_particles`` ((1-based index, file) of non-particle images) end the negatives."""
+    ``known_particles`` (non-particle images) end the negatives."""
     consensus = _section(run, "consensus")
     paths = {m.mic_id: m.path for m in run.micrographs().values()}
     box, size = consensus.box, params.network_size
     table, negatives = run.consensus(), run.negatives()
-    n_user = len(known_particles)
+    n_user = len(known_particles.items)
     bar = _bar(progress, "Extracting", len(table) + len(negatives) + n_user, "particle")
     try:
         logger.info("Extracting %d OR particles (box %d px -> %d px)", len(table), box, size)
@@ -404,7 +413,8 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
         neg_report = extraction.extract_to_stack(
             pipeline.extraction_jobs(negatives, paths), neg_stack, box, params.invert,
             params.skip_bad_micrographs, on_progress=_update(bar))
-        _add_known_particles(neg_stack, len(negatives), known_particles, params, bar)
+        _add_known_particles(neg_stack, len(negatives), known_particles, consensus, params,
+                             bar)
         neg_stack.close()
     finally:
         _close(bar)
@@ -412,12 +422,17 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
                               [report, neg_report])
 
 
-def _add_known_particles(neg_stack, first_row: int, known_particles: Sequence[Tuple[int, str]],
-                         params: ExtractionParams, bar=None) -> None:
-    """Known non-particle images into the negative stack from ``first_row`` on."""
-    for first in range(0, len(known_particles), USER_PARTICLE_CHUNK):
-        chunk = known_particles[first:first + USER_PARTICLE_CHUNK]
-        images = extraction.read_particle_images(chunk, params.network_size, params.invert)
+def _add_known_particles(neg_stack, first_row: int, known_particles: KnownParticles,
+                         consensus: ConsensusInfo, params: ExtractionParams, bar=None) -> None:
+    """Known non-particle images into the negative stack from ``first_row`` on, each cut
+    to the run's field of view (:class:`KnownParticles`)."""
+    field = field_in_pixels(consensus.box, consensus.sampling_rate,
+                            known_particles.sampling_rate)
+    items = list(known_particles.items)
+    for first in range(0, len(items), USER_PARTICLE_CHUNK):
+        chunk = items[first:first + USER_PARTICLE_CHUNK]
+        images = extraction.read_particle_images(chunk, params.network_size, params.invert,
+                                                 field)
         offset = first_row + first
         neg_stack[offset:offset + len(images)] = images
         if bar is not None:
@@ -667,10 +682,10 @@ def _copy_rows(source, target, rows: np.ndarray, chunk: int = 8192) -> None:
 
 def merge_extraction_stage(run: RunFolder, n_shards: int,
                            params: ExtractionParams = ExtractionParams(),
-                           known_particles: Sequence[Tuple[int, str]] = ()) -> ExtractionInfo:
+                           known_particles: KnownParticles = KnownParticles()) -> ExtractionInfo:
     """The run's two stacks from the ``n_shards`` extraction shards (and the known
     non-particle images after the negatives), as :func:`extraction_stage` writes them."""
-    _section(run, "consensus")
+    consensus = _section(run, "consensus")
     paths = {m.mic_id: m.path for m in run.micrographs().values()}
     table, negatives = run.consensus(), run.negatives()
     records = []
@@ -689,7 +704,7 @@ def merge_extraction_stage(run: RunFolder, n_shards: int,
         records.append((or_name, neg_name, data))
     _rows_exactly_once([d["or_rows"] for _, _, d in records], len(table), "OR", run)
     _rows_exactly_once([d["neg_rows"] for _, _, d in records], len(negatives), "negative", run)
-    n_user = len(known_particles)
+    n_user = len(known_particles.items)
     size = params.network_size
     or_stack = create_stack(run.file(run.OR_PARTICLES), len(table), size)
     neg_stack = create_stack(run.file(run.NEG_PARTICLES), len(negatives) + n_user, size)
@@ -699,7 +714,7 @@ def merge_extraction_stage(run: RunFolder, n_shards: int,
                                        (neg_name, neg_stack, data["neg_rows"])):
                 with open_stack(run.file(name)) as source:
                     _copy_rows(source, target, rows)
-        _add_known_particles(neg_stack, len(negatives), known_particles, params)
+        _add_known_particles(neg_stack, len(negatives), known_particles, consensus, params)
     finally:
         or_stack.close()
         neg_stack.close()

@@ -22,7 +22,7 @@ from ..results import RunResults
 from ..core import centring, extraction, pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
-from ..core.run_folder import RunFolder, RunFolderError
+from ..core.run_folder import KnownParticles, RunFolder, RunFolderError
 from ..core.selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE
 from ..core.streaming import stream_summary
 from ..core.consensus import rescale
@@ -197,8 +197,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       pointerClass=notPrefilled("SetOfParticles"), allowsNull=True,
                       label="Known negatives: particles (optional)",
                       help="Extracted images of non-particles (e.g. from discarded 2D "
-                           "classes). They are resized to the network size and added to "
-                           "the negatives; their contrast must match the micrographs'.")
+                           "classes). Each is cut to the run's box (its width in Å, at the "
+                           "particles' pixel size), resized to the network size and added "
+                           "to the negatives, so extract them with at least that box; their "
+                           "contrast must match the micrographs'.")
 
         form.addSection(label="Extraction")
         form.addParam("networkSize", params.IntParam, default=DEFAULT_SIZE,
@@ -494,12 +496,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                             upstream):
         """The shards into the run's stacks, with the known negative particles, as a job."""
         userParticles = self.inputNegativeParticles.get()
-        known = ([(p.getIndex() or 1, p.getFileName()) for p in userParticles.iterItems()]
-                 if userParticles is not None else [])
-        run = self._runFolder()
-        run.write_json(run.KNOWN_PARTICLES, known)
-        self._runStage("merge-extraction", "--shards", jobs,
-                       "--known-particles", run.file(run.KNOWN_PARTICLES),
+        known = KnownParticles()
+        if userParticles is not None:
+            known = KnownParticles([(p.getIndex() or 1, p.getFileName())
+                                    for p in userParticles.iterItems()],
+                                   userParticles.getSamplingRate())
+        self._runFolder().write_known_particles(known)
+        self._runStage("merge-extraction", "--shards", jobs, "--known-particles",
                        *self._extractionArgs(size, invert, skipBad),
                        *([] if rotational else ["--no-rotational-average"]))
 
@@ -570,6 +573,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                           % ", ".join(self._setName(p) for p in pointers))
         errors += self._validateKnownNegatives(pointers, sets)
         errors += self._validateImageFormats(pointers, micrographs)
+        errors += self._validateKnownParticleField(sets[0])
         errors += self._validateModel(sets[0])
         errors += self._validateKnownPicks(names)
         errors += self._validateRanges(len(sets))
@@ -673,6 +677,32 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                 "The known negative particles %s" % self._setName(self.inputNegativeParticles),
                 files, particles=True)
         return errors
+
+    def _validateKnownParticleField(self, firstSet):
+        """Known negative particles are cut to the run's field of view at their pixel size
+        before they are resized (:class:`.KnownParticles`): images narrower than that
+        field cannot show it.  (A format not read is said by :meth:`_validateImageFormats`.)"""
+        particles = self.inputNegativeParticles.get()
+        if particles is None or particles.getSize() == 0:
+            return []
+        path = particles.getFirstItem().getFileName()
+        name = self._setName(self.inputNegativeParticles)
+        if extraction.format_problem(path, particles=True):
+            return []
+        try:
+            box = extraction.particle_box(path)
+        except extraction.MicrographError as error:
+            return ["The known negative particles %s: %s cannot be read (%s)."
+                    % (name, path, error.reason)]
+        runBox, sampling = self._workingBox(firstSet), convert.samplingRate(firstSet)
+        field = stages.field_in_pixels(runBox, sampling, particles.getSamplingRate())
+        if field is None or round(field) <= box:
+            return []
+        return ["The known negative particles %s are boxes of %d px at %.3f Å/px (%.0f Å), "
+                "narrower than the run's boxes (%d px at %.3f Å/px, %.0f Å): extract them "
+                "with a box of at least %d px." % (name, box, particles.getSamplingRate(),
+                                                   box * particles.getSamplingRate(), runBox,
+                                                   sampling, runBox * sampling, round(field))]
 
     @staticmethod
     def _formatErrors(what, fileNames, particles):
