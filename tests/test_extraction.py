@@ -7,7 +7,8 @@ import tifffile
 from deepconsensus_plugin.core.extraction import (
     ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
     blank_padding, format_problem, fourier_resize, micrograph_frame, micrograph_shape,
-    normalise, padded_borders, particle_box, read_micrograph, read_particle_images)
+    median_skewness, normalise, padded_borders, particle_box, read_micrograph,
+    read_particle_images)
 from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
@@ -511,6 +512,17 @@ def test_read_particle_images_cut_to_the_field_first(tmp_path, box, field):
                                               r"size\): extract them with a box of at least %d"
                                               % (box, box + 2, box + 2)):
         read_particle_images([(1, path)], 12, field_px=box + 2)
+
+
+def test_median_skewness_tells_dark_objects_from_inverted_ones():
+    """Dark blobs on noise (raw micrograph contrast) skew negative, inverted ones positive;
+    plain noise hardly at all."""
+    rng = np.random.default_rng(9)
+    noise = rng.normal(size=(20, 32, 32))
+    dark = noise - 4 * _gaussian_image((32, 32), (16, 16), 4.0)[None]
+    assert median_skewness(dark) < -0.5 < 0.5 < median_skewness(-dark)
+    assert abs(median_skewness(noise)) < 0.1
+    assert median_skewness(np.empty((0, 8, 8))) == 0.0
 
 
 def test_particle_box_refuses_files_it_cannot_read(tmp_path):

@@ -168,7 +168,7 @@ def test_known_particles_show_the_run_s_field_of_view(prepared, tmp_path):
 
     run, mics = prepared
     table = run.consensus()
-    rows = np.flatnonzero(table.mic == 1)[:6]
+    rows = np.flatnonzero(table.mic == 1)[:12]
     wide, _ = cut_boxes(read_micrograph(mics[0].path), table.xy[rows], 72)
     stack = str(tmp_path / "ice.mrcs")
     mrcfile.write(stack, wide.astype(np.float32))
@@ -182,7 +182,7 @@ def test_known_particles_show_the_run_s_field_of_view(prepared, tmp_path):
 
     reference, _ = one_piece(run, tmp_path)
     info = stages.extraction_stage(reference, PARAMS, KnownParticles(items, 2.0))
-    assert info.n_user_particles == len(rows)
+    assert info.n_user_particles == len(rows) and not info.known_particles_inverted
     known, own = known_rows(reference)
     np.testing.assert_array_equal(known, own)
     for shard in (1, 2):
@@ -195,3 +195,39 @@ def test_known_particles_show_the_run_s_field_of_view(prepared, tmp_path):
     with pytest.raises(MicrographError, match=r"ice.mrcs: particle images of 72 px are "
                                               r"narrower than the run's boxes \(96 px"):
         stages.extraction_stage(reference, PARAMS, KnownParticles(items, 1.0))
+
+
+def test_known_particles_with_inverted_contrast_are_inverted_back(prepared, tmp_path):
+    """Particles extracted with the contrast inverted (RELION's and Xmipp's default) come
+    with the opposite pixel skewness of the run's boxes: they are inverted to match,
+    which the record, the log and the summary say; ones of the run's contrast are kept."""
+    import mrcfile
+
+    from deepconsensus_plugin.core.extraction import cut_boxes, read_micrograph
+    from deepconsensus_plugin.core.run_folder import KnownParticles
+
+    run, mics = prepared
+    table = run.consensus()
+    rows = np.flatnonzero(table.mic == 1)[:12]
+    boxes, _ = cut_boxes(read_micrograph(mics[0].path), table.xy[rows], 48)
+    stack = str(tmp_path / "inverted.mrcs")
+    mrcfile.write(stack, -boxes.astype(np.float32))
+    reference, _ = one_piece(run, tmp_path)
+    info = stages.extraction_stage(reference, PARAMS,
+                                   KnownParticles([(i + 1, stack) for i in range(12)], 2.0))
+    assert info.known_particles_inverted
+    with open_stack(reference.file(reference.NEG_PARTICLES)) as negatives, \
+            open_stack(reference.file(reference.OR_PARTICLES)) as own:
+        np.testing.assert_array_equal(np.asarray(negatives[len(negatives) - 12:]),
+                                      np.asarray(own[rows]))
+    assert any("opposite contrast of the micrographs and were inverted" in line
+               for line in stages.summary_lines(reference.info()))
+
+
+@pytest.mark.parametrize("run_skew, known_skew, n, inverted", [
+    (-0.5, 0.4, 100, True), (-0.2, 0.2, 10, True), (0.3, -0.3, 50, True),
+    (-0.5, -0.4, 100, False), (-0.5, 0.4, 9, False), (-0.5, 0.01, 100, False),
+    (0.01, 0.5, 100, False)])
+def test_known_particles_inverted_needs_clear_opposite_skewness(run_skew, known_skew, n,
+                                                                inverted):
+    assert stages.known_particles_inverted(run_skew, known_skew, n) is inverted

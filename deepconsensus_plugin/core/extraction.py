@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import mrcfile
 import numpy as np
+import scipy.stats
 import tifffile
 
 from .selection import MicrographFrame
@@ -425,3 +426,14 @@ def _central_field(images: np.ndarray, field_px: float, path: str) -> np.ndarray
                                     f"with a box of at least {field} px")
     start = box // 2 - field // 2
     return images[:, start:start + field, start:start + field]
+
+
+def median_skewness(images: np.ndarray) -> float:
+    """The median over ``images`` of each image's pixel skewness: negative where dense
+    objects (protein, carbon, contamination) are darker than the ice, as in raw
+    micrographs; positive where the contrast was inverted (RELION's and Xmipp's
+    extraction invert it by default)."""
+    if len(images) == 0:
+        return 0.0
+    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    return float(np.median(scipy.stats.skew(flat, axis=1)))

@@ -150,6 +150,9 @@ class ExtractionInfo:
     seconds: float
     rotational: Optional[RotationalInfo] = None
     """None where the run does not use the boxes' rotational averages."""
+    known_particles_inverted: bool = False
+    """Whether the known negative particles came with the opposite contrast of the run's
+    boxes and were inverted to match (:func:`.stages.known_particles_inverted`)."""
 
 
 @dataclass

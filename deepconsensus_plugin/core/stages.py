@@ -413,35 +413,78 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
         neg_report = extraction.extract_to_stack(
             pipeline.extraction_jobs(negatives, paths), neg_stack, box, params.invert,
             params.skip_bad_micrographs, on_progress=_update(bar))
-        _add_known_particles(neg_stack, len(negatives), known_particles, consensus, params,
-                             bar)
+        inverted = _add_known_particles(run, neg_stack, len(negatives), known_particles,
+                                        consensus, params, bar)
         neg_stack.close()
     finally:
         _close(bar)
     return _record_extraction(run, params, paths, n_user, report.n_crossing_border,
-                              [report, neg_report])
+                              [report, neg_report], inverted)
 
 
-def _add_known_particles(neg_stack, first_row: int, known_particles: KnownParticles,
-                         consensus: ConsensusInfo, params: ExtractionParams, bar=None) -> None:
+CONTRAST_SAMPLE = 2000
+"""Boxes of the run (evenly spread over the OR stack) whose contrast the known particles'
+is compared with."""
+CONTRAST_MIN_IMAGES = 10
+"""Fewer known particles than this say too little of their contrast."""
+CONTRAST_MIN_SKEWNESS = 0.05
+"""A median skewness nearer zero than this (images of plain ice) tells no contrast."""
+
+
+def known_particles_inverted(run_skewness: float, known_skewness: float,
+                             n_known: int) -> bool:
+    """Whether known particles have the opposite contrast of the run's boxes: both median
+    skewnesses (:func:`.extraction.median_skewness`) clear of zero, and of opposite signs.
+    The run's boxes of both development datasets have medians of -0.5 and -0.2 (89 to 95%
+    of boxes negative, particles and random negatives alike); particles extracted with
+    the contrast inverted, as RELION and Xmipp do by default, have the opposite."""
+    return (n_known >= CONTRAST_MIN_IMAGES
+            and min(abs(run_skewness), abs(known_skewness)) >= CONTRAST_MIN_SKEWNESS
+            and run_skewness * known_skewness < 0)
+
+
+def _run_skewness(run: RunFolder) -> float:
+    """The median skewness of up to :data:`CONTRAST_SAMPLE` of the run's OR boxes."""
+    with open_stack(run.file(run.OR_PARTICLES)) as boxes:
+        rows = np.unique(np.linspace(0, len(boxes) - 1, min(len(boxes), CONTRAST_SAMPLE))
+                         .astype(np.int64)) if len(boxes) else np.empty(0, dtype=np.int64)
+        return extraction.median_skewness(np.asarray(boxes[rows]))
+
+
+def _add_known_particles(run: RunFolder, neg_stack, first_row: int,
+                         known_particles: KnownParticles, consensus: ConsensusInfo,
+                         params: ExtractionParams, bar=None) -> bool:
     """Known non-particle images into the negative stack from ``first_row`` on, each cut
-    to the run's field of view (:class:`KnownParticles`)."""
+    to the run's field of view (:class:`KnownParticles`), and inverted where they came
+    with the opposite contrast of the run's boxes (judged on the first chunk); whether
+    they were."""
     field = field_in_pixels(consensus.box, consensus.sampling_rate,
                             known_particles.sampling_rate)
     items = list(known_particles.items)
+    inverted = False
     for first in range(0, len(items), USER_PARTICLE_CHUNK):
         chunk = items[first:first + USER_PARTICLE_CHUNK]
         images = extraction.read_particle_images(chunk, params.network_size, params.invert,
                                                  field)
+        if first == 0:
+            run_skew, known_skew = _run_skewness(run), extraction.median_skewness(images)
+            inverted = known_particles_inverted(run_skew, known_skew, len(items))
+            if inverted:
+                logger.warning("The known negative particles have the opposite contrast of "
+                               "the micrographs' boxes (median pixel skewness %+.2f against "
+                               "%+.2f): inverted to match.  Extract them without inverting "
+                               "the contrast to silence this.", known_skew, run_skew)
         offset = first_row + first
-        neg_stack[offset:offset + len(images)] = images
+        neg_stack[offset:offset + len(images)] = -images if inverted else images
         if bar is not None:
             bar.update(len(images))
+    return inverted
 
 
 def _record_extraction(run: RunFolder, params: ExtractionParams, paths: Mapping[int, str],
                        n_user: int, n_crossing_border: int,
-                       reports: Sequence[extraction.ExtractionReport]) -> ExtractionInfo:
+                       reports: Sequence[extraction.ExtractionReport],
+                       known_inverted: bool) -> ExtractionInfo:
     """Record the extraction; ``n_crossing_border`` counts the OR boxes only."""
     skipped = sorted(set().union(*(r.skipped_micrographs for r in reports)))
     info = ExtractionInfo(network_size=params.network_size, invert=params.invert,
@@ -449,7 +492,8 @@ def _record_extraction(run: RunFolder, params: ExtractionParams, paths: Mapping[
                           skipped_micrographs=skipped,
                           skipped_mic_ids=[m for m, p in paths.items() if p in skipped],
                           n_user_particles=n_user,
-                          seconds=sum(r.seconds for r in reports))
+                          seconds=sum(r.seconds for r in reports),
+                          known_particles_inverted=known_inverted)
     if params.rotational_average:
         info.rotational = _fit_rotational(run, info)
     run.record_stage("extraction", info)
@@ -714,7 +758,9 @@ def merge_extraction_stage(run: RunFolder, n_shards: int,
                                        (neg_name, neg_stack, data["neg_rows"])):
                 with open_stack(run.file(name)) as source:
                     _copy_rows(source, target, rows)
-        _add_known_particles(neg_stack, len(negatives), known_particles, consensus, params)
+        or_stack.close()
+        inverted = _add_known_particles(run, neg_stack, len(negatives), known_particles,
+                                        consensus, params)
     finally:
         or_stack.close()
         neg_stack.close()
@@ -723,7 +769,7 @@ def merge_extraction_stage(run: RunFolder, n_shards: int,
                for _, _, data in records]
     return _record_extraction(run, params, paths, n_user,
                               sum(int(data["n_crossing_border"]) for _, _, data in records),
-                              reports)
+                              reports, inverted)
 
 
 def image_evidence(cnn_scores: np.ndarray, rotational: Optional[np.ndarray] = None) -> np.ndarray:
@@ -1174,6 +1220,9 @@ def summary_lines(info) -> list:
                      "particles." % (negatives.n_random, negatives.n_offcentre,
                                      negatives.n_user_coordinates,
                                      extracted.n_user_particles if extracted else 0))
+    if extracted is not None and extracted.known_particles_inverted:
+        lines.append("The known negative particles came with the opposite contrast of the "
+                     "micrographs and were inverted to match.")
     if extracted is not None and extracted.skipped_micrographs:
         lines.append("Skipped %d unreadable micrographs: %s."
                      % (len(extracted.skipped_micrographs),

@@ -199,8 +199,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       help="Extracted images of non-particles (e.g. from discarded 2D "
                            "classes). Each is cut to the run's box (its width in Å, at the "
                            "particles' pixel size), resized to the network size and added "
-                           "to the negatives, so extract them with at least that box; their "
-                           "contrast must match the micrographs'.")
+                           "to the negatives, so extract them with at least that box. "
+                           "Particles whose contrast is the opposite of the micrographs' "
+                           "(RELION and Xmipp invert it on extraction by default) are "
+                           "inverted back; the summary says so.")
 
         form.addSection(label="Extraction")
         form.addParam("networkSize", params.IntParam, default=DEFAULT_SIZE,
