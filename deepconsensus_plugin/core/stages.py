@@ -436,8 +436,9 @@ def known_particles_inverted(run_skewness: float, known_skewness: float,
     """Whether known particles have the opposite contrast of the run's boxes: both median
     skewnesses (:func:`.extraction.median_skewness`) clear of zero, and of opposite signs.
     The run's boxes of both development datasets have medians of -0.5 and -0.2 (89 to 95%
-    of boxes negative, particles and random negatives alike); particles extracted with
-    the contrast inverted, as RELION and Xmipp do by default, have the opposite."""
+    of boxes negative, particles and random negatives alike), and the junk a picker alone
+    picked (its lone picks the labels omit) -0.08 to -0.41; particles extracted with the
+    contrast inverted, as RELION and Xmipp do by default, have the opposite."""
     return (n_known >= CONTRAST_MIN_IMAGES
             and min(abs(run_skewness), abs(known_skewness)) >= CONTRAST_MIN_SKEWNESS
             and run_skewness * known_skewness < 0)
