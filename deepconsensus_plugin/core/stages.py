@@ -37,8 +37,9 @@ from .pick_inputs import Optics
 from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
 from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
-                         ExtractionInfo, KnownParticles, Micrograph, ModelInfo, NegativesInfo, RankingInfo, RoundInfo, RunFolder,
-                         RotationalInfo, RunFolderError, SplitInfo, TrainingInfo)
+                         ExtractionInfo, KnownParticles, Micrograph, ModelInfo, NegativesInfo,
+                         RankingInfo, RoundInfo, RunFolder, RotationalInfo, RunFolderError,
+                         SplitInfo, TrainingInfo)
 from .selection import Split, split_scores
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
