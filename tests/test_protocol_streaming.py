@@ -39,7 +39,11 @@ class TestStreaming(BaseTest):
         cls.protMics, cls.protCoords, truth = importSynthetic(cls, nMicrographs=N_MICROGRAPHS)
         cls.knownGood = importCoordinates(cls, cls.protMics, truth[:2],
                                           [m.particles for m in truth[:2]], "known good")
-        cls.batch = cls.launchProtocol(newDeepConsensus(cls, cls.protCoords, **PARAMS))
+        cls.knownJunk = importCoordinates(cls, cls.protMics, truth[:2],
+                                          [m.junk for m in truth[:2]], "known junk")
+        batch = newDeepConsensus(cls, cls.protCoords, **PARAMS)
+        cls._withKnownJunk(batch)
+        cls.batch = cls.launchProtocol(batch)
         feeders = []
         for prot in cls.protCoords:
             feeder = cls.newProtocol(ProtCreateStreamData, setof=4, nDim=N_MICROGRAPHS,
@@ -51,6 +55,7 @@ class TestStreaming(BaseTest):
         cls.feeders = [cls._waitFor(f, lambda p: p.hasAttribute("outputCoordinates"))
                        for f in feeders]
         atClose = cls._streamingRun(streamTrainAt=10 ** 6)
+        cls._withKnownJunk(atClose)
         atClose.knownGoodCoordinates.set(cls.knownGood)
         atClose.knownGoodCoordinates.setExtended("outputCoordinates")
         scoring = cls._streamingRun(modelSource=ProtDeepConsensus.MODEL_RUN,
@@ -71,6 +76,11 @@ class TestStreaming(BaseTest):
             time.sleep(2)
         cls.atClose = cls._waitForEnd(atClose)
         cls.scoring = cls._waitForEnd(scoring)
+
+    @classmethod
+    def _withKnownJunk(cls, prot):
+        prot.inputNegativeCoordinates.set(cls.knownJunk)
+        prot.inputNegativeCoordinates.setExtended("outputCoordinates")
 
     @classmethod
     def _streamingRun(cls, **params):
@@ -140,7 +150,12 @@ class TestStreaming(BaseTest):
             self.assertEqual(info.consensus.n_micrographs, N_MICROGRAPHS)
 
     def test_trained_when_the_inputs_closed_it_ends_equal_to_the_batch_run(self):
+        """Both given the same known negative coordinates, which both train on."""
         self.assertTrue(self.atClose.isFinished(), self.atClose.getErrorMessage())
+        known = [RunFolder(prot._getExtraPath()).info().negatives.n_user_coordinates
+                 for prot in (self.atClose, self.batch)]
+        self.assertEqual(known[0], known[1])
+        self.assertGreater(known[0], 0)
         for name in (OUTPUT_RETAINED, OUTPUT_PRUNED):
             streamed, batch = keys(getattr(self.atClose, name)), keys(getattr(self.batch, name))
             self.assertEqual(set(streamed), set(batch))

@@ -4,6 +4,7 @@ trains at the close, the exact partition with no coordinate twice, scores that s
 resuming after the last finished batch, and a bad micrograph skipped under the option."""
 import os
 
+import mrcfile
 import numpy as np
 import pytest
 
@@ -11,7 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
 from deepconsensus_plugin.core.extraction import MicrographError  # noqa: E402
-from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError  # noqa: E402
+from deepconsensus_plugin.core.extraction import cut_boxes, read_micrograph  # noqa: E402
+from deepconsensus_plugin.core.pipeline import CoordinateTable  # noqa: E402
+from deepconsensus_plugin.core.run_folder import (  # noqa: E402
+    KnownParticles, Micrograph, RunFolder, RunFolderError)
 from deepconsensus_plugin.core.streaming import (  # noqa: E402
     TRAINING_MINIMUM, StreamingRun, StreamSettings, ready_micrographs, stream_summary,
     training_size)
@@ -67,14 +71,15 @@ def feed(stream, dataset, indices):
     return stream.add_batch(batch, picks)
 
 
-def batch_run(folder, dataset, settings=SETTINGS):
+def batch_run(folder, dataset, settings=SETTINGS, known=None,
+              known_particles=KnownParticles()):
     """The ordinary stages on all the micrographs, in the stream's order."""
     mics, pickers = dataset
     run = RunFolder(str(folder))
     inputs = consensus_input(mics, pickers, BOX)
     stages.consensus_stage(run, inputs, settings.consensus)
-    stages.negatives_stage(run, settings.negatives)
-    stages.extraction_stage(run, settings.extraction)
+    stages.negatives_stage(run, settings.negatives, known)
+    stages.extraction_stage(run, settings.extraction, known_particles)
     stages.model_stage(run)
     stages.training_stage(run, 1, settings.training)
     stages.scoring_stage(run, 1, 1, seed=settings.training.seed,
@@ -99,6 +104,30 @@ def test_a_stream_that_trains_when_the_inputs_close_is_the_batch_run(dataset, tm
     np.testing.assert_array_equal(stream.run.scores(), run.scores())
     np.testing.assert_array_equal(split.retained, expected.retained)
     np.testing.assert_array_equal(split.pruned, expected.pruned)
+
+
+def test_a_stream_trains_with_the_known_negatives_as_the_batch_run_does(dataset, tmp_path):
+    """Known non-particle coordinates (on the micrographs so far) and particles join the
+    negatives of a stream's training as they do a batch run's: the same record, scores
+    and split (before, a stream left them out without a word)."""
+    mics, _ = dataset
+    known = CoordinateTable.from_picks({1: mics[0].junk, 2: mics[1].junk})
+    junk, _ = cut_boxes(read_micrograph(mics[2].path), mics[2].junk, BOX)
+    stack = str(tmp_path / "junk.mrcs")
+    mrcfile.write(stack, junk.astype(np.float32))
+    particles = KnownParticles([(i + 1, stack) for i in range(len(junk))], 2.0)
+    settings = StreamSettings(**{**SETTINGS.__dict__, "train_at": 10 ** 6})
+    stream = new_stream(tmp_path / "stream", settings)
+    for indices in ([0, 1], [2, 3], [4, 5]):
+        feed(stream, dataset, indices)
+    stream.train(known=known, known_particles=particles)
+    split = stream.close()
+    info = stream.run.info()
+    assert info.negatives.n_user_coordinates == len(known) > 0
+    assert info.extraction.n_user_particles == len(junk) > 0
+    run, expected = batch_run(tmp_path / "batch", dataset, settings, known, particles)
+    np.testing.assert_array_equal(stream.run.scores(), run.scores())
+    np.testing.assert_array_equal(split.retained, expected.retained)
 
 
 def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(dataset,

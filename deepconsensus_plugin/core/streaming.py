@@ -46,7 +46,7 @@ import numpy as np
 from . import centring, extraction, pipeline, stages
 from .agreement import AgreementModel, posterior_given
 from .pipeline import CoordinateTable
-from .run_folder import ConsensusInfo, Micrograph, RunFolder, RunFolderError
+from .run_folder import ConsensusInfo, KnownParticles, Micrograph, RunFolder, RunFolderError
 from .selection import Split, split_scores
 from .stack import create_stack, open_stack
 
@@ -308,10 +308,13 @@ class StreamingRun:
         return consensus.n_and >= training_size(consensus.n_and / consensus.n_micrographs,
                                                 self.settings.train_at)
 
-    def train(self, progress=None) -> None:
+    def train(self, progress=None, known: Optional[CoordinateTable] = None,
+              known_particles: KnownParticles = KnownParticles()) -> None:
         """Train (or take the reused model) on everything so far, score it and split every
-        batch so far: the ordinary stages, as a batch run on these micrographs."""
-        ranking = self._fit(progress)
+        batch so far: the ordinary stages, as a batch run on these micrographs, with the
+        user's ``known`` non-particle coordinates (on the micrographs so far) and
+        ``known_particles`` among the negatives."""
+        ranking = self._fit(progress, known, known_particles)
         s, run = self.settings, self.run
         self.state.threshold = (ranking.auto_threshold if s.threshold is None
                                 else s.threshold)
@@ -330,27 +333,29 @@ class StreamingRun:
                 and self.settings.model_use != stages.MODEL_SCORE_ONLY
                 and self.n_and() >= factor * self.state.trained_at_and)
 
-    def retrain(self, progress=None) -> None:
-        """Train a new network on everything so far for the batches still to come.  Every
-        coordinate scored so far keeps its score, and the outputs what they were given; the
-        threshold stays the run's."""
+    def retrain(self, progress=None, known: Optional[CoordinateTable] = None,
+                known_particles: KnownParticles = KnownParticles()) -> None:
+        """Train a new network on everything so far for the batches still to come (known
+        negatives as in :meth:`train`).  Every coordinate scored so far keeps its score, and
+        the outputs what they were given; the threshold stays the run's."""
         run = self.run
         kept = {name: run.array(name) for name in (run.CNN_SCORES, run.SCORES)}
         logger.info("Retraining: the AND set has grown from %d to %d particles",
                     self.state.trained_at_and, self.n_and())
-        self._fit(progress)
+        self._fit(progress, known, known_particles)
         for name, values in kept.items():
             run.write_array(name, values)
         self.state.trainings.append(self.state.trained_at_and)
         self._save()
 
-    def _fit(self, progress=None):
+    def _fit(self, progress, known: Optional[CoordinateTable],
+             known_particles: KnownParticles):
         """The ordinary stages on everything so far (negatives, extraction, the model,
         training, scoring, ranking) and the agreement model later batches are scored under;
         the ranking's record."""
         s, run = self.settings, self.run
-        stages.negatives_stage(run, s.negatives)
-        stages.extraction_stage(run, s.extraction, progress=progress)
+        stages.negatives_stage(run, s.negatives, known)
+        stages.extraction_stage(run, s.extraction, known_particles, progress=progress)
         stages.model_stage(run, s.model_use, s.model_source, s.model_name,
                            s.training.architecture)
         rounds = 1 if s.model_use == stages.MODEL_SCORE_ONLY else s.training.rounds

@@ -497,13 +497,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     def mergeExtractionStep(self, jobs, size, invert, skipBad, rotational, negativeSignature,
                             upstream):
         """The shards into the run's stacks, with the known negative particles, as a job."""
-        userParticles = self.inputNegativeParticles.get()
-        known = KnownParticles()
-        if userParticles is not None:
-            known = KnownParticles([(p.getIndex() or 1, p.getFileName())
-                                    for p in userParticles.iterItems()],
-                                   userParticles.getSamplingRate())
-        self._runFolder().write_known_particles(known)
+        self._runFolder().write_known_particles(self._knownParticles())
         self._runStage("merge-extraction", "--shards", jobs, "--known-particles",
                        *self._extractionArgs(size, invert, skipBad),
                        *([] if rotational else ["--no-rotational-average"]))
@@ -996,6 +990,15 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     def _extractionArgs(size, invert, skipBad):
         return (["--network-size", size] + (["--invert-contrast"] if invert else [])
                 + (["--skip-bad-micrographs"] if skipBad else []))
+
+    def _knownParticles(self):
+        """The form's known negative particles (none: an empty record)."""
+        userParticles = self.inputNegativeParticles.get()
+        if userParticles is None:
+            return KnownParticles()
+        return KnownParticles([(p.getIndex() or 1, p.getFileName())
+                               for p in userParticles.iterItems()],
+                              userParticles.getSamplingRate())
 
     def _userCoordinates(self, userSet):
         """A user's coordinates (known negatives, known good or bad picks), mapped to the

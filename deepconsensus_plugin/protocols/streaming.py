@@ -131,9 +131,9 @@ class DeepConsensusStreaming:
             micrographs, picks = self._batchInput(names)
             stream.add_batch(micrographs, picks)
         if stream.should_train(inputs_closed=False):
-            stream.train()
+            stream.train(**self._knownNegatives())
         elif stream.should_retrain():
-            stream.retrain()
+            stream.retrain(**self._knownNegatives())
         self._publish(stream, Set.STREAM_OPEN)
 
     def streamCloseStep(self):
@@ -141,7 +141,7 @@ class DeepConsensusStreaming:
         and rate the scores against the known picks as a batch run does."""
         stream = self._stream()
         if stream.should_train(inputs_closed=True):
-            stream.train()
+            stream.train(**self._knownNegatives())
         stream.close()
         self._publish(stream, Set.STREAM_CLOSED)
         self.evaluateStep(self._knownSignature(), upstream="")  # called here, not a step
@@ -241,6 +241,14 @@ class DeepConsensusStreaming:
                     for pointer in self.inputCoordinates:
                         self._defineSourceRelation(pointer, getattr(self, name))
             stream.mark_published(batches)
+
+    def _knownNegatives(self):
+        """The form's known negatives for a training on the micrographs so far: the
+        coordinates on those micrographs, and the particles."""
+        coordinates = self.inputNegativeCoordinates.get()
+        return {"known": (self._userCoordinates(coordinates) if coordinates is not None
+                          else None),
+                "known_particles": self._knownParticles()}
 
     def _stream(self):
         """The run folder's streaming run with this form's parameters."""
