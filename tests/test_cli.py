@@ -361,6 +361,48 @@ def test_tiff_micrographs_give_the_boxes_of_the_mrc_ones(tmp_path):
         np.testing.assert_array_equal(from_mrc, from_tiff)
 
 
+def test_known_negatives_join_the_negatives_and_a_picker_s_picks_are_refused(tmp_path):
+    """``--known-negatives`` (hand-picked ice, any picks format) become negatives of the
+    run in its micrographs and pixels; one picker's own picks given as known negatives
+    are refused before anything is trained, naming the picker, as the form refuses them."""
+    from deepconsensus_plugin.cli import build_parser
+    from deepconsensus_plugin.cli.common import InputError, known_negatives, run_consensus
+    from deepconsensus_plugin.core import stages
+    from deepconsensus_plugin.core.extraction import micrograph_shape
+
+    out = tmp_path / "run"
+    run = RunFolder(out)
+    run_consensus(build_parser().parse_args(["consensus", *demo_arguments(),
+                                             "--out", str(out)]), run)
+    table = run.consensus()
+    micrographs = run.micrographs()
+    # "ice": a grid of points inside each micrograph, a box from every pick
+    box = run.info().consensus.box
+    ice = {}
+    for mic, rows in table.per_micrograph():
+        height, width = micrograph_shape(micrographs[mic].path)
+        grid = np.stack(np.meshgrid(np.arange(box, width - box, box),
+                                    np.arange(box, height - box, box)),
+                        -1).reshape(-1, 2).astype(float)
+        far = np.min(np.hypot(*(grid[:, None] - table.xy[rows][None]).transpose(2, 0, 1)),
+                     axis=1) > box
+        ice[micrographs[mic].name] = grid[far][:5]
+    writeCentresAsBoxFiles(str(tmp_path / "ice"), ice, box)
+
+    def known(path):
+        return known_negatives(run, build_parser().parse_args(
+            ["train", "--out", str(out), "--known-negatives", path]))
+
+    table_known = known(str(tmp_path / "ice"))
+    assert len(table_known) == sum(len(xy) for xy in ice.values()) > 0
+    info = stages.negatives_stage(run, known=table_known)
+    assert info.n_user_coordinates == len(table_known)
+    with pytest.raises(InputError, match=r"--known-negatives .*crYOLO: 2224 of the 2224 known "
+                                         r"negatives .* share with .*crYOLO lie within the "
+                                         r"consensus radius of its picks"):
+        known(os.path.join(DEMO_DATA, "coordinates", "crYOLO"))
+
+
 def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):
     bad = tmp_path / "picks"
     bad.mkdir()

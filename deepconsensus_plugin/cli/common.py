@@ -12,11 +12,14 @@ import glob
 import os
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..core import centring, pipeline, stages
 from ..core.consensus import rescale
 from ..core.extraction import TIFF_SUFFIXES, format_problem
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
+from ..core.negatives import PICKER_PARTICLES_SHARE, fraction_on_picks
 from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
                                 read_picks, read_relion_micrographs)
 from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
@@ -138,6 +141,11 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--network-size", type=int, default=DEFAULT_SIZE, metavar="PX",
                        help="boxes are downsampled to this size for the network "
                             "(default: %(default)s)")
+    group.add_argument("--known-negatives", metavar="PICKS",
+                       help="coordinates of non-particles (ice, carbon, contamination, e.g. "
+                            "picked by hand; any format --picks reads) added to the "
+                            "negatives; refused where more than half lie on one picker's "
+                            "picks (that picker's particles)")
     group.add_argument("--invert-contrast", action="store_true",
                        help="multiply the particles by -1 (only consistency matters)")
     group.add_argument("--skip-bad-micrographs", action="store_true",
@@ -421,7 +429,7 @@ def run_training(args, run: RunFolder) -> None:
     stages.negatives_stage(run, stages.NegativeParams(
         ratio=args.negative_ratio, distance=args.negative_distance,
         offcentre=method.offcentre_negatives, seed=args.seed,
-        skip_bad_micrographs=args.skip_bad_micrographs))
+        skip_bad_micrographs=args.skip_bad_micrographs), known_negatives(run, args))
     stages.extraction_stage(run, stages.ExtractionParams(
         network_size=args.network_size, invert=args.invert_contrast,
         skip_bad_micrographs=args.skip_bad_micrographs,
@@ -486,6 +494,32 @@ def known_picks(run: RunFolder, path: Optional[str],
         raise InputError("%s %s: no pick on any of the run's %d micrographs"
                          % (flag, path, len(ids)))
     return pipeline.CoordinateTable.from_picks(known)
+
+
+def known_negatives(run: RunFolder, args) -> Optional[pipeline.CoordinateTable]:
+    """``--known-negatives`` in the run's micrographs and pixel size (None: not given),
+    refused where more than :data:`.negatives.PICKER_PARTICLES_SHARE` of them lie within
+    the consensus radius of one picker's picks: that picker's particles, which would
+    teach the network that particles are background (the form refuses them alike)."""
+    known = known_picks(run, args.known_negatives, "--known-negatives")
+    if known is None:
+        return None
+    consensus, table = run.info().consensus, run.consensus()
+
+    def by_micrograph(picks: pipeline.CoordinateTable):
+        return {mic: picks.xy[rows] for mic, rows in picks.per_micrograph()}
+
+    theirs = by_micrograph(known)
+    for p, name in enumerate(consensus.picker_names):
+        picked = by_micrograph(table.subset(np.flatnonzero(table.voters[:, p])))
+        shared, fraction = fraction_on_picks(theirs, picked, consensus.radius_px)
+        if fraction > PICKER_PARTICLES_SHARE:
+            raise InputError("--known-negatives %s: %d of the %d known negatives on the "
+                             "micrographs they share with %s lie within the consensus radius "
+                             "of its picks: they are particles, not the non-particles (ice, "
+                             "carbon, contamination) known negatives must be"
+                             % (args.known_negatives, round(fraction * shared), shared, name))
+    return known
 
 
 WHAT_FILES_ARE = {

@@ -134,6 +134,11 @@ def _add_spread(chosen: np.ndarray, candidates: np.ndarray, min_distance: float)
     return np.vstack([chosen, *kept]) if kept else chosen
 
 
+PICKER_PARTICLES_SHARE = 0.5
+"""Known negatives of which more than this share lie on one picker's picks
+(:func:`fraction_on_picks`) are that picker's particles, and refused."""
+
+
 def fraction_on_picks(known: Mapping[str, np.ndarray], picks: Mapping[str, np.ndarray],
                       radius: float) -> tuple[int, float]:
     """How many known negatives share a micrograph with ``picks``, and what fraction of
