@@ -7,7 +7,8 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
 from deepconsensus_plugin.core.extraction import cut_boxes
-from deepconsensus_plugin.core.negatives import allocate, fraction_on_picks, sample_negatives
+from deepconsensus_plugin.core.negatives import (allocate, fraction_on_picks, picker_particles,
+                                                 sample_negatives)
 
 
 def _check_invariants(result, shape, box, avoid, min_distance):
@@ -202,3 +203,8 @@ def test_fraction_on_picks_counts_only_shared_micrographs():
     assert fraction_on_picks(known, picks, radius=5.1) == (3, 2 / 3)
     assert fraction_on_picks(known, picks, radius=5.0) == (3, 1 / 3)  # closer than, as consensus
     assert fraction_on_picks({"c": known["c"]}, picks, radius=5.0) == (0, 0.0)
+    # more than half on the picks: a picker's particles, (near, shared) to name them
+    assert picker_particles(known, picks, radius=5.1) == (2, 3)
+    assert picker_particles(known, picks, radius=5.0) is None
+    half = {"a": known["a"][:2]}  # one of two on a pick: not more than half
+    assert picker_particles(half, picks, radius=5.1) is None

@@ -16,10 +16,10 @@ import numpy as np
 
 from ..core import centring, pipeline, stages
 from ..core.consensus import rescale
-from ..core.extraction import TIFF_SUFFIXES, format_problem
+from ..core.extraction import format_problem, is_tiff
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, compatibility_errors, read_spec
-from ..core.negatives import PICKER_PARTICLES_SHARE, fraction_on_picks
+from ..core.negatives import picker_particles
 from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
                                 read_picks, read_relion_micrographs)
 from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
@@ -280,7 +280,7 @@ def header_pixel_size(path: str) -> Optional[float]:
     whose tags hold none that cryo-EM software agrees on)."""
     import mrcfile
 
-    if path.lower().endswith(TIFF_SUFFIXES):
+    if is_tiff(path):
         return None
     try:
         with mrcfile.open(path, header_only=True, permissive=True) as mrc:
@@ -498,9 +498,9 @@ def known_picks(run: RunFolder, path: Optional[str],
 
 def known_negatives(run: RunFolder, args) -> Optional[pipeline.CoordinateTable]:
     """``--known-negatives`` in the run's micrographs and pixel size (None: not given),
-    refused where more than :data:`.negatives.PICKER_PARTICLES_SHARE` of them lie within
-    the consensus radius of one picker's picks: that picker's particles, which would
-    teach the network that particles are background (the form refuses them alike)."""
+    refused where they lie on one picker's picks (:func:`.negatives.picker_particles`):
+    that picker's particles, which would teach the network that particles are background
+    (the form refuses them alike)."""
     known = known_picks(run, args.known_negatives, "--known-negatives")
     if known is None:
         return None
@@ -512,13 +512,13 @@ def known_negatives(run: RunFolder, args) -> Optional[pipeline.CoordinateTable]:
     theirs = by_micrograph(known)
     for p, name in enumerate(consensus.picker_names):
         picked = by_micrograph(table.subset(np.flatnonzero(table.voters[:, p])))
-        shared, fraction = fraction_on_picks(theirs, picked, consensus.radius_px)
-        if fraction > PICKER_PARTICLES_SHARE:
+        on_picks = picker_particles(theirs, picked, consensus.radius_px)
+        if on_picks is not None:
             raise InputError("--known-negatives %s: %d of the %d known negatives on the "
                              "micrographs they share with %s lie within the consensus radius "
                              "of its picks: they are particles, not the non-particles (ice, "
                              "carbon, contamination) known negatives must be"
-                             % (args.known_negatives, round(fraction * shared), shared, name))
+                             % (args.known_negatives, *on_picks, name))
     return known
 
 

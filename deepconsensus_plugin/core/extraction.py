@@ -68,8 +68,17 @@ def format_problem(path: str, particles: bool = False) -> Optional[str]:
     return None
 
 
-def _is_tiff(path: str) -> bool:
+def is_tiff(path: str) -> bool:
+    """Whether a file of this name is read as TIFF (:data:`TIFF_SUFFIXES`)."""
     return os.path.splitext(path)[1].lower() in TIFF_SUFFIXES
+
+
+def _refuse_unread_format(path: str, particles: bool = False) -> None:
+    """Raise :class:`MicrographError` naming ``path`` where :func:`format_problem` says its
+    format is not read."""
+    problem = format_problem(path, particles)
+    if problem:
+        raise MicrographError(path, problem)
 
 
 def _read_tiff(path: str, header_only: bool = False):
@@ -97,15 +106,13 @@ def _check_readable(path: str) -> None:
     """Refuse a missing file or one of a format not read here, naming it."""
     if not os.path.exists(path):
         raise MicrographError(path, "file not found")
-    problem = format_problem(path)
-    if problem:
-        raise MicrographError(path, problem)
+    _refuse_unread_format(path)
 
 
 def micrograph_shape(path: str) -> tuple[int, int]:
     """(rows, columns) of a micrograph, from its header alone."""
     _check_readable(path)
-    if _is_tiff(path):
+    if is_tiff(path):
         return _read_tiff(path, header_only=True)
     try:
         with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
@@ -130,7 +137,7 @@ def _mapped_micrograph(path: str) -> Iterator[np.ndarray]:
     format (:func:`format_problem`) or a stack, or that fails while read, raises
     :class:`MicrographError` naming it."""
     _check_readable(path)
-    if _is_tiff(path):
+    if is_tiff(path):
         yield _read_tiff(path)
         return
     try:
@@ -360,9 +367,7 @@ def extract_to_stack(jobs: Iterable[tuple[str, np.ndarray]], stack: ParticleStac
 
 def particle_box(path: str) -> int:
     """The box (px) of the images of an MRC particle stack, from its header alone."""
-    problem = format_problem(path, particles=True)
-    if problem:
-        raise MicrographError(path, problem)
+    _refuse_unread_format(path, particles=True)
     try:
         with mrcfile.open(path, mode="r", permissive=True, header_only=True) as mrc:
             return int(mrc.header.nx)
@@ -390,9 +395,7 @@ def read_particle_images(items: Iterable[tuple[int, str]], size: int,
         order.append((path, len(by_file[path]) - 1))
     loaded: dict[str, np.ndarray] = {}
     for path, indices in by_file.items():
-        problem = format_problem(path, particles=True)
-        if problem:
-            raise MicrographError(path, problem)
+        _refuse_unread_format(path, particles=True)
         try:
             with mrcfile.mmap(path, mode="r", permissive=True) as mrc:
                 data = np.asarray(mrc.data, dtype=np.float32)

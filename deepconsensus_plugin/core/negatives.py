@@ -9,7 +9,7 @@ pickers' false positives look like.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Hashable, Mapping, Optional
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -136,15 +136,16 @@ def _add_spread(chosen: np.ndarray, candidates: np.ndarray, min_distance: float)
 
 PICKER_PARTICLES_SHARE = 0.5
 """Known negatives of which more than this share lie on one picker's picks
-(:func:`fraction_on_picks`) are that picker's particles, and refused."""
+(:func:`fraction_on_picks`) are that picker's particles, and refused
+(:func:`picker_particles`)."""
 
 
-def fraction_on_picks(known: Mapping[str, np.ndarray], picks: Mapping[str, np.ndarray],
-                      radius: float) -> tuple[int, float]:
+def fraction_on_picks(known: Mapping[Hashable, np.ndarray],
+                      picks: Mapping[Hashable, np.ndarray], radius: float) -> tuple[int, float]:
     """How many known negatives share a micrograph with ``picks``, and what fraction of
     those lie closer than ``radius`` to a pick (as picks agree in the consensus).
 
-    Both map a micrograph name to (n, 2) x/y in the same pixels.  Known
+    Both map a micrograph (its name or id) to (n, 2) x/y in the same pixels.  Known
     negatives that mostly sit on a picker's picks are that picker's
     particles, not background: training on them as negatives teaches the
     network that particles are not particles.
@@ -158,3 +159,13 @@ def fraction_on_picks(known: Mapping[str, np.ndarray], picks: Mapping[str, np.nd
         shared += len(xy)
         near += int(np.count_nonzero(dist < radius))
     return shared, near / shared if shared else 0.0
+
+
+def picker_particles(known: Mapping[Hashable, np.ndarray], picks: Mapping[Hashable, np.ndarray],
+                     radius: float) -> Optional[tuple[int, int]]:
+    """(how many of the known negatives lie on ``picks``, of how many that share a
+    micrograph with them) where more than :data:`PICKER_PARTICLES_SHARE` do: the known
+    negatives are then that picker's particles (:func:`fraction_on_picks`), which the
+    form and the command line refuse; None where they are not."""
+    shared, fraction = fraction_on_picks(known, picks, radius)
+    return (round(fraction * shared), shared) if fraction > PICKER_PARTICLES_SHARE else None

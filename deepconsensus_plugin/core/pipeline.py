@@ -117,6 +117,11 @@ class SharedPicks:
         identical or one holding :data:`NESTED_SHARE` of the other's."""
         return self.shared >= MIN_SAME_PICKS and (self.identical or self.share >= NESTED_SHARE)
 
+    def row(self) -> list[int]:
+        """The pair as the run record and a stream's state keep it (``SharedPicks(*row)``
+        reads it back)."""
+        return [self.first, self.second, self.shared, self.n_first, self.n_second]
+
     def plus(self, other: "SharedPicks") -> "SharedPicks":
         """The counts of this pair and ``other`` (the same pair, on other micrographs)."""
         return SharedPicks(self.first, self.second, self.shared + other.shared,

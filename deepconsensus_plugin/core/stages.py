@@ -316,8 +316,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
         **table_counts(table, n_pickers, min_votes, radius_px),
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
-        nested_pickers=[[p.first, p.second, p.shared, p.n_first, p.n_second]
-                        for p in nested],
+        nested_pickers=[pair.row() for pair in nested],
         rescaled_sets=list(inputs.rescaled_sets), seconds=time.perf_counter() - start)
     run.record_stage("consensus", info)
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
@@ -760,7 +759,7 @@ def merge_extraction_stage(run: RunFolder, n_shards: int,
                                        (neg_name, neg_stack, data["neg_rows"])):
                 with open_stack(run.file(name)) as source:
                     _copy_rows(source, target, rows)
-        or_stack.close()
+        or_stack.close()  # complete on disk: the known particles' contrast is compared with it
         inverted = _add_known_particles(run, neg_stack, len(negatives), known_particles,
                                         consensus, params)
     finally:

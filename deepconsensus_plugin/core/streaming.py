@@ -258,8 +258,7 @@ class StreamingRun:
             self._score_batch(batch)
         batch.seconds = time.perf_counter() - start
         self.state.batches.append(batch)
-        self.state.pick_overlaps = [[p.first, p.second, p.shared, p.n_first, p.n_second]
-                                    for p in overlaps]
+        self.state.pick_overlaps = [pair.row() for pair in overlaps]
         self._save()
         logger.info("Batch %d: %d micrographs, %d OR coordinates%s", batch.number,
                     len(micrographs), batch.n_rows,
@@ -286,8 +285,7 @@ class StreamingRun:
                              min_votes=self.min_votes,
                              **stages.table_counts(table, len(self.picker_names),
                                                    self.min_votes, radius_px),
-                             nested_pickers=[[p.first, p.second, p.shared, p.n_first,
-                                              p.n_second] for p in nested])
+                             nested_pickers=[pair.row() for pair in nested])
         if self.trained:
             self.run.update_info(consensus=info)
         else:

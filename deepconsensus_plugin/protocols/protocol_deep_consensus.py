@@ -26,7 +26,7 @@ from ..core.run_folder import KnownParticles, RunFolder, RunFolderError
 from ..core.selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE
 from ..core.streaming import stream_summary
 from ..core.consensus import rescale
-from ..core.negatives import PICKER_PARTICLES_SHARE, fraction_on_picks
+from ..core.negatives import picker_particles
 from ..core.stages import OFFCENTRE_CLEARANCE, OFFCENTRE_SHIFT, SELF_TRAINING_CONFIDENCE
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 from .streaming import DeepConsensusStreaming
@@ -645,14 +645,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                 continue
             knownXy = self._picksOn(known, {n: knownMics[n] for n in shared}, refSampling)
             picks = self._picksOn(coordSet, {n: mics[n] for n in shared}, refSampling)
-            nShared, fraction = fraction_on_picks(knownXy, picks, radius)
-            if fraction > PICKER_PARTICLES_SHARE:
+            onPicks = picker_particles(knownXy, picks, radius)
+            if onPicks is not None:
                 errors.append("%d of the %d known negatives %s on the micrographs they share "
                               "with the input set %s lie within the consensus radius of its "
                               "picks: they are particles, not the non-particles (ice, carbon, "
                               "contamination) known negatives must be."
-                              % (round(fraction * nShared), nShared,
-                                 self._setName(negPointer), self._setName(pointer)))
+                              % (*onPicks, self._setName(negPointer), self._setName(pointer)))
         return errors
 
     def _validateImageFormats(self, pointers, micrographs):
