@@ -40,6 +40,7 @@ from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  
                          evaluate_selection, load_dataset, or_labels,
                          paired_f1_bootstrap, pattern_decisions, picker_confidences,
                          picker_score_ceiling, score_quality, vote_pattern_ceiling)
+from label_probe import label_probe, label_probe_text  # noqa: E402
 
 from deepconsensus_plugin.core import stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
@@ -115,6 +116,10 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--label-noise", default="",
                         help="comma-separated label-noise fractions for the Appendix C curve")
+    parser.add_argument("--label-probe", action="store_true",
+                        help="also train a network on the labels (leave one labelled "
+                             "micrograph out) and report what the run would give with it "
+                             "(label_probe.py; a diagnostic, it uses the labels)")
     return parser.parse_args(argv)
 
 
@@ -439,6 +444,8 @@ def write_report(out, metrics, plots) -> None:
                   % (100 * r["noise"], r["f1"], r["precision"], r["recall"], r["roc_auc"])
                   for r in metrics["label_noise"]]
         lines.append("")
+    if metrics.get("label_probe"):
+        lines += label_probe_text(metrics["label_probe"])
     lines += ["![%s](%s)" % (p, p) for p in plots]
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -600,6 +607,11 @@ def main(argv=None) -> int:
     noise_start = time.perf_counter()
     metrics["label_noise"] = label_noise_curve(data, out, fractions, info)
     metrics["timings_s"]["label_noise"] = time.perf_counter() - noise_start
+    if args.label_probe:
+        probe_start = time.perf_counter()
+        metrics["label_probe"] = label_probe(results, names, data, labels, anchors, split_rules,
+                                             seed=dc.seed.get())
+        metrics["timings_s"]["label_probe"] = time.perf_counter() - probe_start
     on_truth = np.isin(names, list(data.truth)) & np.isfinite(results.scores)
     plots = write_plots(out, labels, results.scores, results.threshold, on_truth,
                         metrics["label_noise"])

@@ -426,7 +426,7 @@ def vote_pattern_ceiling(names: np.ndarray, xy: np.ndarray, mic: np.ndarray,
                 value = f1(trial)
                 if value > best:
                     best, cut = value, trial
-    return {"f1": best, "keep_above": {_pattern_name(p, data.pickers): _cut_text(cut[p])
+    return {"f1": best, "keep_above": {pattern_name(p, data.pickers): _cut_text(cut[p])
                                        for p in patterns}}
 
 
@@ -507,7 +507,7 @@ def vote_patterns(voters: np.ndarray) -> np.ndarray:
     return np.asarray(voters, dtype=np.int64) @ (1 << np.arange(voters.shape[1]))
 
 
-def _pattern_name(pattern: int, pickers: tuple[str, ...]) -> str:
+def pattern_name(pattern: int, pickers: tuple[str, ...]) -> str:
     return ",".join(name for i, name in enumerate(pickers) if pattern >> i & 1)
 
 
@@ -552,7 +552,7 @@ def pattern_decisions(names: np.ndarray, xy: np.ndarray, mic: np.ndarray, voters
         others = mine & np.logical_or(split.duplicate, split.at_edge)
         both = labels[mine].any() and not labels[mine].all()
         rows.append({
-            "pattern": _pattern_name(p, data.pickers), "n": int(mine.sum()),
+            "pattern": pattern_name(p, data.pickers), "n": int(mine.sum()),
             "labelled": int((mine & labels).sum()),
             "retained": int((mine & kept).sum()),
             "retained_labelled": int((mine & kept & labels).sum()),

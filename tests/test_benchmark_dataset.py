@@ -23,7 +23,7 @@ def benchmark_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "dataset.py"),
                "--data", str(data), "--out", str(out), "--pixel-size", "3.54",
-               "--diameter", "54", "--max-epochs", "2", "--no-self-training"]
+               "--diameter", "54", "--max-epochs", "2", "--no-self-training", "--label-probe"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out / "metrics.json") as handle:
@@ -88,6 +88,72 @@ def test_scores_report_and_plots_written(benchmark_run):
         assert row["retained"] + row["pruned_by_score"] + row["pruned_close_or_edge"] == row["n"]
     for picture in ("curves.png", "score_histogram.png"):
         assert (out / picture).stat().st_size > 0
+
+
+def test_label_probe_reports_both_image_scores_on_every_labelled_micrograph(benchmark_run):
+    out, metrics = benchmark_run
+    probe = metrics["label_probe"]
+    assert probe["micrographs"] == len(metrics["ground_truth_micrographs"]) == 3
+    assert probe["boxes"] == metrics["sets"]["OR"]["n"]
+    for score in ("run", "label_trained"):
+        figures = probe["agreement"][score]
+        assert 0 <= figures["precision"] <= 1 and 0 <= figures["recall"] <= 1
+        assert 0 < figures["n"] <= probe["boxes"] and 0 <= figures["roc_auc"] <= 1
+        assert 0 <= probe["roc_auc_network"][score] <= 1
+    assert probe["roc_auc_within"]
+    for pattern, figures in probe["roc_auc_within"].items():
+        assert set(pattern.split(",")) <= set(metrics["pickers"]) and figures["n"] > 1
+    assert metrics["timings_s"]["label_probe"] > 0
+    assert "## With a network trained on the labels" in (out / "report.md").read_text()
+
+
+def test_label_probe_never_scores_a_micrograph_with_a_network_that_saw_it(monkeypatch):
+    """Leave one micrograph out: each labelled micrograph's boxes are scored by the network
+    trained on the other micrographs' boxes only, its particles as positives and the rest as
+    negatives, and boxes off the labelled rows stay unscored."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    import label_probe
+
+    names = np.array(["a"] * 4 + ["b"] * 3 + ["c"] * 3 + ["unlabelled"] * 2)
+    labels = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0], dtype=bool)
+    rows = np.arange(10)
+    trained, scored = [], {}
+
+    def train(positives, negatives, config, model, history):
+        trained.append((set(positives[0][1]), set(negatives[0][1])))
+
+    def score(run, model, images, held_out, centring_search, seed=0):
+        scored[len(trained)] = (set(held_out), centring_search)
+        return np.full(len(held_out), float(len(trained)))
+
+    monkeypatch.setattr(label_probe, "train_classifier", train)
+    monkeypatch.setattr(label_probe.stages, "score_boxes", score)
+    last = SimpleNamespace(architecture="fast", rounds=[SimpleNamespace(centring_search=0.05)])
+    run = SimpleNamespace(info=lambda: SimpleNamespace(training=last))
+    stack = np.zeros((12, 4, 4))
+    scores = label_probe.leave_one_micrograph_out(run, stack, names, rows, labels, 0, "/tmp")
+    assert len(trained) == 3
+    for fold, (positives, negatives) in enumerate(trained, start=1):
+        held_out, search = scored[fold]
+        assert search == 0.05
+        assert not held_out & (positives | negatives)
+        assert held_out | positives | negatives == set(rows)
+        assert all(labels[i] for i in positives) and not any(labels[i] for i in negatives)
+        assert np.all(scores[sorted(held_out)] == fold)
+    assert np.isnan(scores[10:]).all()
+
+
+def test_label_probe_needs_two_labelled_micrographs(monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import numpy as np
+    import label_probe
+
+    results = SimpleNamespace(run=None, table=None, scores=np.ones(3))
+    data = SimpleNamespace(truth={"a": np.zeros((1, 2))})
+    with pytest.raises(ValueError, match="at least two labelled micrographs.*this run has 1"):
+        label_probe.label_probe(results, np.array(["a", "a", "b"]), data, np.ones(3, bool), {},
+                                (0.0, None, 0.0))
 
 
 def test_vote_pattern_ceiling_finds_the_pattern_thresholds_the_labels_call_for(monkeypatch):
