@@ -508,6 +508,8 @@ def vote_patterns(voters: np.ndarray) -> np.ndarray:
 
 
 def pattern_name(pattern: int, pickers: tuple[str, ...]) -> str:
+    """The pickers of a vote pattern (:func:`vote_patterns`), comma-separated, as the reports
+    name it."""
     return ",".join(name for i, name in enumerate(pickers) if pattern >> i & 1)
 
 
