@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Optional
 
 import numpy as np
 
 from deepconsensus_plugin.core import stages
-from deepconsensus_plugin.core.agreement import dawid_skene
 from deepconsensus_plugin.core.metrics import roc_auc
 from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.core.selection import split_scores
@@ -53,37 +53,36 @@ def leave_one_micrograph_out(run: RunFolder, stack, names: np.ndarray, rows: np.
     return scores
 
 
-def _agreement(voters: np.ndarray, evidence: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """The agreement's posterior fitted over ``rows`` only (NaN elsewhere)."""
+def _agreement(voters: np.ndarray, network: np.ndarray, rotational: Optional[np.ndarray],
+               rows: np.ndarray) -> np.ndarray:
+    """The run's agreement (:func:`.stages.agreement_posterior`) fitted over ``rows`` only
+    (NaN elsewhere)."""
     posterior = np.full(len(voters), np.nan)
-    posterior[rows] = dawid_skene(voters[rows], evidence[rows])[0]
+    posterior[rows] = stages.agreement_posterior(
+        voters[rows], network[rows], None if rotational is None else rotational[rows])[0]
     return posterior
 
 
 def label_probe(results, names: np.ndarray, data: Dataset, labels: np.ndarray,
                 anchors: dict[str, np.ndarray], split_rules: tuple, seed: int = 0) -> dict:
     """The leave-one-micrograph-out network's ranking within each vote pattern and the run's
-    retained set with it, beside the run's own network on the same micrographs."""
+    retained set with it, beside the run's own network on the same micrographs.  Called
+    from the project folder, as ``dataset.py`` runs: the run folder names its micrographs
+    relative to it, as the protocol's steps see them (the best-centred search reads them)."""
     run, table = results.run, results.table
     rows = np.flatnonzero(np.isin(names, list(data.truth)) & np.isfinite(results.scores))
     if len(set(names[rows])) < 2:
         raise ValueError("the label probe needs at least two labelled micrographs with "
                          "scored picks; this run has %d" % len(set(names[rows])))
     network = run.array(RunFolder.CNN_SCORES)
-    here = os.getcwd()
     with open_stack(run.file(RunFolder.OR_PARTICLES)) as stack, \
             tempfile.TemporaryDirectory() as work_dir:
-        # the run folder names its micrographs relative to the project, as its steps see them
-        os.chdir(results.projectPath)
-        try:
-            learned = leave_one_micrograph_out(run, stack, names, rows, labels, seed, work_dir)
-        finally:
-            os.chdir(here)
+        learned = leave_one_micrograph_out(run, stack, names, rows, labels, seed, work_dir)
     rotational = run.rotational_evidence()
     threshold, (min_distance, edges, margin) = results.threshold, split_rules
 
     def decided(score: np.ndarray) -> dict:
-        posterior = _agreement(table.voters, stages.image_evidence(score, rotational), rows)
+        posterior = _agreement(table.voters, score, rotational, rows)
         keep = split_scores(np.where(np.isfinite(posterior), posterior, -1.0), threshold,
                             table.mic, table.xy, min_distance, edges, margin).retained_mask()
         figures = evaluate_selection(names, table.xy, keep, data, labels, anchors)
