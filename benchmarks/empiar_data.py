@@ -5,7 +5,8 @@ Shared by ``dataset.py`` (the benchmark through Scipion), ``study.py``
 
 * ``micrographs/*.{jpg,png,tif,mrc}`` (one format per folder),
 * ``picks/<picker>/<micrograph>.box``: EMAN boxes (lower-left corner, width,
-  height) in the frame of the MRC files the pickers saw,
+  height) in the frame of the MRC files the pickers saw (the run works in the
+  first picker's box),
 * ``gt/<micrograph>.csv``: labelled particle centres ``x,y`` for some of the
   micrographs (``#`` comment lines allowed),
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from deepconsensus_plugin.core.atomic import atomic_path
-from deepconsensus_plugin.core.coordinate_files import read_box
+from deepconsensus_plugin.core.coordinate_files import CoordinateFileError, read_box
+from deepconsensus_plugin.core.pick_inputs import read_coordinate_folder
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
                                                count_picks, match_one_to_one, match_to_truth,
                                                mcc, pr_auc,
@@ -164,17 +165,26 @@ def _pickers(data_dir: str, spec: DatasetSpec,
 
 
 def _box_size(picks_dir: str, pickers: tuple[str, ...]) -> int:
-    """The one box width of every .box file (the import protocol takes it from them too)."""
-    widths = Counter()
+    """The box the run works in: the first picker's .box width (the median over its files,
+    as the import protocol takes it; the protocol works in its first input set's box and
+    notes the others).  Pickers that boxed in another width are named."""
+    widths = {}
     for picker in pickers:
-        for path in glob.glob(os.path.join(picks_dir, picker, "*.box")):
-            sizes = read_box(path).box_sizes
-            if sizes is not None:
-                widths.update(int(round(w)) for w in np.unique(sizes))
-    if len(widths) != 1:
-        raise SystemExit("The .box files under %s give %s box widths; the benchmark needs "
-                         "exactly one" % (picks_dir, sorted(widths) or "no"))
-    return next(iter(widths))
+        try:
+            width = read_coordinate_folder(os.path.join(picks_dir, picker), "*.box").box_size
+        except CoordinateFileError:  # no .box file: the import names the folder
+            width = None
+        if width:
+            widths[picker] = int(round(width))
+    first = widths.get(pickers[0])
+    if first is None:
+        raise SystemExit("The .box files of %s under %s give no box width: give --box"
+                         % (pickers[0], picks_dir))
+    others = ["%s %d px" % (p, w) for p, w in widths.items() if w != first]
+    if others:
+        print("The run works in %s's box of %d px (the first picker's); other pickers' "
+              "boxes: %s" % (pickers[0], first, ", ".join(others)), flush=True)
+    return first
 
 
 def read_label_csv(path: str) -> np.ndarray:

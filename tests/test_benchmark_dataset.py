@@ -383,6 +383,33 @@ def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, t
         _pickers(str(tmp_path), spec, ("topaz",))
 
 
+def test_the_run_box_is_the_first_pickers_and_other_boxes_are_named(monkeypatch, tmp_path,
+                                                                   capsys):
+    """Pickers may box in different widths: the benchmark runs in the first picker's (the
+    median of its files, as the import protocol takes it and the protocol works in its first
+    set's box) and says which pickers differ, instead of refusing the dataset."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import _box_size
+
+    def write(picker, name, widths):
+        folder = tmp_path / picker
+        folder.mkdir(exist_ok=True)
+        (folder / (name + ".box")).write_text(
+            "".join("%d 10 %d %d 0.5\n" % (10 * i, w, w) for i, w in enumerate(widths)))
+
+    write("crYOLO", "a", [180, 180, 182])
+    write("crYOLO", "b", [180])
+    write("topaz", "a", [200, 200])
+    write("deepPicker", "a", [180])
+    assert _box_size(str(tmp_path), ("crYOLO", "topaz", "deepPicker")) == 180
+    assert "topaz 200 px" in capsys.readouterr().out
+    assert _box_size(str(tmp_path), ("topaz", "crYOLO")) == 200
+    assert "crYOLO 180 px" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="empty under .* give no box width: give --box"):
+        _box_size(str(tmp_path), ("empty", "crYOLO"))
+
+
 def test_labelled_only_keeps_the_micrographs_with_ground_truth(monkeypatch, tmp_path):
     """``--labelled-only`` runs a dataset on its labelled micrographs alone (how a smaller
     dataset is one command): the other micrographs are neither converted nor picked."""
