@@ -30,6 +30,7 @@ from PIL import Image
 
 from deepconsensus_plugin.core.atomic import atomic_path
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError, read_box
+from deepconsensus_plugin.core.extraction import MicrographError, is_tiff, read_micrograph
 from deepconsensus_plugin.core.pick_inputs import read_coordinate_folder
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
                                                count_picks, match_one_to_one, match_to_truth,
@@ -113,11 +114,24 @@ def _image_files(data_dir: str) -> list[str]:
     return files
 
 
+GREY_MODES = ("L", "I;16", "I;16B", "I;16L", "I", "F")
+"""PIL's one-channel modes, read as they are: converting a 16-bit image to 8-bit ``L``
+would clip it to 0-255."""
+
+
 def _read_image(path: str) -> np.ndarray:
-    if path.lower().endswith(".mrc"):
-        with mrcfile.open(path, permissive=True) as mrc:
-            return np.asarray(mrc.data, dtype=np.float32)
-    return np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+    """One micrograph as float32: MRC and TIFF through the run's own reader (``mrcfile``,
+    ``tifffile``; a movie or a damaged file is refused, named); JPG and PNG in their own
+    grey values (8 or 16 bit), colour images as their luminance."""
+    if path.lower().endswith(".mrc") or is_tiff(path):
+        try:
+            return read_micrograph(path)
+        except MicrographError as error:
+            raise SystemExit(str(error)) from error
+    with Image.open(path) as image:
+        if image.mode not in GREY_MODES:
+            image = image.convert("L")
+        return np.asarray(image, dtype=np.float32)
 
 
 def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec,

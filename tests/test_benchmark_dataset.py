@@ -7,6 +7,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +113,6 @@ def test_label_probe_never_scores_a_micrograph_with_a_network_that_saw_it(monkey
     trained on the other micrographs' boxes only, its particles as positives and the rest as
     negatives, and boxes off the labelled rows stay unscored."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     import label_probe
 
     names = np.array(["a"] * 4 + ["b"] * 3 + ["c"] * 3 + ["unlabelled"] * 2)
@@ -146,7 +146,6 @@ def test_label_probe_never_scores_a_micrograph_with_a_network_that_saw_it(monkey
 
 def test_label_probe_needs_two_labelled_micrographs(monkeypatch):
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     import label_probe
 
     results = SimpleNamespace(run=None, table=None, scores=np.ones(3))
@@ -161,7 +160,6 @@ def test_vote_pattern_ceiling_finds_the_pattern_thresholds_the_labels_call_for(m
     junk unless the network scores them above 0.8, picks of both are particles.  The
     ceiling keeps exactly the particles (F1 1), where keeping every coordinate does not."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, vote_pattern_ceiling
 
     rng = np.random.default_rng(0)
@@ -192,7 +190,6 @@ def test_pattern_decisions_count_the_run_and_the_fixed_rules_per_pattern(monkeyp
     keeps ten of B's junk picks (0.55 to 0.75) with its five particles: keeping all of A's
     picks, or pruning all of B's, beats the run; pruning the agreed particles does not."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     from empiar_data import (Dataset, DatasetSpec, audit_anchors, evaluate_selection, or_labels,
                              pattern_decisions)
 
@@ -233,7 +230,6 @@ def test_the_pickers_own_scores_lift_the_ceiling_where_they_know_more_than_the_n
     scores it reaches 1.  A's file has no scores: its column stays NaN, and so does every
     coordinate a picker did not pick."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     from empiar_data import (Dataset, DatasetSpec, audit_anchors, or_labels, pattern_decisions,
                              picker_confidences, picker_score_ceiling, vote_pattern_ceiling)
 
@@ -285,7 +281,6 @@ def test_audited_score_quality_leaves_out_the_agreed_picks_the_labels_miss(monke
     labels audited it is left out and the ranking is perfect; a ranking perfect if the audit
     is right (the unlabelled particle among the labelled ones) is reported as such."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, score_quality
 
     xy = np.array([[100.0, 100], [300, 100], [500, 100], [700, 100], [900, 100]])
@@ -317,7 +312,6 @@ def test_one_to_one_score_quality_calls_a_second_box_on_a_particle_a_negative(mo
     the match radius, and one junk box.  Ranking the second boxes above the junk but below
     the centred boxes is perfect one to one, and the lenient labels call it imperfect."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     from empiar_data import Dataset, DatasetSpec, audit_anchors, or_labels, score_quality
 
     xy = np.array([[100.0, 100], [106, 100], [300, 100], [306, 100], [500, 100]])
@@ -344,7 +338,6 @@ def test_paired_bootstrap_sees_a_clear_difference_and_none_between_equal_sets(mo
     whole sets, its interval excludes 0 and the better set is never worse in a resample;
     a set against itself differs by exactly 0."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    import numpy as np
     from empiar_data import Dataset, DatasetSpec, evaluate_picks, paired_f1_bootstrap
 
     grid = np.array([(50.0 + 100 * i, 50.0 + 100 * j) for i in range(16) for j in range(16)])
@@ -408,6 +401,34 @@ def test_the_run_box_is_the_first_pickers_and_other_boxes_are_named(monkeypatch,
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="empty under .* give no box width: give --box"):
         _box_size(str(tmp_path), ("empty", "crYOLO"))
+
+
+def test_micrograph_images_keep_their_grey_values(monkeypatch, tmp_path):
+    """16-bit and float TIFFs and 16-bit PNGs are read in their own values (converting them
+    to 8-bit would clip every pixel to 0-255), colour images as their luminance, and a stack
+    of frames is refused with its file named."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import _read_image
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 40000, (16, 24)).astype(np.uint16)
+    real = (rng.normal(size=(16, 24)) * 300).astype(np.float32)
+    grey = rng.integers(0, 256, (16, 24)).astype(np.uint8)
+    Image.fromarray(wide).save(tmp_path / "wide.tif")
+    Image.fromarray(real).save(tmp_path / "real.tif")
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(tmp_path / "colour.png")
+    np.testing.assert_array_equal(_read_image(str(tmp_path / "wide.tif")), wide)
+    np.testing.assert_array_equal(_read_image(str(tmp_path / "real.tif")), real)
+    np.testing.assert_array_equal(_read_image(str(tmp_path / "wide.png")), wide)
+    np.testing.assert_array_equal(_read_image(str(tmp_path / "grey.png")), grey)
+    np.testing.assert_array_equal(_read_image(str(tmp_path / "colour.png")), grey)
+    frames = [Image.fromarray(grey), Image.fromarray(grey)]
+    frames[0].save(tmp_path / "movie.tif", save_all=True, append_images=frames[1:])
+    with pytest.raises(SystemExit, match="movie.tif: expected a 2D image"):
+        _read_image(str(tmp_path / "movie.tif"))
 
 
 def test_labelled_only_keeps_the_micrographs_with_ground_truth(monkeypatch, tmp_path):
