@@ -29,9 +29,9 @@ import numpy as np
 from PIL import Image
 
 from deepconsensus_plugin.core.atomic import atomic_path
-from deepconsensus_plugin.core.coordinate_files import CoordinateFileError, read_box
+from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
 from deepconsensus_plugin.core.extraction import MicrographError, is_tiff, read_micrograph
-from deepconsensus_plugin.core.pick_inputs import read_coordinate_folder
+from deepconsensus_plugin.core.pick_inputs import PickSet, match_micrographs, read_coordinate_folder
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
                                                count_picks, match_one_to_one, match_to_truth,
                                                mcc, pr_auc,
@@ -178,22 +178,29 @@ def _pickers(data_dir: str, spec: DatasetSpec,
     return pickers
 
 
-def _box_size(picks_dir: str, pickers: tuple[str, ...]) -> int:
+def _picker_files(picks_dir: str, pickers: tuple[str, ...],
+                  names: list[str]) -> dict[str, PickSet]:
+    """Each picker's .box files, read and matched to the micrograph ``names`` as the import
+    protocol reads and matches them (RELION's ``<micrograph>_<suffix>`` names included), so
+    that each picker is evaluated on the picks the run imports."""
+    files = {}
+    for picker in pickers:
+        try:
+            found = read_coordinate_folder(os.path.join(picks_dir, picker), "*.box")
+            files[picker] = match_micrographs(found, names, file_suffixes=True).picks
+        except CoordinateFileError as error:
+            raise SystemExit("Picker %s: %s" % (picker, error)) from error
+    return files
+
+
+def _box_size(files: dict[str, PickSet], pickers: tuple[str, ...]) -> int:
     """The box the run works in: the first picker's .box width (the median over its files,
     as the import protocol takes it; the protocol works in its first input set's box and
     notes the others).  Pickers that boxed in another width are named."""
-    widths = {}
-    for picker in pickers:
-        try:
-            width = read_coordinate_folder(os.path.join(picks_dir, picker), "*.box").box_size
-        except CoordinateFileError:  # no .box file: the import names the folder
-            width = None
-        if width:
-            widths[picker] = int(round(width))
+    widths = {p: int(round(files[p].box_size)) for p in pickers if files[p].box_size}
     first = widths.get(pickers[0])
     if first is None:
-        raise SystemExit("The .box files of %s under %s give no box width: give --box"
-                         % (pickers[0], picks_dir))
+        raise SystemExit("The .box files of %s give no box width: give --box" % pickers[0])
     others = ["%s %d px" % (p, w) for p, w in widths.items() if w != first]
     if others:
         print("The run works in %s's box of %d px (the first picker's); other pickers' "
@@ -227,11 +234,9 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     paths = convert_micrographs(data_dir, os.path.join(out_dir, "micrographs"), spec, only)
     names = sorted(paths)
     picks_dir = os.path.join(data_dir, "picks")
-    files = {p: {n: read_box(os.path.join(picks_dir, p, n + ".box"))
-                 for n in names if os.path.exists(os.path.join(picks_dir, p, n + ".box"))}
-             for p in pickers}
-    picks = {p: {n: f.xy for n, f in by_name.items()} for p, by_name in files.items()}
-    pick_scores = {p: {n: f.scores for n, f in by_name.items()} for p, by_name in files.items()}
+    files = _picker_files(picks_dir, pickers, names)
+    picks = {p: {n: m.xy for n, m in f.micrographs.items()} for p, f in files.items()}
+    pick_scores = {p: {n: m.scores for n, m in f.micrographs.items()} for p, f in files.items()}
     truth = {}
     for csv in labels:
         name = os.path.splitext(os.path.basename(csv))[0]
@@ -245,7 +250,7 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     if not truth:
         raise SystemExit("%s has no ground truth (gt/*.csv)" % data_dir)
     return Dataset(os.path.basename(os.path.normpath(data_dir)), spec,
-                   _box_size(picks_dir, pickers), pickers, names, paths, picks, truth,
+                   _box_size(files, pickers), pickers, names, paths, picks, truth,
                    pick_scores)
 
 

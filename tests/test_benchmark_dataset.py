@@ -376,13 +376,16 @@ def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, t
         _pickers(str(tmp_path), spec, ("topaz",))
 
 
-def test_the_run_box_is_the_first_pickers_and_other_boxes_are_named(monkeypatch, tmp_path,
-                                                                   capsys):
-    """Pickers may box in different widths: the benchmark runs in the first picker's (the
-    median of its files, as the import protocol takes it and the protocol works in its first
-    set's box) and says which pickers differ, instead of refusing the dataset."""
+def test_picks_read_as_the_import_reads_them_and_the_run_box_is_the_first_pickers(
+        monkeypatch, tmp_path, capsys):
+    """The benchmark evaluates each picker on the picks the run imports: its .box files read
+    and matched to the micrographs as the import protocol does (RELION's
+    ``<micrograph>_<suffix>`` names too; files of other micrographs left out).  Pickers may
+    box in different widths: the run works in the first picker's (the median of its files,
+    as the import takes it, and the protocol works in its first set's box), and the
+    benchmark says which pickers differ instead of refusing the dataset."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    from empiar_data import _box_size
+    from empiar_data import _box_size, _picker_files
 
     def write(picker, name, widths):
         folder = tmp_path / picker
@@ -392,15 +395,28 @@ def test_the_run_box_is_the_first_pickers_and_other_boxes_are_named(monkeypatch,
 
     write("crYOLO", "a", [180, 180, 182])
     write("crYOLO", "b", [180])
-    write("topaz", "a", [200, 200])
+    write("crYOLO", "c", [180])                     # a micrograph the dataset does not have
+    write("topaz", "a_autopick", [200, 200])
     write("deepPicker", "a", [180])
-    assert _box_size(str(tmp_path), ("crYOLO", "topaz", "deepPicker")) == 180
+    files = _picker_files(str(tmp_path), ("crYOLO", "topaz", "deepPicker"), ["a", "b"])
+    assert sorted(files["crYOLO"].micrographs) == ["a", "b"]
+    assert sorted(files["topaz"].micrographs) == ["a"]
+    np.testing.assert_array_equal(files["topaz"].micrographs["a"].xy, [[100, 110], [110, 110]])
+    assert _box_size(files, ("crYOLO", "topaz", "deepPicker")) == 180
     assert "topaz 200 px" in capsys.readouterr().out
-    assert _box_size(str(tmp_path), ("topaz", "crYOLO")) == 200
+    assert _box_size(files, ("topaz", "crYOLO")) == 200
     assert "crYOLO 180 px" in capsys.readouterr().out
+    write("idle", "a", [])                          # a picker that picked nothing
+    with pytest.raises(SystemExit, match="The .box files of idle give no box width"):
+        _box_size(_picker_files(str(tmp_path), ("idle", "crYOLO"), ["a"]), ("idle", "crYOLO"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="empty under .* give no box width: give --box"):
-        _box_size(str(tmp_path), ("empty", "crYOLO"))
+    with pytest.raises(SystemExit, match="Picker empty: .*no coordinate file matches"):
+        _picker_files(str(tmp_path), ("empty", "crYOLO"), ["a"])
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "a.star").write_text("data_\nloop_\n_rlnCoordinateX\n"
+                                               "_rlnCoordinateY\n1 2\n")
+    with pytest.raises(SystemExit, match="Picker plain: .*no coordinate file matches"):
+        _picker_files(str(tmp_path), ("plain", "crYOLO"), ["a"])
 
 
 def test_micrograph_images_keep_their_grey_values(monkeypatch, tmp_path):
