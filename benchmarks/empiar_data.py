@@ -27,6 +27,7 @@ from typing import Optional
 import mrcfile
 import numpy as np
 from PIL import Image
+from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.core.atomic import atomic_path
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
@@ -136,8 +137,9 @@ def _read_image(path: str) -> np.ndarray:
 
 def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec,
                         only: Optional[set[str]] = None) -> dict[str, str]:
-    """Write each micrograph (or those named in ``only``) as MRC in the pickers' frame
-    (once; reused after)."""
+    """Write each micrograph (or those named in ``only``) as MRC in the pickers' frame;
+    written anew at every call, so that a rerun into the same folder with the rows'
+    order corrected does not reuse the mirrored files."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for source in _image_files(data_dir):
@@ -145,14 +147,13 @@ def convert_micrographs(data_dir: str, out_dir: str, spec: DatasetSpec,
         if only is not None and name not in only:
             continue
         path = os.path.join(out_dir, name + ".mrc")
-        if not os.path.exists(path):
-            image = _read_image(source)
-            if spec.flip_y:
-                image = image[::-1]
-            with atomic_path(path, ".mrc") as temporary, \
-                    mrcfile.new(temporary, overwrite=True) as mrc:
-                mrc.set_data(np.ascontiguousarray(image))
-                mrc.voxel_size = spec.pixel_size
+        image = _read_image(source)
+        if spec.flip_y:
+            image = image[::-1]
+        with atomic_path(path, ".mrc") as temporary, \
+                mrcfile.new(temporary, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(image))
+            mrc.voxel_size = spec.pixel_size
         paths[name] = path
     return paths
 
@@ -237,21 +238,56 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     files = _picker_files(picks_dir, pickers, names)
     picks = {p: {n: m.xy for n, m in f.micrographs.items()} for p, f in files.items()}
     pick_scores = {p: {n: m.scores for n, m in f.micrographs.items()} for p, f in files.items()}
-    truth = {}
+    truth, heights = {}, {}
     for csv in labels:
         name = os.path.splitext(os.path.basename(csv))[0]
         if name not in paths:
             raise SystemExit("%s labels a micrograph that %s lacks" % (csv, data_dir))
+        with mrcfile.open(paths[name], header_only=True) as mrc:
+            heights[name] = int(mrc.header.ny)
         xy = read_label_csv(csv)
-        if spec.flip_y:
-            height = int(mrcfile.open(paths[name], header_only=True).header.ny)
-            xy = np.column_stack([xy[:, 0], height - xy[:, 1]])
-        truth[name] = xy
+        truth[name] = _flip_rows(xy, heights[name]) if spec.flip_y else xy
     if not truth:
         raise SystemExit("%s has no ground truth (gt/*.csv)" % data_dir)
-    return Dataset(os.path.basename(os.path.normpath(data_dir)), spec,
+    data = Dataset(os.path.basename(os.path.normpath(data_dir)), spec,
                    _box_size(files, pickers), pickers, names, paths, picks, truth,
                    pick_scores)
+    _check_label_frame(data, heights)
+    return data
+
+
+def _flip_rows(xy: np.ndarray, height: int) -> np.ndarray:
+    return np.column_stack([xy[:, 0], height - xy[:, 1]])
+
+
+FRAME_MATCH_RATIO = 2.0
+"""The labels are taken to lie in the other row order when, flipped, this many times as
+many of them have a pick within the match radius as unflipped."""
+
+
+def _check_label_frame(data: Dataset, heights: dict[str, int]) -> None:
+    """Refuse labels whose rows run opposite to the picks' (``--flip-y`` wrong or missing):
+    every figure would then count labels against picks on the mirrored micrograph, and the
+    run's boxes would be cut from mirrored images.  The pickers agree with the labels in
+    one row order and hardly in the other."""
+    counts = np.zeros(2)
+    for name, centres in data.truth.items():
+        found = [data.picks[p][name] for p in data.pickers if name in data.picks[p]]
+        if not found or not len(centres):
+            continue
+        tree = cKDTree(np.concatenate(found))
+        for i, xy in enumerate((centres, _flip_rows(centres, heights[name]))):
+            counts[i] += np.sum(tree.query(xy, distance_upper_bound=data.match_radius)[0]
+                                <= data.match_radius)
+    as_given, flipped = counts
+    if flipped > FRAME_MATCH_RATIO * max(as_given, 1.0):
+        total = sum(len(c) for c in data.truth.values())
+        raise SystemExit(
+            "The labels of %s lie in the other row order than the picks: %d of their %d "
+            "centres have a pick within %.0f px with the rows flipped, %d as read.  %s"
+            % (data.name, flipped, total, data.match_radius, as_given,
+               "Give --no-flip-y: the rows were flipped." if data.spec.flip_y else
+               "Give --flip-y if the image rows run opposite to the picks' frame."))
 
 
 def or_labels(names: np.ndarray, xy: np.ndarray, data: Dataset) -> np.ndarray:

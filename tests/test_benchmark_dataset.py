@@ -7,6 +7,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import mrcfile
 import numpy as np
 import pytest
 
@@ -471,6 +472,30 @@ def test_labelled_only_keeps_the_micrographs_with_ground_truth(monkeypatch, tmp_
     for picks in labelled.picks.values():
         assert sorted(picks) == labelled.names
     assert labelled.truth.keys() == every.truth.keys()
+
+
+def test_labels_in_the_other_row_order_are_refused(monkeypatch, tmp_path):
+    """A wrong --flip-y mirrors the micrographs and the labels against the picks, and every
+    figure would count labels against picks on the mirrored micrograph: the pickers agree
+    with the labels in one row order only, so the wrong one is refused with what to give."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import dataset_spec, load_dataset
+
+    data = tmp_path / "demo"
+    data.mkdir()
+    for folder, source in (("micrographs", "micrographs"), ("picks", "coordinates"),
+                           ("gt", "ground_truth")):
+        os.symlink(os.path.join(DEMO, source), data / folder)
+    right = load_dataset(str(data), str(tmp_path / "out"), dataset_spec(str(data), 3.54, 54.0))
+    with pytest.raises(SystemExit, match="other row order .* Give --no-flip-y"):
+        load_dataset(str(data), str(tmp_path / "out"),
+                     dataset_spec(str(data), 3.54, 54.0, flip_y=True))
+    # the rerun with the right order writes the micrographs anew, unmirrored
+    again = load_dataset(str(data), str(tmp_path / "out"), dataset_spec(str(data), 3.54, 54.0))
+    for name in right.names:
+        with mrcfile.open(again.mrc_paths[name]) as written, \
+                mrcfile.open(os.path.join(DEMO, "micrographs", name + ".mrc")) as source:
+            np.testing.assert_array_equal(written.data, source.data)
 
 
 def test_the_method_flags_set_the_protocol_form():
