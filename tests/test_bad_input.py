@@ -143,7 +143,8 @@ def test_summary_warns_when_the_box_is_large_for_the_spacing_of_the_particles():
     warned = text(box=168, and_spacing_px=58.0)
     assert ("The AND coordinates lie a median 58 px from their nearest neighbour, under 0.5 "
             "of the 168 px box") in warned
-    assert "give the particle diameter (the run then works in boxes of 1.5 diameters)" in warned
+    assert ("give the particle diameter (the run then works in boxes of 1.5 diameters; in "
+            "Scipion the form's wizard proposes one from this distance)") in warned
     for quiet in (dict(box=180, and_spacing_px=99.0),
                   dict(box=88, coordinates_box=168, and_spacing_px=58.0),
                   dict(box=168, and_spacing_px=None)):

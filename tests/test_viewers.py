@@ -23,8 +23,10 @@ from deepconsensus_plugin.protocols import (OUTPUT_PRUNED, OUTPUT_RETAINED, Prot
 from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
 from deepconsensus_plugin.wizards import (MIN_PAIRS, PAPER_RADIUS, RADIUS_RANGE,
-                                          DeepConsensusRadiusWizard, describeProposal,
-                                          inputPicks, proposeRadius)
+                                          DeepConsensusDiameterWizard,
+                                          DeepConsensusRadiusWizard, agreedSpacing,
+                                          describeDiameter, describeProposal, inputPicks,
+                                          proposeDiameter, proposeRadius)
 
 from .scipion_helpers import BOX, importSynthetic
 
@@ -135,6 +137,14 @@ class TestViewerAndThreshold(BaseTest):
             self.assertEqual(sum(len(xy) for xy in picks.values()), coordSet.getSize())
         fraction, _ = proposeRadius(pickers, BOX)
         self.assertTrue(RADIUS_RANGE[0] <= fraction <= RADIUS_RANGE[1])
+
+    def test_diameter_wizard_measures_the_spacing_the_run_recorded(self):
+        """The wizard's spacing is the one the run records of its AND set (and warns of in
+        the summary): the same picks, radius and votes."""
+        sets = [prot.outputCoordinates for prot in self.protCoords]
+        spacing = agreedSpacing(inputPicks(sets), self.dc.consensusRadius.get() * BOX,
+                                self.dc._minVotes())
+        self.assertAlmostEqual(spacing, self.results.info.consensus.and_spacing_px, places=6)
 
     # -------------------------- viewer ---------------------------------------
     def test_histogram_counts_add_up_to_the_or_set(self):
@@ -278,6 +288,7 @@ class TestRegistration(unittest.TestCase):
                           Domain.findViewers(protocolClass(), DESKTOP_TKINTER))
         wizards = Domain.findWizards(ProtDeepConsensus(), DESKTOP_TKINTER)
         self.assertIs(wizards["consensusRadius"], DeepConsensusRadiusWizard)
+        self.assertIs(wizards["particleDiameter"], DeepConsensusDiameterWizard)
         self.assertIs(Domain.getProtocols()["ProtDeepConsensusThreshold"],
                       ProtDeepConsensusThreshold)
         # The run log's "plugin: NAME - URL" line names this plugin's page, not pwem's.
@@ -315,3 +326,41 @@ class TestRadiusWizard(unittest.TestCase):
         self.assertIn("too few", describeProposal(fraction, distances, 64))
         same = {"mic": np.stack([np.arange(30) * 100.0, np.zeros(30)], axis=1)}
         self.assertEqual(proposeRadius([same, same], 64)[0], RADIUS_RANGE[0])
+
+
+class TestDiameterWizard(unittest.TestCase):
+    """The particle-diameter proposal on fields whose spacing is known."""
+
+    @staticmethod
+    def lattice(spacing, rows=12, columns=12):
+        """Particles on a square lattice ``spacing`` px apart, as three pickers see them."""
+        grid = np.stack(np.meshgrid(np.arange(columns), np.arange(rows)), -1).reshape(-1, 2)
+        xy = 100.0 + spacing * grid
+        rng = np.random.default_rng(0)
+        return [{"mic": xy + rng.normal(scale=1.0, size=xy.shape)} for _ in range(3)]
+
+    def test_crowded_field_in_a_large_box_gets_its_spacing_proposed(self):
+        pickers = self.lattice(60.0)
+        spacing = agreedSpacing(pickers, 0.1 * 180, 2)
+        self.assertAlmostEqual(spacing, 60.0, delta=2.0)
+        self.assertEqual(proposeDiameter(spacing, 180), spacing)
+        text = describeDiameter(spacing, 180, 2.0)
+        self.assertIn("Proposed particle diameter: %.0f Å" % (2.0 * spacing), text)
+        self.assertIn("boxes of %.0f px instead of the coordinates' 180 px" % (1.5 * spacing),
+                      text)
+
+    def test_no_proposal_where_the_box_is_already_small_or_the_spacing_unknown(self):
+        spacing = agreedSpacing(self.lattice(60.0), 0.1 * 84, 2)
+        self.assertIsNone(proposeDiameter(spacing, 84))      # 1.5 spacings exceed the box
+        self.assertIn("leave the diameter at 0", describeDiameter(spacing, 84, 2.0))
+        few = [{"mic": np.array([[100.0, 100.0], [300.0, 300.0]])}] * 2
+        self.assertIsNone(agreedSpacing(few, 10.0, 2))
+        self.assertIsNone(proposeDiameter(None, 180))
+        self.assertIn("Too few agreed picks", describeDiameter(None, 180, 2.0))
+
+    def test_only_agreed_picks_set_the_spacing(self):
+        """One picker's junk between the particles does not shrink the spacing."""
+        pickers = self.lattice(60.0)
+        junk = pickers[0]["mic"][:-1] + 30.0                # between the lattice points
+        pickers[0] = {"mic": np.concatenate([pickers[0]["mic"], junk])}
+        self.assertAlmostEqual(agreedSpacing(pickers, 0.1 * 180, 2), 60.0, delta=2.0)

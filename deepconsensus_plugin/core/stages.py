@@ -110,8 +110,9 @@ CROWDED_BOX_PER_SPACING = 2.0
 """Without a particle diameter, the summary warns when the box exceeds this many times
 the median spacing of the AND coordinates (:func:`.pipeline.median_spacing`, about a
 diameter in a crowded field): both development datasets' own boxes are 1.4 and 1.8
-spacings; 2.7 and 2.9 cost EMPIAR-10017 0.03 F1 and EMPIAR-10028 0.11 (*Another box* in
-``benchmarks/README.md``).  1.9 cost EMPIAR-10028 0.06 and is not warned of: a lower
+spacings; 2.7 and 2.9 cost EMPIAR-10017 0.03 F1 and EMPIAR-10028 0.08 (*Another box* and
+*Off-centre negatives by default* in ``benchmarks/README.md``).  1.9 costs EMPIAR-10028
+nothing with the off-centre negatives (0.06 without them) and is not warned of: a lower
 threshold would warn of EMPIAR-10017's own box, where nothing is lost."""
 
 
@@ -1205,9 +1206,9 @@ def summary_lines(info) -> list:
             "%.1f of the %d px box: each box holds whole neighbours, and every distance of "
             "the run (a share of the box) is large for the particles.  If the box is much "
             "larger than the particle, give the particle diameter (the run then works in "
-            "boxes of %.1f diameters)." % (consensus.and_spacing_px,
-                                           1.0 / CROWDED_BOX_PER_SPACING, consensus.box,
-                                           BOX_PER_DIAMETER))
+            "boxes of %.1f diameters; in Scipion the form's wizard proposes one from this "
+            "distance)." % (consensus.and_spacing_px, 1.0 / CROWDED_BOX_PER_SPACING,
+                            consensus.box, BOX_PER_DIAMETER))
     if consensus.other_box_sizes:
         lines.append("The input sets have other box sizes too (%s px); the first set's "
                      "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),

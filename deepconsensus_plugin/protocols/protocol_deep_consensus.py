@@ -110,12 +110,15 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "outputs keep the input box. In a crowded field a large box lets "
                            "the neighbours into the network's view, and the minimum "
                            "distance and edge margin grow with the box: on EMPIAR-10028 "
-                           "(ribosomes) boxes of 2 and 3 diameters lowered F1 from 0.85 to "
-                           "0.80 and 0.74; with the diameter given, 0.85 from every box. "
-                           "Left at 0, the summary says when the box exceeds %.0f times the "
-                           "median distance between neighbouring AND coordinates (about a "
-                           "diameter where particles crowd)."
-                           % (stages.BOX_PER_DIAMETER, stages.CROWDED_BOX_PER_SPACING))
+                           "(ribosomes) a box of 3 diameters lowered F1 from 0.85 to 0.77; "
+                           "with the diameter given, 0.85 from every box. Left at 0, the "
+                           "summary says when the box exceeds %.0f times the median "
+                           "distance between neighbouring AND coordinates (about a "
+                           "diameter where particles crowd). The wizard measures that "
+                           "distance on the input sets and proposes it where a box of %.1f "
+                           "such distances is smaller than the input box."
+                           % (stages.BOX_PER_DIAMETER, stages.CROWDED_BOX_PER_SPACING,
+                              stages.BOX_PER_DIAMETER))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
                       choices=["network and picker agreement", "as published (2018)"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
