@@ -32,7 +32,8 @@ from scipy.spatial import cKDTree
 from deepconsensus_plugin.core.atomic import atomic_path
 from deepconsensus_plugin.core.coordinate_files import CoordinateFileError
 from deepconsensus_plugin.core.extraction import MicrographError, is_tiff, read_micrograph
-from deepconsensus_plugin.core.pick_inputs import PickSet, match_micrographs, read_coordinate_folder
+from deepconsensus_plugin.core.pick_inputs import (PickSet, match_micrographs,
+                                                   read_coordinate_folder)
 from deepconsensus_plugin.core.metrics import (COUNTINGS, agreed_unlabelled, audited_exclusion,
                                                count_picks, match_one_to_one, match_to_truth,
                                                mcc, pr_auc,

@@ -6,6 +6,8 @@ run's saved results, and new thresholds are cut from its scores.
 """
 import os
 import unittest
+from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 from matplotlib.collections import PatchCollection
@@ -137,6 +139,39 @@ class TestViewerAndThreshold(BaseTest):
             self.assertEqual(sum(len(xy) for xy in picks.values()), coordSet.getSize())
         fraction, _ = proposeRadius(pickers, BOX)
         self.assertTrue(RADIUS_RANGE[0] <= fraction <= RADIUS_RANGE[1])
+
+    def test_wizards_fill_the_form_with_their_proposals(self):
+        """Each wizard, opened on the run's form, proposes from the input sets and writes
+        the value the user accepts into its parameter; with one input set it asks for
+        more instead."""
+        written = {}
+        form = SimpleNamespace(protocol=self.dc, root=None, setVar=written.__setitem__)
+        sets = [prot.outputCoordinates for prot in self.protCoords]
+        with mock.patch("deepconsensus_plugin.wizards.dialog") as dialog:
+            dialog.askYesNo.return_value = True
+            DeepConsensusRadiusWizard().show(form)
+            self.assertEqual(written.pop("consensusRadius"),
+                             proposeRadius(inputPicks(sets), BOX)[0])
+            # the synthetic particles lie over 1.5 spacings apart in their box: no proposal
+            DeepConsensusDiameterWizard().show(form)
+            self.assertIsNone(proposeDiameter(self.results.info.consensus.and_spacing_px, BOX))
+            self.assertIn("leave the diameter at 0", dialog.showInfo.call_args[0][1])
+            self.assertNotIn("particleDiameter", written)
+            # where they crowd (a spacing of 20 px in the 48 px box), the proposal in Å
+            sampling = sets[0].getMicrographs().getSamplingRate()
+            with mock.patch("deepconsensus_plugin.wizards.agreedSpacing", return_value=20.0):
+                DeepConsensusDiameterWizard().show(form)
+            self.assertIn("Use %.0f Å?" % (20 * sampling), dialog.askYesNo.call_args[0][1])
+            self.assertEqual(written.pop("particleDiameter"), round(20 * sampling))
+            single = self.newProtocol(ProtDeepConsensus)
+            single.inputCoordinates.append(Pointer(self.protCoords[0],
+                                                   extended="outputCoordinates"))
+            for wizard in (DeepConsensusRadiusWizard(), DeepConsensusDiameterWizard()):
+                dialog.showWarning.reset_mock()
+                wizard.show(SimpleNamespace(protocol=single, root=None,
+                                            setVar=written.__setitem__))
+                self.assertIn("at least two pickers", dialog.showWarning.call_args[0][1])
+        self.assertEqual(written, {})
 
     def test_diameter_wizard_measures_the_spacing_the_run_recorded(self):
         """The wizard's spacing is the one the run records of its AND set (and warns of in
