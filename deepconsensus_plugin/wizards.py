@@ -12,7 +12,8 @@ The particle diameter sets the box the run works in where the pickers' box
 is much larger than the particle.  Particles do not overlap, so the picks
 the pickers agree on lie at least about a diameter apart, and where they
 crowd the median distance to the nearest one is about a diameter: an upper
-bound the wizard proposes when it would shrink the box.
+bound the wizard proposes where the box exceeds two of them, as the run's
+summary warns.
 """
 import math
 from typing import Dict, List, Optional
@@ -24,7 +25,7 @@ from pyworkflow.wizard import Wizard
 from . import convert
 from .core import pipeline
 from .core.consensus import pair_distances
-from .core.stages import BOX_PER_DIAMETER
+from .core.stages import BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING
 from .protocols import ProtDeepConsensus
 
 SEARCH_FRACTION = 0.25
@@ -125,12 +126,13 @@ def agreedSpacing(pickers: List[Dict[str, np.ndarray]], radius: float,
 
 
 def proposeDiameter(spacing: Optional[float], box: int) -> Optional[float]:
-    """The diameter (px) to propose: the agreed picks' ``spacing`` where a box of
-    :data:`.stages.BOX_PER_DIAMETER` spacings is smaller than the coordinates' ``box``
-    (the spacing is at least about a diameter, so that box still holds the particle and
-    some background); None where it is not (the coordinates' box is the run's already)
-    or the spacing is unknown."""
-    if spacing is None or BOX_PER_DIAMETER * spacing >= box:
+    """The diameter (px) to propose: the agreed picks' ``spacing`` where the coordinates'
+    ``box`` exceeds :data:`.stages.CROWDED_BOX_PER_SPACING` spacings, as the run's summary
+    warns (the spacing is at least about a diameter, so a box of
+    :data:`.stages.BOX_PER_DIAMETER` spacings still holds the particle and some
+    background); None where it does not (both development datasets' own boxes, 1.4 and
+    1.8 spacings, lose nothing) or the spacing is unknown."""
+    if spacing is None or box <= CROWDED_BOX_PER_SPACING * spacing:
         return None
     return float(spacing)
 
@@ -145,10 +147,11 @@ def describeDiameter(spacing: Optional[float], box: int, sampling: float) -> str
              "this is about one diameter (0.92 and 1.04 of it on the two development "
              "datasets) and elsewhere more." % (spacing, spacing * sampling)]
     if proposeDiameter(spacing, box) is None:
-        lines.append("The coordinates' box, %d px, is no larger than %.1f such spacings "
-                     "(%.0f px): leave the diameter at 0 and the run works in that box, "
-                     "unless you know the particle's diameter."
-                     % (box, BOX_PER_DIAMETER, BOX_PER_DIAMETER * spacing))
+        lines.append("The coordinates' box, %d px, is no larger than %.0f such spacings "
+                     "(%.0f px), where nothing was lost on the development datasets: leave "
+                     "the diameter at 0 and the run works in that box, unless you know the "
+                     "particle's diameter." % (box, CROWDED_BOX_PER_SPACING,
+                                               CROWDED_BOX_PER_SPACING * spacing))
     else:
         lines.append("Proposed particle diameter: %.0f Å; the run then works in boxes of "
                      "%.0f px instead of the coordinates' %d px (the outputs keep theirs).  "

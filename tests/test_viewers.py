@@ -152,7 +152,7 @@ class TestViewerAndThreshold(BaseTest):
             DeepConsensusRadiusWizard().show(form)
             self.assertEqual(written.pop("consensusRadius"),
                              proposeRadius(inputPicks(sets), BOX)[0])
-            # the synthetic particles lie over 1.5 spacings apart in their box: no proposal
+            # the synthetic particles lie over half their box apart: no proposal
             DeepConsensusDiameterWizard().show(form)
             self.assertIsNone(proposeDiameter(self.results.info.consensus.and_spacing_px, BOX))
             self.assertIn("leave the diameter at 0", dialog.showInfo.call_args[0][1])
@@ -385,9 +385,9 @@ class TestDiameterWizard(unittest.TestCase):
                       text)
 
     def test_no_proposal_where_the_box_is_already_small_or_the_spacing_unknown(self):
-        spacing = agreedSpacing(self.lattice(60.0), 0.1 * 84, 2)
-        self.assertIsNone(proposeDiameter(spacing, 84))      # 1.5 spacings exceed the box
-        self.assertIn("leave the diameter at 0", describeDiameter(spacing, 84, 2.0))
+        spacing = agreedSpacing(self.lattice(60.0), 0.1 * 108, 2)
+        self.assertIsNone(proposeDiameter(spacing, 108))     # 1.8 spacings, as EMPIAR-10017's
+        self.assertIn("leave the diameter at 0", describeDiameter(spacing, 108, 2.0))
         few = [{"mic": np.array([[100.0, 100.0], [300.0, 300.0]])}] * 2
         self.assertIsNone(agreedSpacing(few, 10.0, 2))
         self.assertIsNone(proposeDiameter(None, 180))

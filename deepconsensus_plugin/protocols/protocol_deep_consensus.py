@@ -114,11 +114,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "with the diameter given, 0.85 from every box. Left at 0, the "
                            "summary says when the box exceeds %.0f times the median "
                            "distance between neighbouring AND coordinates (about a "
-                           "diameter where particles crowd). The wizard measures that "
-                           "distance on the input sets and proposes it where a box of %.1f "
-                           "such distances is smaller than the input box."
-                           % (stages.BOX_PER_DIAMETER, stages.CROWDED_BOX_PER_SPACING,
-                              stages.BOX_PER_DIAMETER))
+                           "diameter where particles crowd); the wizard measures that "
+                           "distance on the input sets and proposes it as the diameter "
+                           "where the box exceeds that many."
+                           % (stages.BOX_PER_DIAMETER, stages.CROWDED_BOX_PER_SPACING))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
                       choices=["network and picker agreement", "as published (2018)"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
