@@ -83,12 +83,8 @@ class DeepConsensusRadiusWizard(Wizard):
     _targets = [(ProtDeepConsensus, ["consensusRadius"])]
 
     def show(self, form, *params):
-        sets = [pointer.get() for pointer in form.protocol.inputCoordinates
-                if pointer.get() is not None]
-        if len(sets) < 2:
-            dialog.showWarning("Consensus radius",
-                               "Choose the coordinates of at least two pickers first.",
-                               form.root)
+        sets = pickerSets(form, "Consensus radius")
+        if sets is None:
             return
         box = form.protocol._workingBox(sets[0])
         if not box:
@@ -105,6 +101,18 @@ class DeepConsensusRadiusWizard(Wizard):
                    % (box, origin, describeProposal(fraction, distances, box), fraction))
         if dialog.askYesNo("Consensus radius", message, form.root):
             form.setVar("consensusRadius", fraction)
+
+
+def pickerSets(form, title):
+    """The form's input coordinate sets, or None after telling the user (in a dialog named
+    ``title``) that a wizard needs at least two."""
+    sets = [pointer.get() for pointer in form.protocol.inputCoordinates
+            if pointer.get() is not None]
+    if len(sets) < 2:
+        dialog.showWarning(title, "Choose the coordinates of at least two pickers first.",
+                           form.root)
+        return None
+    return sets
 
 
 def inputPicks(sets):
@@ -167,12 +175,8 @@ class DeepConsensusDiameterWizard(Wizard):
 
     def show(self, form, *params):
         protocol = form.protocol
-        sets = [pointer.get() for pointer in protocol.inputCoordinates
-                if pointer.get() is not None]
-        if len(sets) < 2:
-            dialog.showWarning("Particle diameter",
-                               "Choose the coordinates of at least two pickers first.",
-                               form.root)
+        sets = pickerSets(form, "Particle diameter")
+        if sets is None:
             return
         box, sampling = sets[0].getBoxSize(), convert.samplingRate(sets[0])
         if not box or not sampling:
