@@ -263,7 +263,11 @@ def _flip_rows(xy: np.ndarray, height: int) -> np.ndarray:
 
 FRAME_MATCH_RATIO = 2.0
 """The labels are taken to lie in the other row order when, flipped, this many times as
-many of them have a pick within the match radius as unflipped."""
+many of them have a pick within the match radius as unflipped ..."""
+FRAME_MATCH_SHARE = 0.2
+"""... and at least this share of them: a few labels near picks by chance decide nothing
+(in the wrong order 10% and 17% of the development datasets' labels have a pick that close,
+in the right one all but a few)."""
 
 
 def _check_label_frame(data: Dataset, heights: dict[str, int]) -> None:
@@ -281,8 +285,8 @@ def _check_label_frame(data: Dataset, heights: dict[str, int]) -> None:
             counts[i] += np.sum(tree.query(xy, distance_upper_bound=data.match_radius)[0]
                                 <= data.match_radius)
     as_given, flipped = counts
-    if flipped > FRAME_MATCH_RATIO * max(as_given, 1.0):
-        total = sum(len(c) for c in data.truth.values())
+    total = sum(len(c) for c in data.truth.values())
+    if flipped > FRAME_MATCH_RATIO * as_given and flipped >= FRAME_MATCH_SHARE * total:
         raise SystemExit(
             "The labels of %s lie in the other row order than the picks: %d of their %d "
             "centres have a pick within %.0f px with the rows flipped, %d as read.  %s"

@@ -125,11 +125,12 @@ def agreedSpacing(pickers: List[Dict[str, np.ndarray]], radius: float,
     """The median distance (px) from each coordinate that at least ``minVotes`` of the
     ``pickers`` (per picker, micrograph name -> (n, 2) picks in one pixel size) agree on
     within ``radius`` to its nearest such neighbour on the same micrograph: the spacing the
-    run records of its AND set (:func:`.pipeline.median_spacing`); None with too few."""
-    names = sorted(set().union(*pickers))
+    run records of its AND set (:func:`.pipeline.median_spacing`, on the micrographs every
+    picker has, as the run's consensus); None with too few."""
+    names = sorted(set.intersection(*(set(p) for p in pickers)))
     ids = {name: i for i, name in enumerate(names)}
-    table = pipeline.consensus_table([{ids[n]: xy for n, xy in p.items()} for p in pickers],
-                                     radius)
+    table = pipeline.consensus_table(
+        [{ids[n]: xy for n, xy in p.items() if n in ids} for p in pickers], radius)
     return pipeline.median_spacing(table.subset(np.flatnonzero(table.votes >= minVotes)))
 
 

@@ -498,6 +498,27 @@ def test_labels_in_the_other_row_order_are_refused(monkeypatch, tmp_path):
             np.testing.assert_array_equal(written.data, source.data)
 
 
+def test_a_few_labels_near_picks_by_chance_decide_no_row_order(monkeypatch):
+    """The row order is refused only when the flipped order matches many labels: 5 of 100
+    near picks when flipped and none as read is chance, 30 is the other order."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import DatasetSpec, Dataset, _check_label_frame
+
+    rng = np.random.default_rng(0)
+    labels = rng.uniform(50, 950, (100, 2))
+    flipped = np.column_stack([labels[:, 0], 1000 - labels[:, 1]])
+
+    def data(n_near):
+        picks = flipped[:n_near] + 1.0
+        return Dataset("d", DatasetSpec(pixel_size=1.0, diameter=8.0, flip_y=False), 16,
+                       ("A", "B"), ["m"], {}, {"A": {"m": picks}, "B": {"m": picks}},
+                       {"m": labels})
+
+    _check_label_frame(data(5), {"m": 1000})
+    with pytest.raises(SystemExit, match="30 of their 100 centres .* 0 as read"):
+        _check_label_frame(data(30), {"m": 1000})
+
+
 def test_the_method_flags_set_the_protocol_form():
     """Each method switch of the benchmark reaches the protocol parameter it names; an
     unset one leaves the protocol's default."""

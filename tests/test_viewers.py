@@ -393,6 +393,14 @@ class TestDiameterWizard(unittest.TestCase):
         self.assertIsNone(proposeDiameter(None, 180))
         self.assertIn("Too few agreed picks", describeDiameter(None, 180, 2.0))
 
+    def test_only_micrographs_every_picker_has_set_the_spacing(self):
+        """As in the run's consensus: a micrograph that two of three pickers have (here with
+        particles twice as dense) does not move the spacing."""
+        pickers = self.lattice(60.0)
+        for picks in pickers[:2]:
+            picks["other"] = self.lattice(30.0)[0]["mic"]
+        self.assertAlmostEqual(agreedSpacing(pickers, 0.1 * 180, 2), 60.0, delta=2.0)
+
     def test_only_agreed_picks_set_the_spacing(self):
         """One picker's junk between the particles does not shrink the spacing."""
         pickers = self.lattice(60.0)
