@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deepconsensus_plugin import headless  # noqa: E402
 
-from empiar_data import (Dataset, audit_anchors, dataset_spec, evaluate_picks,  # noqa: E402
-                         evaluate_selection, load_dataset, or_labels,
+from empiar_data import (PICK_FILES, Dataset, audit_anchors, dataset_spec,  # noqa: E402
+                         evaluate_picks, evaluate_selection, load_dataset, or_labels,
                          paired_f1_bootstrap, pattern_decisions, picker_confidences,
                          picker_score_ceiling, score_quality, vote_pattern_ceiling)
 from label_probe import label_probe, label_probe_text  # noqa: E402
@@ -185,7 +185,8 @@ def run_scipion(data: Dataset, args) -> tuple:
     for picker in data.pickers:
         prot = new_protocol(project, ProtImportPickerCoordinates, picker,
                             filesPath=os.path.join(args.data, "picks", picker),
-                            filesPattern="*.box", boxSize=args.box or 0)
+                            filesPattern=PICK_FILES,
+                            boxSize=args.box or data.picker_boxes[picker] or data.box)
         prot.inputMicrographs.set(mics)
         prot.inputMicrographs.setExtended("outputMicrographs")
         pickers[picker] = run_protocol(project, prot)
@@ -548,7 +549,7 @@ def main(argv=None) -> int:
     headless.configure(os.path.join(out, "scipion"))
     spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
     chosen = tuple(p for p in args.pickers.split(",") if p) if args.pickers else None
-    data = load_dataset(args.data, out, spec, chosen, args.labelled_only)
+    data = load_dataset(args.data, out, spec, chosen, args.labelled_only, args.box)
     dc, total = run_scipion(data, args)
 
     results, names, retained = run_results(dc)

@@ -6,7 +6,8 @@ Shared by ``dataset.py`` (the benchmark through Scipion), ``study.py``
 * ``micrographs/*.{jpg,png,tif,mrc}`` (one format per folder),
 * ``picks/<picker>/<micrograph>.box``: EMAN boxes (lower-left corner, width,
   height) in the frame of the MRC files the pickers saw (the run works in the
-  first picker's box),
+  first picker's box), or any other format the import protocol reads (RELION
+  STAR, CSV, POS: centres, no box),
 * ``gt/<micrograph>.csv``: labelled particle centres ``x,y`` for some of the
   micrographs (``#`` comment lines allowed),
 
@@ -88,7 +89,7 @@ def dataset_spec(data_dir: str, pixel_size: Optional[float] = None,
 class Dataset:
     name: str                              # the folder's name
     spec: DatasetSpec
-    box: int                               # box size of the .box files, px
+    box: int                               # the run's box, px (the first picker's)
     pickers: tuple[str, ...]               # picker folders in input order
     names: list[str]                       # micrograph names, sorted
     mrc_paths: dict[str, str]              # name -> MRC file in the picker frame
@@ -96,6 +97,8 @@ class Dataset:
     truth: dict[str, np.ndarray]           # name -> (m, 2) centres, MRC frame
     pick_scores: dict[str, dict[str, Optional[np.ndarray]]] = field(default_factory=dict)
     # picker -> name -> (n,) the picker's own score of each pick, None where its file has none
+    picker_boxes: dict[str, Optional[int]] = field(default_factory=dict)
+    # picker -> the box width its files give (.box), None where they give none
 
     @property
     def match_radius(self) -> float:
@@ -180,34 +183,48 @@ def _pickers(data_dir: str, spec: DatasetSpec,
     return pickers
 
 
+PICK_FILES = "*"
+"""Every file of a picker folder in a format the import protocol reads."""
+
+
 def _picker_files(picks_dir: str, pickers: tuple[str, ...],
                   names: list[str]) -> dict[str, PickSet]:
-    """Each picker's .box files, read and matched to the micrograph ``names`` as the import
-    protocol reads and matches them (RELION's ``<micrograph>_<suffix>`` names included), so
-    that each picker is evaluated on the picks the run imports."""
+    """Each picker's coordinate files (.box, .star, .csv, .pos), read and matched to the
+    micrograph ``names`` as the import protocol reads and matches them (RELION's
+    ``<micrograph>_<suffix>`` names included), so that each picker is evaluated on the
+    picks the run imports."""
     files = {}
     for picker in pickers:
         try:
-            found = read_coordinate_folder(os.path.join(picks_dir, picker), "*.box")
+            found = read_coordinate_folder(os.path.join(picks_dir, picker), PICK_FILES)
             files[picker] = match_micrographs(found, names, file_suffixes=True).picks
         except CoordinateFileError as error:
             raise SystemExit("Picker %s: %s" % (picker, error)) from error
     return files
 
 
-def _box_size(files: dict[str, PickSet], pickers: tuple[str, ...]) -> int:
-    """The box the run works in: the first picker's .box width (the median over its files,
-    as the import protocol takes it; the protocol works in its first input set's box and
-    notes the others).  Pickers that boxed in another width are named."""
-    widths = {p: int(round(files[p].box_size)) for p in pickers if files[p].box_size}
-    first = widths.get(pickers[0])
-    if first is None:
-        raise SystemExit("The .box files of %s give no box width: give --box" % pickers[0])
-    others = ["%s %d px" % (p, w) for p, w in widths.items() if w != first]
-    if others:
-        print("The run works in %s's box of %d px (the first picker's); other pickers' "
-              "boxes: %s" % (pickers[0], first, ", ".join(others)), flush=True)
-    return first
+def _picker_boxes(files: dict[str, PickSet]) -> dict[str, Optional[int]]:
+    """Each picker's box width (the median over its .box files, as the import protocol
+    takes it); None where its files give none (STAR, CSV, POS)."""
+    return {p: int(round(f.box_size)) if f.box_size else None for p, f in files.items()}
+
+
+def _box_size(widths: dict[str, Optional[int]], pickers: tuple[str, ...]) -> int:
+    """The box the run works in: the first picker's (the protocol works in its first input
+    set's box and notes the others); where its files give none, the first that another
+    picker's give (the box-less sets are imported with it).  Pickers that boxed in another
+    width are named."""
+    given = [(p, widths[p]) for p in pickers if widths[p]]
+    if not given:
+        raise SystemExit("No picker's files give a box width (.box files do; STAR, CSV and "
+                         "POS files do not): give --box")
+    source, box = given[0]
+    others = ["%s %d px" % (p, w) for p, w in given if w != box]
+    if source != pickers[0] or others:
+        print("The run works in %s's box of %d px%s." % (
+            source, box, "" if not others else
+            "; other pickers' boxes: %s" % ", ".join(others)), flush=True)
+    return box
 
 
 def read_label_csv(path: str) -> np.ndarray:
@@ -225,10 +242,11 @@ def read_label_csv(path: str) -> np.ndarray:
 
 def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None,
                  pickers: Optional[tuple[str, ...]] = None,
-                 labelled_only: bool = False) -> Dataset:
+                 labelled_only: bool = False, box: Optional[int] = None) -> Dataset:
     """Read a dataset folder, writing its micrographs as MRC under ``out_dir/micrographs``;
     ``pickers`` chooses some of its picker folders (default: all); ``labelled_only`` keeps
-    the micrographs with ground truth only (a smaller dataset: less to train on)."""
+    the micrographs with ground truth only (a smaller dataset: less to train on); ``box``
+    (px) replaces the box the pickers' files give."""
     spec = spec or dataset_spec(data_dir)
     pickers = _pickers(data_dir, spec, pickers)
     labels = sorted(glob.glob(os.path.join(data_dir, "gt", "*.csv")))
@@ -237,6 +255,7 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     names = sorted(paths)
     picks_dir = os.path.join(data_dir, "picks")
     files = _picker_files(picks_dir, pickers, names)
+    boxes = _picker_boxes(files)
     picks = {p: {n: m.xy for n, m in f.micrographs.items()} for p, f in files.items()}
     pick_scores = {p: {n: m.scores for n, m in f.micrographs.items()} for p, f in files.items()}
     truth, heights = {}, {}
@@ -251,8 +270,8 @@ def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None
     if not truth:
         raise SystemExit("%s has no ground truth (gt/*.csv)" % data_dir)
     data = Dataset(os.path.basename(os.path.normpath(data_dir)), spec,
-                   _box_size(files, pickers), pickers, names, paths, picks, truth,
-                   pick_scores)
+                   box or _box_size(boxes, pickers), pickers, names, paths, picks, truth,
+                   pick_scores, boxes)
     _check_label_frame(data, heights)
     return data
 

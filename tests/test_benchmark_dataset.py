@@ -379,14 +379,15 @@ def test_pickers_chosen_in_the_order_given_and_unknown_ones_named(monkeypatch, t
 
 def test_picks_read_as_the_import_reads_them_and_the_run_box_is_the_first_pickers(
         monkeypatch, tmp_path, capsys):
-    """The benchmark evaluates each picker on the picks the run imports: its .box files read
-    and matched to the micrographs as the import protocol does (RELION's
-    ``<micrograph>_<suffix>`` names too; files of other micrographs left out).  Pickers may
-    box in different widths: the run works in the first picker's (the median of its files,
-    as the import takes it, and the protocol works in its first set's box), and the
-    benchmark says which pickers differ instead of refusing the dataset."""
+    """The benchmark evaluates each picker on the picks the run imports: its files (.box,
+    .star, .csv, .pos) read and matched to the micrographs as the import protocol does
+    (RELION's ``<micrograph>_<suffix>`` names too; files of other micrographs left out).
+    Pickers may box in different widths: the run works in the first picker's (the median of
+    its files, as the import takes it, and the protocol works in its first set's box), or
+    where that picker's files give none (STAR) the next one's, and the benchmark says so
+    instead of refusing the dataset."""
     monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
-    from empiar_data import _box_size, _picker_files
+    from empiar_data import _box_size, _picker_boxes, _picker_files
 
     def write(picker, name, widths):
         folder = tmp_path / picker
@@ -399,25 +400,28 @@ def test_picks_read_as_the_import_reads_them_and_the_run_box_is_the_first_picker
     write("crYOLO", "c", [180])                     # a micrograph the dataset does not have
     write("topaz", "a_autopick", [200, 200])
     write("deepPicker", "a", [180])
-    files = _picker_files(str(tmp_path), ("crYOLO", "topaz", "deepPicker"), ["a", "b"])
+    (tmp_path / "relion").mkdir()
+    (tmp_path / "relion" / "a_autopick.star").write_text(
+        "data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n15 25\n35 45\n")
+    pickers = ("crYOLO", "topaz", "deepPicker", "relion")
+    files = _picker_files(str(tmp_path), pickers, ["a", "b"])
     assert sorted(files["crYOLO"].micrographs) == ["a", "b"]
     assert sorted(files["topaz"].micrographs) == ["a"]
     np.testing.assert_array_equal(files["topaz"].micrographs["a"].xy, [[100, 110], [110, 110]])
-    assert _box_size(files, ("crYOLO", "topaz", "deepPicker")) == 180
+    np.testing.assert_array_equal(files["relion"].micrographs["a"].xy, [[15, 25], [35, 45]])
+    boxes = _picker_boxes(files)
+    assert boxes == {"crYOLO": 180, "topaz": 200, "deepPicker": 180, "relion": None}
+    assert _box_size(boxes, pickers) == 180
     assert "topaz 200 px" in capsys.readouterr().out
-    assert _box_size(files, ("topaz", "crYOLO")) == 200
+    assert _box_size(boxes, ("topaz", "crYOLO")) == 200
     assert "crYOLO 180 px" in capsys.readouterr().out
-    write("idle", "a", [])                          # a picker that picked nothing
-    with pytest.raises(SystemExit, match="The .box files of idle give no box width"):
-        _box_size(_picker_files(str(tmp_path), ("idle", "crYOLO"), ["a"]), ("idle", "crYOLO"))
+    assert _box_size(boxes, ("relion", "deepPicker")) == 180
+    assert "works in deepPicker's box of 180 px" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="No picker's files give a box width.*give --box"):
+        _box_size({"relion": None, "idle": None}, ("relion", "idle"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="Picker empty: .*no coordinate file matches"):
         _picker_files(str(tmp_path), ("empty", "crYOLO"), ["a"])
-    (tmp_path / "plain").mkdir()
-    (tmp_path / "plain" / "a.star").write_text("data_\nloop_\n_rlnCoordinateX\n"
-                                               "_rlnCoordinateY\n1 2\n")
-    with pytest.raises(SystemExit, match="Picker plain: .*no coordinate file matches"):
-        _picker_files(str(tmp_path), ("plain", "crYOLO"), ["a"])
 
 
 def test_micrograph_images_keep_their_grey_values(monkeypatch, tmp_path):
