@@ -228,16 +228,27 @@ def _box_size(widths: dict[str, Optional[int]], pickers: tuple[str, ...]) -> int
 
 
 def read_label_csv(path: str) -> np.ndarray:
-    """Labelled centres ``x,y`` of one micrograph; ``#`` comments and a header row allowed."""
+    """Labelled centres ``x,y`` of one micrograph (commas or blanks between the columns,
+    further columns ignored); ``#`` comments and a header row allowed; a file that is no
+    such table is refused, named."""
     with open(path) as handle:
-        rows = [line for line in handle if line.strip() and not line.lstrip().startswith("#")]
+        rows = [line.replace(",", " ") for line in handle
+                if line.strip() and not line.lstrip().startswith("#")]
     if rows:
         try:
-            float(rows[0].split(",")[0])
+            float(rows[0].split()[0])
         except ValueError:
             rows = rows[1:]  # a header such as "x,y"
-    return np.loadtxt(rows, delimiter=",", ndmin=2)[:, :2] if rows \
-        else np.zeros((0, 2))
+    if not rows:
+        return np.zeros((0, 2))
+    try:
+        table = np.loadtxt(rows, ndmin=2)
+    except ValueError as error:
+        raise SystemExit("%s: not a table of labelled centres x,y (%s)" % (path, error)) \
+            from error
+    if table.shape[1] < 2:
+        raise SystemExit("%s: one column; labelled centres need x and y" % path)
+    return table[:, :2]
 
 
 def load_dataset(data_dir: str, out_dir: str, spec: Optional[DatasetSpec] = None,

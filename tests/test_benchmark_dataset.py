@@ -478,6 +478,26 @@ def test_labelled_only_keeps_the_micrographs_with_ground_truth(monkeypatch, tmp_
     assert labelled.truth.keys() == every.truth.keys()
 
 
+def test_label_files_with_commas_or_blanks_and_bad_ones_named(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from empiar_data import read_label_csv
+
+    files = {"commas.csv": "# CryoPPP\nx,y\n10,20\n30.5,40\n",
+             "blanks.csv": "X Y diameter\n10 20 54\n30.5 40 54\n",
+             "empty.csv": "x,y\n", "words.csv": "x,y\n10,20\nten,twenty\n",
+             "one.csv": "10\n20\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    for name in ("commas.csv", "blanks.csv"):
+        np.testing.assert_array_equal(read_label_csv(str(tmp_path / name)),
+                                      [[10, 20], [30.5, 40]])
+    assert read_label_csv(str(tmp_path / "empty.csv")).shape == (0, 2)
+    with pytest.raises(SystemExit, match="words.csv: not a table of labelled centres"):
+        read_label_csv(str(tmp_path / "words.csv"))
+    with pytest.raises(SystemExit, match="one.csv: one column"):
+        read_label_csv(str(tmp_path / "one.csv"))
+
+
 def test_labels_in_the_other_row_order_are_refused(monkeypatch, tmp_path):
     """A wrong --flip-y mirrors the micrographs and the labels against the picks, and every
     figure would count labels against picks on the mirrored micrograph: the pickers agree
