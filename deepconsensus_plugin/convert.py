@@ -91,12 +91,13 @@ def picksInReferenceFrame(sets, setNames):
     return pickers, names, rescaled
 
 
-def consensusInput(sets, setNames, diameter: float = 0.0) -> ConsensusInput:
+def consensusInput(sets, setNames, diameter: float = 0.0,
+                   fitBox: bool = False) -> ConsensusInput:
     """The core's consensus input from coordinate sets: the micrographs common to all sets
     (ids, files and micNames of the first set's), each set's picks on them in the first
     set's pixel size, the box the run works in (the first set's, or 1.5 times
-    ``diameter`` (Å) where one is given) and the notes the summary gives (entries left
-    out, other boxes)."""
+    ``diameter`` (Å) where one is given; with ``fitBox`` the consensus may fit it to the
+    particles' spacing) and the notes the summary gives (entries left out, other boxes)."""
     reference = sets[0]
     refMics = micrographsByName(reference.getMicrographs())
     pickers, names, rescaled = picksInReferenceFrame(sets, setNames)
@@ -114,7 +115,7 @@ def consensusInput(sets, setNames, diameter: float = 0.0) -> ConsensusInput:
         box=work, sampling_rate=sampling,
         ignored_micrograph_entries=sum(len(n) for n in names) - len(common) * len(sets),
         other_box_sizes=sorted({s.getBoxSize() for s in sets[1:]} - {box}),
-        rescaled_sets=rescaled, coordinates_box=coordinatesBox)
+        rescaled_sets=rescaled, coordinates_box=coordinatesBox, fit_box=fitBox)
 
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,

@@ -16,9 +16,10 @@ from deepconsensus_plugin.core.centring import DEFAULT_SEARCH
 from deepconsensus_plugin.core.evaluation import agreement
 from deepconsensus_plugin.core.extraction import cut_boxes, extract_particles, read_micrograph
 from deepconsensus_plugin.core.metrics import match_to_truth
+from deepconsensus_plugin.core.model_file import read_spec
 from deepconsensus_plugin.core.run_folder import RunFolder
 from deepconsensus_plugin.core.stack import open_stack
-from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED
+from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
 from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
 
@@ -363,6 +364,48 @@ class TestParticleDiameter(BaseTest):
         spacing = info.consensus.and_spacing_px
         self.assertTrue(DIAMETER < spacing < 2 * DIAMETER, spacing)
         self.assertNotIn("nearest neighbour", "\n".join(prot.summary()))
+
+
+class TestBoxFittedToTheSpacing(BaseTest):
+    """Picks in boxes of 4 particle diameters (2.4 spacings of the synthetic particles) and
+    no diameter on the form: the run works in boxes of 1.5 AND spacings, every distance of
+    the run a share of that box, and the outputs keep the pickers' box."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, cls.truth = importSynthetic(
+            cls, nMicrographs=2, box=4 * DIAMETER)
+        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=4, networkSize=32,
+                                    selfTraining=False)
+        cls.launchProtocol(cls.prot)
+
+    def test_the_run_works_in_a_box_of_the_spacing_and_the_outputs_keep_the_pickers(self):
+        run = RunFolder(self.prot._getExtraPath())
+        info = run.info()
+        consensus, spacing = info.consensus, info.consensus.box_spacing_px
+        self.assertTrue(DIAMETER < spacing < 2 * DIAMETER, spacing)
+        self.assertEqual((consensus.box, consensus.coordinates_box),
+                         (round(1.5 * spacing), 4 * DIAMETER))
+        self.assertAlmostEqual(consensus.radius_px, 0.1 * consensus.box)
+        self.assertAlmostEqual(info.split.min_distance_px, 0.3 * consensus.box)
+        self.assertAlmostEqual(info.split.edge_margin_px, 0.3 * consensus.box)
+        self.assertEqual(read_spec(run.file(run.MODEL)).box, consensus.box)
+        for name in (OUTPUT_RETAINED, OUTPUT_PRUNED):
+            self.assertEqual(getattr(self.prot, name).getBoxSize(), 4 * DIAMETER)
+        summary, methods = "\n".join(self.prot.summary()), "\n".join(self.prot.methods())
+        self.assertIn("Worked in boxes of %d px (1.5 times the AND coordinates' median "
+                      "spacing of %.0f px" % (consensus.box, spacing), summary)
+        self.assertIn("in boxes of %d px (1.5 times the median spacing of the AND "
+                      "coordinates; the coordinates' box was %d px)"
+                      % (consensus.box, 4 * DIAMETER), methods)
+
+    def test_a_diameter_or_a_reused_network_keeps_the_box_from_the_fit(self):
+        for values, fits in ((dict(), True), (dict(particleDiameter=60.0), False),
+                             (dict(modelSource=ProtDeepConsensus.MODEL_RUN), False),
+                             (dict(modelSource=ProtDeepConsensus.MODEL_FILE), False)):
+            self.assertEqual(self.newProtocol(ProtDeepConsensus, **values)._fitBox(), fits,
+                             values)
 
 
 class TestPublishedMethod(BaseTest):

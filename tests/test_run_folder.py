@@ -193,9 +193,10 @@ def test_frames_measure_the_padding_once_and_an_older_run_keeps_its_shapes(tmp_p
 
 def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
         tmp_path, dataset, caplog):
-    """The same picks with the pickers' box three times as large and no diameter: the
-    record keeps the AND coordinates' spacing, and the summary and the log ask for the
-    particle diameter; in the pickers' own box they do not."""
+    """The same picks with the pickers' box three times as large, no diameter and no fit
+    (a reused network keeps its box): the record keeps the AND coordinates' spacing, and
+    the summary and the log ask for the particle diameter; in the pickers' own box they do
+    not."""
     own = stages.consensus_stage(RunFolder(tmp_path / "own"), dataset)
     assert stages.CROWDED_BOX_PER_SPACING * own.and_spacing_px < 3 * BOX
     assert not stages.crowded_box(own)
@@ -206,6 +207,41 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     assert ("lie a median %.0f px from their nearest neighbour, under 0.5 of the %d px box"
             % (large.and_spacing_px, 3 * BOX)) in summary
     assert "give the particle diameter" in caplog.text
+
+
+def test_a_training_run_fits_a_box_too_large_for_the_spacing(tmp_path, dataset):
+    """The same picks in a box three times the pickers' with the fit asked for (no diameter,
+    a network to train): the run works in boxes of 1.5 AND spacings, merges with the radius
+    of that box, and records the coordinates' box for the outputs and the spacing that set
+    the box; the summary says so instead of warning.  In the pickers' own box, with a
+    diameter's box, or without the fit asked for (a reused network) the box stays."""
+    large = replace(dataset, box=3 * BOX, fit_box=True)
+    info = stages.consensus_stage(RunFolder(tmp_path / "fit"), large)
+    spacing = stages.consensus_stage(RunFolder(tmp_path / "warned"),
+                                     replace(large, fit_box=False)).and_spacing_px
+    assert info.box == stages.spacing_box(3 * BOX, spacing) == round(1.5 * spacing)
+    assert (info.coordinates_box, info.output_box, info.box_spacing_px) == (
+        3 * BOX, 3 * BOX, spacing)
+    assert info.radius_px == pytest.approx(0.1 * info.box)
+    assert not stages.crowded_box(info)
+    summary = "\n".join(stages.summary_lines(RunFolder(tmp_path / "fit").info()))
+    assert ("Worked in boxes of %d px (1.5 times the AND coordinates' median spacing of %.0f px"
+            % (info.box, spacing)) in summary
+    assert "nearest neighbour" not in summary
+    own = stages.consensus_stage(RunFolder(tmp_path / "own"), replace(dataset, fit_box=True))
+    assert (own.box, own.coordinates_box, own.box_spacing_px) == (BOX, None, None)
+    diameter = stages.consensus_stage(RunFolder(tmp_path / "diameter"),
+                                      replace(large, box=BOX, coordinates_box=3 * BOX))
+    assert (diameter.box, diameter.coordinates_box, diameter.box_spacing_px) == (
+        BOX, 3 * BOX, None)
+
+
+def test_the_fitted_box_is_a_share_of_the_spacing_and_never_below_the_smallest():
+    assert stages.spacing_box(180, 99.0) is None            # 1.8 spacings: EMPIAR-10017's own
+    assert stages.spacing_box(360, 99.0) == 148
+    assert stages.spacing_box(168, 58.0) == 87
+    assert stages.spacing_box(360, None) is None
+    assert stages.spacing_box(40, 2.0) == stages.MIN_BOX
 
 
 def test_one_picker_given_twice_is_refused_before_anything_is_written(tmp_path, dataset):

@@ -72,7 +72,11 @@ def add_inputs(parser: argparse.ArgumentParser) -> None:
                             "diameters instead of --box-size (the outputs keep --box-size); "
                             "give it when the box is 2 diameters or more, so that in a "
                             "crowded field the neighbours stay out of the network's view "
-                            "(default: work in --box-size)" % stages.BOX_PER_DIAMETER)
+                            "(default: work in --box-size, or where it exceeds %.0f times "
+                            "the median spacing of the agreed picks, in boxes of %.1f "
+                            "spacings)" % (stages.BOX_PER_DIAMETER,
+                                           stages.CROWDED_BOX_PER_SPACING,
+                                           stages.BOX_PER_DIAMETER))
     group.add_argument("--voltage", type=float, metavar="KV",
                        help="acceleration voltage for the output STAR files' optics table "
                             "(default: from micrographs.star or the picks; RELION needs it)")
@@ -335,9 +339,13 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
                                                               pixel, box))
     export = _export_settings(args, pixel, box, listing, sets)
     work, coordinates_box = stages.run_boxes(box, args.diameter, pixel)
+    # without a diameter the consensus may fit the box to the particles' spacing, unless a
+    # reused network brings the box it was trained in
     inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=work,
                                    sampling_rate=pixel, rescaled_sets=rescaled,
-                                   coordinates_box=coordinates_box)
+                                   coordinates_box=coordinates_box,
+                                   fit_box=not args.diameter and getattr(args, "model",
+                                                                         None) is None)
     return inputs, export, notes
 
 

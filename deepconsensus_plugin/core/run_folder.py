@@ -82,7 +82,11 @@ class ConsensusInfo:
     seconds: float = 0.0
     coordinates_box: Optional[int] = None
     """The input coordinates' box where the run worked in another (``box``, from a given
-    particle diameter); None: the same."""
+    particle diameter or from the AND spacing); None: the same."""
+    box_spacing_px: Optional[float] = None
+    """The AND coordinates' spacing (in the coordinates' box) that set ``box``
+    (:func:`.stages.spacing_box`); None: the box is the coordinates' own or the given
+    diameter's."""
     and_spacing_px: Optional[float] = None
     """The median distance between an AND coordinate and its nearest AND neighbour on the
     same micrograph (:func:`.pipeline.median_spacing`); None: too few to tell."""

@@ -107,13 +107,25 @@ a box lets the neighbours into the network's view (``benchmarks/README.md``)."""
 MIN_BOX = 8
 """The smallest box (px) a run works in."""
 CROWDED_BOX_PER_SPACING = 2.0
-"""Without a particle diameter, the summary warns when the box exceeds this many times
-the median spacing of the AND coordinates (:func:`.pipeline.median_spacing`, about a
-diameter in a crowded field): both development datasets' own boxes are 1.4 and 1.8
-spacings; 2.7 and 2.9 cost EMPIAR-10017 0.03 F1 and EMPIAR-10028 0.08 (*Another box* and
-*Off-centre negatives by default* in ``benchmarks/README.md``).  1.9 costs EMPIAR-10028
-nothing with the off-centre negatives (0.06 without them) and is not warned of: a lower
-threshold would warn of EMPIAR-10017's own box, where nothing is lost."""
+"""Without a particle diameter, a box over this many times the median spacing of the AND
+coordinates (:func:`.pipeline.median_spacing`; particles do not overlap, so it is at least
+about a diameter, and about one where they crowd) is too large for the particles: a run
+that trains its network works in boxes of :data:`BOX_PER_DIAMETER` spacings instead
+(:func:`spacing_box`), and one that cannot (a reused network, a stream) is warned of it.
+Both development datasets' own boxes are 1.4 and 1.8 spacings; 2.7 to 3.6 cost
+EMPIAR-10017 0.03 to 0.21 F1 and 2.9 cost EMPIAR-10028 0.08 (*Another box* in
+``benchmarks/README.md``); 1.9 costs EMPIAR-10028 nothing with the off-centre negatives
+(0.06 without them).  A lower threshold would change EMPIAR-10017's own box, where
+nothing is lost."""
+
+
+def spacing_box(box: int, spacing: Optional[float]) -> Optional[int]:
+    """The box (px) of :data:`BOX_PER_DIAMETER` AND spacings that a run works in where its
+    ``box`` exceeds :data:`CROWDED_BOX_PER_SPACING` of them; None where it does not or the
+    spacing is unknown (too few AND coordinates with a neighbour)."""
+    if spacing is None or box <= CROWDED_BOX_PER_SPACING * spacing:
+        return None
+    return max(MIN_BOX, int(round(BOX_PER_DIAMETER * spacing)))
 
 
 def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> int:
@@ -212,6 +224,11 @@ class ConsensusInput:
     coordinates_box: Optional[int] = None
     """The input coordinates' box where the run works in another (a particle diameter
     was given); the outputs keep it.  None: ``box`` is the coordinates' own."""
+    fit_box: bool = False
+    """Work in boxes of :func:`spacing_box` where ``box`` (the coordinates' own) is too
+    large for the AND coordinates' spacing.  The front ends ask for it when no particle
+    diameter is given and the run trains its network: a reused network keeps the box it
+    was trained in."""
 
 
 @dataclass(frozen=True)
@@ -305,16 +322,29 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     names = [p.name for p in inputs.pickers]
     picks = [p.picks for p in inputs.pickers]
     nested = pipeline.require_different_pickers(pipeline.pick_overlaps(picks), names)
-    radius_px = params.radius * inputs.box
+    box, coordinates_box, box_spacing = int(inputs.box), inputs.coordinates_box, None
+    radius_px = params.radius * box
     table = pipeline.consensus_table(picks, radius_px)
+    counts = table_counts(table, n_pickers, min_votes, radius_px)
+    fitted = (spacing_box(box, counts["and_spacing_px"])
+              if inputs.fit_box and coordinates_box is None else None)
+    if fitted is not None:  # merged again: the consensus radius is a share of the box
+        box_spacing, coordinates_box, box = counts["and_spacing_px"], box, fitted
+        radius_px = params.radius * box
+        table = pipeline.consensus_table(picks, radius_px)
+        counts = table_counts(table, n_pickers, min_votes, radius_px)
+        logger.info("The AND coordinates lie a median %.0f px apart, under %.1f of the %d px "
+                    "box: the run works in boxes of %d px (%.1f times that), the outputs keep "
+                    "%d px", box_spacing, 1.0 / CROWDED_BOX_PER_SPACING, coordinates_box, box,
+                    BOX_PER_DIAMETER, coordinates_box)
     run.write_table(run.CONSENSUS, table)
     run.write_micrographs(list(inputs.micrographs))
     info = ConsensusInfo(
-        n_pickers=n_pickers, picker_names=names,
-        n_micrographs=len(inputs.micrographs), box=int(inputs.box),
-        coordinates_box=None if inputs.coordinates_box is None else int(inputs.coordinates_box),
+        n_pickers=n_pickers, picker_names=names, n_micrographs=len(inputs.micrographs),
+        box=box, coordinates_box=None if coordinates_box is None else int(coordinates_box),
+        box_spacing_px=box_spacing,
         sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
-        **table_counts(table, n_pickers, min_votes, radius_px),
+        **counts,
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
         nested_pickers=[pair.row() for pair in nested],
@@ -1195,9 +1225,10 @@ def summary_lines(info) -> list:
         lines.append("Only micrographs common to all input sets were used; %d "
                      "micrograph entries were left out." % consensus.ignored_micrograph_entries)
     if consensus.coordinates_box is not None:
-        lines.append("Worked in boxes of %d px (%.1f times the particle diameter given) "
-                     "instead of the coordinates' %d px, which the outputs keep."
-                     % (consensus.box, BOX_PER_DIAMETER, consensus.coordinates_box))
+        lines.append("Worked in boxes of %d px (%.1f times %s) instead of the coordinates' "
+                     "%d px, which the outputs keep." % (
+                         consensus.box, BOX_PER_DIAMETER, box_origin(consensus),
+                         consensus.coordinates_box))
     lines += ["WARNING: " + line
               for line in nested_lines(consensus) + unconfirmed_lines(consensus)]
     if crowded_box(consensus):
@@ -1323,6 +1354,16 @@ def unconfirmed_lines(consensus: ConsensusInfo) -> List[str]:
                 "micrographs?  Check them on a micrograph before using this run."
                 % (name, 100 * confirmed, count, over_chance))
     return lines
+
+
+def box_origin(consensus: ConsensusInfo) -> str:
+    """What the run's box is :data:`BOX_PER_DIAMETER` times, where it is not the
+    coordinates' own: the particle diameter given, or the AND coordinates' spacing."""
+    if consensus.box_spacing_px is None:
+        return "the particle diameter given"
+    return ("the AND coordinates' median spacing of %.0f px, as the coordinates' box "
+            "exceeded %.0f spacings; give the particle diameter to choose the box"
+            % (consensus.box_spacing_px, CROWDED_BOX_PER_SPACING))
 
 
 def crowded_box(consensus: ConsensusInfo) -> bool:

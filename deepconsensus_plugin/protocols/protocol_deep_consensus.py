@@ -103,21 +103,23 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                       help="0: the run works in the box of the first input set, and its "
                            "distances (consensus radius, negatives, the network's view, "
                            "minimum distance, edge margin) are shares of that box, as in "
-                           "the paper. Give the particle's largest diameter when that box "
-                           "is much larger than the particle (2 diameters or more, as "
-                           "extraction boxes often are): the run then works in a box of "
-                           "%.1f diameters, the particle and a ring of background, and the "
-                           "outputs keep the input box. In a crowded field a large box lets "
-                           "the neighbours into the network's view, and the minimum "
-                           "distance and edge margin grow with the box: on EMPIAR-10028 "
-                           "(ribosomes) a box of 3 diameters lowered F1 from 0.85 to 0.77; "
-                           "with the diameter given, 0.85 from every box. Left at 0, the "
-                           "summary says when the box exceeds %.0f times the median "
-                           "distance between neighbouring AND coordinates (about a "
-                           "diameter where particles crowd); the wizard measures that "
-                           "distance on the input sets and proposes it as the diameter "
-                           "where the box exceeds that many."
-                           % (stages.BOX_PER_DIAMETER, stages.CROWDED_BOX_PER_SPACING))
+                           "the paper; where that box exceeds %.0f times the median "
+                           "distance between neighbouring AND coordinates (at least about a "
+                           "diameter, since particles do not overlap), a run that trains "
+                           "its network works in boxes of %.1f such distances instead. Give "
+                           "the particle's largest diameter to choose the box: the run then "
+                           "works in boxes of %.1f diameters, the particle and a ring of "
+                           "background. The outputs keep the input box. In a crowded field "
+                           "a large box lets the neighbours into the network's view, and "
+                           "the minimum distance and edge margin grow with the box: on "
+                           "EMPIAR-10017 a box of 3.6 such distances lowered F1 from 0.90 "
+                           "to 0.69, and on EMPIAR-10028 (ribosomes) one of 2.9 from 0.85 "
+                           "to 0.77. A reused network keeps the box it was trained in, and "
+                           "a streaming run the input box: there the summary warns of a box "
+                           "that large, and the wizard measures that distance on the input "
+                           "sets and proposes it as the diameter."
+                           % (stages.CROWDED_BOX_PER_SPACING, stages.BOX_PER_DIAMETER,
+                              stages.BOX_PER_DIAMETER))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
                       choices=["network and picker agreement", "as published (2018)"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
@@ -409,7 +411,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         gpu = self.usesGpu()
         self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=gpu)
         consensus = (self.consensusRadius.get(), self._minVotes(), self._inputSignature(),
-                     self.particleDiameter.get())
+                     self.particleDiameter.get(), self._fitBox())
         self._insertFunctionStep(self.consensusStep, *consensus, needsGPU=False)
         negatives = (self.negativeRatio.get(), self.negativeDistance.get(), self.seed.get(),
                      self._negativeSignature(), skipBad, self._offCentre())
@@ -447,8 +449,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         combine = self._combine()
         self._insertFunctionStep(self.rankStep, combine, upstream.after((search,)),
                                  prerequisites=[previous], needsGPU=False)
-        split = (self.thresholdMode.get(), self.threshold.get(), self._minDistancePx(),
-                 self._edgeMarginPx())
+        split = (self.thresholdMode.get(), self.threshold.get(), self.minDistance.get(),
+                 self.edgeMargin.get())
         self._insertFunctionStep(self.createOutputStep, *split,
                                  upstream.after((combine,)), needsGPU=False)
         self._insertFunctionStep(self.evaluateStep, self._knownSignature(),
@@ -475,10 +477,11 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         if report is not None and report.get("warning"):
             self.warning(report["warning"])
 
-    def consensusStep(self, radiusFraction, minVotes, inputSignature, particleDiameter):
+    def consensusStep(self, radiusFraction, minVotes, inputSignature, particleDiameter,
+                      fitBox):
         inputs = convert.consensusInput(self._inputSets(),
                                         [self._setName(p) for p in self.inputCoordinates],
-                                        particleDiameter)
+                                        particleDiameter, fitBox)
         stages.consensus_stage(self._runFolder(), inputs,
                                stages.ConsensusParams(radius=radiusFraction,
                                                       and_rule=stages.AND_AT_LEAST, k=minVotes))
@@ -530,10 +533,17 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         """The final score: the network's, or its combination with the pickers' agreement."""
         stages.ranking_stage(self._runFolder(), combine)
 
-    def createOutputStep(self, thresholdMode, threshold, minDistancePx, edgeMarginPx, upstream):
+    def createOutputStep(self, thresholdMode, threshold, minDistanceA, edgeMarginA, upstream):
+        """The split at the form's threshold; the minimum distance and the edge margin (Å;
+        negative: their share of the box) in pixels of the box the run worked in, which the
+        consensus may have fitted to the particles' spacing."""
         automatic = thresholdMode == self.THRESHOLD_AUTOMATIC
-        split = stages.split_stage(self._runFolder(), None if automatic else threshold,
-                                   minDistancePx, edgeMarginPx)
+        run = self._runFolder()
+        consensus = run.info().consensus
+        lengths = [stages.length_px(length, share, consensus.box, consensus.sampling_rate)
+                   for length, share in ((minDistanceA, DEFAULT_MIN_DISTANCE),
+                                         (edgeMarginA, DEFAULT_EDGE_MARGIN))]
+        split = stages.split_stage(run, None if automatic else threshold, *lengths)
         registerSplit(self, self, RunResults(self._getExtraPath()), split)
 
     def evaluateStep(self, knownSignature, upstream):
@@ -819,9 +829,11 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                        + negatives.n_user_coordinates + info.extraction.n_user_particles,
                        negatives.n_offcentre, consensus.n_or))
         if consensus.coordinates_box is not None:
-            text += (" in boxes of %d px (%.1f particle diameters; the coordinates' box "
-                     "was %d px)" % (consensus.box, stages.BOX_PER_DIAMETER,
-                                     consensus.coordinates_box))
+            text += (" in boxes of %d px (%.1f %s; the coordinates' box was %d px)"
+                     % (consensus.box, stages.BOX_PER_DIAMETER,
+                        "particle diameters" if consensus.box_spacing_px is None else
+                        "times the median spacing of the AND coordinates",
+                        consensus.coordinates_box))
         if info.training is not None and info.training.n_rounds > 1:
             text += (", retrained once with the first round's confident decisions as extra "
                      "particles and negatives")
@@ -882,6 +894,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             return use, RunFolder(run._getExtraPath()).file(RunFolder.MODEL), name, architecture
         path = self.modelFile.get() or ""
         return use, path, "the model file %s" % path, architecture
+
+    def _fitBox(self):
+        """Whether the consensus may fit the run's box to the AND spacing
+        (:func:`.stages.spacing_box`): not where the form gives the diameter, nor for a
+        reused network, which keeps the box it was trained in."""
+        return self.particleDiameter.get() <= 0 and self.modelSource.get() == self.MODEL_NEW
 
     def _scoreOnly(self):
         return (self.modelSource.get() != self.MODEL_NEW
