@@ -309,7 +309,9 @@ def _update(bar) -> Optional[Callable[[int], None]]:
 def consensus_stage(run: RunFolder, inputs: ConsensusInput,
                     params: ConsensusParams = ConsensusParams()) -> ConsensusInfo:
     """Merge the pickers into the OR table (``consensus.npz``) with each coordinate's voters,
-    and record the micrographs (``micrographs.json``)."""
+    and record the micrographs (``micrographs.json``).  Where the input asks for the fit
+    and its box is too large for the AND coordinates' spacing, merge again in the box of
+    :func:`spacing_box`, the box every later stage then works in."""
     start = time.perf_counter()
     n_pickers = len(inputs.pickers)
     if n_pickers < 2:
