@@ -82,6 +82,22 @@ def test_the_same_field_of_view_at_another_pixel_size_fits():
     assert compatibility_errors(unknown, SPEC, "m") == []
 
 
+def test_a_network_of_another_field_is_refused_with_the_diameter_that_gives_its_box():
+    """A network trained in a box fitted to the particles (or picked in another box) is
+    reused by giving the particle diameter whose box is the network's: the refusal says
+    which, and with it the run's box fits the network."""
+    run = ModelSpec(**{**SPEC.__dict__, "box": 128})
+    errors = stages.reuse_errors(SPEC, run, "--model m")
+    assert len(errors) == 2 and errors[:1] == compatibility_errors(SPEC, run, "--model m")
+    assert ("To work in the network's boxes (96 A), give the particle diameter 64 A (the run "
+            "then works in boxes of 1.5 diameters)") in errors[1]
+    fitted = ModelSpec(**{**run.__dict__, "box": stages.working_box(128, 64.0, 2.0)})
+    assert stages.reuse_errors(SPEC, fitted, "--model m") == []
+    assert stages.reuse_errors(SPEC, SPEC, "--model m") == []
+    unknown = ModelSpec("fast", SIZE, False, 64, None)  # no pixel size: no diameter to give
+    assert len(stages.reuse_errors(unknown, SPEC, "m")) == 1
+
+
 # ------------------------------------------------------------------ the stages
 
 

@@ -18,7 +18,7 @@ from ..core import centring, pipeline, stages
 from ..core.consensus import rescale
 from ..core.extraction import format_problem, is_tiff
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
-from ..core.model_file import ModelFileError, compatibility_errors, read_spec
+from ..core.model_file import ModelFileError, read_spec
 from ..core.negatives import picker_particles
 from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micrograph_key,
                                 read_picks, read_relion_micrographs)
@@ -421,7 +421,7 @@ def reused_model(args, run: RunFolder) -> Optional[str]:
         raise InputError("--model: %s" % error) from error
     ours = stages.run_model_spec(consensus.box, consensus.sampling_rate, args.network_size,
                                  args.invert_contrast, args.network)
-    errors = compatibility_errors(spec, ours, "--model %s" % path)
+    errors = stages.reuse_errors(spec, ours, "--model %s" % path)
     if errors:
         raise InputError(" ".join(errors))
     return path

@@ -112,7 +112,7 @@ def compatibility_errors(model: ModelSpec, run: ModelSpec, model_name: str) -> L
     if model.architecture != run.architecture:
         errors.append("%s is a '%s' network; this run's network is '%s': choose '%s'."
                       % (model_name, model.architecture, run.architecture, model.architecture))
-    if not _same_extent(model, run):
+    if not same_extent(model, run):
         errors.append("%s was trained on boxes of %s; this run's boxes are %s: the particle "
                       "would appear at another scale. Pick with a box of the same size in A."
                       % (model_name, model.box_extent, run.box_extent))
@@ -130,6 +130,7 @@ def _extent(model: ModelSpec, run: ModelSpec):
     return float(model.box), float(run.box)
 
 
-def _same_extent(model: ModelSpec, run: ModelSpec) -> bool:
+def same_extent(model: ModelSpec, run: ModelSpec) -> bool:
+    """Whether both boxes show the same field (within :data:`BOX_EXTENT_TOLERANCE`)."""
     ours, theirs = _extent(model, run)
     return abs(ours - theirs) <= BOX_EXTENT_TOLERANCE * max(ours, theirs)

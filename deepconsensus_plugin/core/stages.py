@@ -32,7 +32,8 @@ import numpy as np
 from . import centring, evaluation, extraction, pipeline, radial
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
-from .model_file import ModelFileError, ModelSpec, compatibility_errors, read_spec, write_spec
+from .model_file import (ModelFileError, ModelSpec, compatibility_errors, read_spec,
+                         same_extent, write_spec)
 from .pick_inputs import Optics
 from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
@@ -582,6 +583,20 @@ def run_model_spec(box: int, sampling_rate: Optional[float], network_size: int, 
                      invert=bool(invert), box=int(box), sampling_rate=sampling_rate)
 
 
+def reuse_errors(model: ModelSpec, ours: ModelSpec, model_name: str) -> List[str]:
+    """:func:`.model_file.compatibility_errors` of reusing ``model`` in a run of ``ours``,
+    and where the boxes show other fields, the particle diameter that makes the run work in
+    the network's: a run that fits its box to the particles (:func:`spacing_box`) trains
+    its network in a box the next run's coordinates do not carry."""
+    errors = compatibility_errors(model, ours, model_name)
+    if not same_extent(model, ours) and model.sampling_rate:
+        errors.append("To work in the network's boxes (%.0f A), give the particle diameter "
+                      "%.0f A (the run then works in boxes of %.1f diameters)."
+                      % (model.box * model.sampling_rate,
+                         model.box * model.sampling_rate / BOX_PER_DIAMETER, BOX_PER_DIAMETER))
+    return errors
+
+
 def model_stage(run: RunFolder, use: str = MODEL_NEW, source: Optional[str] = None,
                 source_name: Optional[str] = None,
                 architecture: str = TrainingParams.architecture) -> ModelInfo:
@@ -602,7 +617,7 @@ def model_stage(run: RunFolder, use: str = MODEL_NEW, source: Optional[str] = No
     spec = read_spec(source)
     ours = run_model_spec(consensus.box, consensus.sampling_rate, extracted.network_size,
                           extracted.invert, architecture)
-    errors = compatibility_errors(spec, ours, source_name or source)
+    errors = reuse_errors(spec, ours, source_name or source)
     if errors:
         raise ModelFileError(" ".join(errors))
     target = run.REUSED_MODEL if use == MODEL_FINE_TUNE else run.MODEL

@@ -21,7 +21,7 @@ from .. import convert
 from ..results import RunResults
 from ..core import centring, extraction, pipeline, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
-from ..core.model_file import ModelFileError, compatibility_errors, read_spec
+from ..core.model_file import ModelFileError, read_spec
 from ..core.run_folder import KnownParticles, RunFolder, RunFolderError
 from ..core.selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE
 from ..core.streaming import stream_summary
@@ -756,7 +756,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         ours = stages.run_model_spec(self._workingBox(firstSet),
                                      convert.samplingRate(firstSet), self.networkSize.get(),
                                      self.invertContrast.get(), architecture)
-        return compatibility_errors(spec, ours, name[0].upper() + name[1:])
+        return stages.reuse_errors(spec, ours, name[0].upper() + name[1:])
 
     @staticmethod
     def _picksOn(coordSet, mics, refSampling):
