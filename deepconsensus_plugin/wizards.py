@@ -27,7 +27,8 @@ from pyworkflow.wizard import Wizard
 from . import convert
 from .core import pipeline
 from .core.consensus import pair_distances
-from .core.stages import BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING
+from .core.stages import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, and_spacing,
+                          spacing_box)
 from .protocols import ProtDeepConsensus
 
 SEARCH_FRACTION = 0.25
@@ -133,7 +134,7 @@ def agreedSpacing(pickers: List[Dict[str, np.ndarray]], radius: float,
     ids = {name: i for i, name in enumerate(names)}
     table = pipeline.consensus_table(
         [{ids[n]: xy for n, xy in p.items() if n in ids} for p in pickers], radius)
-    return pipeline.median_spacing(table.subset(np.flatnonzero(table.votes >= minVotes)))
+    return and_spacing(table, minVotes)
 
 
 def proposeDiameter(spacing: Optional[float], box: int) -> Optional[float]:
@@ -143,9 +144,7 @@ def proposeDiameter(spacing: Optional[float], box: int) -> Optional[float]:
     :data:`.stages.BOX_PER_DIAMETER` spacings still holds the particle and some
     background); None where it does not (both development datasets' own boxes, 1.4 and
     1.8 spacings, lose nothing) or the spacing is unknown."""
-    if spacing is None or box <= CROWDED_BOX_PER_SPACING * spacing:
-        return None
-    return float(spacing)
+    return None if spacing_box(box, spacing) is None else float(spacing)
 
 
 def describeDiameter(spacing: Optional[float], box: int, sampling: float) -> str:
@@ -165,11 +164,11 @@ def describeDiameter(spacing: Optional[float], box: int, sampling: float) -> str
                                                CROWDED_BOX_PER_SPACING * spacing))
     else:
         lines.append("Proposed particle diameter: %.0f Å; the run then works in boxes of "
-                     "%.0f px instead of the coordinates' %d px (the outputs keep theirs), "
+                     "%d px instead of the coordinates' %d px (the outputs keep theirs), "
                      "as a run that trains its network does by itself when the diameter is "
                      "left at 0; a streaming run or a reused network needs it given.  If "
                      "you know the particle's diameter, give that instead."
-                     % (spacing * sampling, BOX_PER_DIAMETER * spacing, box))
+                     % (spacing * sampling, spacing_box(box, spacing), box))
     return "\n\n".join(lines)
 
 

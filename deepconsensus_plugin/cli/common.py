@@ -471,11 +471,8 @@ def run_split(args, run: RunFolder) -> None:
     info = run.info()
     if info.ranking is None or info.consensus is None:
         raise InputError("%s has no scores: run 'deepconsensus score' first" % run.path)
-    consensus = info.consensus
-    distance = stages.length_px(args.min_distance, DEFAULT_MIN_DISTANCE, consensus.box,
-                                consensus.sampling_rate)
-    margin = stages.length_px(args.edge_margin, DEFAULT_EDGE_MARGIN, consensus.box,
-                              consensus.sampling_rate)
+    distance, margin = stages.split_lengths_px(info.consensus, args.min_distance,
+                                               args.edge_margin)
     split = stages.split_stage(run, parse_threshold(args.threshold), distance, margin)
     stages.export_stage(run, split)
     stages.evaluation_stage(run, known_picks(run, args.known_good, "--known-good"),

@@ -41,7 +41,7 @@ from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInf
                          ExtractionInfo, KnownParticles, Micrograph, ModelInfo, NegativesInfo,
                          RankingInfo, RoundInfo, RunFolder, RotationalInfo, RunFolderError,
                          SplitInfo, TrainingInfo)
-from .selection import Split, split_scores
+from .selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE, Split, split_scores
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
 
@@ -148,6 +148,17 @@ def run_boxes(box: int, diameter_a: float,
     the ``box`` and ``coordinates_box`` of :class:`ConsensusInput`."""
     work = working_box(box, diameter_a, sampling_rate)
     return work, (None if work == box else int(box))
+
+
+def split_lengths_px(consensus: ConsensusInfo, min_distance_a: float,
+                     edge_margin_a: float) -> Tuple[float, float]:
+    """The minimum distance and the edge margin (Å; negative: their default share of the
+    box) in pixels of the box the run worked in, which the consensus may have fitted to the
+    particles (:func:`spacing_box`): what the front ends hand :func:`split_stage`."""
+    return (length_px(min_distance_a, DEFAULT_MIN_DISTANCE, consensus.box,
+                      consensus.sampling_rate),
+            length_px(edge_margin_a, DEFAULT_EDGE_MARGIN, consensus.box,
+                      consensus.sampling_rate))
 
 
 def length_px(length_a: float, default_share: float, box: int,
@@ -371,6 +382,12 @@ CONFIRMATION_OVER_CHANCE = 2.0
 is in another frame (:func:`.pipeline.agreement_shares`)."""
 
 
+def and_spacing(table: CoordinateTable, min_votes: int) -> Optional[float]:
+    """The median spacing (:func:`.pipeline.median_spacing`) of the coordinates of a
+    consensus ``table`` that at least ``min_votes`` pickers picked: the AND set's."""
+    return pipeline.median_spacing(table.subset(np.flatnonzero(table.votes >= min_votes)))
+
+
 def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
                  radius_px: float) -> dict:
     """The counts a :class:`.ConsensusInfo` keeps of a consensus table made with
@@ -381,7 +398,7 @@ def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
     return dict(n_or=len(table), n_and=int(is_and.sum()),
                 votes_histogram=np.bincount(votes, minlength=n_pickers + 1).tolist(),
                 picker_counts=[int(c) for c in table.voters.sum(axis=0)],
-                and_spacing_px=pipeline.median_spacing(table.subset(np.flatnonzero(is_and))),
+                and_spacing_px=and_spacing(table, min_votes),
                 confirmed_share=confirmed, agreement_over_chance=over_chance)
 
 
@@ -1386,9 +1403,8 @@ def box_origin(consensus: ConsensusInfo) -> str:
 def crowded_box(consensus: ConsensusInfo) -> bool:
     """Whether the run worked in the coordinates' own box (no particle diameter given)
     and that box exceeds :data:`CROWDED_BOX_PER_SPACING` spacings of the AND coordinates."""
-    spacing = consensus.and_spacing_px
-    return (consensus.coordinates_box is None and spacing is not None
-            and consensus.box > CROWDED_BOX_PER_SPACING * spacing)
+    return (consensus.coordinates_box is None
+            and spacing_box(consensus.box, consensus.and_spacing_px) is not None)
 
 
 def evaluation_line(known: EvaluationInfo) -> str:

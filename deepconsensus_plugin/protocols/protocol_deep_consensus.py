@@ -539,10 +539,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         consensus may have fitted to the particles' spacing."""
         automatic = thresholdMode == self.THRESHOLD_AUTOMATIC
         run = self._runFolder()
-        consensus = run.info().consensus
-        lengths = [stages.length_px(length, share, consensus.box, consensus.sampling_rate)
-                   for length, share in ((minDistanceA, DEFAULT_MIN_DISTANCE),
-                                         (edgeMarginA, DEFAULT_EDGE_MARGIN))]
+        lengths = stages.split_lengths_px(run.info().consensus, minDistanceA, edgeMarginA)
         split = stages.split_stage(run, None if automatic else threshold, *lengths)
         registerSplit(self, self, RunResults(self._getExtraPath()), split)
 
