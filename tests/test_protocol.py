@@ -295,17 +295,22 @@ class TestTiffMicrographs(BaseTest):
         self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
 
 
+def shortRunInBoxesOf(cls, box, **params):
+    """A test project with two synthetic micrographs picked in boxes of ``box`` px and a
+    short deep-consensus run on them (one round, not launched)."""
+    setupTestProject(cls)
+    cls.protMics, cls.protCoords, cls.truth = importSynthetic(cls, nMicrographs=2, box=box)
+    return newDeepConsensus(cls, cls.protCoords, maxEpochs=4, networkSize=32,
+                            selfTraining=False, **params)
+
+
 class TestParticleDiameter(BaseTest):
     """Picks in boxes of 3 particle diameters, and the diameter on the form: the run works
     in boxes of 1.5 diameters (the other tests' BOX), the outputs keep the pickers' box."""
 
     @classmethod
     def setUpClass(cls):
-        setupTestProject(cls)
-        cls.protMics, cls.protCoords, cls.truth = importSynthetic(
-            cls, nMicrographs=2, box=3 * DIAMETER)
-        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=4, networkSize=32,
-                                    selfTraining=False, particleDiameter=2.0 * DIAMETER)
+        cls.prot = shortRunInBoxesOf(cls, 3 * DIAMETER, particleDiameter=2.0 * DIAMETER)
         # Known negative particles as a user extracts them: the junk in the pickers' box
         cls.junk = cls.truth[0].junk
         folder = os.path.abspath(cls.proj.getTmpPath("junk_particles"))
@@ -373,11 +378,7 @@ class TestBoxFittedToTheSpacing(BaseTest):
 
     @classmethod
     def setUpClass(cls):
-        setupTestProject(cls)
-        cls.protMics, cls.protCoords, cls.truth = importSynthetic(
-            cls, nMicrographs=2, box=4 * DIAMETER)
-        cls.prot = newDeepConsensus(cls, cls.protCoords, maxEpochs=4, networkSize=32,
-                                    selfTraining=False)
+        cls.prot = shortRunInBoxesOf(cls, 4 * DIAMETER)
         cls.launchProtocol(cls.prot)
 
     def test_the_run_works_in_a_box_of_the_spacing_and_the_outputs_keep_the_pickers(self):
