@@ -42,11 +42,12 @@ def demo_input():
     return inputs
 
 
-def settings_from(args) -> StreamSettings:
+def settings_from(args, fit_box: bool) -> StreamSettings:
+    """The stream's settings; ``fit_box`` as the batch run's consensus input has it."""
     return StreamSettings(training=stages.TrainingParams(max_epochs=args.max_epochs,
                                                          rounds=1, seed=args.seed),
                           negatives=stages.NegativeParams(seed=args.seed),
-                          threshold=0.5, train_at=args.train_at)
+                          threshold=0.5, train_at=args.train_at, fit_box=fit_box)
 
 
 def run_stream(inputs, settings, folder, interval):
@@ -84,7 +85,8 @@ def run_batch(inputs, settings, folder):
     stages.scoring_stage(run, rounds, rounds, seed=settings.training.seed,
                          centring_search=settings.centring_search)
     stages.ranking_stage(run, settings.combine_votes)
-    stages.split_stage(run, settings.threshold, settings.min_distance_px)
+    stages.split_stage(run, settings.threshold, *stages.split_lengths_px(
+        run.info().consensus, settings.min_distance, settings.edge_margin))
     return time.perf_counter() - start
 
 
@@ -100,7 +102,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.disable(logging.WARNING)  # the stages' notes (crowded micrographs) are not figures
-    inputs, settings = demo_input(), settings_from(args)
+    inputs = demo_input()
+    settings = settings_from(args, inputs.fit_box)
     with tempfile.TemporaryDirectory() as folder:
         latency, stream_end, stream = run_stream(inputs, settings,
                                                  os.path.join(folder, "stream"), args.interval)

@@ -13,9 +13,9 @@ is much larger than the particle.  Particles do not overlap, so the picks
 the pickers agree on lie at least about a diameter apart, and where they
 crowd the median distance to the nearest one is about a diameter: an upper
 bound the wizard proposes where the box exceeds two of them.  A run that
-trains its network then works in boxes of 1.5 such distances by itself; a
-streaming run and a reused network keep the input box, and need the
-diameter.
+trains its network then works in boxes of 1.5 such distances by itself (a
+streaming run measures them on its first batch); a reused network keeps the
+box it was trained in, and needs the diameter.
 """
 import math
 from typing import Dict, List, Optional
@@ -166,7 +166,7 @@ def describeDiameter(spacing: Optional[float], box: int, sampling: float) -> str
         lines.append("Proposed particle diameter: %.0f Å; the run then works in boxes of "
                      "%d px instead of the coordinates' %d px (the outputs keep theirs), "
                      "as a run that trains its network does by itself when the diameter is "
-                     "left at 0; a streaming run or a reused network needs it given.  If "
+                     "left at 0; a reused network needs it given.  If "
                      "you know the particle's diameter, give that instead."
                      % (spacing * sampling, spacing_box(box, spacing), box))
     return "\n\n".join(lines)

@@ -1,4 +1,5 @@
-"""Building Scipion test projects from synthetic micrographs and pickers."""
+"""Building Scipion test projects from synthetic micrographs and pickers, and reading
+what a run put in its output sets."""
 import os
 
 import mrcfile
@@ -6,7 +7,9 @@ import numpy as np
 import tifffile
 from pwem.protocols import ProtImportMicrographs
 from pyworkflow.object import Pointer
+from scipy.spatial import cKDTree
 
+from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core import synthetic
 from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
 
@@ -78,3 +81,44 @@ def runToEnd(test, prot):
     """Run ``prot`` in the test's project and return it reloaded, finished or failed."""
     test.proj.launchProtocol(prot, wait=True)
     return test.proj.getProtocol(prot.getObjId())
+
+
+def outputArrays(coordSet):
+    """(micName, [x, y, score, votes, micId, duplicate, atEdge]) arrays of an output set."""
+    rows = [(baseName(c.getMicName()), c.getX(), c.getY(), c._dcScore.get(), c._dcVotes.get(),
+             c.getMicId(), c._dcDuplicate.get(), c._dcAtEdge.get())
+            for c in coordSet.iterItems()]
+    names = np.array([r[0] for r in rows])
+    values = np.array([r[1:] for r in rows], dtype=float).reshape(-1, 7)
+    return names, values
+
+
+def edgeDistance(values, shape=SHAPE):
+    """Distance of each output coordinate to its (synthetic, ``shape``) micrograph's edge."""
+    x, y = values[:, 0], values[:, 1]
+    return np.minimum.reduce([x + 0.5, y + 0.5, shape[1] - 0.5 - x, shape[0] - 0.5 - y])
+
+
+def assertSplitRule(test, retained, pruned, threshold, minDistance, edgeMargin):
+    """Retained: at or above the threshold, no two closer than the minimum distance, none
+    nearer the micrograph's edge than the margin; pruned: below it, or a duplicate of a
+    better retained coordinate, or at the edge (and marked as one of these)."""
+    _, rValues = outputArrays(retained)
+    _, pValues = outputArrays(pruned)
+    test.assertTrue(np.all(rValues[:, 2] >= threshold))
+    test.assertFalse(rValues[:, 5].any() or rValues[:, 6].any())
+    # positions are rounded to whole pixels in the sets: allow a pixel
+    test.assertTrue(np.all(edgeDistance(rValues) >= edgeMargin - 1))
+    above = pValues[:, 2] >= threshold
+    test.assertTrue(np.all(pValues[above, 5] + pValues[above, 6] == 1))
+    test.assertTrue(np.all(pValues[~above, 5] + pValues[~above, 6] == 0))
+    atEdge = pValues[:, 6] == 1
+    test.assertTrue(np.all(edgeDistance(pValues[atEdge]) < edgeMargin + 1))
+    pValues = pValues[~atEdge]
+    above = pValues[:, 2] >= threshold
+    for micId in np.unique(rValues[:, 4]) if minDistance > 1.5 else ():
+        xy = rValues[rValues[:, 4] == micId, :2]
+        test.assertEqual(len(cKDTree(xy).query_pairs(minDistance - 1.5)), 0)
+    for x, y, score, _, micId, _, _ in pValues[above]:
+        better = rValues[(rValues[:, 4] == micId) & (rValues[:, 2] >= score)]
+        test.assertTrue((np.hypot(better[:, 0] - x, better[:, 1] - y) <= minDistance + 1.5).any())

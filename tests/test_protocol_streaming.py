@@ -16,10 +16,13 @@ from pyworkflow.object import Pointer
 from pyworkflow.protocol.protocol import getUpdatedProtocol
 from pyworkflow.tests import BaseTest, setupTestProject
 
+from deepconsensus_plugin.core.model_file import read_spec
 from deepconsensus_plugin.core.run_folder import RunFolder
+from deepconsensus_plugin.core.stages import spacing_box
 from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
 
-from .scipion_helpers import importCoordinates, importSynthetic, newDeepConsensus
+from .scipion_helpers import (DIAMETER, assertSplitRule, importCoordinates, importSynthetic,
+                              newDeepConsensus)
 
 N_MICROGRAPHS = 4
 FEED_INTERVAL = 8
@@ -32,20 +35,16 @@ def keys(coordSet):
     return {(c.getMicName(), c.getX(), c.getY()): c._dcScore.get() for c in coordSet.iterItems()}
 
 
-class TestStreaming(BaseTest):
+class StreamingTest(BaseTest):
+    """What the streaming tests share: feeders, runs on them, and reading a running
+    protocol's state."""
+
     @classmethod
-    def setUpClass(cls):
-        setupTestProject(cls)
-        cls.protMics, cls.protCoords, truth = importSynthetic(cls, nMicrographs=N_MICROGRAPHS)
-        cls.knownGood = importCoordinates(cls, cls.protMics, truth[:2],
-                                          [m.particles for m in truth[:2]], "known good")
-        cls.knownJunk = importCoordinates(cls, cls.protMics, truth[:2],
-                                          [m.junk for m in truth[:2]], "known junk")
-        batch = newDeepConsensus(cls, cls.protCoords, **PARAMS)
-        cls._withKnownJunk(batch)
-        cls.batch = cls.launchProtocol(batch)
+    def _feed(cls, protCoords):
+        """One feeder per coordinate import, each growing its set by a micrograph's
+        coordinates every :data:`FEED_INTERVAL` s; returns once each has an output set."""
         feeders = []
-        for prot in cls.protCoords:
+        for prot in protCoords:
             feeder = cls.newProtocol(ProtCreateStreamData, setof=4, nDim=N_MICROGRAPHS,
                                      creationInterval=FEED_INTERVAL)
             feeder.inputCoordinates.set(prot)
@@ -54,33 +53,6 @@ class TestStreaming(BaseTest):
             feeders.append(feeder)
         cls.feeders = [cls._waitFor(f, lambda p: p.hasAttribute("outputCoordinates"))
                        for f in feeders]
-        atClose = cls._streamingRun(streamTrainAt=10 ** 6)
-        cls._withKnownJunk(atClose)
-        atClose.knownGoodCoordinates.set(cls.knownGood)
-        atClose.knownGoodCoordinates.setExtended("outputCoordinates")
-        scoring = cls._streamingRun(modelSource=ProtDeepConsensus.MODEL_RUN,
-                                    modelUse=ProtDeepConsensus.USE_SCORE_ONLY)
-        scoring.modelRun.set(cls.batch)
-        cls.sizesWhileOpen = []
-        for prot in (atClose, scoring):
-            errors = prot.validate()
-            assert not errors, errors
-            cls.proj.launchProtocol(prot, wait=False)
-        while any(cls._current(f).isActive() for f in cls.feeders):
-            current = cls._current(scoring)
-            if current.hasAttribute(OUTPUT_RETAINED):
-                sizes = (getattr(current, OUTPUT_RETAINED).getSize()
-                         + getattr(current, OUTPUT_PRUNED).getSize())
-                cls.sizesWhileOpen.append((sizes, getattr(current, OUTPUT_RETAINED)
-                                           .isStreamOpen()))
-            time.sleep(2)
-        cls.atClose = cls._waitForEnd(atClose)
-        cls.scoring = cls._waitForEnd(scoring)
-
-    @classmethod
-    def _withKnownJunk(cls, prot):
-        prot.inputNegativeCoordinates.set(cls.knownJunk)
-        prot.inputNegativeCoordinates.setExtended("outputCoordinates")
 
     @classmethod
     def _streamingRun(cls, **params):
@@ -127,6 +99,48 @@ class TestStreaming(BaseTest):
         """``prot`` as its run.db has it once it is no longer active."""
         return cls._waitFor(prot, lambda p: not p.isActive(), read=cls._ownRecord)
 
+
+class TestStreaming(StreamingTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, cls.protCoords, truth = importSynthetic(cls, nMicrographs=N_MICROGRAPHS)
+        cls.knownGood = importCoordinates(cls, cls.protMics, truth[:2],
+                                          [m.particles for m in truth[:2]], "known good")
+        cls.knownJunk = importCoordinates(cls, cls.protMics, truth[:2],
+                                          [m.junk for m in truth[:2]], "known junk")
+        batch = newDeepConsensus(cls, cls.protCoords, **PARAMS)
+        cls._withKnownJunk(batch)
+        cls.batch = cls.launchProtocol(batch)
+        cls._feed(cls.protCoords)
+        atClose = cls._streamingRun(streamTrainAt=10 ** 6)
+        cls._withKnownJunk(atClose)
+        atClose.knownGoodCoordinates.set(cls.knownGood)
+        atClose.knownGoodCoordinates.setExtended("outputCoordinates")
+        scoring = cls._streamingRun(modelSource=ProtDeepConsensus.MODEL_RUN,
+                                    modelUse=ProtDeepConsensus.USE_SCORE_ONLY)
+        scoring.modelRun.set(cls.batch)
+        cls.sizesWhileOpen = []
+        for prot in (atClose, scoring):
+            errors = prot.validate()
+            assert not errors, errors
+            cls.proj.launchProtocol(prot, wait=False)
+        while any(cls._current(f).isActive() for f in cls.feeders):
+            current = cls._current(scoring)
+            if current.hasAttribute(OUTPUT_RETAINED):
+                sizes = (getattr(current, OUTPUT_RETAINED).getSize()
+                         + getattr(current, OUTPUT_PRUNED).getSize())
+                cls.sizesWhileOpen.append((sizes, getattr(current, OUTPUT_RETAINED)
+                                           .isStreamOpen()))
+            time.sleep(2)
+        cls.atClose = cls._waitForEnd(atClose)
+        cls.scoring = cls._waitForEnd(scoring)
+
+    @classmethod
+    def _withKnownJunk(cls, prot):
+        prot.inputNegativeCoordinates.set(cls.knownJunk)
+        prot.inputNegativeCoordinates.setExtended("outputCoordinates")
+
     def test_the_outputs_grow_while_the_inputs_are_open(self):
         self.assertTrue(self.scoring.isFinished(), self.scoring.getErrorMessage())
         openSizes = [n for n, isOpen in self.sizesWhileOpen if isOpen]
@@ -167,3 +181,49 @@ class TestStreaming(BaseTest):
         known = RunFolder(self.atClose._getExtraPath()).info().evaluation
         self.assertGreater(known.recall, 0.8)  # the known picks rate a stream as a batch run
         self.assertIn("Known picks, %d good" % known.n_good, summary)
+
+
+class TestStreamingInLargeBoxes(StreamingTest):
+    """Picks in boxes of 4 particle diameters, fed in streaming, no diameter on the form:
+    the first batch fits the box every batch works in (a batch run fits it on all the
+    micrographs); the network trains after the second batch and scores the later ones in
+    it, and the outputs keep the pickers' box."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.protMics, protCoords, _ = importSynthetic(cls, nMicrographs=N_MICROGRAPHS,
+                                                      box=4 * DIAMETER)
+        cls._feed(protCoords)
+        prot = cls._streamingRun(streamTrainAt=100)
+        errors = prot.validate()
+        assert not errors, errors
+        cls.proj.launchProtocol(prot, wait=False)
+        cls.prot = cls._waitForEnd(prot)
+
+    def test_the_first_batch_fits_the_box_and_the_outputs_keep_the_pickers(self):
+        prot = self.prot
+        self.assertTrue(prot.isFinished(), prot.getErrorMessage())
+        run = RunFolder(prot._getExtraPath())
+        info = run.info()
+        consensus = info.consensus
+        self.assertEqual((consensus.box, consensus.coordinates_box),
+                         (spacing_box(4 * DIAMETER, consensus.box_spacing_px), 4 * DIAMETER))
+        self.assertTrue(DIAMETER < consensus.box_spacing_px < 2 * DIAMETER)
+        self.assertAlmostEqual(consensus.radius_px, 0.1 * consensus.box)
+        self.assertEqual(read_spec(run.file(run.MODEL)).box, consensus.box)
+        self.assertGreater(info.training.rounds[0].n_positives, 0)
+        self.assertEqual([b.model for b in prot._stream().state.batches], [1] * N_MICROGRAPHS)
+        self.assertAlmostEqual(info.split.min_distance_px, 0.3 * consensus.box)
+        self.assertAlmostEqual(info.split.edge_margin_px, 0.3 * consensus.box)
+        retained, pruned = (getattr(prot, n) for n in (OUTPUT_RETAINED, OUTPUT_PRUNED))
+        self.assertEqual(retained.getSize() + pruned.getSize(), consensus.n_or)
+        for coordSet in (retained, pruned):
+            self.assertEqual(coordSet.getBoxSize(), 4 * DIAMETER)
+        assertSplitRule(self, retained, pruned, prot.threshold.get(), info.split.min_distance_px,
+                        info.split.edge_margin_px)
+        summary = "\n".join(prot.summary())
+        self.assertIn("Worked in boxes of %d px" % consensus.box, summary)
+        self.assertIn("The first batch's AND coordinates set the box of %d px" % consensus.box,
+                      summary)
+

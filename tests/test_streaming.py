@@ -26,7 +26,7 @@ BOX = 48
 N_MICROGRAPHS = 6
 SETTINGS = StreamSettings(extraction=stages.ExtractionParams(network_size=16),
                           training=stages.TrainingParams(max_epochs=2, rounds=1),
-                          threshold=0.5, min_distance_px=0.3 * BOX)
+                          threshold=0.5, edge_margin=0.0)
 
 
 def test_a_micrograph_is_ready_when_every_open_set_has_picked_it():
@@ -85,7 +85,8 @@ def batch_run(folder, dataset, settings=SETTINGS, known=None,
     stages.scoring_stage(run, 1, 1, seed=settings.training.seed,
                          centring_search=settings.centring_search)
     stages.ranking_stage(run, settings.combine_votes)
-    return run, stages.split_stage(run, settings.threshold, settings.min_distance_px)
+    return run, stages.split_stage(run, settings.threshold, *stages.split_lengths_px(
+        run.info().consensus, settings.min_distance, settings.edge_margin))
 
 
 def test_a_stream_that_trains_when_the_inputs_close_is_the_batch_run(dataset, tmp_path):
@@ -142,6 +143,47 @@ def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(d
                                                                           2 * BOX)
     assert consensus.radius_px == pytest.approx(SETTINGS.consensus.radius * BOX)
     assert new_stream(tmp_path / "plain").output_box == BOX
+
+
+def test_a_stream_in_a_box_too_large_fits_it_at_its_first_batch_and_keeps_it(dataset,
+                                                                             tmp_path):
+    """Picks in boxes of 4 diameters, the fit asked for (no diameter, a new network): the
+    first batch's AND spacing sets the box every batch works in, as a batch run's
+    consensus sets it on all the micrographs; a resumed stream keeps it, later batches
+    do not fit again, the split's lengths follow it and the outputs keep the pickers'."""
+    large = 4 * 32
+    settings = StreamSettings(**{**SETTINGS.__dict__, "fit_box": True})
+    names = ["picker %d" % p for p in range(3)]
+    stream = StreamingRun(RunFolder(str(tmp_path / "stream")), settings, names, large, 2.0)
+    feed(stream, dataset, [0, 1])
+    consensus = stream.run.info().consensus
+    spacing = consensus.box_spacing_px
+    fitted = stages.spacing_box(large, spacing)
+    assert fitted == round(1.5 * spacing) < large
+    assert (consensus.box, consensus.coordinates_box, stream.output_box) == (fitted, large,
+                                                                          large)
+    assert consensus.radius_px == pytest.approx(SETTINGS.consensus.radius * fitted)
+    resumed = StreamingRun(RunFolder(str(tmp_path / "stream")), settings, names, large, 2.0)
+    assert (resumed.box, resumed.output_box) == (fitted, large)
+    feed(resumed, dataset, [2, 3])
+    feed(resumed, dataset, [4, 5])
+    info = resumed.run.info().consensus
+    assert (info.box, info.coordinates_box, info.box_spacing_px) == (fitted, large, spacing)
+    # every batch merged in the fitted box: the batch run's table in that box
+    mics, pickers = dataset
+    batch = RunFolder(str(tmp_path / "batch"))
+    stages.consensus_stage(batch, consensus_input(mics, pickers, fitted), settings.consensus)
+    np.testing.assert_allclose(resumed.run.consensus().xy, batch.consensus().xy, atol=1e-9)
+    assert resumed.split_lengths_px() == pytest.approx((0.3 * fitted, 0.0))
+    # no fit where the box is not too large, a working box is given, or none is asked for
+    for case, (box, coordinates_box, fit) in enumerate(((BOX, None, True), (BOX, large, True),
+                                                       (large, None, False))):
+        plain = StreamingRun(RunFolder(str(tmp_path / ("plain%d" % case))),
+                             StreamSettings(**{**SETTINGS.__dict__, "fit_box": fit}), names,
+                             box, 2.0, coordinates_box)
+        feed(plain, dataset, [0, 1])
+        record = plain.run.info().consensus
+        assert (record.box, record.box_spacing_px) == (box, None)
 
 
 def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, tmp_path):

@@ -112,7 +112,8 @@ CROWDED_BOX_PER_SPACING = 2.0
 coordinates (:func:`.pipeline.median_spacing`; particles do not overlap, so it is at least
 about a diameter, and about one where they crowd) is too large for the particles: a run
 that trains its network works in boxes of :data:`BOX_PER_DIAMETER` spacings instead
-(:func:`spacing_box`), and one that cannot (a reused network, a stream) is warned of it.
+(:func:`spacing_box`; a stream measures them on its first batch), and one that cannot (a
+reused network) is warned of it.
 Both development datasets' own boxes are 1.4 and 1.8 spacings; 2.7 to 3.6 cost
 EMPIAR-10017 0.03 to 0.21 F1 and 2.9 cost EMPIAR-10028 0.08 (*Another box* in
 ``benchmarks/README.md``); 1.9 costs EMPIAR-10028 nothing with the off-centre negatives

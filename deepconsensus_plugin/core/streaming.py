@@ -11,10 +11,14 @@ the order they arrive:
 2. each ready batch's consensus is appended to the run's OR table (the
    consensus of a micrograph depends on that micrograph alone, so the table
    is the one a run on all the micrographs would build, rows in arrival order);
+   where the pickers' box is too large for the particles, the first batch fits
+   the box every batch then works in, as a batch run's consensus does on all
+   the micrographs (:meth:`StreamingRun._fit_box`);
 3. once the AND set is large enough (:func:`training_size`), or when the
    inputs close first, the ordinary stages (:mod:`.stages`) train on
    everything so far and score it: with the inputs closed before that, the
-   run is exactly the batch run;
+   run is exactly the batch run (in the batch run's box, unless the first
+   batch's particles fitted another one than all the micrographs' would);
 4. every later batch is extracted, scored by that network and combined with
    the votes under the agreement model fitted at training time, so the
    coordinates already handed out keep their scores; optionally, once the
@@ -39,7 +43,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import List, Mapping, Optional, Sequence, Set
+from typing import List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -118,6 +122,11 @@ class StreamState:
     """The finished batches' picks that each pair of pickers holds at the same positions
     (:func:`.pipeline.pick_overlaps`, one [first, second, shared, n_first, n_second] a
     pair), so that a subset is judged on the whole stream, as a batch run judges it."""
+    fitted_box: Optional[int] = None
+    """The box the first batch fitted (:attr:`StreamSettings.fit_box`) and every batch
+    works in; None: the box the run was given."""
+    box_spacing_px: Optional[float] = None
+    """The first batch's AND spacing that set :attr:`fitted_box`."""
 
     @property
     def done(self) -> Set[str]:
@@ -142,8 +151,16 @@ class StreamSettings:
     box; :attr:`.stages.MethodOptions.centring_search`)."""
     threshold: Optional[float] = 0.5
     """None: the automatic threshold of the scores at training time."""
-    min_distance_px: float = 0.0
-    edge_margin_px: float = 0.0
+    min_distance: float = -1.0
+    """The minimum distance between retained particles in Å (0: none; negative: the
+    default share of the box the run works in, :func:`.stages.split_lengths_px`), as the
+    form and the command line give it: a box fitted at the first batch changes it."""
+    edge_margin: float = -1.0
+    """The edge margin in Å (as :attr:`min_distance`)."""
+    fit_box: bool = False
+    """Whether the first batch may fit the run's box to the AND spacing
+    (:func:`.stages.spacing_box`), as :attr:`.stages.ConsensusInput.fit_box` lets a batch
+    run's consensus; no fit where the run is given a working box (``coordinates_box``)."""
     train_at: int = 0
     """AND particles to train on (0: :func:`training_size`'s default)."""
     retrain_factor: float = 0.0
@@ -172,6 +189,8 @@ class StreamingRun:
         self.min_votes = stages.min_votes_for(settings.consensus.and_rule, len(picker_names),
                                               settings.consensus.k)
         self.state = self._load()
+        if self.state.fitted_box is not None:  # a resumed stream keeps its first batch's fit
+            self.coordinates_box, self.box = self.box, self.state.fitted_box
 
     @property
     def output_box(self) -> int:
@@ -243,6 +262,9 @@ class StreamingRun:
             logger.warning(stages.nested_warning(pair, self.picker_names))
         table = pipeline.consensus_table(batch_picks,
                                          self.settings.consensus.radius * self.box)
+        if not self.state.batches and self._fit_box(table):
+            table = pipeline.consensus_table(batch_picks,
+                                             self.settings.consensus.radius * self.box)
         old = self.run.consensus() if self.run.has(self.run.CONSENSUS) else None
         merged = table if old is None else CoordinateTable(
             mic=np.concatenate([old.mic, table.mic]), xy=np.concatenate([old.xy, table.xy]),
@@ -265,6 +287,27 @@ class StreamingRun:
                     ", scored" if batch.scored else " (waiting for the network)")
         return batch
 
+    def _fit_box(self, table: CoordinateTable) -> bool:
+        """At the first batch, where the settings ask for the fit and its AND coordinates
+        (the consensus ``table`` in the given box) lie under half the box apart, work in
+        :func:`.stages.spacing_box`'s box from now on, as a batch run's consensus does; the
+        outputs keep the given box.  Whether the box changed (the batch is then merged
+        again: the consensus radius is a share of the box).  A stream cannot fit later: its
+        earlier batches were merged, and may be handed out, in the box it has."""
+        if not self.settings.fit_box or self.coordinates_box is not None:
+            return False
+        spacing = stages.and_spacing(table, self.min_votes)
+        fitted = stages.spacing_box(self.box, spacing)
+        if fitted is None:
+            return False
+        logger.info("The first batch's AND coordinates lie a median %.0f px apart, under "
+                    "%.1f of the %d px box: the stream works in boxes of %d px, the outputs "
+                    "keep %d px", spacing, 1.0 / stages.CROWDED_BOX_PER_SPACING, self.box,
+                    fitted, self.box)
+        self.state.fitted_box, self.state.box_spacing_px = fitted, spacing
+        self.coordinates_box, self.box = self.box, fitted
+        return True
+
     def _overlaps(self) -> List[pipeline.SharedPicks]:
         """The finished batches' overlaps of each pair of pickers (zero before the first)."""
         if self.state.pick_overlaps:
@@ -280,6 +323,7 @@ class StreamingRun:
         info = ConsensusInfo(n_pickers=len(self.picker_names), picker_names=self.picker_names,
                              n_micrographs=n_micrographs, box=self.box,
                              coordinates_box=self.coordinates_box,
+                             box_spacing_px=self.state.box_spacing_px,
                              sampling_rate=self.sampling_rate,
                              radius_px=radius_px,
                              min_votes=self.min_votes,
@@ -436,11 +480,16 @@ class StreamingRun:
         indices are positions in those rows."""
         table, scores = self.run.consensus(), self.run.scores()
         rows = batch.rows
-        margin = self.settings.edge_margin_px
+        distance, margin = self.split_lengths_px()
         edges = (self.run.edge_distances(table.mic[rows], table.xy[rows]) if margin > 0
                  else None)
         return rows, split_scores(scores[rows], self.state.threshold, table.mic[rows],
-                                  table.xy[rows], self.settings.min_distance_px, edges, margin)
+                                  table.xy[rows], distance, edges, margin)
+
+    def split_lengths_px(self) -> Tuple[float, float]:
+        """(minimum distance, edge margin) in pixels of the box the stream works in."""
+        return stages.split_lengths_px(self.run.info().consensus, self.settings.min_distance,
+                                       self.settings.edge_margin)
 
     def unpublished(self) -> List[StreamBatch]:
         """The scored batches whose coordinates the front end has not handed out yet."""
@@ -459,8 +508,7 @@ class StreamingRun:
         if not self.trained:
             raise RunFolderError("%s: the stream closed before the network was trained"
                                  % self.run.path)
-        split = stages.split_stage(self.run, self.state.threshold,
-                                   self.settings.min_distance_px, self.settings.edge_margin_px)
+        split = stages.split_stage(self.run, self.state.threshold, *self.split_lengths_px())
         self.state.closed = True
         self._save()
         return split
@@ -490,6 +538,9 @@ def stream_summary(run: RunFolder) -> List[str]:
                      for k, n in enumerate(trainings, 1)]
         line += "; scored by " + "; ".join(scored_by)
     line += "; inputs closed." if state["closed"] else "; inputs still open."
+    if state.get("fitted_box"):
+        line += (" The first batch's AND coordinates set the box of %d px every batch "
+                 "works in." % state["fitted_box"])
     skipped = [m for b in batches for m in b["skipped_micrographs"]]
     lines = [line]
     if skipped:

@@ -114,10 +114,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "the minimum distance and edge margin grow with the box: on "
                            "EMPIAR-10017 a box of 3.6 such distances lowered F1 from 0.90 "
                            "to 0.69, and on EMPIAR-10028 (ribosomes) one of 2.9 from 0.85 "
-                           "to 0.77. A reused network keeps the box it was trained in, and "
-                           "a streaming run the input box: there the summary warns of a box "
-                           "that large, and the wizard measures that distance on the input "
-                           "sets and proposes it as the diameter."
+                           "to 0.77. A streaming run measures that distance on its first "
+                           "batch. A reused network keeps the box it was trained in: there "
+                           "the summary warns of a box that large, and the wizard measures "
+                           "that distance on the input sets and proposes it as the diameter."
                            % (stages.CROWDED_BOX_PER_SPACING, stages.BOX_PER_DIAMETER,
                               stages.BOX_PER_DIAMETER))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
@@ -916,19 +916,6 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def _rotational(self):
         return self._options().rotational_average
-
-    def _minDistancePx(self):
-        return self._lengthPx(self.minDistance.get(), DEFAULT_MIN_DISTANCE)
-
-    def _edgeMarginPx(self):
-        return self._lengthPx(self.edgeMargin.get(), DEFAULT_EDGE_MARGIN)
-
-    def _lengthPx(self, lengthA, defaultShare):
-        """A length of the form (Å; negative: ``defaultShare`` of the box) in pixels of the
-        first input set."""
-        first = self._inputSets()[0]
-        return stages.length_px(lengthA, defaultShare, self._workingBox(first),
-                                convert.samplingRate(first))
 
     def _boxes(self, firstSet):
         """(the box (px) the run works in, the first set's box where that differs, else

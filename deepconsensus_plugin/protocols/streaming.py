@@ -275,7 +275,8 @@ class DeepConsensusStreaming:
             centring_search=self._centringSearch(),
             threshold=(None if self.thresholdMode.get() == self.THRESHOLD_AUTOMATIC
                        else self.threshold.get()),
-            min_distance_px=self._minDistancePx(), edge_margin_px=self._edgeMarginPx(),
+            min_distance=self.minDistance.get(), edge_margin=self.edgeMargin.get(),
+            fit_box=self._fitBox(),
             train_at=self.streamTrainAt.get(),
             retrain_factor=self.streamRetrainFactor.get(),
             model_use=use, model_source=source or None, model_name=name or None,
