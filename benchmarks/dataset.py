@@ -42,7 +42,7 @@ from empiar_data import (PICK_FILES, Dataset, audit_anchors, dataset_spec,  # no
                          picker_score_ceiling, score_quality, vote_pattern_ceiling)
 from label_probe import label_probe, label_probe_text  # noqa: E402
 
-from deepconsensus_plugin.core import stages  # noqa: E402
+from deepconsensus_plugin.core import pipeline, stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
 
@@ -361,14 +361,38 @@ def _figures(m: dict) -> str:
     return "%d | %.3f | %.3f | %.3f" % (m["n"], m["precision"], m["recall"], m["f1"])
 
 
+def first_batch_spacings(data: Dataset, radius_px: float, min_votes: int) -> list[float]:
+    """Each micrograph's AND spacing as a stream whose first batch is that micrograph alone
+    measures it (its picks merged with the consensus radius of the coordinates' box,
+    ``StreamingRun._fit_box``), where it has enough AND coordinates."""
+    spacings = []
+    for name in data.names:
+        picks = [{0: data.picks[p].get(name, np.empty((0, 2)))} for p in data.pickers]
+        spacing = stages.and_spacing(pipeline.consensus_table(picks, radius_px), min_votes)
+        if spacing is not None:
+            spacings.append(spacing)
+    return spacings
+
+
 def spacing_text(metrics: dict) -> str:
     """The AND coordinates' spacing against the coordinates' box, for the report's header
-    (the summary warns above 2; ``stages.CROWDED_BOX_PER_SPACING``)."""
+    (the summary warns above 2; ``stages.CROWDED_BOX_PER_SPACING``), and its range over
+    the micrographs one at a time, with the boxes a stream's first batch of one would fit
+    where the run fitted its box."""
     spacing = metrics.get("and_spacing_px")
     if spacing is None:
         return ""
-    return (", the AND coordinates a median %.0f px from their nearest neighbour (the "
-            "coordinates' box is %.2f of that)" % (spacing, metrics["coordinates_box_px"] / spacing))
+    box = metrics["coordinates_box_px"]
+    text = (", the AND coordinates a median %.0f px from their nearest neighbour (the "
+            "coordinates' box is %.2f of that" % (spacing, box / spacing))
+    alone = metrics.get("and_spacing_per_micrograph_px") or []
+    if alone:
+        text += "; on one micrograph alone %.0f to %.0f px" % (min(alone), max(alone))
+        if metrics.get("box_spacing_px") is not None:
+            fitted = [stages.spacing_box(box, s) for s in (min(alone), max(alone))]
+            text += (", where a stream whose first batch is that micrograph works in boxes "
+                     "of %s to %s px" % tuple(b or box for b in fitted))
+    return text + ")"
 
 
 def write_report(out, metrics, plots) -> None:
@@ -381,8 +405,10 @@ def write_report(out, metrics, plots) -> None:
                 " (the labelled ones only)" if metrics["labelled_only"] else "",
                 ", ".join(metrics["pickers"]), metrics["box_px"],
                 "" if metrics["coordinates_box_px"] == metrics["box_px"] else
-                " (from the particle diameter; the coordinates' box %d px)"
-                % metrics["coordinates_box_px"], spacing_text(metrics),
+                " (%s; the coordinates' box %d px)"
+                % ("the particle diameter's" if metrics.get("box_spacing_px") is None else
+                   "fitted to the AND spacing", metrics["coordinates_box_px"]),
+                spacing_text(metrics),
                 metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
                 ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],
                 metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"]), "",
@@ -561,6 +587,10 @@ def main(argv=None) -> int:
     metrics = {"dataset": data.name, "pickers": list(data.pickers), "box_px": results.box,
                "coordinates_box_px": results.outputBox,
                "and_spacing_px": info.consensus.and_spacing_px,
+               "box_spacing_px": info.consensus.box_spacing_px,
+               "and_spacing_per_micrograph_px": first_batch_spacings(
+                   data, info.consensus.radius_px / results.box * results.outputBox,
+                   results.minVotes),
                "n_micrographs": len(data.names), "labelled_only": args.labelled_only,
                "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,
                "flip_y": spec.flip_y, "match_radius_px": data.match_radius,

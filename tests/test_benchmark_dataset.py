@@ -81,8 +81,11 @@ def test_scores_report_and_plots_written(benchmark_run):
     assert "The run's decisions by vote pattern" in report
     spacing = metrics["and_spacing_px"]
     assert spacing == metrics["run_info"]["consensus"]["and_spacing_px"] > 0
+    alone = metrics["and_spacing_per_micrograph_px"]
+    assert len(alone) == metrics["n_micrographs"]
     assert ("the AND coordinates a median %.0f px from their nearest neighbour (the "
-            "coordinates' box is %.2f of that)" % (spacing, metrics["coordinates_box_px"] / spacing)
+            "coordinates' box is %.2f of that; on one micrograph alone %.0f to %.0f px)"
+            % (spacing, metrics["coordinates_box_px"] / spacing, min(alone), max(alone))
             ) in report
     decided = metrics["pattern_decisions"]
     assert sum(row["retained"] for row in decided) <= metrics["run_info"]["split"]["n_retained"]
@@ -543,15 +546,35 @@ def test_a_few_labels_near_picks_by_chance_decide_no_row_order(monkeypatch):
         _check_label_frame(data(30), {"m": 1000})
 
 
-def test_the_method_flags_set_the_protocol_form():
-    """Each method switch of the benchmark reaches the protocol parameter it names; an
-    unset one leaves the protocol's default."""
+def benchmark_module():
+    """benchmarks/dataset.py as a module (it is a script, not in a package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "benchmark_dataset", os.path.join(ROOT, "benchmarks", "dataset.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_report_header_gives_the_boxes_a_stream_s_first_batch_would_fit():
+    """The spacing's range over the micrographs one at a time, and where the run fitted its
+    box, the boxes of 1.5 such spacings a stream starting on that micrograph works in."""
+    metrics = {"and_spacing_px": 99.0, "coordinates_box_px": 360, "box_spacing_px": 98.8,
+               "and_spacing_per_micrograph_px": [100.0, 97.0, 102.0]}
+    text = benchmark_module().spacing_text(metrics)
+    assert text == (", the AND coordinates a median 99 px from their nearest neighbour (the "
+                    "coordinates' box is 3.64 of that; on one micrograph alone 97 to 102 px, "
+                    "where a stream whose first batch is that micrograph works in boxes of 146 "
+                    "to 153 px)")
+    own = benchmark_module().spacing_text({**metrics, "box_spacing_px": None})
+    assert own.endswith("on one micrograph alone 97 to 102 px)")
+
+
+def test_the_method_flags_set_the_protocol_form():
+    """Each method switch of the benchmark reaches the protocol parameter it names; an
+    unset one leaves the protocol's default."""
+    module = benchmark_module()
     args = module.parse_args(["--data", "d", "--out", "o", "--no-best-centred",
                               "--no-agreement", "--self-training", "--seed", "3",
                               "--consensus-radius", "0.15"])
