@@ -91,13 +91,14 @@ def picksInReferenceFrame(sets, setNames):
     return pickers, names, rescaled
 
 
-def consensusInput(sets, setNames, diameter: float = 0.0,
-                   fitBox: bool = False) -> ConsensusInput:
+def consensusInput(sets, setNames, diameter: float = 0.0, fitBox: bool = False,
+                   networkBox: int = 0) -> ConsensusInput:
     """The core's consensus input from coordinate sets: the micrographs common to all sets
     (ids, files and micNames of the first set's), each set's picks on them in the first
-    set's pixel size, the box the run works in (the first set's, or 1.5 times
-    ``diameter`` (Å) where one is given; with ``fitBox`` the consensus may fit it to the
-    particles' spacing) and the notes the summary gives (entries left out, other boxes)."""
+    set's pixel size, the box the run works in (1.5 times ``diameter`` (Å) where one is
+    given, else a reused network's ``networkBox`` (px; 0: none), else the first set's; with
+    ``fitBox`` the consensus may fit it to the particles' spacing) and the notes the summary
+    gives (entries left out, other boxes)."""
     reference = sets[0]
     refMics = micrographsByName(reference.getMicrographs())
     pickers, names, rescaled = picksInReferenceFrame(sets, setNames)
@@ -107,15 +108,16 @@ def consensusInput(sets, setNames, diameter: float = 0.0,
     ids = {m.name: m.mic_id for m in micrographs}
     box = reference.getBoxSize()
     sampling = samplingRate(reference)
-    work, coordinatesBox = run_boxes(box, diameter, sampling)
+    boxes = run_boxes(box, diameter, sampling, networkBox or None)
     return ConsensusInput(
         micrographs=micrographs,
         pickers=[PickerInput(name, {ids[n]: picks[n] for n in common if n in picks})
                  for name, picks in zip(setNames, pickers)],
-        box=work, sampling_rate=sampling,
+        box=boxes.box, sampling_rate=sampling,
         ignored_micrograph_entries=sum(len(n) for n in names) - len(common) * len(sets),
         other_box_sizes=sorted({s.getBoxSize() for s in sets[1:]} - {box}),
-        rescaled_sets=rescaled, coordinates_box=coordinatesBox, fit_box=fitBox)
+        rescaled_sets=rescaled, coordinates_box=boxes.coordinates_box,
+        box_from_network=boxes.from_network, fit_box=fitBox)
 
 
 def fillCoordinates(outSet: SetOfCoordinates, rows: Iterable[int], mic: np.ndarray,

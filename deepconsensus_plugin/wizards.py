@@ -14,8 +14,8 @@ the pickers agree on lie at least about a diameter apart, and where they
 crowd the median distance to the nearest one is about a diameter: an upper
 bound the wizard proposes where the box exceeds two of them.  A run that
 trains its network then works in boxes of 1.5 such distances by itself (a
-streaming run measures them on its first batch); a reused network keeps the
-box it was trained in, and needs the diameter.
+streaming run measures them on its first batch); a run that reuses a network
+works in the boxes the network was trained in.
 """
 import math
 from typing import Dict, List, Optional
@@ -89,16 +89,18 @@ class DeepConsensusRadiusWizard(Wizard):
         sets = pickerSets(form, "Consensus radius")
         if sets is None:
             return
-        box = form.protocol._workingBox(sets[0])
+        boxes = form.protocol._boxes(sets[0])
+        box = boxes.box
         if not box:
             dialog.showWarning("Consensus radius", "The first input set has no box size.",
                                form.root)
             return
         fraction, distances = proposeRadius(inputPicks(sets), box)
-        boxes = ", ".join("%s px" % s.getBoxSize() for s in sets[1:])
-        origin = ("from the first input set (the others: %s)" % boxes
-                  if box == sets[0].getBoxSize()
-                  else "%.1f times the particle diameter on the form" % BOX_PER_DIAMETER)
+        others = ", ".join("%s px" % s.getBoxSize() for s in sets[1:])
+        origin = ("from the first input set (the others: %s)" % others
+                  if boxes.coordinates_box is None else
+                  "the reused network's field of view" if boxes.from_network else
+                  "%.1f times the particle diameter on the form" % BOX_PER_DIAMETER)
         message = ("Box size: %d px, %s; particles are cut with it and the radius is a "
                    "fraction of it.\n\n%s\n\nUse %.2f?"
                    % (box, origin, describeProposal(fraction, distances, box), fraction))
@@ -166,10 +168,15 @@ def describeDiameter(spacing: Optional[float], box: int, sampling: float) -> str
         lines.append("Proposed particle diameter: %.0f Å; the run then works in boxes of "
                      "%d px instead of the coordinates' %d px (the outputs keep theirs), "
                      "as a run that trains its network does by itself when the diameter is "
-                     "left at 0; a reused network needs it given.  If "
-                     "you know the particle's diameter, give that instead."
+                     "left at 0.  If you know the particle's diameter, give that instead."
                      % (spacing * sampling, spacing_box(box, spacing), box))
     return "\n\n".join(lines)
+
+
+REUSED_NETWORK_BOX = ("This run reuses a network: without a particle diameter it works in "
+                      "the boxes the network was trained in, %d px here (the coordinates' "
+                      "box is %d px, which the outputs keep).  Leave the diameter at 0; a "
+                      "diameter whose boxes differ from the network's is refused.")
 
 
 class DeepConsensusDiameterWizard(Wizard):
@@ -186,6 +193,10 @@ class DeepConsensusDiameterWizard(Wizard):
         if not box or not sampling:
             dialog.showWarning("Particle diameter", "The first input set has no box size "
                                "or no pixel size.", form.root)
+            return
+        reused = protocol._networkBox(sets[0])
+        if reused:
+            dialog.showInfo("Particle diameter", REUSED_NETWORK_BOX % (reused, box), form.root)
             return
         spacing = agreedSpacing(inputPicks(sets), protocol.consensusRadius.get() * box,
                                 protocol._minVotes())

@@ -178,6 +178,33 @@ def test_fine_tune_the_model_of_an_earlier_run(demo_run, tmp_path):
     assert "fine-tuned on this data from" in result.stdout
 
 
+def test_a_reused_network_brings_its_box_whatever_the_pickers(demo_run, tmp_path):
+    """Picks in boxes twice the earlier run's: with its --model the run works in the
+    network's boxes and the export keeps the pickers'; a --diameter of other boxes is
+    refused with the way out."""
+    from deepconsensus_plugin.cli import build_parser
+    from deepconsensus_plugin.cli.common import gather
+
+    out, _ = demo_run
+    trained = RunFolder(out).info().consensus.box
+    wide = ["--box-size", str(2 * trained), "--model", str(out)]
+    inputs, export, _ = gather(build_parser().parse_args(["run", *demo_arguments(), *wide,
+                                                          "--out", "o"]))
+    assert (inputs.box, inputs.coordinates_box, inputs.box_from_network) == (
+        trained, 2 * trained, True)
+    assert export.box == 2 * trained and not inputs.fit_box
+    result = deepconsensus("run", *demo_arguments(), *wide, "--score-only", "--gpus", "cpu",
+                           "--out", str(tmp_path / "wide"))
+    assert result.returncode == 0, result.stderr
+    consensus = RunFolder(tmp_path / "wide").info().consensus
+    assert (consensus.box, consensus.coordinates_box) == (trained, 2 * trained)
+    assert "Worked in boxes of %d px (the reused network's field of view" % trained \
+        in result.stdout
+    other = deepconsensus("run", *demo_arguments(), *wide, "--score-only", "--diameter",
+                          str(trained * SAMPLING_RATE), "--out", str(tmp_path / "other"))
+    assert other.returncode == 1 and "leave the particle diameter at 0" in other.stderr
+
+
 def test_a_model_of_other_boxes_is_refused_naming_both_values(demo_run, tmp_path):
     out, _ = demo_run
     result = deepconsensus("run", *demo_arguments(), "--network-size", "64", "--model",

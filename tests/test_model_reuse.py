@@ -82,15 +82,31 @@ def test_the_same_field_of_view_at_another_pixel_size_fits():
     assert compatibility_errors(unknown, SPEC, "m") == []
 
 
+def test_a_run_reusing_a_network_works_in_the_network_s_field_unless_given_a_diameter():
+    """The network was trained in a box of its own run's choosing (here 48 px at 2 A/px,
+    96 A); a run reusing it on coordinates in 128 px boxes works in the boxes that show
+    the same 96 A, and the outputs keep 128 px.  A diameter chooses the box instead."""
+    assert stages.network_box(SPEC, 2.0) == BOX
+    assert stages.network_box(SPEC, 1.0) == 96                 # the same field, finer pixels
+    assert stages.network_box(ModelSpec("fast", SIZE, False, 64, None), None) == 64
+    assert stages.network_box(SPEC, None) is None               # the field cannot be told
+    assert stages.run_boxes(128, 0, 2.0, BOX) == (BOX, 128, True)
+    assert stages.run_boxes(BOX, 0, 2.0, BOX) == (BOX, None, False)
+    assert stages.run_boxes(128, 80.0, 2.0, BOX) == (60, 128, False)  # the diameter's
+    assert stages.run_boxes(128, 0, 2.0) == (128, None, False)        # a new network
+    ours = ModelSpec(**{**SPEC.__dict__, "box": stages.run_boxes(128, 0, 2.0, BOX).box})
+    assert stages.reuse_errors(SPEC, ours, "--model m") == []
+
+
 def test_a_network_of_another_field_is_refused_with_the_diameter_that_gives_its_box():
-    """A network trained in a box fitted to the particles (or picked in another box) is
-    reused by giving the particle diameter whose box is the network's: the refusal says
-    which, and with it the run's box fits the network."""
+    """Given a particle diameter whose boxes are not the network's (or where the field
+    cannot be told in the run's pixels), the network is refused: the refusal says to leave
+    the diameter at 0 or which diameter gives the network's box."""
     run = ModelSpec(**{**SPEC.__dict__, "box": 128})
     errors = stages.reuse_errors(SPEC, run, "--model m")
     assert len(errors) == 2 and errors[:1] == compatibility_errors(SPEC, run, "--model m")
-    assert ("To work in the network's boxes (96 A), give the particle diameter 64 A (the run "
-            "then works in boxes of 1.5 diameters)") in errors[1]
+    assert ("To work in the network's boxes (96 A), leave the particle diameter at 0 or give "
+            "64 A (the run then works in boxes of 1.5 diameters)") in errors[1]
     fitted = ModelSpec(**{**run.__dict__, "box": stages.working_box(128, 64.0, 2.0)})
     assert stages.reuse_errors(SPEC, fitted, "--model m") == []
     assert stages.reuse_errors(SPEC, SPEC, "--model m") == []

@@ -19,6 +19,10 @@ class SecondProject(BaseTest):
     """Another Scipion project (a later data collection of the same sample)."""
 
 
+class ThirdProject(BaseTest):
+    """A third project, its micrographs picked in boxes twice the first's."""
+
+
 class TestModelReuse(BaseTest):
     @classmethod
     def setUpClass(cls):
@@ -110,3 +114,30 @@ class TestModelReuse(BaseTest):
         viewer.setProtocol(prot)
         views = viewer._getVisualizeDict()["showTraining"]("showTraining")
         self.assertIsInstance(views[0], MessageView)
+
+    def test_score_only_on_picks_in_larger_boxes_works_in_the_network_s(self):
+        """The first run's network (48 px at 2 A/px) on coordinates picked in 96 px boxes:
+        accepted, and the run works in the network's boxes while the outputs keep 96 px; a
+        particle diameter whose boxes are not the network's is refused with the way out."""
+        here = os.getcwd()
+        self.addCleanup(os.chdir, here)
+        setupTestProject(ThirdProject)
+        _, protCoords, _ = importSynthetic(ThirdProject, nMicrographs=2, seed=6, box=2 * BOX)
+        prot = self.reuse(protCoords, test=ThirdProject,
+                          modelSource=ProtDeepConsensus.MODEL_FILE,
+                          modelUse=ProtDeepConsensus.USE_SCORE_ONLY)
+        prot.modelFile.set(self.firstModel)
+        self.assertEqual(prot.validate(), [])
+        prot.particleDiameter.set(100.0)  # boxes of 75 px
+        self.assertIn("leave the particle diameter at 0 or give 64 A", "\n".join(prot.validate()))
+        prot.particleDiameter.set(0.0)
+        ThirdProject.launchProtocol(prot)
+        consensus = self.runFolder(prot, ThirdProject).info().consensus
+        self.assertEqual((consensus.box, consensus.coordinates_box, consensus.box_from_network),
+                         (BOX, 2 * BOX, True))
+        for name in (OUTPUT_RETAINED, OUTPUT_PRUNED):
+            self.assertEqual(getattr(prot, name).getBoxSize(), 2 * BOX)
+        self.assertIn("Worked in boxes of %d px (the reused network's field of view" % BOX,
+                      "\n".join(prot.summary()))
+        self.assertIn("in boxes of %d px (the reused network's; the coordinates' box was %d "
+                      "px)" % (BOX, 2 * BOX), "".join(prot.methods()))

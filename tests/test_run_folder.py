@@ -303,9 +303,9 @@ def test_working_box_follows_a_given_particle_diameter():
     with pytest.raises(ValueError, match="pixel size"):
         stages.working_box(96, 64.0, None)
     # with the coordinates' box beside it where the two differ, as the front ends record it
-    assert stages.run_boxes(96, 64.0, 2.0) == (48, 96)
-    assert stages.run_boxes(96, 0, 2.0) == (96, None)
-    assert stages.run_boxes(84, 300.0, 5.36) == (84, None)
+    assert stages.run_boxes(96, 64.0, 2.0) == (48, 96, False)
+    assert stages.run_boxes(96, 0, 2.0) == (96, None, False)
+    assert stages.run_boxes(84, 300.0, 5.36) == (84, None, False)
 
 
 def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, dataset):

@@ -25,7 +25,7 @@ from deepconsensus_plugin.protocols import (OUTPUT_PRUNED, OUTPUT_RETAINED, Prot
 from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
 from deepconsensus_plugin.wizards import (MIN_PAIRS, PAPER_RADIUS, RADIUS_RANGE,
-                                          DeepConsensusDiameterWizard,
+                                          REUSED_NETWORK_BOX, DeepConsensusDiameterWizard,
                                           DeepConsensusRadiusWizard, agreedSpacing,
                                           describeDiameter, describeProposal, inputPicks,
                                           proposeDiameter, proposeRadius)
@@ -171,6 +171,26 @@ class TestViewerAndThreshold(BaseTest):
                 wizard.show(SimpleNamespace(protocol=single, root=None,
                                             setVar=written.__setitem__))
                 self.assertIn("at least two pickers", dialog.showWarning.call_args[0][1])
+        self.assertEqual(written, {})
+
+    def test_with_a_reused_network_the_wizards_say_its_box_is_the_run_s(self):
+        """A run reusing this run's network works in the network's boxes: the diameter
+        wizard proposes nothing and says so, the radius wizard names where the box came
+        from."""
+        reuse = self.newProtocol(ProtDeepConsensus, modelSource=ProtDeepConsensus.MODEL_RUN)
+        reuse.modelRun.set(self.dc)
+        for prot in self.protCoords:
+            reuse.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
+        written = {}
+        form = SimpleNamespace(protocol=reuse, root=None, setVar=written.__setitem__)
+        with mock.patch("deepconsensus_plugin.wizards.dialog") as dialog:
+            DeepConsensusDiameterWizard().show(form)
+            self.assertEqual(dialog.showInfo.call_args[0][1],
+                             REUSED_NETWORK_BOX % (BOX, BOX))
+            dialog.askYesNo.return_value = False
+            DeepConsensusRadiusWizard().show(form)
+            self.assertIn("Box size: %d px, from the first input set" % BOX,
+                          dialog.askYesNo.call_args[0][1])
         self.assertEqual(written, {})
 
     def test_diameter_wizard_measures_the_spacing_the_run_recorded(self):

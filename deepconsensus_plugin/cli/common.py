@@ -170,10 +170,11 @@ def add_training(parser: argparse.ArgumentParser) -> None:
                        help="particles per training step (default: %(default)s)")
     group = parser.add_argument_group("model reuse")
     group.add_argument("--model", metavar="FILE_OR_FOLDER",
-                       help="start from the network of an earlier run (of the same sample, "
-                            "picked with a box of the same size in A): its model.keras, or "
-                            "its run folder; fine-tuned on this data unless --score-only. "
-                            "Network size, contrast, network and box must match it")
+                       help="start from the network of an earlier run (of the same sample): "
+                            "its model.keras, or its run folder; fine-tuned on this data "
+                            "unless --score-only.  Network size, contrast and network must "
+                            "match it; the run works in the boxes (in A) it was trained in, "
+                            "whatever --box-size, unless --diameter gives others (refused)")
     group.add_argument("--score-only", action="store_true",
                        help="with --model: score with that network as it is, no training")
 
@@ -338,15 +339,31 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
                          "give the particle diameter in A" % (args.diameter, args.diameter / pixel,
                                                               pixel, box))
     export = _export_settings(args, pixel, box, listing, sets)
-    work, coordinates_box = stages.run_boxes(box, args.diameter, pixel)
+    model = model_path(args)
+    network = None
+    if model is not None and not args.diameter:  # the run works in the network's boxes
+        try:
+            network = stages.network_box(read_spec(model), pixel)
+        except ModelFileError as error:
+            raise InputError("--model: %s" % error) from error
+    boxes = stages.run_boxes(box, args.diameter, pixel, network)
     # without a diameter the consensus may fit the box to the particles' spacing, unless a
     # reused network brings the box it was trained in
-    inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=work,
+    inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=boxes.box,
                                    sampling_rate=pixel, rescaled_sets=rescaled,
-                                   coordinates_box=coordinates_box,
-                                   fit_box=not args.diameter and getattr(args, "model",
-                                                                         None) is None)
+                                   coordinates_box=boxes.coordinates_box,
+                                   box_from_network=boxes.from_network,
+                                   fit_box=not args.diameter and model is None)
     return inputs, export, notes
+
+
+def model_path(args) -> Optional[str]:
+    """The model file ``--model`` names (a run folder stands for its model.keras); None
+    without it (and for the commands that take none)."""
+    path = getattr(args, "model", None)
+    if path is not None and os.path.isdir(path):
+        return RunFolder(path).file(RunFolder.MODEL)
+    return path
 
 
 def _export_settings(args, pixel: float, box: int, listing: Optional[MicrographList],
@@ -405,13 +422,11 @@ def run_consensus(args, run: RunFolder) -> None:
 def reused_model(args, run: RunFolder) -> Optional[str]:
     """The model file of ``--model`` (a run folder stands for its model.keras), checked
     against this run's boxes and flags before anything is extracted; None without it."""
-    if args.model is None:
+    path = model_path(args)
+    if path is None:
         if args.score_only:
             raise InputError("--score-only needs --model: the network to score with")
         return None
-    path = args.model
-    if os.path.isdir(path):
-        path = RunFolder(path).file(RunFolder.MODEL)
     consensus = run.info().consensus
     if consensus is None:
         raise InputError("%s has no consensus: run 'deepconsensus consensus' first" % run.path)

@@ -82,7 +82,9 @@ class ConsensusInfo:
     seconds: float = 0.0
     coordinates_box: Optional[int] = None
     """The input coordinates' box where the run worked in another (``box``, from a given
-    particle diameter or from the AND spacing); None: the same."""
+    particle diameter, a reused network or the AND spacing); None: the same."""
+    box_from_network: bool = False
+    """``box`` is the reused network's field of view (:func:`.stages.network_box`)."""
     box_spacing_px: Optional[float] = None
     """The AND coordinates' spacing (in the coordinates' box) that set ``box``
     (:func:`.stages.spacing_box`); None: the box is the coordinates' own or the given

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -143,12 +143,40 @@ def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> 
     return max(MIN_BOX, int(round(BOX_PER_DIAMETER * diameter_a / sampling_rate)))
 
 
-def run_boxes(box: int, diameter_a: float,
-              sampling_rate: Optional[float]) -> Tuple[int, Optional[int]]:
-    """(the box the run works in, the coordinates' ``box`` where that differs, else None):
-    the ``box`` and ``coordinates_box`` of :class:`ConsensusInput`."""
-    work = working_box(box, diameter_a, sampling_rate)
-    return work, (None if work == box else int(box))
+class RunBoxes(NamedTuple):
+    """The boxes of :class:`ConsensusInput`: the one the run works in, the coordinates' where
+    that differs (else None), and whether it is the reused network's."""
+
+    box: int
+    coordinates_box: Optional[int]
+    from_network: bool
+
+
+def run_boxes(box: int, diameter_a: float, sampling_rate: Optional[float],
+              network: Optional[int] = None) -> RunBoxes:
+    """The box the run works in: :func:`working_box` where a particle diameter is given,
+    else a reused network's box ``network`` (:func:`network_box`; None: a new network, or
+    a network whose field cannot be told in this run's pixels), else the coordinates'."""
+    if diameter_a > 0 or not network:
+        work = working_box(box, diameter_a, sampling_rate)
+    else:
+        work = int(network)
+    differs = work != box
+    return RunBoxes(work, int(box) if differs else None,
+                    differs and diameter_a <= 0 and bool(network))
+
+
+def network_box(model: ModelSpec, sampling_rate: Optional[float]) -> Optional[int]:
+    """The box (px at ``sampling_rate``) that shows a reused network the field of view it
+    was trained on, which a run reusing it works in unless given a particle diameter: the
+    network was trained in a box of its own run's choosing (the coordinates', a diameter's
+    or one fitted to the particles), which the next session's coordinates need not carry.
+    None where only one of the two pixel sizes is known."""
+    if model.sampling_rate and sampling_rate:
+        return max(MIN_BOX, int(round(model.box * model.sampling_rate / sampling_rate)))
+    if not model.sampling_rate and not sampling_rate:
+        return int(model.box)
+    return None
 
 
 def split_lengths_px(consensus: ConsensusInfo, min_distance_a: float,
@@ -236,7 +264,10 @@ class ConsensusInput:
     rescaled_sets: Sequence[str] = ()
     coordinates_box: Optional[int] = None
     """The input coordinates' box where the run works in another (a particle diameter
-    was given); the outputs keep it.  None: ``box`` is the coordinates' own."""
+    was given, or a reused network's box); the outputs keep it.  None: ``box`` is the
+    coordinates' own."""
+    box_from_network: bool = False
+    """``box`` is the reused network's (:func:`network_box`), not the coordinates'."""
     fit_box: bool = False
     """Work in boxes of :func:`spacing_box` where ``box`` (the coordinates' own) is too
     large for the AND coordinates' spacing.  The front ends ask for it when no particle
@@ -357,7 +388,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     info = ConsensusInfo(
         n_pickers=n_pickers, picker_names=names, n_micrographs=len(inputs.micrographs),
         box=box, coordinates_box=None if coordinates_box is None else int(coordinates_box),
-        box_spacing_px=box_spacing,
+        box_spacing_px=box_spacing, box_from_network=bool(inputs.box_from_network),
         sampling_rate=inputs.sampling_rate, radius_px=radius_px, min_votes=min_votes,
         **counts,
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
@@ -608,8 +639,8 @@ def reuse_errors(model: ModelSpec, ours: ModelSpec, model_name: str) -> List[str
     its network in a box the next run's coordinates do not carry."""
     errors = compatibility_errors(model, ours, model_name)
     if not same_extent(model, ours) and model.sampling_rate:
-        errors.append("To work in the network's boxes (%.0f A), give the particle diameter "
-                      "%.0f A (the run then works in boxes of %.1f diameters)."
+        errors.append("To work in the network's boxes (%.0f A), leave the particle diameter "
+                      "at 0 or give %.0f A (the run then works in boxes of %.1f diameters)."
                       % (model.box * model.sampling_rate,
                          model.box * model.sampling_rate / BOX_PER_DIAMETER, BOX_PER_DIAMETER))
     return errors
@@ -1260,10 +1291,9 @@ def summary_lines(info) -> list:
         lines.append("Only micrographs common to all input sets were used; %d "
                      "micrograph entries were left out." % consensus.ignored_micrograph_entries)
     if consensus.coordinates_box is not None:
-        lines.append("Worked in boxes of %d px (%.1f times %s) instead of the coordinates' "
-                     "%d px, which the outputs keep." % (
-                         consensus.box, BOX_PER_DIAMETER, box_origin(consensus),
-                         consensus.coordinates_box))
+        lines.append("Worked in boxes of %d px (%s) instead of the coordinates' %d px, which "
+                     "the outputs keep." % (consensus.box, box_origin(consensus),
+                                            consensus.coordinates_box))
     lines += ["WARNING: " + line
               for line in nested_lines(consensus) + unconfirmed_lines(consensus)]
     if crowded_box(consensus):
@@ -1392,13 +1422,17 @@ def unconfirmed_lines(consensus: ConsensusInfo) -> List[str]:
 
 
 def box_origin(consensus: ConsensusInfo) -> str:
-    """What the run's box is :data:`BOX_PER_DIAMETER` times, where it is not the
-    coordinates' own: the particle diameter given, or the AND coordinates' spacing."""
+    """Where the run's box came from, where it is not the coordinates' own: the reused
+    network's field of view, or :data:`BOX_PER_DIAMETER` times the particle diameter given
+    or the AND coordinates' spacing."""
+    if consensus.box_from_network:
+        return ("the reused network's field of view; give the particle diameter to choose "
+                "another, which the network must have been trained in")
     if consensus.box_spacing_px is None:
-        return "the particle diameter given"
-    return ("the AND coordinates' median spacing of %.0f px, as the coordinates' box "
-            "exceeded %.0f spacings; give the particle diameter to choose the box"
-            % (consensus.box_spacing_px, CROWDED_BOX_PER_SPACING))
+        return "%.1f times the particle diameter given" % BOX_PER_DIAMETER
+    return ("%.1f times the AND coordinates' median spacing of %.0f px, as the coordinates' "
+            "box exceeded %.0f spacings; give the particle diameter to choose the box"
+            % (BOX_PER_DIAMETER, consensus.box_spacing_px, CROWDED_BOX_PER_SPACING))
 
 
 def crowded_box(consensus: ConsensusInfo) -> bool:

@@ -177,14 +177,16 @@ class StreamingRun:
 
     def __init__(self, run: RunFolder, settings: StreamSettings, picker_names: Sequence[str],
                  box: int, sampling_rate: Optional[float],
-                 coordinates_box: Optional[int] = None):
-        """``box`` is the box the run works in (:func:`.stages.working_box`),
-        ``coordinates_box`` the input coordinates' where it differs (the outputs keep it)."""
+                 coordinates_box: Optional[int] = None, box_from_network: bool = False):
+        """``box`` is the box the run works in (:func:`.stages.run_boxes`),
+        ``coordinates_box`` the input coordinates' where it differs (the outputs keep it),
+        ``box_from_network`` whether ``box`` is a reused network's."""
         self.run = run
         self.settings = settings
         self.picker_names = list(picker_names)
         self.box = int(box)
         self.coordinates_box = None if coordinates_box is None else int(coordinates_box)
+        self.box_from_network = bool(box_from_network)
         self.sampling_rate = sampling_rate
         self.min_votes = stages.min_votes_for(settings.consensus.and_rule, len(picker_names),
                                               settings.consensus.k)
@@ -324,6 +326,7 @@ class StreamingRun:
                              n_micrographs=n_micrographs, box=self.box,
                              coordinates_box=self.coordinates_box,
                              box_spacing_px=self.state.box_spacing_px,
+                             box_from_network=self.box_from_network,
                              sampling_rate=self.sampling_rate,
                              radius_px=radius_px,
                              min_votes=self.min_votes,

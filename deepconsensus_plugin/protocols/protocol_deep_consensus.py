@@ -115,9 +115,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "EMPIAR-10017 a box of 3.6 such distances lowered F1 from 0.90 "
                            "to 0.69, and on EMPIAR-10028 (ribosomes) one of 2.9 from 0.85 "
                            "to 0.77. A streaming run measures that distance on its first "
-                           "batch. A reused network keeps the box it was trained in: there "
-                           "the summary warns of a box that large, and the wizard measures "
-                           "that distance on the input sets and proposes it as the diameter."
+                           "batch, and the wizard measures it on the input sets and proposes "
+                           "it as the diameter. A run that reuses a network works in the "
+                           "boxes the network was trained in: leave the diameter at 0 there."
                            % (stages.CROWDED_BOX_PER_SPACING, stages.BOX_PER_DIAMETER,
                               stages.BOX_PER_DIAMETER))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
@@ -352,7 +352,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "its extra folder) can be fine-tuned on this data, which needs "
                            "fewer particles and epochs, or score it as it is. The model must "
                            "have been trained on the same kind of boxes: network box size, "
-                           "contrast, network and box size in A are checked.")
+                           "contrast and network are checked, and the run works in boxes of "
+                           "the size in A the network was trained in (whatever the input "
+                           "box, which the outputs keep), unless a particle diameter is "
+                           "given, which must then give the same boxes.")
         form.addParam("modelRun", params.PointerParam, pointerClass="ProtDeepConsensus",
                       allowsNull=True, condition="modelSource==%d" % self.MODEL_RUN,
                       label="Previous deep-consensus run",
@@ -411,7 +414,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         gpu = self.usesGpu()
         self._insertFunctionStep(self.checkEnvironmentStep, needsGPU=gpu)
         consensus = (self.consensusRadius.get(), self._minVotes(), self._inputSignature(),
-                     self.particleDiameter.get(), self._fitBox())
+                     self.particleDiameter.get(), self._fitBox(),
+                     self._networkBox(self._inputSets()[0]))
         self._insertFunctionStep(self.consensusStep, *consensus, needsGPU=False)
         negatives = (self.negativeRatio.get(), self.negativeDistance.get(), self.seed.get(),
                      self._negativeSignature(), skipBad, self._offCentre())
@@ -478,10 +482,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             self.warning(report["warning"])
 
     def consensusStep(self, radiusFraction, minVotes, inputSignature, particleDiameter,
-                      fitBox):
+                      fitBox, networkBox=0):
         inputs = convert.consensusInput(self._inputSets(),
                                         [self._setName(p) for p in self.inputCoordinates],
-                                        particleDiameter, fitBox)
+                                        particleDiameter, fitBox, networkBox)
         stages.consensus_stage(self._runFolder(), inputs,
                                stages.ConsensusParams(radius=radiusFraction,
                                                       and_rule=stages.AND_AT_LEAST, k=minVotes))
@@ -826,10 +830,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                        + negatives.n_user_coordinates + info.extraction.n_user_particles,
                        negatives.n_offcentre, consensus.n_or))
         if consensus.coordinates_box is not None:
-            text += (" in boxes of %d px (%.1f %s; the coordinates' box was %d px)"
-                     % (consensus.box, stages.BOX_PER_DIAMETER,
-                        "particle diameters" if consensus.box_spacing_px is None else
-                        "times the median spacing of the AND coordinates",
+            text += (" in boxes of %d px (%s; the coordinates' box was %d px)"
+                     % (consensus.box,
+                        "the reused network's" if consensus.box_from_network else
+                        "%.1f %s" % (stages.BOX_PER_DIAMETER,
+                                     "particle diameters" if consensus.box_spacing_px is None
+                                     else "times the median spacing of the AND coordinates"),
                         consensus.coordinates_box))
         if info.training is not None and info.training.n_rounds > 1:
             text += (", retrained once with the first round's confident decisions as extra "
@@ -895,7 +901,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     def _fitBox(self):
         """Whether the consensus may fit the run's box to the AND spacing
         (:func:`.stages.spacing_box`): not where the form gives the diameter, nor for a
-        reused network, which keeps the box it was trained in."""
+        reused network, whose box is the one it was trained in (:meth:`_networkBox`)."""
         return self.particleDiameter.get() <= 0 and self.modelSource.get() == self.MODEL_NEW
 
     def _scoreOnly(self):
@@ -918,15 +924,30 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return self._options().rotational_average
 
     def _boxes(self, firstSet):
-        """(the box (px) the run works in, the first set's box where that differs, else
-        None): 1.5 particle diameters where the form gives one, else the first set's box
-        (0 where it has none; ``_validate`` refuses that, and a diameter without a pixel
-        size)."""
+        """The box (px) the run works in, the first set's box where that differs (else None),
+        and whether it is the reused network's (:class:`.stages.RunBoxes`): 1.5 particle
+        diameters where the form gives one, else a reused network's field of view, else the
+        first set's box (0 where it has none; ``_validate`` refuses that, and a diameter
+        without a pixel size)."""
         box = firstSet.getBoxSize() or 0
         sampling = convert.samplingRate(firstSet)
         if not box or not sampling:
-            return box, None
-        return stages.run_boxes(box, self.particleDiameter.get(), sampling)
+            return stages.RunBoxes(box, None, False)
+        return stages.run_boxes(box, self.particleDiameter.get(), sampling,
+                                self._networkBox(firstSet) or None)
+
+    def _networkBox(self, firstSet):
+        """The reused network's box in the first set's pixels (:func:`.stages.network_box`):
+        without a particle diameter the run works in the field of view the network was
+        trained on.  0 for a new network, with a diameter, or where the model cannot be
+        read (``_validateModel`` says why)."""
+        if self.modelSource.get() == self.MODEL_NEW or self.particleDiameter.get() > 0:
+            return 0
+        try:
+            spec = read_spec(self._modelChoice()[1])
+        except ModelFileError:
+            return 0
+        return stages.network_box(spec, convert.samplingRate(firstSet)) or 0
 
     def _workingBox(self, firstSet):
         """The box (px) the run works in (:meth:`_boxes`)."""

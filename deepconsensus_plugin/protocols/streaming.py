@@ -281,7 +281,8 @@ class DeepConsensusStreaming:
             retrain_factor=self.streamRetrainFactor.get(),
             model_use=use, model_source=source or None, model_name=name or None,
             gpus=tuple(self.getGpuList() if self.usesGpu() else ()))
-        box, coordinatesBox = self._boxes(first)
+        boxes = self._boxes(first)
         return StreamingRun(self._runFolder(), settings,
                             [self._setName(p) for p in self.inputCoordinates],
-                            box, convert.samplingRate(first), coordinatesBox)
+                            boxes.box, convert.samplingRate(first), boxes.coordinates_box,
+                            boxes.from_network)
