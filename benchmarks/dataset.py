@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -120,11 +121,27 @@ def parse_args(argv):
                         help="also train a network on the labels (leave one labelled "
                              "micrograph out) and report what the run would give with it "
                              "(label_probe.py; a diagnostic, it uses the labels)")
-    return parser.parse_args(argv)
+    parser.add_argument("--model", default=None, metavar="FILE",
+                        help="reuse the network of an earlier run (the model.keras every run "
+                             "copies into its --out), fine-tuned on this dataset unless "
+                             "--score-only; the run works in the boxes it was trained in")
+    parser.add_argument("--score-only", action="store_true",
+                        help="with --model: score with that network as it is, no training")
+    args = parser.parse_args(argv)
+    if args.score_only and args.model is None:
+        parser.error("--score-only needs --model")
+    return args
 
 
 def protocol_params(args, spec) -> dict:
+    from deepconsensus_plugin.protocols import ProtDeepConsensus
+
     params = {}
+    if args.model is not None:
+        params.update(modelSource=ProtDeepConsensus.MODEL_FILE,
+                      modelFile=args.model,
+                      modelUse=(ProtDeepConsensus.USE_SCORE_ONLY if args.score_only
+                                else ProtDeepConsensus.USE_FINE_TUNE))
     if args.particle_diameter == "known":
         params["particleDiameter"] = spec.diameter * spec.pixel_size
     elif args.particle_diameter is not None:
@@ -400,7 +417,7 @@ def write_report(out, metrics, plots) -> None:
     lines = ["# %s benchmark" % metrics["dataset"], "",
              "Run on %d micrographs%s, pickers %s, in boxes of %d px%s%s.  Ground truth: %d "
              "particles on %d micrographs (%s); match radius %.1f px (a quarter of the %.0f "
-             "px diameter); threshold %.3f (%s)."
+             "px diameter); threshold %.3f (%s); network %s."
              % (metrics["n_micrographs"],
                 " (the labelled ones only)" if metrics["labelled_only"] else "",
                 ", ".join(metrics["pickers"]), metrics["box_px"],
@@ -411,7 +428,8 @@ def write_report(out, metrics, plots) -> None:
                 spacing_text(metrics),
                 metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
                 ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],
-                metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"]), "",
+                metrics["diameter_px"], metrics["threshold"], metrics["threshold_mode"],
+                metrics.get("network", "trained on this data")), "",
              "One-to-one: each labelled centre matches at most one coordinate, closest pairs "
              "first (the primary figures). Lenient: every coordinate near a label is a true "
              "positive (a particle picked twice counts twice). Labels audited: one-to-one, but "
@@ -571,6 +589,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     args.data, out = os.path.abspath(args.data), os.path.abspath(args.out)
+    args.model = args.model and os.path.abspath(args.model)  # the project is another folder
     os.makedirs(out, exist_ok=True)
     headless.configure(os.path.join(out, "scipion"))
     spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
@@ -597,7 +616,8 @@ def main(argv=None) -> int:
                "n_labels": int(sum(len(c) for c in data.truth.values())),
                "ground_truth_micrographs": sorted(data.truth), "sets": {},
                "threshold": results.threshold,
-               "threshold_mode": info.split.threshold_mode}
+               "threshold_mode": info.split.threshold_mode,
+               "network": stages.model_origin(info.model)}
     for p, picker in enumerate(data.pickers):
         # a picker's own picks, as its files give them (before consensus merged them);
         # MCC is that of keeping the OR coordinates it voted for
@@ -630,6 +650,9 @@ def main(argv=None) -> int:
                              if hasattr(v, "get") and not k.startswith("input")}
     metrics["run_info"] = info.to_dict()
     write_scores(os.path.join(out, "scores.csv"), results, names, retained)
+    # the run's network, for a later run's --model
+    shutil.copyfile(RunFolder(dc._getExtraPath()).file(RunFolder.MODEL),
+                    os.path.join(out, "model.keras"))
     # End to end: micrograph conversion, Scipion imports, the run and its evaluation;
     # the optional label-noise runs are timed apart.
     metrics["timings_s"] = {"steps": step_timings(dc), "total": total,

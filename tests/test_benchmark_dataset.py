@@ -15,21 +15,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "deepconsensus_plugin", "demo_data")
 
 
-@pytest.fixture(scope="module")
-def benchmark_run(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data") / "demo"
+def demo_dataset(folder):
+    """The bundled demo in the dataset layout (links), as a folder ``demo`` in ``folder``."""
+    data = folder / "demo"
     data.mkdir()
-    for folder, source in (("micrographs", "micrographs"), ("picks", "coordinates"),
-                           ("gt", "ground_truth")):
-        os.symlink(os.path.join(DEMO, source), data / folder)
-    out = tmp_path_factory.mktemp("out")
+    for name, source in (("micrographs", "micrographs"), ("picks", "coordinates"),
+                         ("gt", "ground_truth")):
+        os.symlink(os.path.join(DEMO, source), data / name)
+    return data
+
+
+def run_benchmark(data, out, *extra):
+    """dataset.py on the demo folder ``data`` into ``out``; its metrics."""
     command = [sys.executable, os.path.join(ROOT, "benchmarks", "dataset.py"),
                "--data", str(data), "--out", str(out), "--pixel-size", "3.54",
-               "--diameter", "54", "--max-epochs", "2", "--no-self-training", "--label-probe"]
+               "--diameter", "54", *extra]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     with open(out / "metrics.json") as handle:
-        return out, json.load(handle)
+        return json.load(handle)
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, run_benchmark(demo_dataset(tmp_path_factory.mktemp("data")), out,
+                              "--max-epochs", "2", "--no-self-training", "--label-probe")
 
 
 def test_metrics_in_three_countings_for_every_set(benchmark_run):
@@ -93,6 +104,23 @@ def test_scores_report_and_plots_written(benchmark_run):
         assert row["retained"] + row["pruned_by_score"] + row["pruned_close_or_edge"] == row["n"]
     for picture in ("curves.png", "score_histogram.png"):
         assert (out / picture).stat().st_size > 0
+    assert "network trained on this data." in report
+
+
+def test_a_later_run_reuses_the_network_in_its_boxes(benchmark_run, tmp_path):
+    """The first run's model.keras, given to a run whose coordinates are imported in boxes
+    twice as large: it scores without training, in the boxes the network was trained in,
+    and the outputs keep the coordinates' box."""
+    out, metrics = benchmark_run
+    trained = metrics["box_px"]
+    reused = run_benchmark(demo_dataset(tmp_path), tmp_path / "reused", "--model",
+                           str(out / "model.keras"), "--score-only", "--box", str(2 * trained))
+    consensus = reused["run_info"]["consensus"]
+    assert (reused["box_px"], reused["coordinates_box_px"]) == (trained, 2 * trained)
+    assert consensus["box_from_network"] and reused["run_info"]["training"] is None
+    assert reused["network"] == ("the model file %s, scoring without training"
+                                 % (out / "model.keras"))
+    assert reused["sets"]["dc_retained"]["f1"] > 0.5
 
 
 def test_label_probe_reports_both_image_scores_on_every_labelled_micrograph(benchmark_run):
@@ -587,3 +615,10 @@ def test_the_method_flags_set_the_protocol_form():
     assert module.protocol_params(known, spec) == {"particleDiameter": 100.0}
     given = module.parse_args(["--data", "d", "--out", "o", "--particle-diameter", "180"])
     assert module.protocol_params(given, spec) == {"particleDiameter": 180.0}
+    from deepconsensus_plugin.protocols import ProtDeepConsensus as Prot
+    for extra, use in (([], Prot.USE_FINE_TUNE), (["--score-only"], Prot.USE_SCORE_ONLY)):
+        reuse = module.parse_args(["--data", "d", "--out", "o", "--model", "/m.keras", *extra])
+        assert module.protocol_params(reuse, spec) == {
+            "modelSource": Prot.MODEL_FILE, "modelFile": "/m.keras", "modelUse": use}
+    with pytest.raises(SystemExit):
+        module.parse_args(["--data", "d", "--out", "o", "--score-only"])
