@@ -378,6 +378,16 @@ def _figures(m: dict) -> str:
     return "%d | %.3f | %.3f | %.3f" % (m["n"], m["precision"], m["recall"], m["f1"])
 
 
+def box_origin_text(metrics: dict) -> str:
+    """Where the run's box came from where it is not the coordinates': the reused network,
+    the fit to the AND spacing, or the particle diameter."""
+    if metrics["run_info"]["consensus"].get("box_from_network"):
+        return "the reused network's"
+    if metrics.get("box_spacing_px") is not None:
+        return "fitted to the AND spacing"
+    return "the particle diameter's"
+
+
 def first_batch_spacings(data: Dataset, radius_px: float, min_votes: int) -> list[float]:
     """Each micrograph's AND spacing as a stream whose first batch is that micrograph alone
     measures it (its picks merged with the consensus radius of the coordinates' box,
@@ -423,8 +433,7 @@ def write_report(out, metrics, plots) -> None:
                 ", ".join(metrics["pickers"]), metrics["box_px"],
                 "" if metrics["coordinates_box_px"] == metrics["box_px"] else
                 " (%s; the coordinates' box %d px)"
-                % ("the particle diameter's" if metrics.get("box_spacing_px") is None else
-                   "fitted to the AND spacing", metrics["coordinates_box_px"]),
+                % (box_origin_text(metrics), metrics["coordinates_box_px"]),
                 spacing_text(metrics),
                 metrics["n_labels"], len(metrics["ground_truth_micrographs"]),
                 ", ".join(metrics["ground_truth_micrographs"]), metrics["match_radius_px"],

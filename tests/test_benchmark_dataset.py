@@ -121,6 +121,8 @@ def test_a_later_run_reuses_the_network_in_its_boxes(benchmark_run, tmp_path):
     assert reused["network"] == ("the model file %s, scoring without training"
                                  % (out / "model.keras"))
     assert reused["sets"]["dc_retained"]["f1"] > 0.5
+    assert ("in boxes of %d px (the reused network's; the coordinates' box %d px)"
+            % (trained, 2 * trained)) in (tmp_path / "reused" / "report.md").read_text()
 
 
 def test_label_probe_reports_both_image_scores_on_every_labelled_micrograph(benchmark_run):
