@@ -202,7 +202,7 @@ def test_a_reused_network_brings_its_box_whatever_the_pickers(demo_run, tmp_path
         in result.stdout
     other = deepconsensus("run", *demo_arguments(), *wide, "--score-only", "--diameter",
                           str(trained * SAMPLING_RATE), "--out", str(tmp_path / "other"))
-    assert other.returncode == 1 and "leave the particle diameter at 0" in other.stderr
+    assert other.returncode == 1 and "give no particle diameter" in other.stderr
 
 
 def test_a_model_of_other_boxes_is_refused_naming_both_values(demo_run, tmp_path):

@@ -105,8 +105,9 @@ def test_a_network_of_another_field_is_refused_with_the_diameter_that_gives_its_
     run = ModelSpec(**{**SPEC.__dict__, "box": 128})
     errors = stages.reuse_errors(SPEC, run, "--model m")
     assert len(errors) == 2 and errors[:1] == compatibility_errors(SPEC, run, "--model m")
-    assert ("To work in the network's boxes (96 A), leave the particle diameter at 0 or give "
-            "64 A (the run then works in boxes of 1.5 diameters)") in errors[1]
+    assert ("To work in the network's boxes (96 A), give no particle diameter (the protocol "
+            "and 'deepconsensus run --model' then work in them) or 64 A (the run then works "
+            "in boxes of 1.5 diameters)") in errors[1]
     fitted = ModelSpec(**{**run.__dict__, "box": stages.working_box(128, 64.0, 2.0)})
     assert stages.reuse_errors(SPEC, fitted, "--model m") == []
     assert stages.reuse_errors(SPEC, SPEC, "--model m") == []

@@ -129,7 +129,8 @@ class TestModelReuse(BaseTest):
         prot.modelFile.set(self.firstModel)
         self.assertEqual(prot.validate(), [])
         prot.particleDiameter.set(100.0)  # boxes of 75 px
-        self.assertIn("leave the particle diameter at 0 or give 64 A", "\n".join(prot.validate()))
+        self.assertIn("give no particle diameter (the protocol and 'deepconsensus run --model' "
+                      "then work in them) or 64 A", "\n".join(prot.validate()))
         prot.particleDiameter.set(0.0)
         ThirdProject.launchProtocol(prot)
         consensus = self.runFolder(prot, ThirdProject).info().consensus

@@ -5,7 +5,9 @@ next collection of the same sample, but only if it sees the same kind of
 boxes: the same network input size, the same contrast convention, the same
 architecture, and the same field of view in Å (box size times pixel size; the
 box is Fourier-downsampled to the network size, so a box of another physical
-size shows the particle at another scale).  Each model a run saves carries
+size shows the particle at another scale; a run that reuses a network works in
+boxes of its field, :func:`.stages.network_box`, unless a particle diameter
+chooses others).  Each model a run saves carries
 these facts inside its Keras file, as an extra ``deepconsensus.json`` member
 of the ``.keras`` zip archive (Keras ignores members it does not know), so a
 single file is all a user copies between projects, and reading them back
@@ -114,7 +116,7 @@ def compatibility_errors(model: ModelSpec, run: ModelSpec, model_name: str) -> L
                       % (model_name, model.architecture, run.architecture, model.architecture))
     if not same_extent(model, run):
         errors.append("%s was trained on boxes of %s; this run's boxes are %s: the particle "
-                      "would appear at another scale. Pick with a box of the same size in A."
+                      "would appear at another scale."
                       % (model_name, model.box_extent, run.box_extent))
     return errors
 

@@ -634,13 +634,15 @@ def run_model_spec(box: int, sampling_rate: Optional[float], network_size: int, 
 
 def reuse_errors(model: ModelSpec, ours: ModelSpec, model_name: str) -> List[str]:
     """:func:`.model_file.compatibility_errors` of reusing ``model`` in a run of ``ours``,
-    and where the boxes show other fields, the particle diameter that makes the run work in
-    the network's: a run that fits its box to the particles (:func:`spacing_box`) trains
-    its network in a box the next run's coordinates do not carry."""
+    and where the boxes show other fields, how to make the run work in the network's: a
+    front end that reads the network before the consensus takes its boxes
+    (:func:`network_box`), so the fields differ only where a particle diameter chose others
+    or the consensus was made without the network (the command line's 'consensus')."""
     errors = compatibility_errors(model, ours, model_name)
     if not same_extent(model, ours) and model.sampling_rate:
-        errors.append("To work in the network's boxes (%.0f A), leave the particle diameter "
-                      "at 0 or give %.0f A (the run then works in boxes of %.1f diameters)."
+        errors.append("To work in the network's boxes (%.0f A), give no particle diameter "
+                      "(the protocol and 'deepconsensus run --model' then work in them) or "
+                      "%.0f A (the run then works in boxes of %.1f diameters)."
                       % (model.box * model.sampling_rate,
                          model.box * model.sampling_rate / BOX_PER_DIAMETER, BOX_PER_DIAMETER))
     return errors
@@ -1426,8 +1428,7 @@ def box_origin(consensus: ConsensusInfo) -> str:
     network's field of view, or :data:`BOX_PER_DIAMETER` times the particle diameter given
     or the AND coordinates' spacing."""
     if consensus.box_from_network:
-        return ("the reused network's field of view; give the particle diameter to choose "
-                "another, which the network must have been trained in")
+        return "the reused network's field of view, the one it was trained on"
     if consensus.box_spacing_px is None:
         return "%.1f times the particle diameter given" % BOX_PER_DIAMETER
     return ("%.1f times the AND coordinates' median spacing of %.0f px, as the coordinates' "
