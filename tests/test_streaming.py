@@ -133,14 +133,19 @@ def test_a_stream_trains_with_the_known_negatives_as_the_batch_run_does(dataset,
 
 def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(dataset,
                                                                                 tmp_path):
-    """A stream told a working box (a particle diameter on the form) merges in it and
-    keeps the coordinates' box for the sets it publishes."""
+    """A stream told a working box (a particle diameter on the form, or a reused network's
+    box) merges in it, keeps the coordinates' box for the sets it publishes and records
+    where its box came from."""
     stream = StreamingRun(RunFolder(str(tmp_path / "stream")), SETTINGS,
-                          ["picker %d" % p for p in range(3)], BOX, 2.0, coordinates_box=2 * BOX)
+                          ["picker %d" % p for p in range(3)], BOX, 2.0, coordinates_box=2 * BOX,
+                          box_from_network=True)
     feed(stream, dataset, [0, 1])
     consensus = stream.run.info().consensus
     assert (consensus.box, consensus.coordinates_box, stream.output_box) == (BOX, 2 * BOX,
                                                                           2 * BOX)
+    assert consensus.box_from_network
+    assert ("Worked in boxes of %d px (the reused network's field of view" % BOX
+            in "\n".join(stages.summary_lines(stream.run.info())))
     assert consensus.radius_px == pytest.approx(SETTINGS.consensus.radius * BOX)
     assert new_stream(tmp_path / "plain").output_box == BOX
 
