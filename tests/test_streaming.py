@@ -2,6 +2,7 @@
 micrograph is ready, the training trigger, the stream's equality with a batch run when it
 trains at the close, the exact partition with no coordinate twice, scores that stay put,
 resuming after the last finished batch, and a bad micrograph skipped under the option."""
+import logging
 import os
 
 import mrcfile
@@ -150,8 +151,8 @@ def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(d
     assert new_stream(tmp_path / "plain").output_box == BOX
 
 
-def test_a_stream_in_a_box_too_large_fits_it_at_its_first_batch_and_keeps_it(dataset,
-                                                                             tmp_path):
+def test_a_stream_in_a_box_too_large_fits_it_at_its_first_batch_and_keeps_it(
+        dataset, tmp_path, caplog):
     """Picks in boxes of 4 diameters, the fit asked for (no diameter, a new network): the
     first batch's AND spacing sets the box every batch works in, as a batch run's
     consensus sets it on all the micrographs; a resumed stream keeps it, later batches
@@ -189,6 +190,13 @@ def test_a_stream_in_a_box_too_large_fits_it_at_its_first_batch_and_keeps_it(dat
         feed(plain, dataset, [0, 1])
         record = plain.run.info().consensus
         assert (record.box, record.box_spacing_px) == (box, None)
+    # a first batch too small to measure the spacing on keeps the given box, and says so
+    sparse = StreamingRun(RunFolder(str(tmp_path / "sparse")), settings, names, large, 2.0)
+    few = [Micrograph(1, "mic0", mics[0].path, "mic0.mrc")]
+    with caplog.at_level(logging.WARNING, logger="deepconsensus_plugin.core.streaming"):
+        sparse.add_batch(few, [{1: picker[0][:5]} for picker in pickers])
+    assert sparse.run.info().consensus.box == large
+    assert "too few AND coordinates with a neighbour" in caplog.text
 
 
 def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, tmp_path):

@@ -299,6 +299,11 @@ class StreamingRun:
         if not self.settings.fit_box or self.coordinates_box is not None:
             return False
         spacing = stages.and_spacing(table, self.min_votes)
+        if spacing is None:
+            logger.warning("The first batch has too few AND coordinates with a neighbour to "
+                           "tell whether the %d px box suits the particles: the stream works "
+                           "in it (give the particle diameter to choose the box)", self.box)
+            return False
         fitted = stages.spacing_box(self.box, spacing)
         if fitted is None:
             return False
