@@ -91,6 +91,12 @@ def picksInReferenceFrame(sets, setNames):
     return pickers, names, rescaled
 
 
+def inputPicks(sets):
+    """Per set, micrograph name -> picks, in the first set's pixel size (as the protocol's
+    consensus takes them): what the wizards and the form's checks measure before a run."""
+    return picksInReferenceFrame(sets, [s.getObjLabel() for s in sets])[0]
+
+
 def consensusInput(sets, setNames, diameter: float = 0.0, fitBox: bool = False,
                    networkBox: int = 0) -> ConsensusInput:
     """The core's consensus input from coordinate sets: the micrographs common to all sets

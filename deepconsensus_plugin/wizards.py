@@ -18,16 +18,15 @@ streaming run measures them on its first batch); a run that reuses a network
 works in the boxes the network was trained in.
 """
 import math
-from typing import Dict, List, Optional
+from typing import Optional
 
 import numpy as np
 from pyworkflow.gui import dialog
 from pyworkflow.wizard import Wizard
 
 from . import convert
-from .core import pipeline
 from .core.consensus import pair_distances
-from .core.stages import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, and_spacing,
+from .core.stages import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, agreed_spacing,
                           spacing_box)
 from .protocols import ProtDeepConsensus
 
@@ -95,7 +94,7 @@ class DeepConsensusRadiusWizard(Wizard):
             dialog.showWarning("Consensus radius", "The first input set has no box size.",
                                form.root)
             return
-        fraction, distances = proposeRadius(inputPicks(sets), box)
+        fraction, distances = proposeRadius(convert.inputPicks(sets), box)
         others = ", ".join("%s px" % s.getBoxSize() for s in sets[1:])
         origin = ("from the first input set (the others: %s)" % others
                   if boxes.coordinates_box is None else
@@ -118,25 +117,6 @@ def pickerSets(form, title):
                            form.root)
         return None
     return sets
-
-
-def inputPicks(sets):
-    """Per set, micrograph name -> picks, in the first set's pixel size (as the protocol does)."""
-    return convert.picksInReferenceFrame(sets, [s.getObjLabel() for s in sets])[0]
-
-
-def agreedSpacing(pickers: List[Dict[str, np.ndarray]], radius: float,
-                  minVotes: int) -> Optional[float]:
-    """The median distance (px) from each coordinate that at least ``minVotes`` of the
-    ``pickers`` (per picker, micrograph name -> (n, 2) picks in one pixel size) agree on
-    within ``radius`` to its nearest such neighbour on the same micrograph: the spacing the
-    run records of its AND set (:func:`.pipeline.median_spacing`, on the micrographs every
-    picker has, as the run's consensus); None with too few."""
-    names = sorted(set.intersection(*(set(p) for p in pickers)))
-    ids = {name: i for i, name in enumerate(names)}
-    table = pipeline.consensus_table(
-        [{ids[n]: xy for n, xy in p.items() if n in ids} for p in pickers], radius)
-    return and_spacing(table, minVotes)
 
 
 def proposeDiameter(spacing: Optional[float], box: int) -> Optional[float]:
@@ -198,7 +178,7 @@ class DeepConsensusDiameterWizard(Wizard):
         if reused:
             dialog.showInfo("Particle diameter", REUSED_NETWORK_BOX % (reused, box), form.root)
             return
-        spacing = agreedSpacing(inputPicks(sets), protocol.consensusRadius.get() * box,
+        spacing = agreed_spacing(convert.inputPicks(sets), protocol.consensusRadius.get() * box,
                                 protocol._minVotes())
         message = describeDiameter(spacing, box, sampling)
         diameter = proposeDiameter(spacing, box)

@@ -5,12 +5,13 @@ import os
 import mrcfile
 import numpy as np
 import tifffile
-from pwem.protocols import ProtImportMicrographs
+from pwem.protocols import ProtImportMicrographs, ProtImportParticles
 from pyworkflow.object import Pointer
 from scipy.spatial import cKDTree
 
 from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core import synthetic
+from deepconsensus_plugin.core.extraction import cut_boxes, read_micrograph
 from deepconsensus_plugin.protocols import ProtDeepConsensus, ProtImportPickerCoordinates
 
 BOX = 48
@@ -67,6 +68,18 @@ def importCoordinates(test, protMics, mics, picks, label, box=BOX):
     prot.inputMicrographs.setExtended("outputMicrographs")
     test.launchProtocol(prot)
     return prot
+
+
+def importParticles(test, mic, centres, box):
+    """Import the boxes of ``box`` px around ``centres`` on the synthetic micrograph ``mic``
+    as a particle set at its 2 Å/px, as a user extracts known junk; the import protocol."""
+    folder = os.path.abspath(test.proj.getTmpPath("particles_%d" % box))
+    os.makedirs(folder)
+    boxes, _ = cut_boxes(read_micrograph(mic.path), centres, box)
+    mrcfile.write(os.path.join(folder, "particles.mrcs"), boxes.astype(np.float32))
+    prot = test.newProtocol(ProtImportParticles, filesPath=folder,
+                            filesPattern="particles.mrcs", samplingRate=2.0)
+    return test.launchProtocol(prot)
 
 
 def newDeepConsensus(test, protCoords, **params):

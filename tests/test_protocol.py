@@ -4,16 +4,14 @@ Runs with plain ``pytest`` and with ``python -m pyworkflow.apps.pw_run_tests``.
 """
 import os
 
-import mrcfile
 import numpy as np
-from pwem.protocols import ProtImportParticles
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.convert import baseName
 from deepconsensus_plugin.core.centring import DEFAULT_SEARCH
 from deepconsensus_plugin.core.evaluation import agreement
-from deepconsensus_plugin.core.extraction import cut_boxes, extract_particles, read_micrograph
+from deepconsensus_plugin.core.extraction import extract_particles, read_micrograph
 from deepconsensus_plugin.core.metrics import match_to_truth
 from deepconsensus_plugin.core.model_file import read_spec
 from deepconsensus_plugin.core.run_folder import RunFolder
@@ -23,7 +21,8 @@ from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
 
 from .scipion_helpers import (BOX, DIAMETER, SHAPE, assertSplitRule, importCoordinates,
-                              importSynthetic, newDeepConsensus, outputArrays)
+                              importParticles, importSynthetic, newDeepConsensus,
+                              outputArrays)
 
 
 def continueWith(test, **values):
@@ -271,13 +270,7 @@ class TestParticleDiameter(BaseTest):
         cls.prot = shortRunInBoxesOf(cls, 3 * DIAMETER, particleDiameter=2.0 * DIAMETER)
         # Known negative particles as a user extracts them: the junk in the pickers' box
         cls.junk = cls.truth[0].junk
-        folder = os.path.abspath(cls.proj.getTmpPath("junk_particles"))
-        os.makedirs(folder)
-        wide, _ = cut_boxes(read_micrograph(cls.truth[0].path), cls.junk, 3 * DIAMETER)
-        mrcfile.write(os.path.join(folder, "junk.mrcs"), wide.astype(np.float32))
-        junkParticles = cls.newProtocol(ProtImportParticles, filesPath=folder,
-                                        filesPattern="junk.mrcs", samplingRate=2.0)
-        cls.launchProtocol(junkParticles)
+        junkParticles = importParticles(cls, cls.truth[0], cls.junk, 3 * DIAMETER)
         cls.prot.inputNegativeParticles.set(junkParticles)
         cls.prot.inputNegativeParticles.setExtended("outputParticles")
         cls.launchProtocol(cls.prot)
@@ -358,6 +351,25 @@ class TestBoxFittedToTheSpacing(BaseTest):
         self.assertIn("in boxes of %d px (1.5 times the median spacing of the AND "
                       "coordinates; the coordinates' box was %d px)"
                       % (consensus.box, 4 * DIAMETER), methods)
+
+    def test_known_negative_particles_are_checked_against_the_box_the_run_fits(self):
+        """Junk extracted in boxes narrower than the pickers' 128 px but wider than the box
+        the run fits is accepted (the check measures the fit on the input sets); narrower
+        than that, refused naming the fitted box."""
+        fitted = RunFolder(self.prot._getExtraPath()).info().consensus.box
+        for width in (3 * DIAMETER, fitted - 10):
+            prot = newDeepConsensus(self, self.protCoords)
+            prot.inputNegativeParticles.set(importParticles(self, self.truth[0],
+                                                            self.truth[0].junk, width))
+            prot.inputNegativeParticles.setExtended("outputParticles")
+            self.assertEqual(prot._fittedBox(self.protCoords[0].outputCoordinates), fitted)
+            errors = [e for e in prot.validate() if "known negative particles" in e]
+            if width > fitted:
+                self.assertEqual(errors, [])
+            else:
+                self.assertEqual(len(errors), 1, errors)
+                self.assertIn("boxes of %d px at 2.000 Å/px (%d Å), narrower than the run's "
+                              "boxes (%d px" % (width, 2 * width, fitted), errors[0])
 
     def test_a_diameter_or_a_reused_network_keeps_the_box_from_the_fit(self):
         for values, fits in ((dict(), True), (dict(particleDiameter=60.0), False),

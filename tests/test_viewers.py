@@ -18,17 +18,18 @@ from pyworkflow.viewer import DESKTOP_TKINTER, MSG_ERROR, MessageView
 
 import deepconsensus_plugin
 
+from deepconsensus_plugin.convert import inputPicks
 from deepconsensus_plugin.core.extraction import read_micrograph
 from deepconsensus_plugin.core.run_folder import RankingInfo
+from deepconsensus_plugin.core.stages import agreed_spacing
 from deepconsensus_plugin.protocols import (OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus,
                                             ProtDeepConsensusThreshold)
 from deepconsensus_plugin.results import RunResults
 from deepconsensus_plugin.viewers import DeepConsensusViewer
 from deepconsensus_plugin.wizards import (MIN_PAIRS, PAPER_RADIUS, RADIUS_RANGE,
                                           REUSED_NETWORK_BOX, DeepConsensusDiameterWizard,
-                                          DeepConsensusRadiusWizard, agreedSpacing,
-                                          describeDiameter, describeProposal, inputPicks,
-                                          proposeDiameter, proposeRadius)
+                                          DeepConsensusRadiusWizard, describeDiameter,
+                                          describeProposal, proposeDiameter, proposeRadius)
 
 from .scipion_helpers import BOX, importSynthetic
 
@@ -159,7 +160,7 @@ class TestViewerAndThreshold(BaseTest):
             self.assertNotIn("particleDiameter", written)
             # where they crowd (a spacing of 20 px in the 48 px box), the proposal in Å
             sampling = sets[0].getMicrographs().getSamplingRate()
-            with mock.patch("deepconsensus_plugin.wizards.agreedSpacing", return_value=20.0):
+            with mock.patch("deepconsensus_plugin.wizards.agreed_spacing", return_value=20.0):
                 DeepConsensusDiameterWizard().show(form)
             self.assertIn("Use %.0f Å?" % (20 * sampling), dialog.askYesNo.call_args[0][1])
             self.assertEqual(written.pop("particleDiameter"), round(20 * sampling))
@@ -197,7 +198,7 @@ class TestViewerAndThreshold(BaseTest):
         """The wizard's spacing is the one the run records of its AND set (and warns of in
         the summary): the same picks, radius and votes."""
         sets = [prot.outputCoordinates for prot in self.protCoords]
-        spacing = agreedSpacing(inputPicks(sets), self.dc.consensusRadius.get() * BOX,
+        spacing = agreed_spacing(inputPicks(sets), self.dc.consensusRadius.get() * BOX,
                                 self.dc._minVotes())
         self.assertAlmostEqual(spacing, self.results.info.consensus.and_spacing_px, places=6)
 
@@ -396,7 +397,7 @@ class TestDiameterWizard(unittest.TestCase):
 
     def test_crowded_field_in_a_large_box_gets_its_spacing_proposed(self):
         pickers = self.lattice(60.0)
-        spacing = agreedSpacing(pickers, 0.1 * 180, 2)
+        spacing = agreed_spacing(pickers, 0.1 * 180, 2)
         self.assertAlmostEqual(spacing, 60.0, delta=2.0)
         self.assertEqual(proposeDiameter(spacing, 180), spacing)
         text = describeDiameter(spacing, 180, 2.0)
@@ -405,11 +406,11 @@ class TestDiameterWizard(unittest.TestCase):
                       text)
 
     def test_no_proposal_where_the_box_is_already_small_or_the_spacing_unknown(self):
-        spacing = agreedSpacing(self.lattice(60.0), 0.1 * 108, 2)
+        spacing = agreed_spacing(self.lattice(60.0), 0.1 * 108, 2)
         self.assertIsNone(proposeDiameter(spacing, 108))     # 1.8 spacings, as EMPIAR-10017's
         self.assertIn("leave the diameter at 0", describeDiameter(spacing, 108, 2.0))
         few = [{"mic": np.array([[100.0, 100.0], [300.0, 300.0]])}] * 2
-        self.assertIsNone(agreedSpacing(few, 10.0, 2))
+        self.assertIsNone(agreed_spacing(few, 10.0, 2))
         self.assertIsNone(proposeDiameter(None, 180))
         self.assertIn("Too few agreed picks", describeDiameter(None, 180, 2.0))
 
@@ -419,11 +420,11 @@ class TestDiameterWizard(unittest.TestCase):
         pickers = self.lattice(60.0)
         for picks in pickers[:2]:
             picks["other"] = self.lattice(30.0)[0]["mic"]
-        self.assertAlmostEqual(agreedSpacing(pickers, 0.1 * 180, 2), 60.0, delta=2.0)
+        self.assertAlmostEqual(agreed_spacing(pickers, 0.1 * 180, 2), 60.0, delta=2.0)
 
     def test_only_agreed_picks_set_the_spacing(self):
         """One picker's junk between the particles does not shrink the spacing."""
         pickers = self.lattice(60.0)
         junk = pickers[0]["mic"][:-1] + 30.0                # between the lattice points
         pickers[0] = {"mic": np.concatenate([pickers[0]["mic"], junk])}
-        self.assertAlmostEqual(agreedSpacing(pickers, 0.1 * 180, 2), 60.0, delta=2.0)
+        self.assertAlmostEqual(agreed_spacing(pickers, 0.1 * 180, 2), 60.0, delta=2.0)

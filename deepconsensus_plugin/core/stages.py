@@ -420,6 +420,20 @@ def and_spacing(table: CoordinateTable, min_votes: int) -> Optional[float]:
     return pipeline.median_spacing(table.subset(np.flatnonzero(table.votes >= min_votes)))
 
 
+def agreed_spacing(pickers: Sequence[Mapping[str, np.ndarray]], radius: float,
+                   min_votes: int) -> Optional[float]:
+    """The AND spacing (:func:`and_spacing`) of picks before a run: ``pickers`` (per picker,
+    micrograph name -> (n, 2) picks in one pixel size) merged within ``radius`` on the
+    micrographs every picker has, as the consensus merges them; None with too few.  What
+    the diameter wizard proposes and the form's checks foresee the fit with
+    (:func:`spacing_box`)."""
+    names = sorted(set.intersection(*(set(p) for p in pickers)))
+    ids = {name: i for i, name in enumerate(names)}
+    table = pipeline.consensus_table(
+        [{ids[n]: xy for n, xy in p.items() if n in ids} for p in pickers], radius)
+    return and_spacing(table, min_votes)
+
+
 def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
                  radius_px: float) -> dict:
     """The counts a :class:`.ConsensusInfo` keeps of a consensus table made with

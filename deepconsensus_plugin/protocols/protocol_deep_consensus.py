@@ -689,7 +689,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     def _validateKnownParticleField(self, firstSet):
         """Known negative particles are cut to the run's field of view at their pixel size
         before they are resized (:class:`.KnownParticles`): images narrower than that
-        field cannot show it.  (A format not read is said by :meth:`_validateImageFormats`.)"""
+        field cannot show it.  Where they are narrower than the coordinates' box, the box
+        the consensus will fit is measured first (:meth:`_fittedBox`).  (A format not read
+        is said by :meth:`_validateImageFormats`.)"""
         particles = self.inputNegativeParticles.get()
         if particles is None or particles.getSize() == 0:
             return []
@@ -706,6 +708,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         field = stages.field_in_pixels(runBox, sampling, particles.getSamplingRate())
         if field is None or round(field) <= box:
             return []
+        fitted = self._fittedBox(firstSet)  # reads every pick: only where it could help
+        if fitted is not None:
+            runBox = fitted
+            field = stages.field_in_pixels(runBox, sampling, particles.getSamplingRate())
+            if round(field) <= box:
+                return []
         return ["The known negative particles %s are boxes of %d px at %.3f Å/px (%.0f Å), "
                 "narrower than the run's boxes (%d px at %.3f Å/px, %.0f Å): extract them "
                 "with a box of at least %d px." % (name, box, particles.getSamplingRate(),
@@ -935,6 +943,17 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             return stages.RunBoxes(box, None, False)
         return stages.run_boxes(box, self.particleDiameter.get(), sampling,
                                 self._networkBox(firstSet) or None)
+
+    def _fittedBox(self, firstSet):
+        """The box the consensus will fit to the AND spacing (:func:`.stages.spacing_box`),
+        measured on the input sets before the run as the diameter wizard measures it; None
+        where the run will not fit it."""
+        box = firstSet.getBoxSize() or 0
+        if not self._fitBox() or not box:
+            return None
+        return stages.spacing_box(box, stages.agreed_spacing(
+            convert.inputPicks(self._inputSets()), self.consensusRadius.get() * box,
+            self._minVotes()))
 
     def _networkBox(self, firstSet):
         """The reused network's box in the first set's pixels (:func:`.stages.network_box`):
