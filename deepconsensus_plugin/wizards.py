@@ -155,7 +155,7 @@ def describeDiameter(spacing: Optional[float], box: int, sampling: float) -> str
 
 REUSED_NETWORK_BOX = ("This run reuses a network: without a particle diameter it works in "
                       "the boxes the network was trained in, %d px here (the coordinates' "
-                      "box is %d px, which the outputs keep).  Leave the diameter at 0; a "
+                      "box is %d px, which the outputs keep).  Set the diameter to 0; a "
                       "diameter whose boxes differ from the network's is refused.")
 
 
@@ -174,7 +174,7 @@ class DeepConsensusDiameterWizard(Wizard):
             dialog.showWarning("Particle diameter", "The first input set has no box size "
                                "or no pixel size.", form.root)
             return
-        reused = protocol._networkBox(sets[0])
+        reused = protocol._reusedNetworkBox(sets[0])
         if reused:
             dialog.showInfo("Particle diameter", REUSED_NETWORK_BOX % (reused, box), form.root)
             return

@@ -178,7 +178,8 @@ class TestViewerAndThreshold(BaseTest):
         """A run reusing this run's network works in the network's boxes: the diameter
         wizard proposes nothing and says so, the radius wizard names where the box came
         from."""
-        reuse = self.newProtocol(ProtDeepConsensus, modelSource=ProtDeepConsensus.MODEL_RUN)
+        reuse = self.newProtocol(ProtDeepConsensus, modelSource=ProtDeepConsensus.MODEL_RUN,
+                                 particleDiameter=150.0)  # left from a new-network run
         reuse.modelRun.set(self.dc)
         for prot in self.protCoords:
             reuse.inputCoordinates.append(Pointer(prot, extended="outputCoordinates"))
@@ -189,6 +190,7 @@ class TestViewerAndThreshold(BaseTest):
             self.assertEqual(dialog.showInfo.call_args[0][1],
                              REUSED_NETWORK_BOX % (BOX, BOX))
             dialog.askYesNo.return_value = False
+            reuse.particleDiameter.set(0.0)
             DeepConsensusRadiusWizard().show(form)
             self.assertIn("Box size: %d px, from the first input set" % BOX,
                           dialog.askYesNo.call_args[0][1])

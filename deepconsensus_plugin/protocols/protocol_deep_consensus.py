@@ -956,11 +956,16 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             self._minVotes()))
 
     def _networkBox(self, firstSet):
-        """The reused network's box in the first set's pixels (:func:`.stages.network_box`):
-        without a particle diameter the run works in the field of view the network was
-        trained on.  0 for a new network, with a diameter, or where the model cannot be
-        read (``_validateModel`` says why)."""
-        if self.modelSource.get() == self.MODEL_NEW or self.particleDiameter.get() > 0:
+        """The box the run takes from a reused network (:meth:`_reusedNetworkBox`): without
+        a particle diameter it works in the field of view the network was trained on.  0
+        with a diameter."""
+        return 0 if self.particleDiameter.get() > 0 else self._reusedNetworkBox(firstSet)
+
+    def _reusedNetworkBox(self, firstSet):
+        """The reused network's box in the first set's pixels (:func:`.stages.network_box`);
+        0 for a new network, or where the model cannot be read (``_validateModel`` says
+        why)."""
+        if self.modelSource.get() == self.MODEL_NEW:
             return 0
         try:
             spec = read_spec(self._modelChoice()[1])
