@@ -91,7 +91,7 @@ def test_a_run_reusing_a_network_works_in_the_network_s_field_unless_given_a_dia
     assert stages.network_box(ModelSpec("fast", SIZE, False, 64, None), None) == 64
     assert stages.network_box(SPEC, None) is None               # the field cannot be told
     assert stages.run_boxes(128, 0, 2.0, BOX) == (BOX, 128, True)
-    assert stages.run_boxes(BOX, 0, 2.0, BOX) == (BOX, None, False)
+    assert stages.run_boxes(BOX, 0, 2.0, BOX) == (BOX, None, True)
     assert stages.run_boxes(128, 80.0, 2.0, BOX) == (60, 128, False)  # the diameter's
     assert stages.run_boxes(128, 0, 2.0) == (128, None, False)        # a new network
     ours = ModelSpec(**{**SPEC.__dict__, "box": stages.run_boxes(128, 0, 2.0, BOX).box})

@@ -207,6 +207,15 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     assert ("lie a median %.0f px from their nearest neighbour, under 0.5 of the %d px box"
             % (large.and_spacing_px, 3 * BOX)) in summary
     assert "give the particle diameter" in caplog.text
+    # where the large box is a reused network's, a diameter would not reuse it: train anew
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deepconsensus_plugin"):
+        network = stages.consensus_stage(RunFolder(tmp_path / "network"),
+                                         replace(dataset, box=3 * BOX, box_from_network=True))
+    assert stages.crowded_box(network)
+    assert "the reused network was trained in boxes this large" in caplog.text
+    assert "the reused network was trained in boxes this large" in "\n".join(
+        stages.summary_lines(RunFolder(tmp_path / "network").info()))
 
 
 def test_a_training_run_fits_a_box_too_large_for_the_spacing(tmp_path, dataset):

@@ -145,7 +145,8 @@ def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> 
 
 class RunBoxes(NamedTuple):
     """The boxes of :class:`ConsensusInput`: the one the run works in, the coordinates' where
-    that differs (else None), and whether it is the reused network's."""
+    that differs (else None), and whether it is the reused network's (the same as the
+    coordinates' or not)."""
 
     box: int
     coordinates_box: Optional[int]
@@ -161,9 +162,8 @@ def run_boxes(box: int, diameter_a: float, sampling_rate: Optional[float],
         work = working_box(box, diameter_a, sampling_rate)
     else:
         work = int(network)
-    differs = work != box
-    return RunBoxes(work, int(box) if differs else None,
-                    differs and diameter_a <= 0 and bool(network))
+    return RunBoxes(work, int(box) if work != box else None,
+                    diameter_a <= 0 and bool(network))
 
 
 def network_box(model: ModelSpec, sampling_rate: Optional[float]) -> Optional[int]:
@@ -267,7 +267,8 @@ class ConsensusInput:
     was given, or a reused network's box); the outputs keep it.  None: ``box`` is the
     coordinates' own."""
     box_from_network: bool = False
-    """``box`` is the reused network's (:func:`network_box`), not the coordinates'."""
+    """``box`` is the reused network's (:func:`network_box`), whether or not it is also the
+    coordinates'."""
     fit_box: bool = False
     """Work in boxes of :func:`spacing_box` where ``box`` (the coordinates' own) is too
     large for the AND coordinates' spacing.  The front ends ask for it when no particle
@@ -401,9 +402,8 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     for line in nested_lines(info) + unconfirmed_lines(info):
         logger.warning(line)
     if crowded_box(info):
-        logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: give "
-                       "the particle diameter if the box is much larger than the particle",
-                       info.and_spacing_px, info.box)
+        logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: %s",
+                       info.and_spacing_px, info.box, crowded_advice(info))
     return info
 
 
@@ -1316,11 +1316,9 @@ def summary_lines(info) -> list:
         lines.append(
             "The AND coordinates lie a median %.0f px from their nearest neighbour, under "
             "%.1f of the %d px box: each box holds whole neighbours, and every distance of "
-            "the run (a share of the box) is large for the particles.  If the box is much "
-            "larger than the particle, give the particle diameter (the run then works in "
-            "boxes of %.1f diameters; in Scipion the form's wizard proposes one from this "
-            "distance)." % (consensus.and_spacing_px, 1.0 / CROWDED_BOX_PER_SPACING,
-                            consensus.box, BOX_PER_DIAMETER))
+            "the run (a share of the box) is large for the particles: %s."
+            % (consensus.and_spacing_px, 1.0 / CROWDED_BOX_PER_SPACING, consensus.box,
+               crowded_advice(consensus)))
     if consensus.other_box_sizes:
         lines.append("The input sets have other box sizes too (%s px); the first set's "
                      "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),
@@ -1451,10 +1449,23 @@ def box_origin(consensus: ConsensusInfo) -> str:
 
 
 def crowded_box(consensus: ConsensusInfo) -> bool:
-    """Whether the run worked in the coordinates' own box (no particle diameter given)
-    and that box exceeds :data:`CROWDED_BOX_PER_SPACING` spacings of the AND coordinates."""
-    return (consensus.coordinates_box is None
+    """Whether the run worked in the coordinates' own box or a reused network's (no
+    particle diameter given) and that box exceeds :data:`CROWDED_BOX_PER_SPACING` spacings
+    of the AND coordinates."""
+    return ((consensus.coordinates_box is None or consensus.box_from_network)
             and spacing_box(consensus.box, consensus.and_spacing_px) is not None)
+
+
+def crowded_advice(consensus: ConsensusInfo) -> str:
+    """What to do about a :func:`crowded_box`: give the particle diameter, or, where the box
+    is a reused network's (which a diameter of other boxes cannot reuse), train a new
+    network, which fits its box."""
+    if consensus.box_from_network:
+        return ("the reused network was trained in boxes this large; a new network (no "
+                "particle diameter) works in boxes fitted to the particles")
+    return ("if the box is much larger than the particle, give the particle diameter (the "
+            "run then works in boxes of %.1f diameters; in Scipion the form's wizard "
+            "proposes one from this distance)" % BOX_PER_DIAMETER)
 
 
 def evaluation_line(known: EvaluationInfo) -> str:
