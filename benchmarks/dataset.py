@@ -43,7 +43,7 @@ from empiar_data import (PICK_FILES, Dataset, audit_anchors, dataset_spec,  # no
                          picker_score_ceiling, score_quality, vote_pattern_ceiling)
 from label_probe import label_probe, label_probe_text  # noqa: E402
 
-from deepconsensus_plugin.core import pipeline, stages  # noqa: E402
+from deepconsensus_plugin.core import stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
 
@@ -388,14 +388,15 @@ def box_origin_text(metrics: dict) -> str:
     return "the particle diameter's"
 
 
-def first_batch_spacings(data: Dataset, radius_px: float, min_votes: int) -> list[float]:
+def first_batch_spacings(data: Dataset, box: int, radius: float,
+                         min_votes: int) -> list[float]:
     """Each micrograph's AND spacing as a stream whose first batch is that micrograph alone
-    measures it (its picks merged with the consensus radius of the coordinates' box,
-    ``StreamingRun._fit_box``), where it has enough AND coordinates."""
+    measures it (``stages.fitted_consensus`` on its picks in the coordinates' ``box``, the
+    consensus ``radius`` a share of it), where it has enough AND coordinates."""
     spacings = []
     for name in data.names:
         picks = [{0: data.picks[p].get(name, np.empty((0, 2)))} for p in data.pickers]
-        spacing = stages.and_spacing(pipeline.consensus_table(picks, radius_px), min_votes)
+        _, _, spacing = stages.fitted_consensus(picks, box, radius, min_votes, fit=True)
         if spacing is not None:
             spacings.append(spacing)
     return spacings
@@ -617,7 +618,7 @@ def main(argv=None) -> int:
                "and_spacing_px": info.consensus.and_spacing_px,
                "box_spacing_px": info.consensus.box_spacing_px,
                "and_spacing_per_micrograph_px": first_batch_spacings(
-                   data, info.consensus.radius_px / results.box * results.outputBox,
+                   data, results.outputBox, info.consensus.radius_px / results.box,
                    results.minVotes),
                "n_micrographs": len(data.names), "labelled_only": args.labelled_only,
                "pixel_size": spec.pixel_size, "diameter_px": spec.diameter,

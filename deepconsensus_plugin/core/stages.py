@@ -370,20 +370,16 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     picks = [p.picks for p in inputs.pickers]
     nested = pipeline.require_different_pickers(pipeline.pick_overlaps(picks), names)
     box, coordinates_box, box_spacing = int(inputs.box), inputs.coordinates_box, None
-    radius_px = params.radius * box
-    table = pipeline.consensus_table(picks, radius_px)
-    counts = table_counts(table, n_pickers, min_votes, radius_px)
-    fitted = (spacing_box(box, counts["and_spacing_px"])
-              if inputs.fit_box and coordinates_box is None else None)
-    if fitted is not None:  # merged again: the consensus radius is a share of the box
-        box_spacing, coordinates_box, box = counts["and_spacing_px"], box, fitted
-        radius_px = params.radius * box
-        table = pipeline.consensus_table(picks, radius_px)
-        counts = table_counts(table, n_pickers, min_votes, radius_px)
+    table, fitted, spacing = fitted_consensus(picks, box, params.radius, min_votes,
+                                              inputs.fit_box and coordinates_box is None)
+    if fitted != box:
+        box_spacing, coordinates_box, box = spacing, box, fitted
         logger.info("The AND coordinates lie a median %.0f px apart, under %.1f of the %d px "
                     "box: the run works in boxes of %d px (%.1f times that), the outputs keep "
                     "%d px", box_spacing, 1.0 / CROWDED_BOX_PER_SPACING, coordinates_box, box,
                     BOX_PER_DIAMETER, coordinates_box)
+    radius_px = params.radius * box
+    counts = table_counts(table, n_pickers, min_votes, radius_px)
     run.write_table(run.CONSENSUS, table)
     run.write_micrographs(list(inputs.micrographs))
     info = ConsensusInfo(
@@ -418,6 +414,25 @@ def and_spacing(table: CoordinateTable, min_votes: int) -> Optional[float]:
     """The median spacing (:func:`.pipeline.median_spacing`) of the coordinates of a
     consensus ``table`` that at least ``min_votes`` pickers picked: the AND set's."""
     return pipeline.median_spacing(table.subset(np.flatnonzero(table.votes >= min_votes)))
+
+
+def fitted_consensus(picks: Sequence[Mapping[int, np.ndarray]], box: int, radius: float,
+                     min_votes: int,
+                     fit: bool) -> Tuple[CoordinateTable, int, Optional[float]]:
+    """The consensus table of ``picks`` merged with ``radius`` (a share of the box) in
+    ``box``; with ``fit``, where ``box`` is too large for the AND coordinates' spacing,
+    merged again in :func:`spacing_box`'s box (the radius is a share of the box).  Returns
+    (the table, the box it was merged in, the AND spacing measured in ``box``: None
+    without ``fit`` or with too few AND coordinates).  The fit of a batch run's consensus
+    and of a stream's first batch."""
+    table = pipeline.consensus_table(picks, radius * box)
+    if not fit:
+        return table, box, None
+    spacing = and_spacing(table, min_votes)
+    fitted = spacing_box(box, spacing)
+    if fitted is None:
+        return table, box, spacing
+    return pipeline.consensus_table(picks, radius * fitted), fitted, spacing
 
 
 def agreed_spacing(pickers: Sequence[Mapping[str, np.ndarray]], radius: float,

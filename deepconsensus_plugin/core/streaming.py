@@ -13,7 +13,7 @@ the order they arrive:
    is the one a run on all the micrographs would build, rows in arrival order);
    where the pickers' box is too large for the particles, the first batch fits
    the box every batch then works in, as a batch run's consensus does on all
-   the micrographs (:meth:`StreamingRun._fit_box`);
+   the micrographs (:func:`.stages.fitted_consensus`);
 3. once the AND set is large enough (:func:`training_size`), or when the
    inputs close first, the ordinary stages (:mod:`.stages`) train on
    everything so far and score it: with the inputs closed before that, the
@@ -262,11 +262,12 @@ class StreamingRun:
         nested = pipeline.require_different_pickers(overlaps, self.picker_names)
         for pair in nested:
             logger.warning(stages.nested_warning(pair, self.picker_names))
-        table = pipeline.consensus_table(batch_picks,
-                                         self.settings.consensus.radius * self.box)
-        if not self.state.batches and self._fit_box(table):
-            table = pipeline.consensus_table(batch_picks,
-                                             self.settings.consensus.radius * self.box)
+        fit = (not self.state.batches and self.settings.fit_box
+               and self.coordinates_box is None)
+        table, box, spacing = stages.fitted_consensus(
+            batch_picks, self.box, self.settings.consensus.radius, self.min_votes, fit)
+        if fit:
+            self._keep_fit(box, spacing)
         old = self.run.consensus() if self.run.has(self.run.CONSENSUS) else None
         merged = table if old is None else CoordinateTable(
             mic=np.concatenate([old.mic, table.mic]), xy=np.concatenate([old.xy, table.xy]),
@@ -289,31 +290,23 @@ class StreamingRun:
                     ", scored" if batch.scored else " (waiting for the network)")
         return batch
 
-    def _fit_box(self, table: CoordinateTable) -> bool:
-        """At the first batch, where the settings ask for the fit and its AND coordinates
-        (the consensus ``table`` in the given box) lie under half the box apart, work in
-        :func:`.stages.spacing_box`'s box from now on, as a batch run's consensus does; the
-        outputs keep the given box.  Whether the box changed (the batch is then merged
-        again: the consensus radius is a share of the box).  A stream cannot fit later: its
-        earlier batches were merged, and may be handed out, in the box it has."""
-        if not self.settings.fit_box or self.coordinates_box is not None:
-            return False
-        spacing = stages.and_spacing(table, self.min_votes)
+    def _keep_fit(self, fitted: int, spacing: Optional[float]) -> None:
+        """After the first batch's fit (:func:`.stages.fitted_consensus`, as a batch run's
+        consensus fits on all the micrographs): where it gave another box, work in it from
+        now on, the outputs keeping the given one.  A stream cannot fit later: its earlier
+        batches were merged, and may be handed out, in the box it has."""
         if spacing is None:
             logger.warning("The first batch has too few AND coordinates with a neighbour to "
                            "tell whether the %d px box suits the particles: the stream works "
                            "in it (give the particle diameter to choose the box)", self.box)
-            return False
-        fitted = stages.spacing_box(self.box, spacing)
-        if fitted is None:
-            return False
+        if fitted == self.box:
+            return
         logger.info("The first batch's AND coordinates lie a median %.0f px apart, under "
                     "%.1f of the %d px box: the stream works in boxes of %d px, the outputs "
                     "keep %d px", spacing, 1.0 / stages.CROWDED_BOX_PER_SPACING, self.box,
                     fitted, self.box)
         self.state.fitted_box, self.state.box_spacing_px = fitted, spacing
         self.coordinates_box, self.box = self.box, fitted
-        return True
 
     def _overlaps(self) -> List[pipeline.SharedPicks]:
         """The finished batches' overlaps of each pair of pickers (zero before the first)."""
