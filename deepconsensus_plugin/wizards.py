@@ -26,8 +26,7 @@ from pyworkflow.wizard import Wizard
 
 from . import convert
 from .core.consensus import pair_distances
-from .core.stages import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, agreed_spacing,
-                          spacing_box)
+from .core.stages import BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, spacing_box
 from .protocols import ProtDeepConsensus
 
 SEARCH_FRACTION = 0.25
@@ -178,8 +177,7 @@ class DeepConsensusDiameterWizard(Wizard):
         if reused:
             dialog.showInfo("Particle diameter", REUSED_NETWORK_BOX % (reused, box), form.root)
             return
-        spacing = agreed_spacing(convert.inputPicks(sets), protocol.consensusRadius.get() * box,
-                                protocol._minVotes())
+        spacing = protocol._agreedSpacing(sets)
         message = describeDiameter(spacing, box, sampling)
         diameter = proposeDiameter(spacing, box)
         if diameter is None:

@@ -160,7 +160,7 @@ class TestViewerAndThreshold(BaseTest):
             self.assertNotIn("particleDiameter", written)
             # where they crowd (a spacing of 20 px in the 48 px box), the proposal in Å
             sampling = sets[0].getMicrographs().getSamplingRate()
-            with mock.patch("deepconsensus_plugin.wizards.agreed_spacing", return_value=20.0):
+            with mock.patch.object(ProtDeepConsensus, "_agreedSpacing", return_value=20.0):
                 DeepConsensusDiameterWizard().show(form)
             self.assertIn("Use %.0f Å?" % (20 * sampling), dialog.askYesNo.call_args[0][1])
             self.assertEqual(written.pop("particleDiameter"), round(20 * sampling))
@@ -200,8 +200,7 @@ class TestViewerAndThreshold(BaseTest):
         """The wizard's spacing is the one the run records of its AND set (and warns of in
         the summary): the same picks, radius and votes."""
         sets = [prot.outputCoordinates for prot in self.protCoords]
-        spacing = agreed_spacing(inputPicks(sets), self.dc.consensusRadius.get() * BOX,
-                                self.dc._minVotes())
+        spacing = self.dc._agreedSpacing(sets)
         self.assertAlmostEqual(spacing, self.results.info.consensus.and_spacing_px, places=6)
 
     # -------------------------- viewer ---------------------------------------

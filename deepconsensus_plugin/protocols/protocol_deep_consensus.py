@@ -951,9 +951,16 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         box = firstSet.getBoxSize() or 0
         if not self._fitBox() or not box:
             return None
-        return stages.spacing_box(box, stages.agreed_spacing(
-            convert.inputPicks(self._inputSets()), self.consensusRadius.get() * box,
-            self._minVotes()))
+        return stages.spacing_box(box, self._agreedSpacing(self._inputSets()))
+
+    def _agreedSpacing(self, sets):
+        """The AND spacing of the picks of ``sets`` before the run
+        (:func:`.stages.agreed_spacing`), merged with the form's consensus radius and votes
+        in the first set's box, as the consensus will merge them: what the run fits its box
+        to and the diameter wizard proposes."""
+        return stages.agreed_spacing(convert.inputPicks(sets),
+                                     self.consensusRadius.get() * sets[0].getBoxSize(),
+                                     self._minVotes())
 
     def _networkBox(self, firstSet):
         """The box the run takes from a reused network (:meth:`_reusedNetworkBox`): without
