@@ -43,7 +43,7 @@ from empiar_data import (PICK_FILES, Dataset, audit_anchors, dataset_spec,  # no
                          picker_score_ceiling, score_quality, vote_pattern_ceiling)
 from label_probe import label_probe, label_probe_text  # noqa: E402
 
-from deepconsensus_plugin.core import stages  # noqa: E402
+from deepconsensus_plugin.core import box_policy, run_summary, stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.results import RunResults  # noqa: E402
 
@@ -391,12 +391,12 @@ def box_origin_text(metrics: dict) -> str:
 def first_batch_spacings(data: Dataset, box: int, radius: float,
                          min_votes: int) -> list[float]:
     """Each micrograph's AND spacing as a stream whose first batch is that micrograph alone
-    measures it (``stages.fitted_consensus`` on its picks in the coordinates' ``box``, the
+    measures it (``box_policy.fitted_consensus`` on its picks in the coordinates' ``box``, the
     consensus ``radius`` a share of it), where it has enough AND coordinates."""
     spacings = []
     for name in data.names:
         picks = [{0: data.picks[p].get(name, np.empty((0, 2)))} for p in data.pickers]
-        _, _, spacing = stages.fitted_consensus(picks, box, radius, min_votes, fit=True)
+        _, _, spacing = box_policy.fitted_consensus(picks, box, radius, min_votes, fit=True)
         if spacing is not None:
             spacings.append(spacing)
     return spacings
@@ -404,7 +404,7 @@ def first_batch_spacings(data: Dataset, box: int, radius: float,
 
 def spacing_text(metrics: dict) -> str:
     """The AND coordinates' spacing against the coordinates' box, for the report's header
-    (the summary warns above 2; ``stages.CROWDED_BOX_PER_SPACING``), and its range over
+    (the summary warns above 2; ``box_policy.CROWDED_BOX_PER_SPACING``), and its range over
     the micrographs one at a time, with the boxes a stream's first batch of one would fit
     where the run fitted its box."""
     spacing = metrics.get("and_spacing_px")
@@ -417,7 +417,7 @@ def spacing_text(metrics: dict) -> str:
     if alone:
         text += "; on one micrograph alone %.0f to %.0f px" % (min(alone), max(alone))
         if metrics.get("box_spacing_px") is not None:
-            fitted = [stages.spacing_box(box, s) for s in (min(alone), max(alone))]
+            fitted = [box_policy.spacing_box(box, s) for s in (min(alone), max(alone))]
             text += (", where a stream whose first batch is that micrograph works in boxes "
                      "of %s to %s px" % tuple(b or box for b in fitted))
     return text + ")"
@@ -627,7 +627,7 @@ def main(argv=None) -> int:
                "ground_truth_micrographs": sorted(data.truth), "sets": {},
                "threshold": results.threshold,
                "threshold_mode": info.split.threshold_mode,
-               "network": stages.model_origin(info.model)}
+               "network": run_summary.model_origin(info.model)}
     for p, picker in enumerate(data.pickers):
         # a picker's own picks, as its files give them (before consensus merged them);
         # MCC is that of keeping the OR coordinates it voted for

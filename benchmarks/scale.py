@@ -153,7 +153,7 @@ def child_main(argv: Sequence[str]) -> int:
     """``scale.py child REPORT STAGE RUN [ARGS...]``: run one stage (or job) and write
     its peak memory to REPORT (JSON) as the process's last act."""
     report, stage, run_path, *rest = argv
-    from deepconsensus_plugin.core import stages
+    from deepconsensus_plugin.core import box_policy, stages
     from deepconsensus_plugin.core.selection import DEFAULT_MIN_DISTANCE
     from deepconsensus_plugin.core.run_folder import RunFolder
 
@@ -172,7 +172,7 @@ def child_main(argv: Sequence[str]) -> int:
         stages.ranking_stage(run, combine=True)
     elif stage == "split":
         box = run.info().consensus.box
-        stages.split_stage(run, None, stages.length_px(-1, DEFAULT_MIN_DISTANCE, box, None))
+        stages.split_stage(run, None, box_policy.length_px(-1, DEFAULT_MIN_DISTANCE, box, None))
     else:
         raise ValueError("unknown stage %r" % stage)
     with open(report, "w") as handle:

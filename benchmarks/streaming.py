@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deepconsensus_plugin.cli import build_parser  # noqa: E402
 from deepconsensus_plugin.cli.common import gather  # noqa: E402
-from deepconsensus_plugin.core import stages  # noqa: E402
+from deepconsensus_plugin.core import box_policy, stages  # noqa: E402
 from deepconsensus_plugin.core.run_folder import RunFolder  # noqa: E402
 from deepconsensus_plugin.core.streaming import StreamingRun, StreamSettings  # noqa: E402
 from deepconsensus_plugin.demo import DEMO_DATA, PICKERS  # noqa: E402
@@ -85,7 +85,7 @@ def run_batch(inputs, settings, folder):
     stages.scoring_stage(run, rounds, rounds, seed=settings.training.seed,
                          centring_search=settings.centring_search)
     stages.ranking_stage(run, settings.combine_votes)
-    stages.split_stage(run, settings.threshold, *stages.split_lengths_px(
+    stages.split_stage(run, settings.threshold, *box_policy.split_lengths_px(
         run.info().consensus, settings.min_distance, settings.edge_margin))
     return time.perf_counter() - start
 

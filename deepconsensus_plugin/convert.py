@@ -15,7 +15,8 @@ from pyworkflow.object import Boolean, Float, Integer
 
 from .core.consensus import rescale
 from .core.run_folder import Micrograph
-from .core.stages import ConsensusInput, PickerInput, run_boxes
+from .core.box_policy import run_boxes
+from .core.stages import ConsensusInput, PickerInput
 
 
 IMAGE_EXTENSIONS = (".mrc", ".mrcs", ".st", ".tif", ".tiff", ".eer", ".dm4", ".em", ".spi",

@@ -15,7 +15,8 @@ import numpy as np
 
 from .core.evaluation import agreement
 from .core.run_folder import RunFolder
-from .core.stages import MODEL_SCORE_ONLY, model_origin
+from .core.run_folder import MODEL_SCORE_ONLY
+from .core.run_summary import model_origin
 from .core.selection import Split, split_scores
 from .core.stack import open_stack
 from .core.training import read_history

@@ -26,7 +26,7 @@ from pyworkflow.wizard import Wizard
 
 from . import convert
 from .core.consensus import pair_distances
-from .core.stages import BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, spacing_box
+from .core.box_policy import BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, spacing_box
 from .protocols import ProtDeepConsensus
 
 SEARCH_FRACTION = 0.25
@@ -120,9 +120,9 @@ def pickerSets(form, title):
 
 def proposeDiameter(spacing: Optional[float], box: int) -> Optional[float]:
     """The diameter (px) to propose: the agreed picks' ``spacing`` where the coordinates'
-    ``box`` exceeds :data:`.stages.CROWDED_BOX_PER_SPACING` spacings, as the run's summary
+    ``box`` exceeds :data:`.box_policy.CROWDED_BOX_PER_SPACING` spacings, as the run's summary
     warns (the spacing is at least about a diameter, so a box of
-    :data:`.stages.BOX_PER_DIAMETER` spacings still holds the particle and some
+    :data:`.box_policy.BOX_PER_DIAMETER` spacings still holds the particle and some
     background); None where it does not (both development datasets' own boxes, 1.4 and
     1.8 spacings, lose nothing) or the spacing is unknown."""
     return None if spacing_box(box, spacing) is None else float(spacing)

@@ -79,7 +79,7 @@ def test_the_summary_says_when_one_pickers_votes_decide_the_agreement():
     ordinary reliability."""
     from deepconsensus_plugin.core.run_folder import (AgreementInfo, ConsensusInfo,
                                                       RankingInfo, RunInfo)
-    from deepconsensus_plugin.core.stages import decisive_pickers, summary_lines
+    from deepconsensus_plugin.core.run_summary import decisive_pickers, summary_lines
 
     rng = np.random.default_rng(1)
     particle = np.r_[np.ones(300, bool), np.zeros(100, bool)]

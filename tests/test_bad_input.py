@@ -8,7 +8,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.core.run_folder import (ConsensusInfo, ExtractionInfo, RunFolder,
                                                    RunInfo, SplitInfo)
-from deepconsensus_plugin.core.stages import summary_lines
+from deepconsensus_plugin.core.run_summary import summary_lines
 from deepconsensus_plugin.protocols import ProtImportPickerCoordinates
 
 from .scipion_helpers import importSynthetic, newDeepConsensus, runToEnd

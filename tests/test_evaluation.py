@@ -4,7 +4,7 @@ are stand-ins).  The protocol's path is in test_protocol.py."""
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import evaluation, plots, stages
+from deepconsensus_plugin.core import evaluation, plots, run_summary, stages
 from deepconsensus_plugin.core.metrics import match_one_to_one
 from deepconsensus_plugin.core.pipeline import CoordinateTable
 from deepconsensus_plugin.core.run_folder import RunFolder
@@ -93,7 +93,7 @@ def test_the_stage_records_the_figures_at_the_split_and_the_summary_reports_them
     assert info.roc_auc == pytest.approx((n_good_picked - 1) / n_good_picked)
     pairs = run.array(run.KNOWN_LABELS)
     assert len(pairs) == info.n_labelled and set(pairs[:, 1]) == {0, 1}
-    summary = "\n".join(stages.summary_lines(run.info()))
+    summary = "\n".join(run_summary.summary_lines(run.info()))
     assert info.n_good_unpicked == 0 and info.n_bad_unpicked > 0  # pickers miss junk
     assert ("Known picks, %d good and %d bad (%d picked by no picker)"
             % (info.n_good, info.n_bad, info.n_bad_unpicked)) in summary

@@ -10,7 +10,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
+from deepconsensus_plugin.core import (box_policy, run_folder, run_summary,  # noqa: E402
+                                       stages, synthetic)
 from deepconsensus_plugin.core.model import build_model  # noqa: E402
 from deepconsensus_plugin.core.model_file import (  # noqa: E402
     MODEL_SCHEMA, SPEC_MEMBER, ModelFileError, ModelSpec, compatibility_errors, read_spec,
@@ -86,15 +87,15 @@ def test_a_run_reusing_a_network_works_in_the_network_s_field_unless_given_a_dia
     """The network was trained in a box of its own run's choosing (here 48 px at 2 A/px,
     96 A); a run reusing it on coordinates in 128 px boxes works in the boxes that show
     the same 96 A, and the outputs keep 128 px.  A diameter chooses the box instead."""
-    assert stages.network_box(SPEC, 2.0) == BOX
-    assert stages.network_box(SPEC, 1.0) == 96                 # the same field, finer pixels
-    assert stages.network_box(ModelSpec("fast", SIZE, False, 64, None), None) == 64
-    assert stages.network_box(SPEC, None) is None               # the field cannot be told
-    assert stages.run_boxes(128, 0, 2.0, BOX) == (BOX, 128, True)
-    assert stages.run_boxes(BOX, 0, 2.0, BOX) == (BOX, None, True)
-    assert stages.run_boxes(128, 80.0, 2.0, BOX) == (60, 128, False)  # the diameter's
-    assert stages.run_boxes(128, 0, 2.0) == (128, None, False)        # a new network
-    ours = ModelSpec(**{**SPEC.__dict__, "box": stages.run_boxes(128, 0, 2.0, BOX).box})
+    assert box_policy.network_box(SPEC, 2.0) == BOX
+    assert box_policy.network_box(SPEC, 1.0) == 96                 # the same field, finer pixels
+    assert box_policy.network_box(ModelSpec("fast", SIZE, False, 64, None), None) == 64
+    assert box_policy.network_box(SPEC, None) is None               # the field cannot be told
+    assert box_policy.run_boxes(128, 0, 2.0, BOX) == (BOX, 128, True)
+    assert box_policy.run_boxes(BOX, 0, 2.0, BOX) == (BOX, None, True)
+    assert box_policy.run_boxes(128, 80.0, 2.0, BOX) == (60, 128, False)  # the diameter's
+    assert box_policy.run_boxes(128, 0, 2.0) == (128, None, False)        # a new network
+    ours = ModelSpec(**{**SPEC.__dict__, "box": box_policy.run_boxes(128, 0, 2.0, BOX).box})
     assert stages.reuse_errors(SPEC, ours, "--model m") == []
 
 
@@ -108,7 +109,7 @@ def test_a_network_of_another_field_is_refused_with_the_diameter_that_gives_its_
     assert ("To work in the network's boxes (96 A), give no particle diameter (the protocol "
             "and 'deepconsensus run --model' then work in them) or 64 A (the run then works "
             "in boxes of 1.5 diameters)") in errors[1]
-    fitted = ModelSpec(**{**run.__dict__, "box": stages.working_box(128, 64.0, 2.0)})
+    fitted = ModelSpec(**{**run.__dict__, "box": box_policy.working_box(128, 64.0, 2.0)})
     assert stages.reuse_errors(SPEC, fitted, "--model m") == []
     assert stages.reuse_errors(SPEC, SPEC, "--model m") == []
     unknown = ModelSpec("fast", SIZE, False, 64, None)  # no pixel size: no diameter to give
@@ -157,13 +158,13 @@ def _first_kernel(path):
 def test_a_trained_model_records_the_boxes_it_was_trained_on(first_run):
     spec = read_spec(first_run.file(first_run.MODEL))
     assert spec == ModelSpec("fast", SIZE, False, BOX, 2.0)
-    assert first_run.info().model.use == stages.MODEL_NEW
-    assert "Model:" not in "\n".join(stages.summary_lines(first_run.info()))
+    assert first_run.info().model.use == run_folder.MODEL_NEW
+    assert "Model:" not in "\n".join(run_summary.summary_lines(first_run.info()))
 
 
 def test_score_only_scores_with_the_reused_model_without_training(first_run, tmp_path):
     run = _prepare(tmp_path, seed=1)
-    info = stages.model_stage(run, stages.MODEL_SCORE_ONLY, first_run.file(first_run.MODEL),
+    info = stages.model_stage(run, run_folder.MODEL_SCORE_ONLY, first_run.file(first_run.MODEL),
                               "the model of run 'first'")
     assert info.trained_box == BOX and info.architecture == "fast"
     with pytest.raises(RunFolderError, match="without training: there is nothing to train"):
@@ -173,7 +174,7 @@ def test_score_only_scores_with_the_reused_model_without_training(first_run, tmp
     assert scores.shape == (len(run.consensus()),) and np.all((scores >= 0) & (scores <= 1))
     stages.ranking_stage(run)
     stages.split_stage(run, 0.5, 0)
-    summary = "\n".join(stages.summary_lines(run.info()))
+    summary = "\n".join(run_summary.summary_lines(run.info()))
     assert "Model: the model of run 'first', scoring without training." in summary
     assert run.info().training is None and not run.has(run.HISTORY)
 
@@ -182,18 +183,18 @@ def test_fine_tuning_starts_from_the_reused_weights(first_run, tmp_path):
     """At a learning rate of 1e-12 one epoch moves no weight measurably: the fine-tuned
     network is the reused one, where a new network would start from random weights."""
     run = _prepare(tmp_path, seed=1)
-    stages.model_stage(run, stages.MODEL_FINE_TUNE, first_run.file(first_run.MODEL), "first")
+    stages.model_stage(run, run_folder.MODEL_FINE_TUNE, first_run.file(first_run.MODEL), "first")
     stages.training_stage(run, 1, stages.TrainingParams(max_epochs=1, rounds=1,
                                                         learning_rate=1e-12))
     reused = _first_kernel(first_run.file(first_run.MODEL))
     np.testing.assert_allclose(_first_kernel(run.file(run.MODEL)), reused, atol=1e-6)
     assert read_spec(run.file(run.MODEL)) == read_spec(first_run.file(first_run.MODEL))
     assert "fine-tuned on this data from first" in "\n".join(
-        stages.summary_lines(run.info()))
+        run_summary.summary_lines(run.info()))
 
 
 def test_a_model_trained_on_other_boxes_is_refused_before_it_is_copied(first_run, tmp_path):
     run = _prepare(tmp_path, seed=1, network_size=24)
     with pytest.raises(ModelFileError, match="network box size of 16 px; this run's is 24 px"):
-        stages.model_stage(run, stages.MODEL_SCORE_ONLY, first_run.file(first_run.MODEL))
+        stages.model_stage(run, run_folder.MODEL_SCORE_ONLY, first_run.file(first_run.MODEL))
     assert not run.has(run.MODEL) and run.info().model is None

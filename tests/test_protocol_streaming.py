@@ -18,7 +18,7 @@ from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.core.model_file import read_spec
 from deepconsensus_plugin.core.run_folder import RunFolder
-from deepconsensus_plugin.core.stages import spacing_box
+from deepconsensus_plugin.core.box_policy import spacing_box
 from deepconsensus_plugin.protocols import OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus
 
 from .scipion_helpers import (DIAMETER, assertSplitRule, importCoordinates, importSynthetic,

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import radial, stages
+from deepconsensus_plugin.core import radial, run_summary, stages
 from deepconsensus_plugin.core.metrics import roc_auc
 from deepconsensus_plugin.core.run_folder import RotationalInfo
 
@@ -109,7 +109,7 @@ def test_extraction_fits_it_the_agreement_adds_it_and_it_can_be_switched_off(pre
     stages.ranking_stage(run, combine=True)
     np.testing.assert_array_equal(run.scores(), with_it)
     assert "Score = network and rotational averages" in "\n".join(
-        stages.summary_lines(run.info()))
+        run_summary.summary_lines(run.info()))
     stages.extraction_stage(run, stages.ExtractionParams(network_size=16,
                                                          rotational_average=False))
     assert run.info().extraction.rotational is None and run.rotational_evidence() is None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import starfile
 
-from deepconsensus_plugin.core import stages, synthetic
+from deepconsensus_plugin.core import box_policy, run_summary, stages, synthetic
 from deepconsensus_plugin.core.run_folder import (SCHEMA_VERSION, AgreementInfo, ExportInfo,
                                                   RankingInfo, RoundInfo, RunFolder,
                                                   RunFolderError, RunInfo, TrainingInfo)
@@ -114,7 +114,7 @@ def test_stages_up_to_extraction_and_from_ranking_to_star_files(tmp_path, datase
     assert len(retained) == len(split.retained) and len(pruned) == len(split.pruned)
     assert set(retained["rlnMicrographName"]) <= {m.label for m in dataset.micrographs}
     assert all(os.path.exists(f) for f in export.files)
-    summary = "\n".join(stages.summary_lines(run.info()))
+    summary = "\n".join(run_summary.summary_lines(run.info()))
     assert summary.startswith("Kept {:,} of {:,}".format(len(retained), len(table)))
     # consensus again: everything recorded after it describes files of the old consensus
     stages.consensus_stage(run, dataset)
@@ -145,7 +145,7 @@ def test_the_split_prunes_picks_at_the_micrograph_edge_and_keeps_the_frames(tmp_
     assert sorted(split.retained.tolist()) == np.flatnonzero(~near).tolist()
     record = run.info().split
     assert record.n_at_edge == int(near.sum()) and record.edge_margin_px == margin
-    summary = stages.summary_lines(run.info())[0]
+    summary = run_summary.summary_lines(run.info())[0]
     assert "{:,} at the micrograph edge".format(int(near.sum())) in summary
     # the viewer's and re-threshold's reading: the kept shapes, no micrograph needed
     for mic in run.micrographs().values():
@@ -198,12 +198,12 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     the summary and the log ask for the particle diameter; in the pickers' own box they do
     not."""
     own = stages.consensus_stage(RunFolder(tmp_path / "own"), dataset)
-    assert stages.CROWDED_BOX_PER_SPACING * own.and_spacing_px < 3 * BOX
-    assert not stages.crowded_box(own)
+    assert box_policy.CROWDED_BOX_PER_SPACING * own.and_spacing_px < 3 * BOX
+    assert not box_policy.crowded_box(own)
     with caplog.at_level("WARNING", logger="deepconsensus_plugin"):
         large = stages.consensus_stage(RunFolder(tmp_path / "large"), replace(dataset, box=3 * BOX))
-    assert stages.crowded_box(large)
-    summary = "\n".join(stages.summary_lines(RunFolder(tmp_path / "large").info()))
+    assert box_policy.crowded_box(large)
+    summary = "\n".join(run_summary.summary_lines(RunFolder(tmp_path / "large").info()))
     assert ("lie a median %.0f px from their nearest neighbour, under 0.5 of the %d px box"
             % (large.and_spacing_px, 3 * BOX)) in summary
     assert "give the particle diameter" in caplog.text
@@ -212,10 +212,10 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     with caplog.at_level("WARNING", logger="deepconsensus_plugin"):
         network = stages.consensus_stage(RunFolder(tmp_path / "network"),
                                          replace(dataset, box=3 * BOX, box_from_network=True))
-    assert stages.crowded_box(network)
+    assert box_policy.crowded_box(network)
     assert "the reused network was trained in boxes this large" in caplog.text
     assert "the reused network was trained in boxes this large" in "\n".join(
-        stages.summary_lines(RunFolder(tmp_path / "network").info()))
+        run_summary.summary_lines(RunFolder(tmp_path / "network").info()))
 
 
 def test_a_training_run_fits_a_box_too_large_for_the_spacing(tmp_path, dataset):
@@ -228,12 +228,12 @@ def test_a_training_run_fits_a_box_too_large_for_the_spacing(tmp_path, dataset):
     info = stages.consensus_stage(RunFolder(tmp_path / "fit"), large)
     spacing = stages.consensus_stage(RunFolder(tmp_path / "warned"),
                                      replace(large, fit_box=False)).and_spacing_px
-    assert info.box == stages.spacing_box(3 * BOX, spacing) == round(1.5 * spacing)
+    assert info.box == box_policy.spacing_box(3 * BOX, spacing) == round(1.5 * spacing)
     assert (info.coordinates_box, info.output_box, info.box_spacing_px) == (
         3 * BOX, 3 * BOX, spacing)
     assert info.radius_px == pytest.approx(0.1 * info.box)
-    assert not stages.crowded_box(info)
-    summary = "\n".join(stages.summary_lines(RunFolder(tmp_path / "fit").info()))
+    assert not box_policy.crowded_box(info)
+    summary = "\n".join(run_summary.summary_lines(RunFolder(tmp_path / "fit").info()))
     assert ("Worked in boxes of %d px (1.5 times the AND coordinates' median spacing of %.0f px"
             % (info.box, spacing)) in summary
     assert "nearest neighbour" not in summary
@@ -246,11 +246,11 @@ def test_a_training_run_fits_a_box_too_large_for_the_spacing(tmp_path, dataset):
 
 
 def test_the_fitted_box_is_a_share_of_the_spacing_and_never_below_the_smallest():
-    assert stages.spacing_box(180, 99.0) is None            # 1.8 spacings: EMPIAR-10017's own
-    assert stages.spacing_box(360, 99.0) == 148
-    assert stages.spacing_box(168, 58.0) == 87
-    assert stages.spacing_box(360, None) is None
-    assert stages.spacing_box(40, 2.0) == stages.MIN_BOX
+    assert box_policy.spacing_box(180, 99.0) is None            # 1.8 spacings: EMPIAR-10017's own
+    assert box_policy.spacing_box(360, 99.0) == 148
+    assert box_policy.spacing_box(168, 58.0) == 87
+    assert box_policy.spacing_box(360, None) is None
+    assert box_policy.spacing_box(40, 2.0) == box_policy.MIN_BOX
 
 
 def test_one_picker_given_twice_is_refused_before_anything_is_written(tmp_path, dataset):
@@ -275,10 +275,10 @@ def test_a_picker_and_its_subset_run_with_a_warning_in_the_record_log_and_summar
                                     n_stricter]]
     warning = "100%% of the %d picks of stricter are picks of %s" % (n_stricter, first.name)
     assert warning in caplog.text
-    assert any(warning in line for line in stages.summary_lines(run.info()))
+    assert any(warning in line for line in run_summary.summary_lines(run.info()))
     clean = stages.consensus_stage(RunFolder(tmp_path / "clean"), dataset)
     assert clean.nested_pickers == []
-    assert not any("subset" in line for line in stages.summary_lines(
+    assert not any("subset" in line for line in run_summary.summary_lines(
         RunFolder(tmp_path / "clean").info()))
 
 
@@ -291,30 +291,30 @@ def test_a_picker_in_another_frame_is_named_in_the_log_and_summary(tmp_path, dat
     with caplog.at_level(logging.WARNING):
         info = stages.consensus_stage(run, replace(dataset, pickers=[binned,
                                                                      *dataset.pickers[1:]]))
-    assert info.agreement_over_chance[0] < stages.CONFIRMATION_OVER_CHANCE
+    assert info.agreement_over_chance[0] < run_summary.CONFIRMATION_OVER_CHANCE
     warning = "The picks of %s agree with no other picker's better than random" % first.name
     assert warning in caplog.text
-    assert sum(warning in line for line in stages.summary_lines(run.info())) == 1
+    assert sum(warning in line for line in run_summary.summary_lines(run.info())) == 1
     clean = stages.consensus_stage(RunFolder(tmp_path / "clean"), dataset)
     assert min(clean.agreement_over_chance) > 5
-    assert not any("no better than random" in line for line in stages.summary_lines(
+    assert not any("no better than random" in line for line in run_summary.summary_lines(
         RunFolder(tmp_path / "clean").info()))
 
 
 def test_working_box_follows_a_given_particle_diameter():
     """1.5 diameters where the user gives one (in Å), else the coordinates' own box; a
     diameter without a pixel size cannot be converted, and the box never falls under 8 px."""
-    assert stages.working_box(96, 0, 2.0) == 96
-    assert stages.working_box(96, -1, None) == 96
-    assert stages.working_box(96, 64.0, 2.0) == 48  # 32 px particle
-    assert stages.working_box(84, 300.0, 5.36) == 84  # EMPIAR-10028: 56 px ribosome
-    assert stages.working_box(96, 2.0, 2.0) == stages.MIN_BOX
+    assert box_policy.working_box(96, 0, 2.0) == 96
+    assert box_policy.working_box(96, -1, None) == 96
+    assert box_policy.working_box(96, 64.0, 2.0) == 48  # 32 px particle
+    assert box_policy.working_box(84, 300.0, 5.36) == 84  # EMPIAR-10028: 56 px ribosome
+    assert box_policy.working_box(96, 2.0, 2.0) == box_policy.MIN_BOX
     with pytest.raises(ValueError, match="pixel size"):
-        stages.working_box(96, 64.0, None)
+        box_policy.working_box(96, 64.0, None)
     # with the coordinates' box beside it where the two differ, as the front ends record it
-    assert stages.run_boxes(96, 64.0, 2.0) == (48, 96, False)
-    assert stages.run_boxes(96, 0, 2.0) == (96, None, False)
-    assert stages.run_boxes(84, 300.0, 5.36) == (84, None, False)
+    assert box_policy.run_boxes(96, 64.0, 2.0) == (48, 96, False)
+    assert box_policy.run_boxes(96, 0, 2.0) == (96, None, False)
+    assert box_policy.run_boxes(84, 300.0, 5.36) == (84, None, False)
 
 
 def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, dataset):
@@ -333,10 +333,10 @@ def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, 
     # the AND coordinates' spacing does not depend on the box the run works in
     assert same.and_spacing_px is not None
     assert info.and_spacing_px == pytest.approx(same.and_spacing_px, rel=0.05)
-    summary = "\n".join(stages.summary_lines(run.info()))
+    summary = "\n".join(run_summary.summary_lines(run.info()))
     assert ("Worked in boxes of %d px (1.5 times the particle diameter given) instead of "
             "the coordinates' %d px" % (BOX // 2, BOX)) in summary
-    assert "Worked in boxes" not in "\n".join(stages.summary_lines(RunFolder(
+    assert "Worked in boxes" not in "\n".join(run_summary.summary_lines(RunFolder(
         tmp_path / "own").info()))
     run.write_array(run.CNN_SCORES, np.full(len(run.consensus()), 0.9))
     stages.ranking_stage(run, combine=False)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import stages
+from deepconsensus_plugin.core import run_summary, stages
 from deepconsensus_plugin.core.run_folder import RunFolder, RunFolderError
 from deepconsensus_plugin.core.stack import open_stack
 
@@ -221,7 +221,7 @@ def test_known_particles_with_inverted_contrast_are_inverted_back(prepared, tmp_
         np.testing.assert_array_equal(np.asarray(negatives[len(negatives) - 12:]),
                                       np.asarray(own[rows]))
     assert any("opposite contrast of the micrographs and were inverted" in line
-               for line in stages.summary_lines(reference.info()))
+               for line in run_summary.summary_lines(reference.info()))
 
 
 @pytest.mark.parametrize("run_skew, known_skew, n, inverted", [

@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from deepconsensus_plugin.core import stages, synthetic  # noqa: E402
+from deepconsensus_plugin.core import box_policy, run_summary, stages, synthetic  # noqa: E402
 from deepconsensus_plugin.core.extraction import MicrographError  # noqa: E402
 from deepconsensus_plugin.core.extraction import cut_boxes, read_micrograph  # noqa: E402
 from deepconsensus_plugin.core.pipeline import CoordinateTable  # noqa: E402
@@ -86,7 +86,7 @@ def batch_run(folder, dataset, settings=SETTINGS, known=None,
     stages.scoring_stage(run, 1, 1, seed=settings.training.seed,
                          centring_search=settings.centring_search)
     stages.ranking_stage(run, settings.combine_votes)
-    return run, stages.split_stage(run, settings.threshold, *stages.split_lengths_px(
+    return run, stages.split_stage(run, settings.threshold, *box_policy.split_lengths_px(
         run.info().consensus, settings.min_distance, settings.edge_margin))
 
 
@@ -146,7 +146,7 @@ def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(d
                                                                           2 * BOX)
     assert consensus.box_from_network
     assert ("Worked in boxes of %d px (the reused network's field of view" % BOX
-            in "\n".join(stages.summary_lines(stream.run.info())))
+            in "\n".join(run_summary.summary_lines(stream.run.info())))
     assert consensus.radius_px == pytest.approx(SETTINGS.consensus.radius * BOX)
     assert new_stream(tmp_path / "plain").output_box == BOX
 
@@ -164,7 +164,7 @@ def test_a_stream_in_a_box_too_large_fits_it_at_its_first_batch_and_keeps_it(
     feed(stream, dataset, [0, 1])
     consensus = stream.run.info().consensus
     spacing = consensus.box_spacing_px
-    fitted = stages.spacing_box(large, spacing)
+    fitted = box_policy.spacing_box(large, spacing)
     assert fitted == round(1.5 * spacing) < large
     assert (consensus.box, consensus.coordinates_box, stream.output_box) == (fitted, large,
                                                                           large)
@@ -343,7 +343,7 @@ def test_a_subset_picker_is_judged_on_the_whole_stream_and_named_in_the_summary(
     assert nested[:2] == [0, 3] and nested[2] == nested[4] == expected
     assert first[2] == sum(len(stricter[i]) for i in (0, 1))
     assert nested[3] == sum(len(pickers[0][i]) for i in (0, 1, 2))
-    summary = "\n".join(stages.summary_lines(stream.run.info()))
+    summary = "\n".join(run_summary.summary_lines(stream.run.info()))
     assert ("WARNING: 100%% of the %d picks of picker 3 are picks of picker 0" % expected
             in summary)
     resumed = new_stream(tmp_path / "subset", n_pickers=4)

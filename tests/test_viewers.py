@@ -21,7 +21,7 @@ import deepconsensus_plugin
 from deepconsensus_plugin.convert import inputPicks
 from deepconsensus_plugin.core.extraction import read_micrograph
 from deepconsensus_plugin.core.run_folder import RankingInfo
-from deepconsensus_plugin.core.stages import agreed_spacing
+from deepconsensus_plugin.core.box_policy import agreed_spacing
 from deepconsensus_plugin.protocols import (OUTPUT_PRUNED, OUTPUT_RETAINED, ProtDeepConsensus,
                                             ProtDeepConsensusThreshold)
 from deepconsensus_plugin.results import RunResults

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core import centring, pipeline, stages
+from ..core import box_policy, centring, pipeline, run_folder, run_summary, stages
 from ..core.consensus import rescale
 from ..core.extraction import format_problem, is_tiff
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
@@ -74,9 +74,9 @@ def add_inputs(parser: argparse.ArgumentParser) -> None:
                             "crowded field the neighbours stay out of the network's view "
                             "(default: work in --box-size, or where it exceeds %.0f times "
                             "the median spacing of the agreed picks, in boxes of %.1f "
-                            "spacings)" % (stages.BOX_PER_DIAMETER,
-                                           stages.CROWDED_BOX_PER_SPACING,
-                                           stages.BOX_PER_DIAMETER))
+                            "spacings)" % (box_policy.BOX_PER_DIAMETER,
+                                           box_policy.CROWDED_BOX_PER_SPACING,
+                                           box_policy.BOX_PER_DIAMETER))
     group.add_argument("--voltage", type=float, metavar="KV",
                        help="acceleration voltage for the output STAR files' optics table "
                             "(default: from micrographs.star or the picks; RELION needs it)")
@@ -343,10 +343,10 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
     network = None
     if model is not None and not args.diameter:  # the run works in the network's boxes
         try:
-            network = stages.network_box(read_spec(model), pixel)
+            network = box_policy.network_box(read_spec(model), pixel)
         except ModelFileError as error:
             raise InputError("--model: %s" % error) from error
-    boxes = stages.run_boxes(box, args.diameter, pixel, network)
+    boxes = box_policy.run_boxes(box, args.diameter, pixel, network)
     # without a diameter the consensus may fit the box to the particles' spacing, unless a
     # reused network brings the box it was trained in
     inputs = stages.ConsensusInput(micrographs=micrographs, pickers=pickers, box=boxes.box,
@@ -457,10 +457,10 @@ def run_training(args, run: RunFolder) -> None:
         network_size=args.network_size, invert=args.invert_contrast,
         skip_bad_micrographs=args.skip_bad_micrographs,
         rotational_average=method_options(args).rotational_average), progress=progress)
-    use = (stages.MODEL_NEW if model is None else
-           stages.MODEL_SCORE_ONLY if args.score_only else stages.MODEL_FINE_TUNE)
+    use = (run_folder.MODEL_NEW if model is None else
+           run_folder.MODEL_SCORE_ONLY if args.score_only else run_folder.MODEL_FINE_TUNE)
     stages.model_stage(run, use, model, architecture=args.network)
-    if use == stages.MODEL_SCORE_ONLY:
+    if use == run_folder.MODEL_SCORE_ONLY:
         return
     rounds = 2 if method.self_training else 1
     params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
@@ -486,7 +486,7 @@ def run_split(args, run: RunFolder) -> None:
     info = run.info()
     if info.ranking is None or info.consensus is None:
         raise InputError("%s has no scores: run 'deepconsensus score' first" % run.path)
-    distance, margin = stages.split_lengths_px(info.consensus, args.min_distance,
+    distance, margin = box_policy.split_lengths_px(info.consensus, args.min_distance,
                                                args.edge_margin)
     split = stages.split_stage(run, parse_threshold(args.threshold), distance, margin)
     stages.export_stage(run, split)
@@ -555,7 +555,7 @@ def print_summary(run: RunFolder) -> None:
     """The run's summary (as Scipion shows it) and the files to import back."""
     info = run.info()
     print()
-    for line in stages.summary_lines(info):
+    for line in run_summary.summary_lines(info):
         print(line)
     if info.export is not None and info.export.files:
         print("\nOutput files:")

@@ -6,7 +6,7 @@ boxes: the same network input size, the same contrast convention, the same
 architecture, and the same field of view in Å (box size times pixel size; the
 box is Fourier-downsampled to the network size, so a box of another physical
 size shows the particle at another scale; a run that reuses a network works in
-boxes of its field, :func:`.stages.network_box`, unless a particle diameter
+boxes of its field, :func:`.box_policy.network_box`, unless a particle diameter
 chooses others).  Each model a run saves carries
 these facts inside its Keras file, as an extra ``deepconsensus.json`` member
 of the ``.keras`` zip archive (Keras ignores members it does not know), so a

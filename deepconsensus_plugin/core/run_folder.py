@@ -84,10 +84,10 @@ class ConsensusInfo:
     """The input coordinates' box where the run worked in another (``box``, from a given
     particle diameter, a reused network or the AND spacing); None: the same."""
     box_from_network: bool = False
-    """``box`` is the reused network's field of view (:func:`.stages.network_box`)."""
+    """``box`` is the reused network's field of view (:func:`.box_policy.network_box`)."""
     box_spacing_px: Optional[float] = None
     """The AND coordinates' spacing (in the coordinates' box) that set ``box``
-    (:func:`.stages.spacing_box`); None: the box is the coordinates' own or the given
+    (:func:`.box_policy.spacing_box`); None: the box is the coordinates' own or the given
     diameter's."""
     and_spacing_px: Optional[float] = None
     """The median distance between an AND coordinate and its nearest AND neighbour on the
@@ -161,11 +161,21 @@ class ExtractionInfo:
     boxes and were inverted to match (:func:`.stages.known_particles_inverted`)."""
 
 
+MODEL_NEW = "new"
+"""Train a new network (the default)."""
+MODEL_FINE_TUNE = "fine-tune"
+"""Start the training rounds from a reused model's weights."""
+MODEL_SCORE_ONLY = "score-only"
+"""Score with a reused model as it is: no training round."""
+MODEL_USES = (MODEL_NEW, MODEL_FINE_TUNE, MODEL_SCORE_ONLY)
+
+
 @dataclass
 class ModelInfo:
-    """Where the run's network came from: trained here (``use`` 'new'), or a reused model
-    (``source``: how the user named it, ``path``: its file) fine-tuned on this data
-    ('fine-tune') or scoring without training ('score-only'), and that model's facts."""
+    """Where the run's network came from: trained here (``use`` :data:`MODEL_NEW`), or a reused
+    model (``source``: how the user named it, ``path``: its file) fine-tuned on this data
+    (:data:`MODEL_FINE_TUNE`) or scoring without training (:data:`MODEL_SCORE_ONLY`), and
+    that model's facts."""
 
     use: str
     source: Optional[str] = None

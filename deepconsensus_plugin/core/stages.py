@@ -17,7 +17,9 @@ sets, or files on disk) into the plain records below and present the results.
 The method's policy lives here too (how many negatives, where off-centre
 negatives go, which decisions a second round learns from, how a round's seed
 follows the run's; :mod:`.training` says how the learning rate follows the
-patience), so that no front end holds a copy of it.
+patience), so that no front end holds a copy of it.  Which box a run works in is
+:mod:`.box_policy`'s decision, and what a run says of itself in words
+:mod:`.run_summary`'s.
 """
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import centring, evaluation, extraction, pipeline, radial
+from .box_policy import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, and_spacing, crowded_box,
+                    fitted_consensus)
 from .agreement import dawid_skene, score_logit
 from .model import DEFAULT_SIZE
 from .model_file import (ModelFileError, ModelSpec, compatibility_errors, read_spec,
@@ -37,11 +41,13 @@ from .model_file import (ModelFileError, ModelSpec, compatibility_errors, read_s
 from .pick_inputs import Optics
 from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
 from .pipeline import CoordinateTable
-from .run_folder import (AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
+from .run_folder import (MODEL_FINE_TUNE, MODEL_NEW, MODEL_SCORE_ONLY, MODEL_USES,
+                         AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
                          ExtractionInfo, KnownParticles, Micrograph, ModelInfo, NegativesInfo,
                          RankingInfo, RoundInfo, RunFolder, RotationalInfo, RunFolderError,
                          SplitInfo, TrainingInfo)
-from .selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE, Split, split_scores
+from .selection import Split, split_scores
+from .run_summary import crowded_advice, model_origin, nested_lines, unconfirmed_lines
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
 
@@ -59,9 +65,6 @@ OFFCENTRE_CLEARANCE = 0.2
 SELF_TRAINING_CONFIDENCE = 0.9
 """The second round learns from OR coordinates whose first-round combined score is at
 least this (particles) or at most one minus this (what the pickers picked by mistake)."""
-DECISIVE_RATE = 0.01
-"""A picker whose estimated sensitivity is within this of 1 and whose false-pick rate is
-within it of 0 decides the agreement alone: EM has found that its picks are the particles."""
 ROUND_SEED_STEP = 7
 """Round r trains with seed + 7 (r - 1): a new split and initialisation, reproducibly."""
 USER_PARTICLE_CHUNK = 5000
@@ -73,14 +76,6 @@ its best-centred box, votes combined."""
 METHOD_PUBLISHED = "published"
 """As published (Sanchez-Garcia et al. 2018): random negatives, one round, network alone."""
 METHODS = (METHOD_AGREEMENT, METHOD_PUBLISHED)
-
-MODEL_NEW = "new"
-"""Train a new network (the default)."""
-MODEL_FINE_TUNE = "fine-tune"
-"""Start the training rounds from a reused model's weights."""
-MODEL_SCORE_ONLY = "score-only"
-"""Score with a reused model as it is: no training round."""
-MODEL_USES = (MODEL_NEW, MODEL_FINE_TUNE, MODEL_SCORE_ONLY)
 
 AND_ALL = "all"
 AND_AT_LEAST = "at-least"
@@ -97,108 +92,6 @@ def min_votes_for(and_rule: str, n_pickers: int, k: int = 2) -> int:
     if and_rule == AND_AT_LEAST:
         return k
     raise ValueError("unknown AND rule %r (one of %s)" % (and_rule, ", ".join(AND_RULES)))
-
-
-BOX_PER_DIAMETER = 1.5
-"""Where the user gives the particle diameter, the run works in a box of this many
-diameters instead of the coordinates' own: the particle and a ring of background, as
-in the boxes of both development datasets (1.67 and 1.5 diameters).  Extraction
-boxes are often 2 diameters or more; on the crowded ribosomes of EMPIAR-10028 such
-a box lets the neighbours into the network's view (``benchmarks/README.md``)."""
-MIN_BOX = 8
-"""The smallest box (px) a run works in."""
-CROWDED_BOX_PER_SPACING = 2.0
-"""Without a particle diameter, a box over this many times the median spacing of the AND
-coordinates (:func:`.pipeline.median_spacing`; particles do not overlap, so it is at least
-about a diameter, and about one where they crowd) is too large for the particles: a run
-that trains its network works in boxes of :data:`BOX_PER_DIAMETER` spacings instead
-(:func:`spacing_box`; a stream measures them on its first batch), and one that cannot (a
-reused network) is warned of it.
-Both development datasets' own boxes are 1.4 and 1.8 spacings; 2.7 to 3.6 cost
-EMPIAR-10017 0.03 to 0.21 F1 and 2.9 cost EMPIAR-10028 0.08 (*Another box* in
-``benchmarks/README.md``); 1.9 costs EMPIAR-10028 nothing with the off-centre negatives
-(0.06 without them).  A lower threshold would change EMPIAR-10017's own box, where
-nothing is lost."""
-
-
-def spacing_box(box: int, spacing: Optional[float]) -> Optional[int]:
-    """The box (px) of :data:`BOX_PER_DIAMETER` AND spacings that a run works in where its
-    ``box`` exceeds :data:`CROWDED_BOX_PER_SPACING` of them; None where it does not or the
-    spacing is unknown (too few AND coordinates with a neighbour)."""
-    if spacing is None or box <= CROWDED_BOX_PER_SPACING * spacing:
-        return None
-    return max(MIN_BOX, int(round(BOX_PER_DIAMETER * spacing)))
-
-
-def working_box(box: int, diameter_a: float, sampling_rate: Optional[float]) -> int:
-    """The box (px) the run works in: :data:`BOX_PER_DIAMETER` particle diameters where
-    the user gives one (``diameter_a`` in Å; 0 or less: not given), else the coordinates'
-    own ``box``.  Every distance of the run that is a share of the box (consensus radius,
-    negatives, the network's view, best-centred search, minimum distance, edge margin)
-    follows it; the outputs keep the coordinates' box."""
-    if diameter_a <= 0:
-        return int(box)
-    if not sampling_rate:
-        raise ValueError("a particle diameter in Å needs the micrographs' pixel size")
-    return max(MIN_BOX, int(round(BOX_PER_DIAMETER * diameter_a / sampling_rate)))
-
-
-class RunBoxes(NamedTuple):
-    """The boxes of :class:`ConsensusInput`: the one the run works in, the coordinates' where
-    that differs (else None), and whether it is the reused network's (the same as the
-    coordinates' or not)."""
-
-    box: int
-    coordinates_box: Optional[int]
-    from_network: bool
-
-
-def run_boxes(box: int, diameter_a: float, sampling_rate: Optional[float],
-              network: Optional[int] = None) -> RunBoxes:
-    """The box the run works in: :func:`working_box` where a particle diameter is given,
-    else a reused network's box ``network`` (:func:`network_box`; None: a new network, or
-    a network whose field cannot be told in this run's pixels), else the coordinates'."""
-    if diameter_a > 0 or not network:
-        work = working_box(box, diameter_a, sampling_rate)
-    else:
-        work = int(network)
-    return RunBoxes(work, int(box) if work != box else None,
-                    diameter_a <= 0 and bool(network))
-
-
-def network_box(model: ModelSpec, sampling_rate: Optional[float]) -> Optional[int]:
-    """The box (px at ``sampling_rate``) that shows a reused network the field of view it
-    was trained on, which a run reusing it works in unless given a particle diameter: the
-    network was trained in a box of its own run's choosing (the coordinates', a diameter's
-    or one fitted to the particles), which the next session's coordinates need not carry.
-    None where only one of the two pixel sizes is known."""
-    if model.sampling_rate and sampling_rate:
-        return max(MIN_BOX, int(round(model.box * model.sampling_rate / sampling_rate)))
-    if not model.sampling_rate and not sampling_rate:
-        return int(model.box)
-    return None
-
-
-def split_lengths_px(consensus: ConsensusInfo, min_distance_a: float,
-                     edge_margin_a: float) -> Tuple[float, float]:
-    """The minimum distance and the edge margin (Å; negative: their default share of the
-    box) in pixels of the box the run worked in, which the consensus may have fitted to the
-    particles (:func:`spacing_box`): what the front ends hand :func:`split_stage`."""
-    return (length_px(min_distance_a, DEFAULT_MIN_DISTANCE, consensus.box,
-                      consensus.sampling_rate),
-            length_px(edge_margin_a, DEFAULT_EDGE_MARGIN, consensus.box,
-                      consensus.sampling_rate))
-
-
-def length_px(length_a: float, default_share: float, box: int,
-              sampling_rate: Optional[float]) -> float:
-    """A length the user gives in Å, in pixels; a negative value asks for the default,
-    ``default_share`` of the box (the minimum distance between retained particles,
-    :data:`.selection.DEFAULT_MIN_DISTANCE`, and the edge margin,
-    :data:`.selection.DEFAULT_EDGE_MARGIN`)."""
-    if length_a < 0:
-        return default_share * box
-    return length_a / (sampling_rate or 1.0)
 
 
 @dataclass(frozen=True)
@@ -257,7 +150,7 @@ class ConsensusInput:
     micrographs: Sequence[Micrograph]
     pickers: Sequence[PickerInput]
     box: int
-    """The box the run works in (:func:`working_box`)."""
+    """The box the run works in (:func:`.box_policy.working_box`)."""
     sampling_rate: Optional[float]
     ignored_micrograph_entries: int = 0
     other_box_sizes: Sequence[int] = ()
@@ -267,13 +160,13 @@ class ConsensusInput:
     was given, or a reused network's box); the outputs keep it.  None: ``box`` is the
     coordinates' own."""
     box_from_network: bool = False
-    """``box`` is the reused network's (:func:`network_box`), whether or not it is also the
-    coordinates'."""
+    """``box`` is the reused network's (:func:`.box_policy.network_box`), whether or not
+    it is also the coordinates'."""
     fit_box: bool = False
-    """Work in boxes of :func:`spacing_box` where ``box`` (the coordinates' own) is too
-    large for the AND coordinates' spacing.  The front ends ask for it when no particle
-    diameter is given and the run trains its network: a reused network keeps the box it
-    was trained in."""
+    """Work in boxes of :func:`.box_policy.spacing_box` where ``box`` (the coordinates'
+    own) is too large for the AND coordinates' spacing.  The front ends ask for it when no
+    particle diameter is given and the run trains its network: a reused network keeps the
+    box it was trained in."""
 
 
 @dataclass(frozen=True)
@@ -356,7 +249,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     """Merge the pickers into the OR table (``consensus.npz``) with each coordinate's voters,
     and record the micrographs (``micrographs.json``).  Where the input asks for the fit
     and its box is too large for the AND coordinates' spacing, merge again in the box of
-    :func:`spacing_box`, the box every later stage then works in."""
+    :func:`.box_policy.spacing_box`, the box every later stage then works in."""
     start = time.perf_counter()
     n_pickers = len(inputs.pickers)
     if n_pickers < 2:
@@ -401,52 +294,6 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
         logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: %s",
                        info.and_spacing_px, info.box, crowded_advice(info))
     return info
-
-
-MIN_CONFIRMATION_PICKS = 50
-"""Fewer picks than this say too little of how often a picker is confirmed."""
-CONFIRMATION_OVER_CHANCE = 2.0
-"""A picker whose best partner agrees with it less than this many times as often as chance
-is in another frame (:func:`.pipeline.agreement_shares`)."""
-
-
-def and_spacing(table: CoordinateTable, min_votes: int) -> Optional[float]:
-    """The median spacing (:func:`.pipeline.median_spacing`) of the coordinates of a
-    consensus ``table`` that at least ``min_votes`` pickers picked: the AND set's."""
-    return pipeline.median_spacing(table.subset(np.flatnonzero(table.votes >= min_votes)))
-
-
-def fitted_consensus(picks: Sequence[Mapping[int, np.ndarray]], box: int, radius: float,
-                     min_votes: int,
-                     fit: bool) -> Tuple[CoordinateTable, int, Optional[float]]:
-    """The consensus table of ``picks`` merged with ``radius`` (a share of the box) in
-    ``box``; with ``fit``, where ``box`` is too large for the AND coordinates' spacing,
-    merged again in :func:`spacing_box`'s box (the radius is a share of the box).  Returns
-    (the table, the box it was merged in, the AND spacing measured in ``box``: None
-    without ``fit`` or with too few AND coordinates).  The fit of a batch run's consensus
-    and of a stream's first batch."""
-    table = pipeline.consensus_table(picks, radius * box)
-    if not fit:
-        return table, box, None
-    spacing = and_spacing(table, min_votes)
-    fitted = spacing_box(box, spacing)
-    if fitted is None:
-        return table, box, spacing
-    return pipeline.consensus_table(picks, radius * fitted), fitted, spacing
-
-
-def agreed_spacing(pickers: Sequence[Mapping[str, np.ndarray]], radius: float,
-                   min_votes: int) -> Optional[float]:
-    """The AND spacing (:func:`and_spacing`) of picks before a run: ``pickers`` (per picker,
-    micrograph name -> (n, 2) picks in one pixel size) merged within ``radius`` on the
-    micrographs every picker has, as the consensus merges them; None with too few.  What
-    the diameter wizard proposes and the form's checks foresee the fit with
-    (:func:`spacing_box`)."""
-    names = sorted(set.intersection(*(set(p) for p in pickers)))
-    ids = {name: i for i, name in enumerate(names)}
-    table = pipeline.consensus_table(
-        [{ids[n]: xy for n, xy in p.items() if n in ids} for p in pickers], radius)
-    return and_spacing(table, min_votes)
 
 
 def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
@@ -665,8 +512,9 @@ def reuse_errors(model: ModelSpec, ours: ModelSpec, model_name: str) -> List[str
     """:func:`.model_file.compatibility_errors` of reusing ``model`` in a run of ``ours``,
     and where the boxes show other fields, how to make the run work in the network's: a
     front end that reads the network before the consensus takes its boxes
-    (:func:`network_box`), so the fields differ only where a particle diameter chose others
-    or the consensus was made without the network (the command line's 'consensus')."""
+    (:func:`.box_policy.network_box`), so the fields differ only where a particle diameter
+    chose others or the consensus was made without the network (the command line's
+    'consensus')."""
     errors = compatibility_errors(model, ours, model_name)
     if not same_extent(model, ours) and model.sampling_rate:
         errors.append("To work in the network's boxes (%.0f A), give no particle diameter "
@@ -680,7 +528,7 @@ def reuse_errors(model: ModelSpec, ours: ModelSpec, model_name: str) -> List[str
 def model_stage(run: RunFolder, use: str = MODEL_NEW, source: Optional[str] = None,
                 source_name: Optional[str] = None,
                 architecture: str = TrainingParams.architecture) -> ModelInfo:
-    """Choose the run's network: a new one (``use`` :data:`MODEL_NEW`), or the model file
+    """Choose the run's network: a new one (``use`` :data:`.MODEL_NEW`), or the model file
     ``source`` (named ``source_name`` to the user), fine-tuned on this run's particles or
     scoring them as it is.  A model trained on other boxes (network size, contrast,
     architecture, field of view) is refused with a message naming both values; an
@@ -708,15 +556,6 @@ def model_stage(run: RunFolder, use: str = MODEL_NEW, source: Optional[str] = No
     run.record_stage("model", info)
     logger.info("Model: %s", model_origin(info))
     return info
-
-
-def model_origin(model: Optional[ModelInfo]) -> str:
-    """Where a run's network came from, in words (for the summary and the viewer)."""
-    if model is None or model.use == MODEL_NEW:
-        return "trained on this data"
-    if model.use == MODEL_FINE_TUNE:
-        return "fine-tuned on this data from %s" % model.source
-    return "%s, scoring without training" % model.source
 
 
 def scoring_round(info) -> int:
@@ -1168,31 +1007,6 @@ def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
     return info
 
 
-def decisive_pickers(agreement: AgreementInfo) -> List[int]:
-    """The input sets whose votes alone decide the agreement (:data:`DECISIVE_RATE`).
-
-    EM can reach such a solution when the votes explain the OR set without
-    the network (seen with two pickers: particle = what the stronger one
-    picked); the user should know that the network then changed little.
-    """
-    return [p for p, (sensitivity, false_picks) in
-            enumerate(zip(agreement.sensitivity, agreement.false_pick_rate))
-            if sensitivity >= 1 - DECISIVE_RATE and false_picks <= DECISIVE_RATE]
-
-
-def pruned_reasons(n_duplicates: int, min_distance_px: float, n_at_edge: int,
-                   edge_margin_px: float) -> str:
-    """What a summary says of the pruned coordinates that scored above the threshold."""
-    reasons = []
-    if n_duplicates:
-        reasons.append("{:,} duplicates: closer than {:.0f} px to a better retained one".format(
-            n_duplicates, min_distance_px))
-    if n_at_edge:
-        reasons.append("{:,} at the micrograph edge: closer than {:.0f} px to it".format(
-            n_at_edge, edge_margin_px))
-    return " (of them %s)" % "; ".join(reasons) if reasons else ""
-
-
 def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float,
                 edge_margin: float = 0.0) -> Split:
     """Cut the final scores: retained at or above ``threshold`` (None: the automatic one),
@@ -1305,199 +1119,3 @@ def _section(run: RunFolder, name: str):
     if section is None:
         raise RunFolderError("%s has no %s results: run that stage first" % (run.path, name))
     return section
-
-
-# ------------------------------------------------------------------ reporting
-
-def summary_lines(info) -> list:
-    """The run's summary, result first, from its :class:`.RunInfo`."""
-    consensus = info.consensus
-    if consensus is None:
-        return ["Not run yet."]
-    lines = ["Consensus of %d pickers on %d micrographs (radius %.1f px): OR %d, "
-             "AND (picked by >= %d) %d."
-             % (consensus.n_pickers, consensus.n_micrographs, consensus.radius_px,
-                consensus.n_or, consensus.min_votes, consensus.n_and)]
-    if consensus.ignored_micrograph_entries:
-        lines.append("Only micrographs common to all input sets were used; %d "
-                     "micrograph entries were left out." % consensus.ignored_micrograph_entries)
-    if consensus.coordinates_box is not None:
-        lines.append("Worked in boxes of %d px (%s) instead of the coordinates' %d px, which "
-                     "the outputs keep." % (consensus.box, box_origin(consensus),
-                                            consensus.coordinates_box))
-    lines += ["WARNING: " + line
-              for line in nested_lines(consensus) + unconfirmed_lines(consensus)]
-    if crowded_box(consensus):
-        lines.append(
-            "The AND coordinates lie a median %.0f px from their nearest neighbour, under "
-            "%.1f of the %d px box: each box holds whole neighbours, and every distance of "
-            "the run (a share of the box) is large for the particles: %s."
-            % (consensus.and_spacing_px, 1.0 / CROWDED_BOX_PER_SPACING, consensus.box,
-               crowded_advice(consensus)))
-    if consensus.other_box_sizes:
-        lines.append("The input sets have other box sizes too (%s px); the first set's "
-                     "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),
-                                         consensus.output_box))
-    if consensus.rescaled_sets:
-        lines.append("Rescaled to %.3f A/px: %s." % (consensus.sampling_rate,
-                                                    ", ".join(consensus.rescaled_sets)))
-    negatives, extracted = info.negatives, info.extraction
-    if negatives is not None:
-        lines.append("Negatives: %d random, %d off-centre, %d known coordinates, %d known "
-                     "particles." % (negatives.n_random, negatives.n_offcentre,
-                                     negatives.n_user_coordinates,
-                                     extracted.n_user_particles if extracted else 0))
-    if extracted is not None and extracted.known_particles_inverted:
-        lines.append("The known negative particles came with the opposite contrast of the "
-                     "micrographs and were inverted to match.")
-    if extracted is not None and extracted.skipped_micrographs:
-        lines.append("Skipped %d unreadable micrographs: %s."
-                     % (len(extracted.skipped_micrographs),
-                        ", ".join(extracted.skipped_micrographs)))
-    if extracted is not None and extracted.n_crossing_border:
-        lines.append("%d boxes crossed the micrograph border (filled with the mean)."
-                     % extracted.n_crossing_border)
-    training = info.training
-    for trained in (training.rounds if training else []):
-        line = ("Network '%s', round %d: %d epochs, validation accuracy %.3f"
-                % (training.architecture, trained.round, trained.epochs,
-                   trained.val_accuracy))
-        if trained.round > 1:
-            line += (" (%d particles, %d hard negatives from the first round)"
-                     % (trained.n_positives, trained.n_hard_negatives))
-        if trained.centring_search > 0:
-            line += ("; each coordinate scored as its best-centred box within %.1f px"
-                     % (trained.centring_search * consensus.box))
-        lines.append(line + ".")
-    if info.ranking is not None and info.ranking.agreement is not None:
-        agreement = info.ranking.agreement
-        evidence = ("network" if extracted is None or extracted.rotational is None else
-                    "network and rotational averages (AND boxes and negatives %.1f deviations "
-                    "apart)" % extracted.rotational.separation)
-        lines.append("Score = %s combined with picker agreement; sensitivity / "
-                     "false-pick rate per input set: %s."
-                     % (evidence, ", ".join("%s %.2f / %.2f" % picker for picker in
-                                 zip(consensus.picker_names, agreement.sensitivity,
-                                     agreement.false_pick_rate))))
-        for p in decisive_pickers(agreement):
-            lines.append(
-                "The agreement follows one input set: %s picked every coordinate it calls a "
-                "particle and none it calls junk (sensitivity %.2f, false-pick rate %.2f), so "
-                "the retained set follows that set's picks (less duplicates and edge picks) and "
-                "the network's score changes few decisions.  It happens with two pickers, "
-                "whose votes can explain the OR set without the network."
-                % (consensus.picker_names[p], agreement.sensitivity[p],
-                   agreement.false_pick_rate[p]))
-    if info.model is not None and info.model.use != MODEL_NEW:
-        lines.append("Model: %s." % model_origin(info.model))
-    split = info.split
-    if split is not None:
-        total = split.n_retained + split.n_pruned
-        result = "Kept {:,} of {:,} coordinates ({:.1f}%) at the {} threshold {:.2f}".format(
-            split.n_retained, total, 100.0 * split.n_retained / max(total, 1),
-            split.threshold_mode, split.threshold)
-        if training is not None and training.last is not None:
-            result += ", validation accuracy %.2f" % training.last.val_accuracy
-        pruned = "; pruned {:,}".format(split.n_pruned)
-        pruned += pruned_reasons(split.n_duplicates, split.min_distance_px, split.n_at_edge,
-                                 split.edge_margin_px)
-        lines.insert(0, result + pruned + ".")  # the result first
-        if info.evaluation is not None:
-            lines.append(evaluation_line(info.evaluation))
-        if split.n_retained == 0 or split.n_pruned == 0:
-            lines.append("WARNING: every score is on one side of the threshold; check "
-                         "the training curves and the score histogram.")
-    return lines
-
-
-def nested_warning(pair: pipeline.SharedPicks, names: Sequence[str]) -> str:
-    """The warning on a pair of inputs of which one is nearly a subset of the other
-    (:func:`.pipeline.shared_picks`), for the log and the summary."""
-    small, large = ((pair.first, pair.second) if pair.n_first <= pair.n_second
-                    else (pair.second, pair.first))
-    return ("%.0f%% of the %d picks of %s are picks of %s at the same positions: one picker "
-            "and a subset of its own output (another threshold, or its particles after 2D "
-            "classification)?  Consensus counts their agreement as two pickers': each of "
-            "those picks, junk included, becomes an AND particle.  Give pickers that pick "
-            "independently." % (100 * pair.share, min(pair.n_first, pair.n_second),
-                                names[small], names[large]))
-
-
-def nested_lines(consensus: ConsensusInfo) -> List[str]:
-    """:func:`nested_warning` of each nested pair the consensus recorded."""
-    return [nested_warning(pipeline.SharedPicks(*row), consensus.picker_names)
-            for row in consensus.nested_pickers]
-
-
-def unconfirmed_lines(consensus: ConsensusInfo) -> List[str]:
-    """A warning for each picker of at least :data:`MIN_CONFIRMATION_PICKS` picks that no
-    other picker agrees with :data:`CONFIRMATION_OVER_CHANCE` times as often as random
-    positions would (:func:`.pipeline.agreement_shares`): its coordinates are almost
-    surely in another frame, and the run learns from the other pickers alone."""
-    lines = []
-    for name, count, confirmed, over_chance in zip(
-            consensus.picker_names, consensus.picker_counts, consensus.confirmed_share,
-            consensus.agreement_over_chance):
-        if (count >= MIN_CONFIRMATION_PICKS and over_chance is not None
-                and over_chance < CONFIRMATION_OVER_CHANCE):
-            lines.append(
-                "The picks of %s agree with no other picker's better than random positions "
-                "would (%.0f%% of its %d picks picked by another picker; the best partner "
-                "%.1f times as often as chance): coordinates in another frame (picked on "
-                "binned micrographs, y flipped, another pixel size) or of other "
-                "micrographs?  Check them on a micrograph before using this run."
-                % (name, 100 * confirmed, count, over_chance))
-    return lines
-
-
-def box_origin(consensus: ConsensusInfo) -> str:
-    """Where the run's box came from, where it is not the coordinates' own: the reused
-    network's field of view, or :data:`BOX_PER_DIAMETER` times the particle diameter given
-    or the AND coordinates' spacing."""
-    if consensus.box_from_network:
-        return "the reused network's field of view, the one it was trained on"
-    if consensus.box_spacing_px is None:
-        return "%.1f times the particle diameter given" % BOX_PER_DIAMETER
-    return ("%.1f times the AND coordinates' median spacing of %.0f px, as the coordinates' "
-            "box exceeded %.0f spacings; give the particle diameter to choose the box"
-            % (BOX_PER_DIAMETER, consensus.box_spacing_px, CROWDED_BOX_PER_SPACING))
-
-
-def crowded_box(consensus: ConsensusInfo) -> bool:
-    """Whether the run worked in the coordinates' own box or a reused network's (no
-    particle diameter given) and that box exceeds :data:`CROWDED_BOX_PER_SPACING` spacings
-    of the AND coordinates."""
-    return ((consensus.coordinates_box is None or consensus.box_from_network)
-            and spacing_box(consensus.box, consensus.and_spacing_px) is not None)
-
-
-def crowded_advice(consensus: ConsensusInfo) -> str:
-    """What to do about a :func:`crowded_box`: give the particle diameter, or, where the box
-    is a reused network's (which a diameter of other boxes cannot reuse), train a new
-    network, which fits its box."""
-    if consensus.box_from_network:
-        return ("the reused network was trained in boxes this large; a new network (no "
-                "particle diameter) works in boxes fitted to the particles")
-    return ("if the box is much larger than the particle, give the particle diameter (the "
-            "run then works in boxes of %.1f diameters; in Scipion the form's wizard "
-            "proposes one from this distance)" % BOX_PER_DIAMETER)
-
-
-def evaluation_line(known: EvaluationInfo) -> str:
-    """The summary's line on the user's known picks."""
-    def figure(value: Optional[float]) -> str:
-        return "n/a" if value is None else "%.2f" % value
-
-    counts = []
-    for n, unpicked, kind in ((known.n_good, known.n_good_unpicked, "good"),
-                              (known.n_bad, known.n_bad_unpicked, "bad")):
-        if n:
-            counts.append("%d %s" % (n, kind) + (" (%d picked by no picker)" % unpicked
-                                                 if unpicked else ""))
-    line = ("Known picks, %s: precision %s, recall %s at threshold %.2f; ROC-AUC %s"
-            % (" and ".join(counts), figure(known.precision), figure(known.recall),
-               known.threshold, figure(known.roc_auc)))
-    if known.n_conflicting:
-        line += "; %d coordinates matched both a good and a bad pick and were left out" \
-                % known.n_conflicting
-    return line + "."

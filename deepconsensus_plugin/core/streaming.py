@@ -13,7 +13,7 @@ the order they arrive:
    is the one a run on all the micrographs would build, rows in arrival order);
    where the pickers' box is too large for the particles, the first batch fits
    the box every batch then works in, as a batch run's consensus does on all
-   the micrographs (:func:`.stages.fitted_consensus`);
+   the micrographs (:func:`.box_policy.fitted_consensus`);
 3. once the AND set is large enough (:func:`training_size`), or when the
    inputs close first, the ordinary stages (:mod:`.stages`) train on
    everything so far and score it: with the inputs closed before that, the
@@ -47,7 +47,7 @@ from typing import List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from . import centring, extraction, pipeline, stages
+from . import box_policy, centring, extraction, pipeline, run_folder, run_summary, stages
 from .agreement import AgreementModel, posterior_given
 from .pipeline import CoordinateTable
 from .run_folder import ConsensusInfo, KnownParticles, Micrograph, RunFolder, RunFolderError
@@ -153,20 +153,20 @@ class StreamSettings:
     """None: the automatic threshold of the scores at training time."""
     min_distance: float = -1.0
     """The minimum distance between retained particles in Å (0: none; negative: the
-    default share of the box the run works in, :func:`.stages.split_lengths_px`), as the
+    default share of the box the run works in, :func:`.box_policy.split_lengths_px`), as the
     form and the command line give it: a box fitted at the first batch changes it."""
     edge_margin: float = -1.0
     """The edge margin in Å (as :attr:`min_distance`)."""
     fit_box: bool = False
     """Whether the first batch may fit the run's box to the AND spacing
-    (:func:`.stages.spacing_box`), as :attr:`.stages.ConsensusInput.fit_box` lets a batch
+    (:func:`.box_policy.spacing_box`), as :attr:`.stages.ConsensusInput.fit_box` lets a batch
     run's consensus; no fit where the run is given a working box (``coordinates_box``)."""
     train_at: int = 0
     """AND particles to train on (0: :func:`training_size`'s default)."""
     retrain_factor: float = 0.0
     """Train again once the AND set has grown by this factor since the last training
     (0: never)."""
-    model_use: str = stages.MODEL_NEW
+    model_use: str = run_folder.MODEL_NEW
     model_source: Optional[str] = None
     model_name: Optional[str] = None
     gpus: Sequence[int] = ()
@@ -178,7 +178,7 @@ class StreamingRun:
     def __init__(self, run: RunFolder, settings: StreamSettings, picker_names: Sequence[str],
                  box: int, sampling_rate: Optional[float],
                  coordinates_box: Optional[int] = None, box_from_network: bool = False):
-        """``box`` is the box the run works in (:func:`.stages.run_boxes`),
+        """``box`` is the box the run works in (:func:`.box_policy.run_boxes`),
         ``coordinates_box`` the input coordinates' where it differs (the outputs keep it),
         ``box_from_network`` whether ``box`` is a reused network's."""
         self.run = run
@@ -261,10 +261,10 @@ class StreamingRun:
                     zip(self._overlaps(), pipeline.pick_overlaps(batch_picks))]
         nested = pipeline.require_different_pickers(overlaps, self.picker_names)
         for pair in nested:
-            logger.warning(stages.nested_warning(pair, self.picker_names))
+            logger.warning(run_summary.nested_warning(pair, self.picker_names))
         fit = (not self.state.batches and self.settings.fit_box
                and self.coordinates_box is None)
-        table, box, spacing = stages.fitted_consensus(
+        table, box, spacing = box_policy.fitted_consensus(
             batch_picks, self.box, self.settings.consensus.radius, self.min_votes, fit)
         if fit:
             self._keep_fit(box, spacing)
@@ -291,7 +291,7 @@ class StreamingRun:
         return batch
 
     def _keep_fit(self, fitted: int, spacing: Optional[float]) -> None:
-        """After the first batch's fit (:func:`.stages.fitted_consensus`, as a batch run's
+        """After the first batch's fit (:func:`.box_policy.fitted_consensus`, as a batch run's
         consensus fits on all the micrographs): where it gave another box, work in it from
         now on, the outputs keeping the given one.  A stream cannot fit later: its earlier
         batches were merged, and may be handed out, in the box it has."""
@@ -303,7 +303,7 @@ class StreamingRun:
             return
         logger.info("The first batch's AND coordinates lie a median %.0f px apart, under "
                     "%.1f of the %d px box: the stream works in boxes of %d px, the outputs "
-                    "keep %d px", spacing, 1.0 / stages.CROWDED_BOX_PER_SPACING, self.box,
+                    "keep %d px", spacing, 1.0 / box_policy.CROWDED_BOX_PER_SPACING, self.box,
                     fitted, self.box)
         self.state.fitted_box, self.state.box_spacing_px = fitted, spacing
         self.coordinates_box, self.box = self.box, fitted
@@ -345,7 +345,7 @@ class StreamingRun:
         inputs are closed, or a reused model scores without training."""
         if self.trained or not self.state.batches:
             return False
-        if inputs_closed or self.settings.model_use == stages.MODEL_SCORE_ONLY:
+        if inputs_closed or self.settings.model_use == run_folder.MODEL_SCORE_ONLY:
             return True
         consensus = self.run.info().consensus
         return consensus.n_and >= training_size(consensus.n_and / consensus.n_micrographs,
@@ -373,7 +373,7 @@ class StreamingRun:
         """Whether the AND set has grown by the retraining factor since the last training."""
         factor = self.settings.retrain_factor
         return (self.trained and factor > 0
-                and self.settings.model_use != stages.MODEL_SCORE_ONLY
+                and self.settings.model_use != run_folder.MODEL_SCORE_ONLY
                 and self.n_and() >= factor * self.state.trained_at_and)
 
     def retrain(self, progress=None, known: Optional[CoordinateTable] = None,
@@ -401,8 +401,8 @@ class StreamingRun:
         stages.extraction_stage(run, s.extraction, known_particles, progress=progress)
         stages.model_stage(run, s.model_use, s.model_source, s.model_name,
                            s.training.architecture)
-        rounds = 1 if s.model_use == stages.MODEL_SCORE_ONLY else s.training.rounds
-        if s.model_use != stages.MODEL_SCORE_ONLY:
+        rounds = 1 if s.model_use == run_folder.MODEL_SCORE_ONLY else s.training.rounds
+        if s.model_use != run_folder.MODEL_SCORE_ONLY:
             stages.training_rounds(run, s.training, gpus=s.gpus, progress=progress)
         stages.scoring_stage(run, rounds, rounds, seed=s.training.seed, gpus=s.gpus,
                              progress=progress, centring_search=s.centring_search)
@@ -489,7 +489,7 @@ class StreamingRun:
 
     def split_lengths_px(self) -> Tuple[float, float]:
         """(minimum distance, edge margin) in pixels of the box the stream works in."""
-        return stages.split_lengths_px(self.run.info().consensus, self.settings.min_distance,
+        return box_policy.split_lengths_px(self.run.info().consensus, self.settings.min_distance,
                                        self.settings.edge_margin)
 
     def unpublished(self) -> List[StreamBatch]:

@@ -19,7 +19,7 @@ from pyworkflow.utils import Message
 
 from .. import convert
 from ..results import RunResults
-from ..core import centring, extraction, pipeline, stages
+from ..core import box_policy, centring, extraction, pipeline, run_folder, run_summary, stages
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, read_spec
 from ..core.run_folder import KnownParticles, RunFolder, RunFolderError
@@ -118,8 +118,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                            "batch, and the wizard measures it on the input sets and proposes "
                            "it as the diameter. A run that reuses a network works in the "
                            "boxes the network was trained in: leave the diameter at 0 there."
-                           % (stages.CROWDED_BOX_PER_SPACING, stages.BOX_PER_DIAMETER,
-                              stages.BOX_PER_DIAMETER))
+                           % (box_policy.CROWDED_BOX_PER_SPACING, box_policy.BOX_PER_DIAMETER,
+                              box_policy.BOX_PER_DIAMETER))
         form.addParam("method", params.EnumParam, default=self.METHOD_AGREEMENT,
                       choices=["network and picker agreement", "as published (2018)"],
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
@@ -543,7 +543,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         consensus may have fitted to the particles' spacing."""
         automatic = thresholdMode == self.THRESHOLD_AUTOMATIC
         run = self._runFolder()
-        lengths = stages.split_lengths_px(run.info().consensus, minDistanceA, edgeMarginA)
+        lengths = box_policy.split_lengths_px(run.info().consensus, minDistanceA, edgeMarginA)
         split = stages.split_stage(run, None if automatic else threshold, *lengths)
         registerSplit(self, self, RunResults(self._getExtraPath()), split)
 
@@ -571,9 +571,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             return errors + self._validateRanges(len(pointers))
         errors += self._validateDifferentSets(pointers, sets)
         box = sets[0].getBoxSize()
-        if not box or box < stages.MIN_BOX:
+        if not box or box < box_policy.MIN_BOX:
             errors.append("The box size of %s is %s: set it (at least %d px) when picking."
-                          % (self._setName(pointers[0]), box, stages.MIN_BOX))
+                          % (self._setName(pointers[0]), box, box_policy.MIN_BOX))
         errors += self._validateDiameter(pointers[0], sets[0])
         micrographs = [convert.micrographsByName(s.getMicrographs()) for s in sets]
         names = [set(byName) for byName in micrographs]
@@ -621,9 +621,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                     "(%d px at %.3f Å/px): give it in Å." % (diameter, diameter / sampling,
                                                             self._setName(pointer), box,
                                                             sampling)]
-        if stages.BOX_PER_DIAMETER * diameter / sampling < stages.MIN_BOX:
+        if box_policy.BOX_PER_DIAMETER * diameter / sampling < box_policy.MIN_BOX:
             return ["The particle diameter %g Å is under %.0f px at %.3f Å/px: give it in Å."
-                    % (diameter, stages.MIN_BOX / stages.BOX_PER_DIAMETER, sampling)]
+                    % (diameter, box_policy.MIN_BOX / box_policy.BOX_PER_DIAMETER, sampling)]
         return []
 
     def _validateKnownNegatives(self, pointers, sets):
@@ -806,7 +806,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         report = run.environment()
         warning = [report["warning"]] if report and report.get("warning") else []
         try:
-            return warning + stages.summary_lines(run.info()) + stream_summary(run)
+            return warning + run_summary.summary_lines(run.info()) + stream_summary(run)
         except RunFolderError as error:  # a run of an older version: say so, do not fail
             return warning + [str(error)]
 
@@ -831,7 +831,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                     "negative boxes (%d of them off-centre on particles) scored the %d "
                     "coordinates picked by any"
                     % (consensus.n_pickers, info.training.architecture,
-                       "trained" if info.model is None or info.model.use == stages.MODEL_NEW
+                       "trained" if info.model is None or info.model.use == run_folder.MODEL_NEW
                        else "(%s) fine-tuned" % info.model.source,
                        consensus.n_and, consensus.min_votes, consensus.radius_px,
                        negatives.n_random + negatives.n_offcentre
@@ -841,7 +841,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             text += (" in boxes of %d px (%s; the coordinates' box was %d px)"
                      % (consensus.box,
                         "the reused network's" if consensus.box_from_network else
-                        "%.1f %s" % (stages.BOX_PER_DIAMETER,
+                        "%.1f %s" % (box_policy.BOX_PER_DIAMETER,
                                      "particle diameters" if consensus.box_spacing_px is None
                                      else "times the median spacing of the AND coordinates"),
                         consensus.coordinates_box))
@@ -895,8 +895,8 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         architecture = ARCHITECTURES[self.architecture.get()]
         source = self.modelSource.get()
         if source == self.MODEL_NEW:
-            return stages.MODEL_NEW, "", "", architecture
-        use = [stages.MODEL_FINE_TUNE, stages.MODEL_SCORE_ONLY][self.modelUse.get()]
+            return run_folder.MODEL_NEW, "", "", architecture
+        use = [run_folder.MODEL_FINE_TUNE, run_folder.MODEL_SCORE_ONLY][self.modelUse.get()]
         if source == self.MODEL_RUN:
             run = self.modelRun.get()
             if run is None:
@@ -908,7 +908,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def _fitBox(self):
         """Whether the consensus may fit the run's box to the AND spacing
-        (:func:`.stages.spacing_box`): not where the form gives the diameter, nor for a
+        (:func:`.box_policy.spacing_box`): not where the form gives the diameter, nor for a
         reused network, whose box is the one it was trained in (:meth:`_networkBox`)."""
         return self.particleDiameter.get() <= 0 and self.modelSource.get() == self.MODEL_NEW
 
@@ -933,32 +933,32 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
 
     def _boxes(self, firstSet):
         """The box (px) the run works in, the first set's box where that differs (else None),
-        and whether it is the reused network's (:class:`.stages.RunBoxes`): 1.5 particle
+        and whether it is the reused network's (:class:`.box_policy.RunBoxes`): 1.5 particle
         diameters where the form gives one, else a reused network's field of view, else the
         first set's box (0 where it has none; ``_validate`` refuses that, and a diameter
         without a pixel size)."""
         box = firstSet.getBoxSize() or 0
         sampling = convert.samplingRate(firstSet)
         if not box or not sampling:
-            return stages.RunBoxes(box, None, False)
-        return stages.run_boxes(box, self.particleDiameter.get(), sampling,
+            return box_policy.RunBoxes(box, None, False)
+        return box_policy.run_boxes(box, self.particleDiameter.get(), sampling,
                                 self._networkBox(firstSet) or None)
 
     def _fittedBox(self, firstSet):
-        """The box the consensus will fit to the AND spacing (:func:`.stages.spacing_box`),
+        """The box the consensus will fit to the AND spacing (:func:`.box_policy.spacing_box`),
         measured on the input sets before the run as the diameter wizard measures it; None
         where the run will not fit it."""
         box = firstSet.getBoxSize() or 0
         if not self._fitBox() or not box:
             return None
-        return stages.spacing_box(box, self._agreedSpacing(self._inputSets()))
+        return box_policy.spacing_box(box, self._agreedSpacing(self._inputSets()))
 
     def _agreedSpacing(self, sets):
         """The AND spacing of the picks of ``sets`` before the run
-        (:func:`.stages.agreed_spacing`), merged with the form's consensus radius and votes
+        (:func:`.box_policy.agreed_spacing`), merged with the form's consensus radius and votes
         in the first set's box, as the consensus will merge them: what the run fits its box
         to and the diameter wizard proposes."""
-        return stages.agreed_spacing(convert.inputPicks(sets),
+        return box_policy.agreed_spacing(convert.inputPicks(sets),
                                      self.consensusRadius.get() * sets[0].getBoxSize(),
                                      self._minVotes())
 
@@ -969,7 +969,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         return 0 if self.particleDiameter.get() > 0 else self._reusedNetworkBox(firstSet)
 
     def _reusedNetworkBox(self, firstSet):
-        """The reused network's box in the first set's pixels (:func:`.stages.network_box`);
+        """The reused network's box in the first set's pixels (:func:`.box_policy.network_box`);
         0 for a new network, or where the model cannot be read (``_validateModel`` says
         why)."""
         if self.modelSource.get() == self.MODEL_NEW:
@@ -978,7 +978,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             spec = read_spec(self._modelChoice()[1])
         except ModelFileError:
             return 0
-        return stages.network_box(spec, convert.samplingRate(firstSet)) or 0
+        return box_policy.network_box(spec, convert.samplingRate(firstSet)) or 0
 
     def _workingBox(self, firstSet):
         """The box (px) the run works in (:meth:`_boxes`)."""

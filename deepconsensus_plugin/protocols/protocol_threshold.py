@@ -14,7 +14,7 @@ from pwem.protocols import ProtParticles
 from pyworkflow import BETA
 from pyworkflow.utils import Message
 
-from ..core import stages
+from ..core import run_summary
 from ..results import RunResults
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
@@ -105,7 +105,7 @@ class ProtDeepConsensusThreshold(ProtParticles):
         if summary.get("valAccuracy") is not None:
             line += ", validation accuracy %.2f" % summary["valAccuracy"]
         pruned = "; pruned {:,}".format(summary["nPruned"])
-        pruned += stages.pruned_reasons(summary.get("nDuplicates", 0),
+        pruned += run_summary.pruned_reasons(summary.get("nDuplicates", 0),
                                         summary.get("minDistancePx", 0.0),
                                         summary.get("nAtEdge", 0),
                                         summary.get("edgeMarginPx", 0.0))
