@@ -245,14 +245,6 @@ def test_a_training_run_fits_a_box_too_large_for_the_spacing(tmp_path, dataset):
         BOX, 3 * BOX, None)
 
 
-def test_the_fitted_box_is_a_share_of_the_spacing_and_never_below_the_smallest():
-    assert box_policy.spacing_box(180, 99.0) is None            # 1.8 spacings: EMPIAR-10017's own
-    assert box_policy.spacing_box(360, 99.0) == 148
-    assert box_policy.spacing_box(168, 58.0) == 87
-    assert box_policy.spacing_box(360, None) is None
-    assert box_policy.spacing_box(40, 2.0) == box_policy.MIN_BOX
-
-
 def test_one_picker_given_twice_is_refused_before_anything_is_written(tmp_path, dataset):
     twice = replace(dataset, pickers=[*dataset.pickers, replace(dataset.pickers[0], name="copy")])
     run = RunFolder(tmp_path)
@@ -299,22 +291,6 @@ def test_a_picker_in_another_frame_is_named_in_the_log_and_summary(tmp_path, dat
     assert min(clean.agreement_over_chance) > 5
     assert not any("no better than random" in line for line in run_summary.summary_lines(
         RunFolder(tmp_path / "clean").info()))
-
-
-def test_working_box_follows_a_given_particle_diameter():
-    """1.5 diameters where the user gives one (in Å), else the coordinates' own box; a
-    diameter without a pixel size cannot be converted, and the box never falls under 8 px."""
-    assert box_policy.working_box(96, 0, 2.0) == 96
-    assert box_policy.working_box(96, -1, None) == 96
-    assert box_policy.working_box(96, 64.0, 2.0) == 48  # 32 px particle
-    assert box_policy.working_box(84, 300.0, 5.36) == 84  # EMPIAR-10028: 56 px ribosome
-    assert box_policy.working_box(96, 2.0, 2.0) == box_policy.MIN_BOX
-    with pytest.raises(ValueError, match="pixel size"):
-        box_policy.working_box(96, 64.0, None)
-    # with the coordinates' box beside it where the two differ, as the front ends record it
-    assert box_policy.run_boxes(96, 64.0, 2.0) == (48, 96, False)
-    assert box_policy.run_boxes(96, 0, 2.0) == (96, None, False)
-    assert box_policy.run_boxes(84, 300.0, 5.36) == (84, None, False)
 
 
 def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, dataset):
