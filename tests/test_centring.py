@@ -7,7 +7,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import centring, stages
+from deepconsensus_plugin.core import centring, shards, stages
 from deepconsensus_plugin.core.extraction import extract_particles, read_micrograph
 from deepconsensus_plugin.core.pipeline import CoordinateTable
 from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError
@@ -132,18 +132,18 @@ def test_scoring_shards_with_the_search_merge_into_the_one_piece_scores(extracte
     assert (whole[finite] >= own[finite]).all() and (whole[finite] > own[finite]).any()
     os.unlink(run.file(run.CNN_SCORES))
     for shard in (1, 2, 3):
-        stages.scoring_shard_stage(run, 1, 1, shard, 3, centring_search=0.1)
-    np.testing.assert_array_equal(stages.merge_scores_stage(run, 1, 1, 3), whole)
+        shards.scoring_shard_stage(run, 1, 1, shard, 3, centring_search=0.1)
+    np.testing.assert_array_equal(shards.merge_scores_stage(run, 1, 1, 3), whole)
     assert run.info().training is None  # a model scoring alone: no round to record on
-    stages.scoring_shard_stage(run, 1, 1, 2, 3)
+    shards.scoring_shard_stage(run, 1, 1, 2, 3)
     with pytest.raises(RunFolderError, match="different distances"):
-        stages.merge_scores_stage(run, 1, 1, 3)
+        shards.merge_scores_stage(run, 1, 1, 3)
     # a shard of an earlier version, without the setting, is refused by name
     name = RunFolder.shard_name("score_round1of1", 2, 3, ".npz")
     older = {key: value for key, value in run.arrays(name).items() if key != "centring_search"}
     run.write_arrays(name, **older)
     with pytest.raises(RunFolderError, match="shard 2 of 3 .* earlier version"):
-        stages.merge_scores_stage(run, 1, 1, 3)
+        shards.merge_scores_stage(run, 1, 1, 3)
 
 
 def test_the_published_method_scores_the_pick_only():

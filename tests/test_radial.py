@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import radial, run_summary, stages
+from deepconsensus_plugin.core import radial, run_summary, shards, stages
 from deepconsensus_plugin.core.metrics import roc_auc
 from deepconsensus_plugin.core.run_folder import RotationalInfo
 
@@ -121,8 +121,8 @@ def test_the_shards_merge_into_the_evidence_of_a_one_piece_extraction(prepared):
     stages.extraction_stage(run, params)
     whole = run.rotational_evidence()
     for shard in (1, 2):
-        stages.extraction_shard_stage(run, shard, 2, params)
-    stages.merge_extraction_stage(run, 2, params)
+        shards.extraction_shard_stage(run, shard, 2, params)
+    shards.merge_extraction_stage(run, 2, params)
     np.testing.assert_allclose(run.rotational_evidence(), whole, rtol=1e-9, atol=1e-9)
 
 

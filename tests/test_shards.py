@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from deepconsensus_plugin.core import run_summary, stages
+from deepconsensus_plugin.core import run_summary, shards, stages
 from deepconsensus_plugin.core.run_folder import RunFolder, RunFolderError
 from deepconsensus_plugin.core.stack import open_stack
 
@@ -17,29 +17,29 @@ PARAMS = stages.ExtractionParams(network_size=16)
     ({1: 10, 2: 10, 3: 10, 4: 10}, 2), ({1: 100, 2: 1, 3: 1, 4: 1}, 3),
     ({5: 3, 9: 0, 7: 8}, 5), ({}, 2), ({1: 4}, 1)])
 def test_micrograph_shards_hold_every_micrograph_once_in_order(boxes, n_shards):
-    shards = stages.micrograph_shards(boxes, n_shards)
-    assert len(shards) == n_shards
-    assert [m for shard in shards for m in shard] == sorted(boxes)
+    groups = shards.micrograph_shards(boxes, n_shards)
+    assert len(groups) == n_shards
+    assert [m for group in groups for m in group] == sorted(boxes)
 
 
 def test_micrograph_shards_balance_the_boxes():
-    shards = stages.micrograph_shards({m: 10 for m in range(1, 9)}, 4)
-    assert [len(s) for s in shards] == [2, 2, 2, 2]
+    groups = shards.micrograph_shards({m: 10 for m in range(1, 9)}, 4)
+    assert [len(group) for group in groups] == [2, 2, 2, 2]
 
 
 @pytest.mark.parametrize("n, n_shards", [(0, 3), (1, 1), (511, 2), (513, 2), (5000, 3),
                                          (1024, 7)])
 def test_particle_shards_tile_the_stack_on_whole_batches(n, n_shards):
-    shards = stages.particle_shards(n, n_shards)
-    assert len(shards) == n_shards
-    assert shards[0][0] == 0 and shards[-1][1] == n
-    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))
-    assert all(start % stages.SCORING_BATCH == 0 for start, stop in shards if stop > start)
+    ranges = shards.particle_shards(n, n_shards)
+    assert len(ranges) == n_shards
+    assert ranges[0][0] == 0 and ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(start % stages.SCORING_BATCH == 0 for start, stop in ranges if stop > start)
 
 
 def test_a_shard_number_out_of_range_is_refused():
     with pytest.raises(ValueError, match="shards must be at least 1"):
-        stages.particle_shards(10, 0)
+        shards.particle_shards(10, 0)
 
 
 def one_piece(run, tmp_path):
@@ -56,10 +56,10 @@ def one_piece(run, tmp_path):
 @pytest.mark.parametrize("n_shards", [1, 3, 6])
 def test_extraction_shards_merge_into_the_one_piece_stacks(prepared, tmp_path, n_shards):
     run, _ = prepared
-    extracted = sum(stages.extraction_shard_stage(run, shard, n_shards, PARAMS)
+    extracted = sum(shards.extraction_shard_stage(run, shard, n_shards, PARAMS)
                     for shard in range(1, n_shards + 1))
     assert extracted == len(run.consensus()) + len(run.negatives())  # none twice, none lost
-    info = stages.merge_extraction_stage(run, n_shards, PARAMS)
+    info = shards.merge_extraction_stage(run, n_shards, PARAMS)
     reference, expected = one_piece(run, tmp_path)
     for name in (run.OR_PARTICLES, run.NEG_PARTICLES):
         with open_stack(run.file(name)) as merged, open_stack(reference.file(name)) as whole:
@@ -72,15 +72,15 @@ def test_extraction_shards_merge_into_the_one_piece_stacks(prepared, tmp_path, n
 def test_a_failed_shard_is_refused_and_runs_again_alone(prepared, tmp_path):
     run, mics = prepared
     os.rename(mics[3].path, mics[3].path + ".away")  # the last shard's micrograph is missing
-    stages.extraction_shard_stage(run, 1, 2, PARAMS)
+    shards.extraction_shard_stage(run, 1, 2, PARAMS)
     with pytest.raises(Exception, match="file not found"):
-        stages.extraction_shard_stage(run, 2, 2, PARAMS)
+        shards.extraction_shard_stage(run, 2, 2, PARAMS)
     with pytest.raises(RunFolderError, match="shard 2 of 2 has not finished"):
-        stages.merge_extraction_stage(run, 2, PARAMS)
+        shards.merge_extraction_stage(run, 2, PARAMS)
     os.rename(mics[3].path + ".away", mics[3].path)
     first = os.stat(run.file(RunFolder.shard_name("extract", 1, 2, ".npz"))).st_mtime_ns
-    stages.extraction_shard_stage(run, 2, 2, PARAMS)
-    stages.merge_extraction_stage(run, 2, PARAMS)
+    shards.extraction_shard_stage(run, 2, 2, PARAMS)
+    shards.merge_extraction_stage(run, 2, PARAMS)
     assert os.stat(run.file(RunFolder.shard_name("extract", 1, 2, ".npz"))).st_mtime_ns == first
     reference, _ = one_piece(run, tmp_path)
     with open_stack(run.file(run.OR_PARTICLES)) as merged, \
@@ -91,16 +91,16 @@ def test_a_failed_shard_is_refused_and_runs_again_alone(prepared, tmp_path):
 def test_shards_of_another_cut_or_setting_are_refused(prepared):
     run, _ = prepared
     for shard in (1, 2):
-        stages.extraction_shard_stage(run, shard, 2, PARAMS)
+        shards.extraction_shard_stage(run, shard, 2, PARAMS)
     with pytest.raises(RunFolderError, match="other settings"):
-        stages.merge_extraction_stage(run, 2, stages.ExtractionParams(network_size=24))
+        shards.merge_extraction_stage(run, 2, stages.ExtractionParams(network_size=24))
     # a shard's record that claims rows of another shard: one row repeated, one missing
     name = RunFolder.shard_name("extract", 2, 2, ".npz")
     data = run.arrays(name)
     data["or_rows"] = np.concatenate([[0], data["or_rows"][1:]])
     run.write_arrays(name, **data)
     with pytest.raises(RunFolderError, match="miss 1 and repeat 1 of the"):
-        stages.merge_extraction_stage(run, 2, PARAMS)
+        shards.merge_extraction_stage(run, 2, PARAMS)
 
 
 def test_skipped_micrographs_are_skipped_by_their_shard(prepared):
@@ -109,8 +109,8 @@ def test_skipped_micrographs_are_skipped_by_their_shard(prepared):
         handle.truncate(100)
     params = stages.ExtractionParams(network_size=16, skip_bad_micrographs=True)
     for shard in (1, 2, 3):
-        stages.extraction_shard_stage(run, shard, 3, params)
-    info = stages.merge_extraction_stage(run, 3, params)
+        shards.extraction_shard_stage(run, shard, 3, params)
+    info = shards.merge_extraction_stage(run, 3, params)
     assert info.skipped_micrographs == [mics[1].path] and info.skipped_mic_ids == [2]
 
 
@@ -138,11 +138,11 @@ def test_scoring_shards_merge_into_the_one_piece_scores(tmp_path):
     assert np.isnan(whole[700:]).all() and np.isfinite(whole[:700]).all()  # m2 skipped
     os.unlink(run.file(run.CNN_SCORES))
     with pytest.raises(RunFolderError, match="scoring shard 1 of 3"):
-        stages.merge_scores_stage(run, 1, 1, n_shards)
-    scored = [stages.scoring_shard_stage(run, 1, 1, shard, n_shards)
+        shards.merge_scores_stage(run, 1, 1, n_shards)
+    scored = [shards.scoring_shard_stage(run, 1, 1, shard, n_shards)
               for shard in range(1, n_shards + 1)]
     assert scored == [512, 512, 276]
-    merged = stages.merge_scores_stage(run, 1, 1, n_shards)
+    merged = shards.merge_scores_stage(run, 1, 1, n_shards)
     np.testing.assert_array_equal(merged, whole)
     np.testing.assert_array_equal(run.array(run.CNN_SCORES), whole)
     # a shard scored from another stack is refused
@@ -151,7 +151,7 @@ def test_scoring_shards_merge_into_the_one_piece_scores(tmp_path):
     data["n"] = np.array(n + 1)
     run.write_arrays(name, **data)
     with pytest.raises(RunFolderError, match="scored another stack"):
-        stages.merge_scores_stage(run, 1, 1, n_shards)
+        shards.merge_scores_stage(run, 1, 1, n_shards)
 
 
 def test_known_particles_show_the_run_s_field_of_view(prepared, tmp_path):
@@ -186,8 +186,8 @@ def test_known_particles_show_the_run_s_field_of_view(prepared, tmp_path):
     known, own = known_rows(reference)
     np.testing.assert_array_equal(known, own)
     for shard in (1, 2):
-        stages.extraction_shard_stage(run, shard, 2, PARAMS)
-    stages.merge_extraction_stage(run, 2, PARAMS, KnownParticles(items, 2.0))
+        shards.extraction_shard_stage(run, shard, 2, PARAMS)
+    shards.merge_extraction_stage(run, 2, PARAMS, KnownParticles(items, 2.0))
     np.testing.assert_array_equal(known_rows(run)[0], own)
     stages.extraction_stage(reference, PARAMS, KnownParticles(items, None))
     whole, _ = known_rows(reference)

@@ -10,7 +10,7 @@ to spread a large run over cluster jobs by hand.
 """
 
 from . import common
-from ..core import stages
+from ..core import shards, stages
 from ..core.model import ARCHITECTURES
 from ..core.run_folder import KnownParticles, RunFolder
 
@@ -104,10 +104,10 @@ def main(args) -> None:
     if args.piece == "check":
         check(run, common.parse_gpus(args.gpus))
     elif args.piece == "extract":
-        stages.extraction_shard_stage(run, args.shard, args.shards, _extraction_params(args))
+        shards.extraction_shard_stage(run, args.shard, args.shards, _extraction_params(args))
     elif args.piece == "merge-extraction":
         known = run.known_particles() if args.known_particles else KnownParticles()
-        stages.merge_extraction_stage(
+        shards.merge_extraction_stage(
             run, args.shards, _extraction_params(args, not args.no_rotational_average), known)
     elif args.piece == "train":
         params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
@@ -119,11 +119,11 @@ def main(args) -> None:
         stages.training_stage(run, args.round_number, params, gpus=common.parse_gpus(args.gpus))
     elif args.piece == "score":
         _warn_without_gpu(args.gpus)
-        stages.scoring_shard_stage(run, args.round_number, args.rounds, args.shard, args.shards,
+        shards.scoring_shard_stage(run, args.round_number, args.rounds, args.shard, args.shards,
                                    seed=args.seed, gpus=common.parse_gpus(args.gpus),
                                    centring_search=args.centring_search)
     elif args.piece == "merge-scores":
-        stages.merge_scores_stage(run, args.round_number, args.rounds, args.shards)
+        shards.merge_scores_stage(run, args.round_number, args.rounds, args.shards)
 
 
 def check(run: RunFolder, gpus) -> dict:

@@ -499,6 +499,14 @@ class RunFolder:
         with open(self.file(self.INFO)) as handle:
             return RunInfo.from_dict(json.load(handle), self.file(self.INFO))
 
+    def section(self, name: str) -> Any:
+        """The record of stage ``name``, refused where that stage has not run (or a later
+        run of an earlier stage forgot it): what a stage reads of the ones before it."""
+        section = getattr(self.info(), name)
+        if section is None:
+            raise RunFolderError("%s has no %s results: run that stage first" % (self.path, name))
+        return section
+
     def micrographs(self) -> Dict[int, Micrograph]:
         """mic_id -> :class:`Micrograph` of the run's micrographs."""
         self.require(self.MICROGRAPHS, stage="reading the micrographs")

@@ -7,7 +7,8 @@ benchmarks all call these functions, in this order::
         -> (training_stage -> scoring_stage) per round -> ranking_stage -> split_stage
 
 (``model_stage`` may reuse an earlier run's model: fine-tuned by the training
-rounds, or scoring alone with no training round.)
+rounds, or scoring alone with no training round.)  A large run may extract and score
+in shards, one job each, merged into the same files (:mod:`.shards`).
 
 Each stage reads what the previous ones left in the :class:`.RunFolder`,
 writes its own files and its section of the run record (:class:`.RunInfo`),
@@ -315,7 +316,7 @@ def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),
     """Random negatives (``ratio`` per AND particle), off-centre ones around the AND
     particles, and ``known`` non-particle coordinates, into ``negatives.npz``."""
     start = time.perf_counter()
-    consensus = _section(run, "consensus")
+    consensus = run.section("consensus")
     table = run.consensus()
     shapes = {}
     for mic in run.micrographs().values():
@@ -354,7 +355,7 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
                      progress: Optional[ProgressFactory] = None) -> ExtractionInfo:
     """Cut, downsample and normalise the OR and negative boxes into the two stacks;
     ``known_particles`` (non-particle images) end the negatives."""
-    consensus = _section(run, "consensus")
+    consensus = run.section("consensus")
     paths = {m.mic_id: m.path for m in run.micrographs().values()}
     box, size = consensus.box, params.network_size
     table, negatives = run.consensus(), run.negatives()
@@ -372,13 +373,13 @@ def extraction_stage(run: RunFolder, params: ExtractionParams = ExtractionParams
         neg_report = extraction.extract_to_stack(
             pipeline.extraction_jobs(negatives, paths), neg_stack, box, params.invert,
             params.skip_bad_micrographs, on_progress=_update(bar))
-        inverted = _add_known_particles(run, neg_stack, len(negatives), known_particles,
-                                        consensus, params, bar)
+        inverted = add_known_particles(run, neg_stack, len(negatives), known_particles,
+                                       consensus, params, bar)
         neg_stack.close()
     finally:
         _close(bar)
-    return _record_extraction(run, params, paths, n_user, report.n_crossing_border,
-                              [report, neg_report], inverted)
+    return record_extraction(run, params, paths, n_user, report.n_crossing_border,
+                             [report, neg_report], inverted)
 
 
 CONTRAST_SAMPLE = 2000
@@ -411,9 +412,9 @@ def _run_skewness(run: RunFolder) -> float:
         return extraction.median_skewness(np.asarray(boxes[rows]))
 
 
-def _add_known_particles(run: RunFolder, neg_stack, first_row: int,
-                         known_particles: KnownParticles, consensus: ConsensusInfo,
-                         params: ExtractionParams, bar=None) -> bool:
+def add_known_particles(run: RunFolder, neg_stack, first_row: int,
+                        known_particles: KnownParticles, consensus: ConsensusInfo,
+                        params: ExtractionParams, bar=None) -> bool:
     """Known non-particle images into the negative stack from ``first_row`` on, each cut
     to the run's field of view (:class:`KnownParticles`), and inverted where they came
     with the opposite contrast of the run's boxes (judged on the first chunk); whether
@@ -441,10 +442,10 @@ def _add_known_particles(run: RunFolder, neg_stack, first_row: int,
     return inverted
 
 
-def _record_extraction(run: RunFolder, params: ExtractionParams, paths: Mapping[int, str],
-                       n_user: int, n_crossing_border: int,
-                       reports: Sequence[extraction.ExtractionReport],
-                       known_inverted: bool) -> ExtractionInfo:
+def record_extraction(run: RunFolder, params: ExtractionParams, paths: Mapping[int, str],
+                      n_user: int, n_crossing_border: int,
+                      reports: Sequence[extraction.ExtractionReport],
+                      known_inverted: bool) -> ExtractionInfo:
     """Record the extraction; ``n_crossing_border`` counts the OR boxes only."""
     skipped = sorted(set().union(*(r.skipped_micrographs for r in reports)))
     info = ExtractionInfo(network_size=params.network_size, invert=params.invert,
@@ -475,7 +476,7 @@ def _fit_rotational(run: RunFolder, extracted: ExtractionInfo) -> Optional[Rotat
     network's training labels) and write each OR box's log-likelihood ratio; None, with
     a warning, where there are too few boxes to fit it."""
     start = time.perf_counter()
-    consensus = _section(run, "consensus")
+    consensus = run.section("consensus")
     table = run.consensus()
     usable, neg_usable = _usable_rows(table, run.negatives(), extracted)
     particles = np.flatnonzero(usable & (table.votes >= consensus.min_votes))
@@ -541,7 +542,7 @@ def model_stage(run: RunFolder, use: str = MODEL_NEW, source: Optional[str] = No
         return info
     if source is None:
         raise ValueError("reusing a model (%s) needs its file" % use)
-    consensus, extracted = _section(run, "consensus"), _section(run, "extraction")
+    consensus, extracted = run.section("consensus"), run.section("extraction")
     spec = read_spec(source)
     ours = run_model_spec(consensus.box, consensus.sampling_rate, extracted.network_size,
                           extracted.invert, architecture)
@@ -565,179 +566,12 @@ def scoring_round(info) -> int:
     if info.training is None:
         raise RunFolderError("the run has no trained network: train first")
     return info.training.n_rounds
-# ------------------------------------------------------------------ shards (one job each)
-#
-# A large run is cut into jobs that Scipion's executors run in parallel threads or submit
-# to a cluster queue: extraction by micrographs, scoring by particles.  Each shard writes
-# its own files under ``shards/`` and a record of the rows it covers; the merge checks
-# that the shards cover every row exactly once before it writes the run's files, so a
-# shard that failed (or ran with other parameters) is refused instead of leaving zeros.
+
 
 SCORING_BATCH = 512
-"""Rows scored per batch (:func:`.scoring.score_stack`'s default).  Scoring shards start
-on a whole batch, so every batch holds the same boxes as in unsharded scoring and the
-scores are the same to the bit."""
-
-
-def micrograph_shards(boxes_per_micrograph: Mapping[int, int], n_shards: int
-                      ) -> List[List[int]]:
-    """The micrograph ids (in id order) cut into ``n_shards`` consecutive groups holding
-    about as many boxes each; a group may be empty when there are few micrographs."""
-    if n_shards < 1:
-        raise ValueError("the number of shards must be at least 1, got %d" % n_shards)
-    ids = sorted(boxes_per_micrograph)
-    cumulative = np.cumsum([boxes_per_micrograph[m] for m in ids])
-    total = int(cumulative[-1]) if len(ids) else 0
-    cuts = [0] + [int(np.searchsorted(cumulative, total * k / n_shards, side="right"))
-                  for k in range(1, n_shards)] + [len(ids)]
-    cuts = np.maximum.accumulate(cuts)
-    return [ids[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-
-
-def particle_shards(n_particles: int, n_shards: int, batch: int = SCORING_BATCH
-                    ) -> List[Tuple[int, int]]:
-    """``n_shards`` consecutive (start, stop) row ranges of a stack covering it exactly,
-    cut on whole batches (some are empty for small stacks)."""
-    if n_shards < 1:
-        raise ValueError("the number of shards must be at least 1, got %d" % n_shards)
-    n_batches = -(-n_particles // batch)
-    bounds = np.minimum(np.round(np.linspace(0, n_batches, n_shards + 1)).astype(np.int64)
-                        * batch, n_particles)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def _check_shard(shard: int, n_shards: int) -> None:
-    if not 1 <= shard <= n_shards:
-        raise ValueError("shard %d of %d: shards are numbered from 1 to %d"
-                         % (shard, n_shards, n_shards))
-
-
-def _extraction_shard_names(shard: int, n_shards: int) -> Tuple[str, str, str]:
-    name = RunFolder.shard_name
-    return (name("extract", shard, n_shards, "_or.npy"),
-            name("extract", shard, n_shards, "_neg.npy"),
-            name("extract", shard, n_shards, ".npz"))
-
-
-def extraction_shard_stage(run: RunFolder, shard: int, n_shards: int,
-                           params: ExtractionParams = ExtractionParams()) -> int:
-    """Extract the OR and negative boxes of shard ``shard`` (from 1) of ``n_shards``
-    groups of micrographs into the shard's own stacks; the number of boxes extracted.
-
-    The shard's record (``shards/extract_KofN.npz``: the table rows it holds, its report
-    and parameters) is written last, so a shard that stopped half-way has none and
-    :func:`merge_extraction_stage` refuses it."""
-    _check_shard(shard, n_shards)
-    consensus = _section(run, "consensus")
-    _section(run, "negatives")
-    paths = {m.mic_id: m.path for m in run.micrographs().values()}
-    table, negatives = run.consensus(), run.negatives()
-    boxes = {m: 0 for m in paths}
-    for mic in np.concatenate([table.mic, negatives.mic]):
-        boxes[int(mic)] = boxes.get(int(mic), 0) + 1
-    mine = micrograph_shards(boxes, n_shards)[shard - 1]
-    or_name, neg_name, record = _extraction_shard_names(shard, n_shards)
-    if run.has(record):
-        os.unlink(run.file(record))
-    os.makedirs(run.file(run.SHARDS), exist_ok=True)
-    size = params.network_size
-    reports, rows = [], []
-    for source, name in ((table, or_name), (negatives, neg_name)):
-        picked = np.flatnonzero(np.isin(source.mic, mine))
-        stack = create_stack(run.file(name), len(picked), size)
-        try:
-            reports.append(extraction.extract_to_stack(
-                pipeline.extraction_jobs(source.subset(picked), paths), stack,
-                consensus.box, params.invert, params.skip_bad_micrographs))
-            stack.flush()
-        finally:
-            stack.close()
-        rows.append(picked)
-    skipped = sorted(set(reports[0].skipped_micrographs) | set(reports[1].skipped_micrographs))
-    run.write_arrays(record, or_rows=rows[0], neg_rows=rows[1], micrographs=np.array(mine),
-                     network_size=size, invert=params.invert,
-                     n_crossing_border=reports[0].n_crossing_border,
-                     skipped=np.array(skipped, dtype=str),
-                     seconds=reports[0].seconds + reports[1].seconds)
-    logger.info("Shard %d of %d: %d micrographs, %d OR and %d negative boxes", shard,
-                n_shards, len(mine), len(rows[0]), len(rows[1]))
-    return len(rows[0]) + len(rows[1])
-
-
-def _rows_exactly_once(rows: Sequence[np.ndarray], n: int, what: str, run: RunFolder) -> None:
-    """Refuse shards that leave a row out or hold one twice (the merge must be exact)."""
-    counts = np.bincount(np.concatenate(rows).astype(np.int64), minlength=n) if rows else \
-        np.zeros(n, dtype=np.int64)
-    if len(counts) > n:
-        raise RunFolderError("%s: the shards hold %s rows beyond the %d of the run: they were "
-                             "made from another consensus; run extraction again"
-                             % (run.path, what, n))
-    missing, repeated = np.flatnonzero(counts == 0), np.flatnonzero(counts > 1)
-    if len(missing) or len(repeated):
-        raise RunFolderError("%s: the shards miss %d and repeat %d of the %d %s rows (e.g. "
-                             "row %d): run the extraction shards again"
-                             % (run.path, len(missing), len(repeated), n, what,
-                                (list(missing) + list(repeated))[0]))
-
-
-def _copy_rows(source, target, rows: np.ndarray, chunk: int = 8192) -> None:
-    """Row i of the ``source`` stack to row ``rows[i]`` of ``target`` (rows increasing),
-    a chunk at a time and one write per run of consecutive rows."""
-    for first in range(0, len(rows), chunk):
-        block = source[first:first + chunk]
-        where = rows[first:first + chunk]
-        breaks = np.flatnonzero(np.diff(where) != 1) + 1
-        for run in np.split(np.arange(len(where)), breaks):
-            start = int(where[run[0]])
-            target[start:start + len(run)] = block[run]
-
-
-def merge_extraction_stage(run: RunFolder, n_shards: int,
-                           params: ExtractionParams = ExtractionParams(),
-                           known_particles: KnownParticles = KnownParticles()) -> ExtractionInfo:
-    """The run's two stacks from the ``n_shards`` extraction shards (and the known
-    non-particle images after the negatives), as :func:`extraction_stage` writes them."""
-    consensus = _section(run, "consensus")
-    paths = {m.mic_id: m.path for m in run.micrographs().values()}
-    table, negatives = run.consensus(), run.negatives()
-    records = []
-    for shard in range(1, n_shards + 1):
-        or_name, neg_name, record = _extraction_shard_names(shard, n_shards)
-        if not run.has(record, or_name, neg_name):
-            raise RunFolderError("%s: extraction shard %d of %d has not finished: run it again"
-                                 % (run.path, shard, n_shards))
-        data = run.arrays(record)
-        if int(data["network_size"]) != params.network_size or \
-                bool(data["invert"]) != params.invert:
-            raise RunFolderError("%s: extraction shard %d of %d was made with other settings "
-                                 "(network size %d, inverted %s): run it again"
-                                 % (run.path, shard, n_shards, int(data["network_size"]),
-                                    bool(data["invert"])))
-        records.append((or_name, neg_name, data))
-    _rows_exactly_once([d["or_rows"] for _, _, d in records], len(table), "OR", run)
-    _rows_exactly_once([d["neg_rows"] for _, _, d in records], len(negatives), "negative", run)
-    n_user = len(known_particles.items)
-    size = params.network_size
-    or_stack = create_stack(run.file(run.OR_PARTICLES), len(table), size)
-    neg_stack = create_stack(run.file(run.NEG_PARTICLES), len(negatives) + n_user, size)
-    try:
-        for or_name, neg_name, data in records:
-            for name, target, rows in ((or_name, or_stack, data["or_rows"]),
-                                       (neg_name, neg_stack, data["neg_rows"])):
-                with open_stack(run.file(name)) as source:
-                    _copy_rows(source, target, rows)
-        or_stack.close()  # complete on disk: the known particles' contrast is compared with it
-        inverted = _add_known_particles(run, neg_stack, len(negatives), known_particles,
-                                        consensus, params)
-    finally:
-        or_stack.close()
-        neg_stack.close()
-    reports = [extraction.ExtractionReport(seconds=float(data["seconds"]),
-                                           skipped_micrographs=[str(p) for p in data["skipped"]])
-               for _, _, data in records]
-    return _record_extraction(run, params, paths, n_user,
-                              sum(int(data["n_crossing_border"]) for _, _, data in records),
-                              reports, inverted)
+"""Rows scored per batch (:func:`.scoring.score_stack`'s default).  Scoring shards
+(:func:`.shards.particle_shards`) start on a whole batch, so every batch holds the same
+boxes as in unsharded scoring and the scores are the same to the bit."""
 
 
 def image_evidence(cnn_scores: np.ndarray, rotational: Optional[np.ndarray] = None) -> np.ndarray:
@@ -762,8 +596,8 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
     decisions on the OR set (particles to the positives, junk to the negatives)."""
     from .training import train_classifier
 
-    consensus = _section(run, "consensus")
-    skipped = _section(run, "extraction")
+    consensus = run.section("consensus")
+    skipped = run.section("extraction")
     reused = run.info().model
     if reused is not None and reused.use == MODEL_SCORE_ONLY:
         raise RunFolderError("%s scores with %s without training: there is nothing to train"
@@ -826,7 +660,7 @@ def scoring_stage(run: RunFolder, round_number: int, rounds: int, seed: int = 0,
     ``centring_search`` > 0, each pick's best score within that share of the box
     (:mod:`.centring`)."""
     with open_stack(run.file(run.OR_PARTICLES)) as stack:
-        model = _round_model(run, round_number, rounds)
+        model = round_model(run, round_number, rounds)
         start = time.perf_counter()
         total = len(stack) * centring.boxes_per_pick(centring_search)
         bar = _bar(progress, "Scoring round %d" % round_number, total, "box")
@@ -835,8 +669,8 @@ def scoring_stage(run: RunFolder, round_number: int, rounds: int, seed: int = 0,
                                  gpus, seed, _update(bar))
         finally:
             _close(bar)
-    return _record_scores(run, round_number, rounds, scores, time.perf_counter() - start,
-                          centring_search)
+    return record_scores(run, round_number, rounds, scores, time.perf_counter() - start,
+                         centring_search)
 
 
 def score_boxes(run: RunFolder, model: str, images, rows: np.ndarray, centring_search: float,
@@ -856,7 +690,7 @@ def score_boxes(run: RunFolder, model: str, images, rows: np.ndarray, centring_s
                          on_progress=on_progress)
     if centring_search <= 0:
         return scores
-    consensus, extracted = _section(run, "consensus"), _section(run, "extraction")
+    consensus, extracted = run.section("consensus"), run.section("extraction")
     distance = centring_search * consensus.box
     shifted = centring.ShiftedBoxes(run.consensus().subset(rows),
                                     {m.mic_id: m.path for m in run.micrographs().values()},
@@ -875,16 +709,20 @@ def score_boxes(run: RunFolder, model: str, images, rows: np.ndarray, centring_s
     return best
 
 
-def _round_model(run: RunFolder, round_number: int, rounds: int) -> str:
+def round_model(run: RunFolder, round_number: int, rounds: int) -> str:
+    """The file of the round's trained network, refused where that round has not trained."""
     if not run.has(run.round_name(run.MODEL, round_number, rounds)):
         raise RunFolderError("%s has no trained network for round %d: train first"
                              % (run.path, round_number))
     return run.round_file(run.MODEL, round_number, rounds)
 
 
-def _record_scores(run: RunFolder, round_number: int, rounds: int, scores: np.ndarray,
-                   seconds: float, centring_search: float) -> np.ndarray:
-    skipped = _section(run, "extraction")
+def record_scores(run: RunFolder, round_number: int, rounds: int, scores: np.ndarray,
+                  seconds: float, centring_search: float) -> np.ndarray:
+    """Write the round's scores (NaN on the micrographs the extraction skipped) and note
+    the scoring's time and search in the training record; the scores, as one-piece and
+    sharded scoring both leave them."""
+    skipped = run.section("extraction")
     table = run.consensus()
     scores[np.isin(table.mic, skipped.skipped_mic_ids)] = np.nan
     run.write_array(run.round_name(run.CNN_SCORES, round_number, rounds), scores)
@@ -898,25 +736,6 @@ def _record_scores(run: RunFolder, round_number: int, rounds: int, scores: np.nd
     return scores
 
 
-class _Rows:
-    """Rows ``start:stop`` of a stack, read like a stack (what scoring needs)."""
-
-    def __init__(self, stack, start: int, stop: int):
-        self.stack, self.start, self.stop = stack, start, stop
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        first, last, _ = key.indices(len(self))
-        return self.stack[self.start + first:self.start + max(first, last)]
-
-
-def _scoring_shard_name(round_number: int, rounds: int, shard: int, n_shards: int) -> str:
-    return RunFolder.shard_name("score_round%dof%d" % (round_number, rounds), shard, n_shards,
-                                ".npz")
-
-
 def training_rounds(run: RunFolder, params: TrainingParams = TrainingParams(),
                     gpus: Sequence[int] = (),
                     progress: Optional[ProgressFactory] = None) -> None:
@@ -928,64 +747,6 @@ def training_rounds(run: RunFolder, params: TrainingParams = TrainingParams(),
         if round_number < params.rounds:
             scoring_stage(run, round_number, params.rounds, seed=params.seed, gpus=gpus,
                           progress=progress)
-
-
-def scoring_shard_stage(run: RunFolder, round_number: int, rounds: int, shard: int,
-                        n_shards: int, seed: int = 0, gpus: Sequence[int] = (),
-                        centring_search: float = 0.0) -> int:
-    """Score shard ``shard`` (from 1) of ``n_shards`` consecutive parts of the OR stack
-    with the round's network (as :func:`scoring_stage` does) into
-    ``shards/score_roundRofT_KofN.npz``; the rows scored."""
-    _check_shard(shard, n_shards)
-    _section(run, "extraction")
-    model = _round_model(run, round_number, rounds)
-    name = _scoring_shard_name(round_number, rounds, shard, n_shards)
-    with open_stack(run.file(run.OR_PARTICLES)) as stack:
-        start, stop = particle_shards(len(stack), n_shards)[shard - 1]
-        began = time.perf_counter()
-        scores = score_boxes(run, model, _Rows(stack, start, stop), np.arange(start, stop),
-                             centring_search, gpus, seed)
-    run.write_arrays(name, start=start, stop=stop, n=len(stack), scores=scores,
-                     centring_search=centring_search, seconds=time.perf_counter() - began)
-    logger.info("Scoring shard %d of %d: rows %d to %d", shard, n_shards, start, stop - 1)
-    return stop - start
-
-
-def merge_scores_stage(run: RunFolder, round_number: int, rounds: int,
-                       n_shards: int) -> np.ndarray:
-    """The round's scores from its ``n_shards`` scoring shards, refused unless they cover
-    the OR stack exactly once with one setting; recorded as :func:`scoring_stage` records
-    them."""
-    n = len(run.consensus())
-    parts, seconds = [], 0.0
-    for shard in range(1, n_shards + 1):
-        name = _scoring_shard_name(round_number, rounds, shard, n_shards)
-        if not run.has(name):
-            raise RunFolderError("%s: scoring shard %d of %d (round %d) has not finished: run "
-                                 "it again" % (run.path, shard, n_shards, round_number))
-        data = run.arrays(name)
-        if "centring_search" not in data:
-            raise RunFolderError("%s: scoring shard %d of %d (round %d) was written by an "
-                                 "earlier version of Deep Consensus: run it again"
-                                 % (run.path, shard, n_shards, round_number))
-        if int(data["n"]) != n or len(data["scores"]) != int(data["stop"]) - int(data["start"]):
-            raise RunFolderError("%s: scoring shard %d of %d (round %d) scored another stack "
-                                 "(%d rows, the run has %d): run it again"
-                                 % (run.path, shard, n_shards, round_number, int(data["n"]), n))
-        parts.append(data)
-        seconds += float(data["seconds"])
-    searches = sorted({float(d["centring_search"]) for d in parts})
-    if len(searches) > 1:
-        raise RunFolderError("%s: the scoring shards of round %d searched for the best-centred "
-                             "box at different distances (%s of the box): run them again"
-                             % (run.path, round_number, ", ".join("%g" % v for v in searches)))
-    _rows_exactly_once([np.arange(int(d["start"]), int(d["stop"])) for d in parts], n, "OR",
-                       run)
-    scores = np.empty(n, dtype=np.float64)
-    for data in parts:
-        scores[int(data["start"]):int(data["stop"])] = data["scores"]
-    return _record_scores(run, round_number, rounds, scores, seconds,
-                          searches[0] if searches else 0.0)
 
 
 def ranking_stage(run: RunFolder, combine: bool = True) -> RankingInfo:
@@ -1013,7 +774,7 @@ def split_stage(run: RunFolder, threshold: Optional[float], min_distance: float,
     at least ``edge_margin`` px from the micrograph's edge and no closer than
     ``min_distance`` px to a better retained one; the rest pruned."""
     run.require(*run.SCORED, stage="splitting the scores")
-    ranking = _section(run, "ranking")
+    ranking = run.section("ranking")
     automatic = threshold is None
     if automatic:
         threshold = ranking.auto_threshold
@@ -1040,7 +801,7 @@ def evaluation_stage(run: RunFolder, good: Optional[CoordinateTable],
     (tables in the run's micrograph ids and pixels), matched within the consensus radius
     (:mod:`.evaluation`); the labelled rows go to ``known_labels.npy`` for the viewer.
     Without known picks the record says nothing (None)."""
-    split_info, consensus = _section(run, "split"), _section(run, "consensus")
+    split_info, consensus = run.section("split"), run.section("consensus")
     if good is None and bad is None:
         run.record_stage("evaluation", None)
         return None
@@ -1089,7 +850,7 @@ def export_stage(run: RunFolder, split: Split) -> ExportInfo:
     per-micrograph coordinate STAR files of the retained particles under
     ``coordinates/`` (with RELION 4's list ``coordinates/deepconsensus.star``) and
     ``picks.csv`` with every pick's score, votes and verdict."""
-    export = _section(run, "export")
+    export = run.section("export")
     if export.voltage is None or export.spherical_aberration is None:
         raise RunFolderError("%s: the voltage and spherical aberration of the micrographs are "
                              "unknown; RELION needs them in the optics table" % run.path)
@@ -1113,9 +874,3 @@ def export_stage(run: RunFolder, split: Split) -> ExportInfo:
     run.update_info(export=export)
     return export
 
-
-def _section(run: RunFolder, name: str):
-    section = getattr(run.info(), name)
-    if section is None:
-        raise RunFolderError("%s has no %s results: run that stage first" % (run.path, name))
-    return section

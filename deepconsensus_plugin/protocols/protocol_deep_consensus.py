@@ -19,7 +19,8 @@ from pyworkflow.utils import Message
 
 from .. import convert
 from ..results import RunResults
-from ..core import box_policy, centring, extraction, pipeline, run_folder, run_summary, stages
+from ..core import (box_policy, centring, extraction, pipeline, run_folder, run_summary,
+                    shards, stages)
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
 from ..core.model_file import ModelFileError, read_spec
 from ..core.run_folder import KnownParticles, RunFolder, RunFolderError
@@ -424,13 +425,13 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         extraction = (size, invert, skipBad)
         rotational = self._rotational()  # fitted by the merge: the shards do not depend on it
         upstream.after(negatives)
-        shards = [self._insertFunctionStep(self.extractStep, shard, jobs, *extraction,
+        shardSteps = [self._insertFunctionStep(self.extractStep, shard, jobs, *extraction,
                                            upstream.key, prerequisites=[negativesStep],
                                            needsGPU=False)
                   for shard in range(1, jobs + 1)]
         previous = self._insertFunctionStep(self.mergeExtractionStep, jobs, *extraction,
                                             rotational, self._negativeSignature(),
-                                            upstream.key, prerequisites=shards,
+                                            upstream.key, prerequisites=shardSteps,
                                             needsGPU=False)
         model = self._modelChoice()
         previous = self._insertFunctionStep(self.modelStep, *model,
@@ -463,12 +464,12 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     def _insertScoring(self, roundNumber, rounds, jobs, search, upstream, trained, gpu):
         """A round's scoring shards and their merge (the final round's with the
         best-centred search); the merge step's id."""
-        shards = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
+        shardSteps = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
                                            search, upstream, prerequisites=[trained],
                                            needsGPU=gpu)
                   for shard in range(1, jobs + 1)]
         return self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
-                                        search, upstream, prerequisites=shards,
+                                        search, upstream, prerequisites=shardSteps,
                                         needsGPU=False)
 
     # -------------------------- STEPS functions ------------------------------
@@ -499,7 +500,7 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
             skip_bad_micrographs=skipBad), known)
 
     def extractStep(self, shard, jobs, size, invert, skipBad, upstream):
-        """One shard of micrographs (core.stages.extraction_shard_stage), as a job."""
+        """One shard of micrographs (core.shards.extraction_shard_stage), as a job."""
         self._runStage("extract", "--shard", shard, "--shards", jobs,
                        *self._extractionArgs(size, invert, skipBad))
 
@@ -524,14 +525,14 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
                        "--batch-size", batchSize, "--seed", seed, *self._gpuArgs())
 
     def scoreStep(self, roundNumber, rounds, shard, jobs, search, upstream):
-        """Score one shard of particles (core.stages.scoring_shard_stage), as a job."""
+        """Score one shard of particles (core.shards.scoring_shard_stage), as a job."""
         self._runStage("score", "--round", roundNumber, "--rounds", rounds, "--shard", shard,
                        "--shards", jobs, "--seed", self.seed.get(),
                        "--centring-search", repr(search), *self._gpuArgs())
 
     def mergeScoresStep(self, roundNumber, rounds, jobs, search, upstream):
-        """The round's scores from its shards (core.stages.merge_scores_stage)."""
-        stages.merge_scores_stage(self._runFolder(), roundNumber, rounds, jobs)
+        """The round's scores from its shards (core.shards.merge_scores_stage)."""
+        shards.merge_scores_stage(self._runFolder(), roundNumber, rounds, jobs)
 
     def rankStep(self, combine, upstream):
         """The final score: the network's, or its combination with the pickers' agreement."""
