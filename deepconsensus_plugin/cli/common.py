@@ -487,7 +487,7 @@ def run_split(args, run: RunFolder) -> None:
     if info.ranking is None or info.consensus is None:
         raise InputError("%s has no scores: run 'deepconsensus score' first" % run.path)
     distance, margin = box_policy.split_lengths_px(info.consensus, args.min_distance,
-                                               args.edge_margin)
+                                                   args.edge_margin)
     split = stages.split_stage(run, parse_threshold(args.threshold), distance, margin)
     stages.export_stage(run, split)
     stages.evaluation_stage(run, known_picks(run, args.known_good, "--known-good"),

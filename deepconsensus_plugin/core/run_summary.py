@@ -42,10 +42,10 @@ def summary_lines(info: RunInfo) -> List[str]:
     if consensus.other_box_sizes:
         lines.append("The input sets have other box sizes too (%s px); the first set's "
                      "%d px was used." % (", ".join(map(str, consensus.other_box_sizes)),
-                                         consensus.output_box))
+                                          consensus.output_box))
     if consensus.rescaled_sets:
         lines.append("Rescaled to %.3f A/px: %s." % (consensus.sampling_rate,
-                                                    ", ".join(consensus.rescaled_sets)))
+                                                     ", ".join(consensus.rescaled_sets)))
     negatives, extracted = info.negatives, info.extraction
     if negatives is not None:
         lines.append("Negatives: %d random, %d off-centre, %d known coordinates, %d known "
@@ -82,8 +82,8 @@ def summary_lines(info: RunInfo) -> List[str]:
         lines.append("Score = %s combined with picker agreement; sensitivity / "
                      "false-pick rate per input set: %s."
                      % (evidence, ", ".join("%s %.2f / %.2f" % picker for picker in
-                                 zip(consensus.picker_names, agreement.sensitivity,
-                                     agreement.false_pick_rate))))
+                                            zip(consensus.picker_names, agreement.sensitivity,
+                                                agreement.false_pick_rate))))
         for p in decisive_pickers(agreement):
             lines.append(
                 "The agreement follows one input set: %s picked every coordinate it calls a "

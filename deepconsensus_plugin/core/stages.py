@@ -33,9 +33,9 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from . import centring, evaluation, extraction, pipeline, radial
-from .box_policy import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, and_spacing, crowded_box,
-                    fitted_consensus)
 from .agreement import dawid_skene, score_logit
+from .box_policy import (BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, and_spacing, crowded_box,
+                         fitted_consensus)
 from .model import DEFAULT_SIZE
 from .model_file import (ModelFileError, ModelSpec, compatibility_errors, read_spec,
                          same_extent, write_spec)

@@ -489,8 +489,9 @@ class StreamingRun:
 
     def split_lengths_px(self) -> Tuple[float, float]:
         """(minimum distance, edge margin) in pixels of the box the stream works in."""
-        return box_policy.split_lengths_px(self.run.info().consensus, self.settings.min_distance,
-                                       self.settings.edge_margin)
+        return box_policy.split_lengths_px(self.run.info().consensus,
+                                           self.settings.min_distance,
+                                           self.settings.edge_margin)
 
     def unpublished(self) -> List[StreamBatch]:
         """The scored batches whose coordinates the front end has not handed out yet."""

@@ -426,9 +426,9 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
         rotational = self._rotational()  # fitted by the merge: the shards do not depend on it
         upstream.after(negatives)
         shardSteps = [self._insertFunctionStep(self.extractStep, shard, jobs, *extraction,
-                                           upstream.key, prerequisites=[negativesStep],
-                                           needsGPU=False)
-                  for shard in range(1, jobs + 1)]
+                                               upstream.key, prerequisites=[negativesStep],
+                                               needsGPU=False)
+                      for shard in range(1, jobs + 1)]
         previous = self._insertFunctionStep(self.mergeExtractionStep, jobs, *extraction,
                                             rotational, self._negativeSignature(),
                                             upstream.key, prerequisites=shardSteps,
@@ -464,10 +464,10 @@ class ProtDeepConsensus(DeepConsensusStreaming, ProtParticles):
     def _insertScoring(self, roundNumber, rounds, jobs, search, upstream, trained, gpu):
         """A round's scoring shards and their merge (the final round's with the
         best-centred search); the merge step's id."""
-        shardSteps = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard, jobs,
-                                           search, upstream, prerequisites=[trained],
-                                           needsGPU=gpu)
-                  for shard in range(1, jobs + 1)]
+        shardSteps = [self._insertFunctionStep(self.scoreStep, roundNumber, rounds, shard,
+                                               jobs, search, upstream, prerequisites=[trained],
+                                               needsGPU=gpu)
+                      for shard in range(1, jobs + 1)]
         return self._insertFunctionStep(self.mergeScoresStep, roundNumber, rounds, jobs,
                                         search, upstream, prerequisites=shardSteps,
                                         needsGPU=False)

@@ -106,9 +106,9 @@ class ProtDeepConsensusThreshold(ProtParticles):
             line += ", validation accuracy %.2f" % summary["valAccuracy"]
         pruned = "; pruned {:,}".format(summary["nPruned"])
         pruned += run_summary.pruned_reasons(summary.get("nDuplicates", 0),
-                                        summary.get("minDistancePx", 0.0),
-                                        summary.get("nAtEdge", 0),
-                                        summary.get("edgeMarginPx", 0.0))
+                                             summary.get("minDistancePx", 0.0),
+                                             summary.get("nAtEdge", 0),
+                                             summary.get("edgeMarginPx", 0.0))
         lines = [line + pruned + "."]
         if summary["nUnscored"]:
             lines.append("{:,} coordinates on skipped micrographs have no score and are in "
