@@ -2,6 +2,7 @@
 import json
 import logging
 import os
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -9,9 +10,10 @@ import pytest
 import starfile
 
 from deepconsensus_plugin.core import box_policy, run_summary, stages, synthetic
-from deepconsensus_plugin.core.run_folder import (SCHEMA_VERSION, AgreementInfo, ExportInfo,
-                                                  RankingInfo, RoundInfo, RunFolder,
-                                                  RunFolderError, RunInfo, TrainingInfo)
+from deepconsensus_plugin.core.run_folder import (MODEL_NEW, SCHEMA_VERSION, AgreementInfo,
+                                                  ExportInfo, ModelInfo, RankingInfo, RoundInfo,
+                                                  RunFolder, RunFolderError, RunInfo,
+                                                  TrainingInfo)
 
 from .synthetic_inputs import consensus_input
 
@@ -56,6 +58,18 @@ def test_a_stage_run_again_forgets_the_later_records(tmp_path):
 def test_a_stage_before_its_inputs_says_what_to_run(tmp_path):
     with pytest.raises(RunFolderError, match="consensus"):
         stages.negatives_stage(RunFolder(tmp_path))
+
+
+def test_a_stage_s_record_is_read_only_while_that_stage_stands(tmp_path):
+    """What a stage reads of an earlier one (RunFolder.section): the record as written,
+    refused once an earlier stage ran again and forgot it, naming the folder and stage."""
+    run = RunFolder(tmp_path)
+    run.record_stage("training", TrainingInfo("fast", 1))
+    assert run.section("training") == TrainingInfo("fast", 1)
+    run.record_stage("model", ModelInfo(MODEL_NEW))  # a new network: training is to come
+    with pytest.raises(RunFolderError, match=r"%s has no training results: run that stage "
+                                             r"first" % re.escape(str(tmp_path))):
+        run.section("training")
 
 
 @pytest.fixture(scope="module")
