@@ -115,7 +115,7 @@ def _image_files(data_dir: str) -> list[str]:
         raise SystemExit("%s holds no micrographs (%s)" % (folder, ", ".join(IMAGE_EXTENSIONS)))
     if len(extensions) > 1:
         raise SystemExit("%s mixes image formats (%s): keep one" % (folder,
-                                                                   ", ".join(sorted(extensions))))
+                                                                    ", ".join(sorted(extensions))))
     return files
 
 

@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         share = ("%.0f%%" % (100 * r["share_beyond_particle_radius"])
                  if "share_beyond_particle_radius" in r else "")
         print("| %s | %d | %.3f | %.2f | %s | %s |" % (r["group"], r["n"],
-                                                      r["profile_correlation"],
-                                                      r["central_contrast"], dist, share))
+                                                       r["profile_correlation"],
+                                                       r["central_contrast"], dist, share))
     return 0
 
 

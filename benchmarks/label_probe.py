@@ -120,9 +120,10 @@ def label_probe_text(probe: dict) -> list[str]:
         lines.append("| %s | %.3f | %d | %.3f | %.3f | %.4f | %.4f |" % (
             name, probe["roc_auc_network"][key], figures["n"], figures["precision"],
             figures["recall"], figures["f1"], figures["roc_auc"]))
-    lines += ["", "| vote pattern | n | ROC-AUC within, the run's network | trained on the labels |",
+    lines += ["",
+              "| vote pattern | n | ROC-AUC within, the run's network | trained on the labels |",
               "| --- | --- | --- | --- |"]
     for name, figures in sorted(probe["roc_auc_within"].items(), key=lambda kv: -kv[1]["n"]):
         lines.append("| %s | %d | %.3f | %.3f |" % (name, figures["n"], figures["run"],
-                                                   figures["label_trained"]))
+                                                    figures["label_trained"]))
     return lines + [""]

@@ -106,7 +106,7 @@ def synthetic_micrograph(index: int, size: int, box: int, per_micrograph: int, s
         np.add.at(spikes, (truth[:, 1].astype(int), truth[:, 0].astype(int)),
                   CONTRAST * 2 * np.pi * sigma ** 2)
         image = gaussian_filter(spikes, sigma) + rng.standard_normal((size, size),
-                                                                      dtype=np.float32)
+                                                                     dtype=np.float32)
         _atomic_mrc(path, image.astype(np.float32))
     return picks
 

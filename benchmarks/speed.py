@@ -269,7 +269,7 @@ def print_table(r: dict) -> None:
     print("\nconsensus (3 pickers):")
     for n, row in r["consensus"].items():
         print("  3 x %-9s %8.2f s  %12.0f coordinates/s" % (n, row["seconds"],
-                                                          row["coordinates_per_s"]))
+                                                            row["coordinates_per_s"]))
     e = r["extraction"]
     print("extraction: %d particles (%d -> %d px) %.0f particles/s"
           % (e["particles"], e["box"], e["size"], e["particles_per_s"]))

@@ -5,7 +5,8 @@
 
 Each variant is a comma-separated list of overrides of the defaults below; the
 script runs the whole pipeline (consensus on all micrographs, negatives,
-extraction through the core's stage functions; training, scoring) for it and appends one JSON line to
+extraction through the core's stage functions; training, scoring) for it and
+appends one JSON line to
 ``OUT/study.jsonl`` with the parameters, the metrics on the ground-truth
 micrographs and the time taken.  Extraction stacks are cached per setting.
 """

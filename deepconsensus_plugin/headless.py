@@ -11,7 +11,8 @@ import os
 import sys
 import warnings
 
-HOSTS_CONF = "[localhost]\nPARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d --map-by node %_(COMMAND)s\n"
+HOSTS_CONF = ("[localhost]\n"
+              "PARALLEL_COMMAND = mpirun -np %_(JOB_NODES)d --map-by node %_(COMMAND)s\n")
 
 
 def configure(user_data: str | None = None) -> str:

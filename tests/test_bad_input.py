@@ -7,7 +7,7 @@ from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
 from deepconsensus_plugin.core.run_folder import (ConsensusInfo, ExtractionInfo, RunFolder,
-                                                   RunInfo, SplitInfo)
+                                                  RunInfo, SplitInfo)
 from deepconsensus_plugin.core.run_summary import summary_lines
 from deepconsensus_plugin.protocols import ProtImportPickerCoordinates
 
@@ -71,7 +71,6 @@ class TestTooFewPositives(BaseTest):
         self.assertIn("larger consensus radius", message)
 
 
-
 class TestOnePickerTwice(BaseTest):
     """One picker's files imported twice: two sets, one picker."""
 
@@ -94,6 +93,7 @@ class TestOnePickerTwice(BaseTest):
         self.assertIn("the picks of 'picker 0' (outputCoordinates) and 'picker 0 again' "
                       "(outputCoordinates) are the same", prot.getErrorMessage())
         self.assertIsNone(RunFolder(prot._getExtraPath()).info().consensus)
+
 
 def consensusInfo(**values):
     fields = dict(n_pickers=3, picker_names=["a", "b", "c"], n_micrographs=2, box=90,

@@ -215,7 +215,8 @@ def test_vote_pattern_ceiling_finds_the_pattern_thresholds_the_labels_call_for(m
     assert ceiling["f1"] == 1.0
     assert ceiling["keep_above"]["A"] == "all" and ceiling["keep_above"]["A,B"] == "all"
     b_alone = network[20:40]
-    assert b_alone[b_alone <= 0.8].max() < ceiling["keep_above"]["B"] <= b_alone[b_alone > 0.8].min()
+    threshold = ceiling["keep_above"]["B"]
+    assert b_alone[b_alone <= 0.8].max() < threshold <= b_alone[b_alone > 0.8].min()
 
 
 def test_pattern_decisions_count_the_run_and_the_fixed_rules_per_pattern(monkeypatch):

@@ -28,6 +28,7 @@ def writeCentresAsBoxFiles(folder, picks, box):
                    np.column_stack([np.asarray(xy) - box / 2, np.full((len(xy), 2), box)]),
                    fmt="%.1f", delimiter="\t")
 
+
 QUICK = ["--max-epochs", "2", "--gpus", "cpu"]
 
 

@@ -147,7 +147,7 @@ def test_star_columns_without_rows_is_empty_and_keeps_score_column(tmp_path):
 @pytest.mark.parametrize('content, fragments', [
     ('data_\nloop_\n_rlnCoordinateX\n1\n', ['_rlnCoordinateY', 'missing']),
     ('data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 2\n3\n', ['line 6', 'expected 2 values',
-                                                                 'got 1']),
+                                                                  'got 1']),
     ('data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 x2\n', ['line 5', "'x2' is not a number"]),
     ('data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n1 2\n3 nan\n', ['line 6', 'non-finite']),
     ('loop_\n_rlnCoordinateX\n', ['line 1', 'outside a data_ block']),
@@ -179,7 +179,7 @@ def test_star_that_starfile_reads_differently_is_rejected(tmp_path):
 def test_star_corrected_after_an_error_is_read_afresh(tmp_path):
     # starfile reads through linecache; a failed read must not leave stale lines.
     path = write(tmp_path, 'fixed.star', 'data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n'
-                                          '1 2\n3 4 5\n')
+                 '1 2\n3 4 5\n')
     assert_error(path, read_star, 'line 6')
     path.write_text('data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n10 20\n30 40\n')
     np.testing.assert_array_equal(read_star(path).xy, [[10, 20], [30, 40]])

@@ -61,7 +61,7 @@ def test_unknown_architecture():
         build_model("resnet", 32)
 
 
-# --------------------------------------------------------------------------- augmentation and splits
+# ------------------------------------------------------------------ augmentation and splits
 
 def _dihedral(image):
     out = []
@@ -97,8 +97,8 @@ def test_dihedral_augment_is_seeded_and_per_image():
 
 
 @pytest.mark.parametrize("n,fraction,n_val", [(100, 0.1, 10), (101, 0.1, 10), (10, 0.25, 2),
-                                               (2, 0.1, 1), (10, 0.0, 1), (10, 1.0, 9),
-                                               (1, 0.1, 0), (0, 0.1, 0)])
+                                              (2, 0.1, 1), (10, 0.0, 1), (10, 1.0, 9),
+                                              (1, 0.1, 0), (0, 0.1, 0)])
 def test_split_validation_sizes(n, fraction, n_val):
     train, val = split_validation(n, fraction, np.random.default_rng(0))
     assert len(val) == n_val
@@ -120,8 +120,9 @@ def test_split_validation_is_seeded_and_random():
 
 def _identity_stacks(n_pos, n_neg, size=4):
     """Constant images whose value names them: positive i is i + 1, negative i is -(i + 1)."""
-    pos = np.repeat(np.arange(1, n_pos + 1, dtype=np.float32), size * size).reshape(n_pos, size, size)
-    neg = -np.repeat(np.arange(1, n_neg + 1, dtype=np.float32), size * size).reshape(n_neg, size, size)
+    pos = np.repeat(np.arange(1, n_pos + 1, dtype=np.float32), size * size)
+    neg = -np.repeat(np.arange(1, n_neg + 1, dtype=np.float32), size * size)
+    return pos.reshape(n_pos, size, size), neg.reshape(n_neg, size, size)
     return pos, neg
 
 

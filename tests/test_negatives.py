@@ -147,7 +147,8 @@ def test_empty_micrograph_gets_all_it_asks_for(seed, count):
 
 
 def test_spacing_and_existing_negatives():
-    """A smaller spacing packs more negatives; ``existing`` ones are kept clear of and not returned."""
+    """A smaller spacing packs more negatives; ``existing`` ones are kept clear of and not
+    returned."""
     rng = np.random.default_rng(5)
     avoid = np.array([[150.0, 150.0]])
     tight = sample_negatives((300, 300), 40, avoid, 200, 40, rng, spacing=10, max_rounds=20)
@@ -193,7 +194,8 @@ def test_offcentre_negatives_drop_those_outside_or_near_another_pick():
     blocked = offcentre_negatives(np.array([[500.0, 500.0]] * 20), ring, (1000, 1000),
                                   shift=30.0, clearance=5.0, rng=rng)
     assert len(blocked) == 0
-    assert offcentre_negatives(np.empty((0, 2)), ring, (1000, 1000), 30.0, 5.0, rng).shape == (0, 2)
+    none = offcentre_negatives(np.empty((0, 2)), ring, (1000, 1000), 30.0, 5.0, rng)
+    assert none.shape == (0, 2)
 
 
 def test_fraction_on_picks_counts_only_shared_micrographs():

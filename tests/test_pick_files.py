@@ -142,8 +142,8 @@ def test_relion31_particles_grouped_per_micrograph_with_pixel_and_box_size(tmp_p
 
 
 def test_relion31_micrograph_pixel_size_is_preferred(tmp_path):
-    content = RELION31_PARTICLES.replace('_rlnImageDimensionality #7\n',
-                                         '_rlnImageDimensionality #7\n_rlnMicrographPixelSize #8\n')
+    content = RELION31_PARTICLES.replace(
+        '_rlnImageDimensionality #7\n', '_rlnImageDimensionality #7\n_rlnMicrographPixelSize #8\n')
     content = content.replace('64 2\n', '64 2 1.77\n')
     picks = read_relion_particles(write(tmp_path / 'particles.star', content))
     assert picks.pixel_size == pytest.approx(1.77)
@@ -206,7 +206,8 @@ def test_relion30_micrographs_star_and_duplicate_names(tmp_path):
                                '_rlnSphericalAberration\n').replace(' 14\n', ' 14 300 2.7\n')
     optics = read_relion_micrographs(write(tmp_path / 'ctf.star', with_ctf)).optics
     assert optics.pixel_size == pytest.approx(2.8)
-    assert (optics.voltage, optics.spherical_aberration, optics.amplitude_contrast) == (300, 2.7, None)
+    assert (optics.voltage, optics.spherical_aberration,
+            optics.amplitude_contrast) == (300, 2.7, None)
     path = write(tmp_path / 'dup.star', content + 'c/m1.mrc 50000 14\n')
     assert_error(lambda: read_relion_micrographs(path), 'dup.star', 'line 8',
                  "micrograph name 'm1' also on line 6")

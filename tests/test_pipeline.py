@@ -163,8 +163,8 @@ def test_consensus_table_does_not_depend_on_the_order_of_the_input_sets():
         truth = rng.uniform(0, 600, size=(80, 2))
         for picker in pickers:
             keep = rng.random(len(truth)) < 0.8
-            picker[m] = np.round(np.vstack([truth[keep] + rng.normal(scale=3, size=(keep.sum(), 2)),
-                                            rng.uniform(0, 600, size=(10, 2))]))
+            found = truth[keep] + rng.normal(scale=3, size=(keep.sum(), 2))
+            picker[m] = np.round(np.vstack([found, rng.uniform(0, 600, size=(10, 2))]))
     first = consensus_table(pickers, radius=8.0)
     for order in ([1, 2, 0], [2, 0, 1], [0, 2, 1]):
         other = consensus_table([pickers[i] for i in order], radius=8.0)
@@ -206,7 +206,8 @@ def test_shared_picks_finds_one_picker_given_twice_and_its_subsets_and_nothing_e
                                               ["'a'", "'b'"]) == [subset]
     # the counts add up over micrographs (a stream keeps them batch by batch): each half
     # alone holds too few shared picks to say anything, together they make the subset
-    halves = [pipeline.pick_overlaps([{m: p[m] for m in mics if m in p} for p in (stricter, picks)])
+    halves = [pipeline.pick_overlaps([{m: p[m] for m in mics if m in p}
+                                      for p in (stricter, picks)])
               for mics in ({1}, {2, 3})]
     assert not halves[0][0].notable and not halves[1][0].notable
     assert halves[0][0].plus(halves[1][0]) == subset

@@ -76,7 +76,10 @@ class TestDeepConsensus(BaseTest):
         self.assertEqual(retained.getSize() + pruned.getSize(), info.consensus.n_or)
         rNames, rValues = outputArrays(retained)
         pNames, pValues = outputArrays(pruned)
-        keys = lambda n, v: {(a, int(x), int(y)) for a, (x, y) in zip(n, v[:, :2])}
+
+        def keys(names, values):
+            return {(a, int(x), int(y)) for a, (x, y) in zip(names, values[:, :2])}
+
         self.assertFalse(keys(rNames, rValues) & keys(pNames, pValues))
         assertSplitRule(self, retained, pruned, self.prot.threshold.get(),
                         info.split.min_distance_px, info.split.edge_margin_px)
@@ -188,7 +191,8 @@ class TestDeepConsensus(BaseTest):
                          % (atHalf.precision, atHalf.recall))
 
     def test_continue_with_a_new_threshold_only_recreates_outputs(self):
-        """Scipion's continue re-runs from the first changed step: no re-extraction, no retraining."""
+        """Scipion's continue re-runs from the first changed step: no re-extraction, no
+        retraining."""
         stack = self.prot._getExtraPath("or_particles.npy")
         model = self.prot._getExtraPath("model.keras")
         before = (os.path.getmtime(stack), os.path.getmtime(model))
@@ -222,7 +226,6 @@ class TestDeepConsensus(BaseTest):
         self.assertGreater(os.path.getmtime(extra("scores.npy")), ranked)  # ranked again
         self.assertEqual(self.prot.outputCoordinatesRetained.getSize()
                          + self.prot.outputCoordinatesPruned.getSize(), info.consensus.n_or)
-
 
 
 class TestTiffMicrographs(BaseTest):

@@ -226,4 +226,3 @@ class TestStreamingInLargeBoxes(StreamingTest):
         self.assertIn("Worked in boxes of %d px" % consensus.box, summary)
         self.assertIn("The first batch's AND coordinates set the box of %d px" % consensus.box,
                       summary)
-

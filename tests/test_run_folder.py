@@ -215,7 +215,8 @@ def test_a_box_many_times_the_particles_spacing_is_named_in_the_summary_and_log(
     assert box_policy.CROWDED_BOX_PER_SPACING * own.and_spacing_px < 3 * BOX
     assert not box_policy.crowded_box(own)
     with caplog.at_level("WARNING", logger="deepconsensus_plugin"):
-        large = stages.consensus_stage(RunFolder(tmp_path / "large"), replace(dataset, box=3 * BOX))
+        large = stages.consensus_stage(RunFolder(tmp_path / "large"),
+                                       replace(dataset, box=3 * BOX))
     assert box_policy.crowded_box(large)
     summary = "\n".join(run_summary.summary_lines(RunFolder(tmp_path / "large").info()))
     assert ("lie a median %.0f px from their nearest neighbour, under 0.5 of the %d px box"

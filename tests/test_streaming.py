@@ -133,7 +133,7 @@ def test_a_stream_trains_with_the_known_negatives_as_the_batch_run_does(dataset,
 
 
 def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(dataset,
-                                                                                tmp_path):
+                                                                               tmp_path):
     """A stream told a working box (a particle diameter on the form, or a reused network's
     box) merges in it, keeps the coordinates' box for the sets it publishes and records
     where its box came from."""
@@ -143,7 +143,7 @@ def test_a_stream_in_a_working_box_records_the_coordinates_box_for_its_outputs(d
     feed(stream, dataset, [0, 1])
     consensus = stream.run.info().consensus
     assert (consensus.box, consensus.coordinates_box, stream.output_box) == (BOX, 2 * BOX,
-                                                                          2 * BOX)
+                                                                             2 * BOX)
     assert consensus.box_from_network
     assert ("Worked in boxes of %d px (the reused network's field of view" % BOX
             in "\n".join(run_summary.summary_lines(stream.run.info())))
@@ -167,7 +167,7 @@ def test_a_stream_in_a_box_too_large_fits_it_at_its_first_batch_and_keeps_it(
     fitted = box_policy.spacing_box(large, spacing)
     assert fitted == round(1.5 * spacing) < large
     assert (consensus.box, consensus.coordinates_box, stream.output_box) == (fitted, large,
-                                                                          large)
+                                                                             large)
     assert consensus.radius_px == pytest.approx(SETTINGS.consensus.radius * fitted)
     resumed = StreamingRun(RunFolder(str(tmp_path / "stream")), settings, names, large, 2.0)
     assert (resumed.box, resumed.output_box) == (fitted, large)
@@ -296,7 +296,7 @@ def test_a_bad_micrograph_is_skipped_under_the_option_and_stops_the_batch_otherw
     broken = tmp_path / "broken.mrc"
     broken.write_bytes(open(mics[5].path, "rb").read()[:2000])  # truncated
     bad = (list(mics[:5]) + [synthetic.SyntheticMicrograph(str(broken), mics[5].particles,
-                                                            mics[5].junk)], pickers)
+                                                           mics[5].junk)], pickers)
     strict = new_stream(tmp_path / "strict", StreamSettings(**{**SETTINGS.__dict__,
                                                                "train_at": 150}))
     feed(strict, bad, [0, 1, 2, 3])
@@ -327,7 +327,7 @@ def test_one_picker_given_twice_stops_the_first_batch_and_records_nothing(datase
 
 
 def test_a_subset_picker_is_judged_on_the_whole_stream_and_named_in_the_summary(dataset,
-                                                                                 tmp_path):
+                                                                                tmp_path):
     """A picker's own stricter output given as a fourth picker: each batch's warning in the
     log, and the record and summary carry the pair with the counts of every batch so far
     (kept in the stream's state, so a stopped stream resumes with them)."""

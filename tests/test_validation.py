@@ -272,7 +272,8 @@ class TestValidation(BaseTest):
         self.assertError(prot, "Score threshold must be in [0, 1]")
 
     def test_and_rules_give_the_votes_a_positive_needs(self):
-        """Majority (the default) is more than half the pickers; k is only checked for 'at least k'."""
+        """Majority (the default) is more than half the pickers; only 'at least k' checks
+        k."""
         cases = [(self.protCoords[:2], ProtDeepConsensus.AND_MAJORITY, 2),
                  (self.protCoords, ProtDeepConsensus.AND_MAJORITY, 2),
                  (self.protCoords, ProtDeepConsensus.AND_ALL, 3),
@@ -289,5 +290,5 @@ class TestValidation(BaseTest):
 
     def test_k_above_the_number_of_pickers(self):
         prot = newDeepConsensus(self, self.protCoords, andRule=ProtDeepConsensus.AND_AT_LEAST,
-                                     minVotes=4)
+                                minVotes=4)
         self.assertError(prot, "k must be between 1 and the number of input sets (3)")

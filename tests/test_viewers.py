@@ -314,7 +314,6 @@ class TestViewerAndThreshold(BaseTest):
         self.assertEqual(launched.outputCoordinatesRetained.getSize(),
                          len(self.results.split(0.65).retained))
 
-
     def test_bad_threshold_and_missing_history_give_error_dialogs(self):
         """Errors come back as error MessageViews (a Protocol's ``_error`` String must not
         shadow the viewer's helper)."""

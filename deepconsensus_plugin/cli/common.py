@@ -25,6 +25,7 @@ from ..core.pick_inputs import (MicrographList, PickSet, match_micrographs, micr
 from ..core.run_folder import ExportInfo, Micrograph, MethodInfo, RunFolder
 from ..core.selection import DEFAULT_EDGE_MARGIN, DEFAULT_MIN_DISTANCE
 
+
 class InputError(ValueError):
     """Bad command-line input: reported as one line, without a traceback."""
 

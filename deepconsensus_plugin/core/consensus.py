@@ -86,8 +86,9 @@ def _group_means(xy: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarra
 
 
 def mutual_nearest_pairs(centres: np.ndarray, picks: np.ndarray,
-                          radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (centre index, pick index) that are each other's nearest neighbour within ``radius``."""
+                         radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (centre index, pick index) that are each other's nearest neighbour within
+    ``radius``."""
     if len(centres) == 0 or len(picks) == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty

@@ -404,7 +404,8 @@ def read_particle_images(items: Iterable[tuple[int, str]], size: int,
         if data.ndim == 2:
             data = data[None]
         if data.ndim != 3 or data.shape[-1] != data.shape[-2]:
-            raise MicrographError(path, f"expected square particle images, found shape {data.shape}")
+            raise MicrographError(path, "expected square particle images, found shape %s"
+                                  % (data.shape,))
         idx = np.asarray(indices) - 1
         if idx.min() < 0 or idx.max() >= len(data):
             raise MicrographError(path, f"particle index out of range 1..{len(data)}")

@@ -45,7 +45,8 @@ class PickingMetrics:
         return asdict(self)
 
 
-def match_to_truth(xy: np.ndarray, truth: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def match_to_truth(xy: np.ndarray, truth: np.ndarray,
+                   radius: float) -> tuple[np.ndarray, np.ndarray]:
     """(is each coordinate within radius of a truth centre, is each truth centre found)."""
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     truth = np.asarray(truth, dtype=np.float64).reshape(-1, 2)
@@ -120,7 +121,8 @@ def audited_exclusion(xy: np.ndarray, is_tp: np.ndarray, anchors: np.ndarray,
 
 
 def close_pairs(xy: np.ndarray, groups: np.ndarray, distance: float) -> int:
-    """How many pairs of coordinates of the same group (micrograph) lie closer than ``distance``."""
+    """How many pairs of coordinates of the same group (micrograph) lie closer than
+    ``distance``."""
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     groups = np.asarray(groups)
     count = 0

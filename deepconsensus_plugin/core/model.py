@@ -36,7 +36,8 @@ hundred steps that a small AND set gives; validation scores are wrong until they
 
 
 def paper_width(n_train: int) -> int:
-    """Filters of the paper network's first block, chosen by training-set size as in the original."""
+    """Filters of the paper network's first block, chosen by training-set size as in the
+    original."""
     if n_train < 1500:
         return 2
     if n_train < 20000:

@@ -105,7 +105,7 @@ def compatibility_errors(model: ModelSpec, run: ModelSpec, model_name: str) -> L
     if model.network_size != run.network_size:
         errors.append("%s was trained at a network box size of %d px; this run's is %d px: "
                       "set the network box size to %d." % (model_name, model.network_size,
-                                                          run.network_size, model.network_size))
+                                                           run.network_size, model.network_size))
     if model.invert != run.invert:
         errors.append("%s was trained on %s contrast; this run uses %s contrast: set "
                       "'invert contrast' to %s." % (model_name, _contrast(model.invert),

@@ -611,7 +611,8 @@ def _decode(path: PathLike, value) -> str:
     return str(value)
 
 
-def _check_cs_values(path: PathLike, name: str, values: np.ndarray, positive: bool = False) -> None:
+def _check_cs_values(path: PathLike, name: str, values: np.ndarray,
+                     positive: bool = False) -> None:
     """Reject NaN, infinities (and non-positive values where asked), naming the row."""
     flat = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     bad = ~np.isfinite(flat) | ((flat <= 0) if positive else False)

@@ -199,7 +199,8 @@ def gallery(stack: np.ndarray, rows: Sequence[int], n_cols: int = 10,
                   label=f"pruned (score < {threshold:.2f}"
                         + (", or dup: a duplicate" if duplicate is not None else "")
                         + (", or edge: at the edge" if at_edge is not None else "") + ")")],
-            loc="upper center", bbox_to_anchor=(0.5, 1.0 - (title_height - 0.05) / fig.get_figheight()),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1.0 - (title_height - 0.05) / fig.get_figheight()),
             ncol=2, fontsize=8, frameon=False, handlelength=1.2)
     for i, row in enumerate(rows):
         ax = fig.add_subplot(n_rows, n_cols, i + 1)
@@ -269,7 +270,7 @@ def micrograph_overlay(image: np.ndarray, retained_xy: np.ndarray, pruned_xy: np
                label=f"retained ({len(retained_xy):,})"),
         Line2D([], [], ls="", marker="o", mfc="none", mec=PRUNED_COLOUR, mew=1.2,
                label=f"pruned ({len(pruned_xy):,})")],
-        loc="upper right", fontsize="small", framealpha=0.9)
+              loc="upper right", fontsize="small", framealpha=0.9)
     if title:
         ax.set_title(title)
     fig.tight_layout()

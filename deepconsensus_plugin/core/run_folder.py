@@ -287,7 +287,8 @@ class ExportInfo:
 
 _SECTIONS = {"method": MethodInfo, "export": ExportInfo, "consensus": ConsensusInfo,
              "negatives": NegativesInfo, "extraction": ExtractionInfo,
-             "model": ModelInfo, "training": TrainingInfo, "ranking": RankingInfo, "split": SplitInfo,
+             "model": ModelInfo, "training": TrainingInfo, "ranking": RankingInfo,
+             "split": SplitInfo,
              "evaluation": EvaluationInfo}
 
 STAGE_ORDER = ("consensus", "negatives", "extraction", "model", "training", "ranking", "split",

@@ -226,7 +226,8 @@ class TrainingParams:
         from .training import TrainingConfig
 
         return TrainingConfig(architecture=self.architecture, max_epochs=self.max_epochs,
-                              patience=self.patience, learning_rate=self.learning_rate, batch_size=self.batch_size,
+                              patience=self.patience, learning_rate=self.learning_rate,
+                              batch_size=self.batch_size,
                               seed=self.seed + ROUND_SEED_STEP * (round_number - 1))
 
 
@@ -873,4 +874,3 @@ def export_stage(run: RunFolder, split: Split) -> ExportInfo:
     export.files = files + [run.file(run.PICKS_CSV)]
     run.update_info(export=export)
     return export
-

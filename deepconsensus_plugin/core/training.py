@@ -137,7 +137,8 @@ def dihedral_augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def split_validation(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(n: int, fraction: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Random train / validation split of ``range(n)``, at least one of each when n >= 2."""
     order = rng.permutation(n)
     n_val = int(round(n * fraction))

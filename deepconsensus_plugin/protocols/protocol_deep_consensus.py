@@ -696,7 +696,7 @@ class ProtDeepConsensus(DeepConsensusValidation, DeepConsensusStreaming, ProtPar
         if not box or not sampling:
             return box_policy.RunBoxes(box, None, False)
         return box_policy.run_boxes(box, self.particleDiameter.get(), sampling,
-                                self._networkBox(firstSet) or None)
+                                    self._networkBox(firstSet) or None)
 
     def _fittedBox(self, firstSet):
         """The box the consensus will fit to the AND spacing (:func:`.box_policy.spacing_box`),
@@ -713,8 +713,8 @@ class ProtDeepConsensus(DeepConsensusValidation, DeepConsensusStreaming, ProtPar
         in the first set's box, as the consensus will merge them: what the run fits its box
         to and the diameter wizard proposes."""
         return box_policy.agreed_spacing(convert.inputPicks(sets),
-                                     self.consensusRadius.get() * sets[0].getBoxSize(),
-                                     self._minVotes())
+                                         self.consensusRadius.get() * sets[0].getBoxSize(),
+                                         self._minVotes())
 
     def _networkBox(self, firstSet):
         """The box the run takes from a reused network (:meth:`_reusedNetworkBox`): without

@@ -227,7 +227,8 @@ class DeepConsensusViewer(ProtocolViewer):
         return RunResults(folder, project.getPath()) if RunResults.isComplete(folder) else None
 
     def _runThreshold(self):
-        """The threshold of the viewed run: a threshold run's own, else the deep-consensus run's."""
+        """The threshold of the viewed run: a threshold run's own, else the deep-consensus
+        run's."""
         if isinstance(self.protocol, ProtDeepConsensusThreshold):
             summary = self.protocol.readThresholdSummary()
             return summary["threshold"] if summary else self.protocol.threshold.get()
