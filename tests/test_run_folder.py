@@ -308,6 +308,53 @@ def test_a_picker_in_another_frame_is_named_in_the_log_and_summary(tmp_path, dat
         RunFolder(tmp_path / "clean").info()))
 
 
+def test_picks_outside_their_micrograph_are_counted_per_picker_to_the_pixel(tmp_path, dataset):
+    """The pixels of a 512 px micrograph span -0.5 to 511.5: a centre there is inside, one
+    a hair beyond is outside.  The first micrograph holding such a pick is named, and a
+    micrograph that cannot be read is left to the stages that read it."""
+    first, second = dataset.micrographs
+    inside = np.array([[-0.5, 10.0], [511.5, 511.5], [256.0, 0.0]])
+    outside = np.array([[-0.6, 10.0], [10.0, 511.6], [1024.0, 1024.0]])
+    picks = [{1: np.vstack([inside, outside[:1]]), 2: outside[1:]}, {1: inside, 2: inside}]
+    coverage = stages.picker_coverage(dataset.micrographs, picks)
+    assert [(c.outside, c.outside_micrograph) for c in coverage] == [(3, first.name), (0, "")]
+    missing = replace(first, path=str(tmp_path / "gone.mrc"))
+    assert stages.picker_coverage([missing, second], picks)[0].outside == 2
+
+
+def test_a_picker_with_picks_outside_or_micrographs_unpicked_is_named_in_log_and_summary(
+        tmp_path, dataset, caplog):
+    """Coordinates scaled by 2 (picked on micrographs of half the pixel size) put about
+    three quarters of one picker's picks outside the micrographs; a picker that was not run
+    on the second micrograph leaves it unpicked while the others picked it.  Each is one
+    warning naming the picker and the first micrograph, in the log, the record (read back)
+    and the summary; a clean run has none."""
+    first, second, third = dataset.pickers
+    doubled = replace(first, picks={m: xy * 2 for m, xy in first.picks.items()})
+    partial = replace(second, picks={1: second.picks[1], 2: np.empty((0, 2))})
+    run = RunFolder(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        info = stages.consensus_stage(run, replace(dataset, pickers=[doubled, partial, third]))
+    n_outside = sum(int(((xy * 2) > 511.5).any(axis=1).sum()) for xy in first.picks.values())
+    assert n_outside > 0.5 * sum(len(xy) for xy in first.picks.values())
+    assert run.info().consensus.coverage == info.coverage
+    assert [(c.outside, c.unpicked) for c in info.coverage] == [(n_outside, 0), (0, 1), (0, 0)]
+    mic1, mic2 = (m.name for m in dataset.micrographs)
+    warnings = ["%d picks of %s lie outside their micrograph (the first on %s)"
+                % (n_outside, first.name, mic1),
+                "%s has no pick on 1 micrograph that other pickers picked (the first: %s)"
+                % (second.name, mic2)]
+    summary = run_summary.summary_lines(run.info())
+    for warning in warnings:
+        assert warning in caplog.text
+        assert sum(line.startswith("WARNING: " + warning) for line in summary) == 1
+    stages.consensus_stage(RunFolder(tmp_path / "clean"), dataset)
+    clean = RunFolder(tmp_path / "clean").info()
+    assert all(c.outside == c.unpicked == 0 for c in clean.consensus.coverage)
+    assert not any("outside their micrograph" in line or "has no pick on" in line
+                   for line in run_summary.summary_lines(clean))
+
+
 def test_a_working_box_drives_the_run_and_the_coordinates_box_is_kept(tmp_path, dataset):
     """Where the run works in a box other than the coordinates' (a particle diameter was
     given), the consensus radius is a share of the working box; the record keeps the

@@ -326,6 +326,38 @@ def test_one_picker_given_twice_stops_the_first_batch_and_records_nothing(datase
     assert stream.state.batches == [] and not stream.run.has(stream.run.CONSENSUS)
 
 
+def test_picks_outside_and_unpicked_micrographs_are_counted_over_the_whole_stream(
+        dataset, tmp_path, caplog):
+    """Picker 0's coordinates doubled (another pixel size) and picker 1 not run on
+    micrograph 2: each batch warns of its own in the log, and the record and summary carry
+    the counts of every batch so far with the first micrograph, also after a resume."""
+    mics, pickers = dataset
+    doubled = [xy * 2 for xy in pickers[0]]
+    partial = [xy if i != 2 else np.empty((0, 2)) for i, xy in enumerate(pickers[1])]
+    inputs = (mics, [doubled, partial, pickers[2]])
+    outside = [int((doubled[i] > 447.5).any(axis=1).sum()) for i in range(4)]
+    stream = new_stream(tmp_path / "coverage")
+    with caplog.at_level(logging.WARNING):
+        feed(stream, inputs, [0, 1])
+        feed(stream, inputs, [2])
+    assert ("Batch 1: %d picks of picker 0 lie outside their micrograph (the first on mic0)"
+            % sum(outside[:2])) in caplog.text
+    assert ("Batch 2: picker 1 has no pick on 1 micrograph that other pickers picked "
+            "(the first: mic2)") in caplog.text
+    coverage = stream.run.info().consensus.coverage
+    assert [(c.outside, c.outside_micrograph) for c in coverage] == [
+        (sum(outside[:3]), "mic0"), (0, ""), (0, "")]
+    assert [(c.unpicked, c.unpicked_micrograph) for c in coverage] == [
+        (0, ""), (1, "mic2"), (0, "")]
+    resumed = new_stream(tmp_path / "coverage")
+    feed(resumed, inputs, [3])
+    coverage = resumed.run.info().consensus.coverage
+    assert (coverage[0].outside, coverage[1].unpicked) == (sum(outside), 1)
+    summary = "\n".join(run_summary.summary_lines(resumed.run.info()))
+    assert ("WARNING: %d picks of picker 0 lie outside their micrograph (the first on mic0)"
+            % sum(outside)) in summary
+
+
 def test_a_subset_picker_is_judged_on_the_whole_stream_and_named_in_the_summary(dataset,
                                                                                 tmp_path):
     """A picker's own stricter output given as a fourth picker: each batch's warning in the

@@ -64,6 +64,31 @@ class KnownParticles:
 # ------------------------------------------------------------------ stage records
 
 @dataclass
+class PickerCoverage:
+    """One input's picks against the micrographs, as the consensus found them: what
+    points to coordinates of other micrographs, another frame or a picker that did not
+    run on some micrographs, none of which the consensus can tell from the picks alone.
+    Each count comes with the name of the first micrograph (in the run's order) where it
+    happens; "" where it never does."""
+
+    outside: int = 0
+    """Picks whose centre lies outside their micrograph's pixels: no particle image can
+    be cut there."""
+    outside_micrograph: str = ""
+    unpicked: int = 0
+    """Micrographs on which this input has no pick while another input has: there its
+    missing vote counts against every other input's pick."""
+    unpicked_micrograph: str = ""
+
+    def plus(self, later: "PickerCoverage") -> "PickerCoverage":
+        """The coverage of this batch of micrographs and a ``later`` one together."""
+        return PickerCoverage(self.outside + later.outside,
+                              self.outside_micrograph or later.outside_micrograph,
+                              self.unpicked + later.unpicked,
+                              self.unpicked_micrograph or later.unpicked_micrograph)
+
+
+@dataclass
 class ConsensusInfo:
     n_pickers: int
     picker_names: List[str]
@@ -102,6 +127,10 @@ class ConsensusInfo:
     """Pairs of inputs of which one holds nearly all the other's picks at the same
     positions, as ``[first, second, shared, n_first, n_second]``
     (:class:`.pipeline.SharedPicks`): one picker and a subset of its own output."""
+    coverage: List[PickerCoverage] = field(default_factory=list)
+    """Per picker, its picks outside their micrographs and the micrographs it left
+    unpicked (:func:`.stages.picker_coverage`); empty in records made before it was
+    kept."""
 
     @property
     def output_box(self) -> int:
@@ -329,6 +358,8 @@ class RunInfo:
             if section is None:
                 continue
             values = dict(section)
+            if kind is ConsensusInfo:
+                values["coverage"] = [PickerCoverage(**c) for c in values.get("coverage", [])]
             if kind is TrainingInfo:
                 values["rounds"] = [RoundInfo(**r) for r in values.get("rounds", [])]
             if kind is ExtractionInfo and values.get("rotational") is not None:

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 from . import pipeline
 from .box_policy import BOX_PER_DIAMETER, CROWDED_BOX_PER_SPACING, crowded_box
 from .run_folder import (MODEL_FINE_TUNE, MODEL_NEW, AgreementInfo, ConsensusInfo,
-                         EvaluationInfo, ModelInfo, RunInfo)
+                         EvaluationInfo, ModelInfo, PickerCoverage, RunInfo)
 
 
 def summary_lines(info: RunInfo) -> List[str]:
@@ -31,7 +31,8 @@ def summary_lines(info: RunInfo) -> List[str]:
                      "the outputs keep." % (consensus.box, box_origin(consensus),
                                             consensus.coordinates_box))
     lines += ["WARNING: " + line
-              for line in nested_lines(consensus) + unconfirmed_lines(consensus)]
+              for line in (nested_lines(consensus) + unconfirmed_lines(consensus)
+                           + coverage_lines(consensus.picker_names, consensus.coverage))]
     if crowded_box(consensus):
         lines.append(
             "The AND coordinates lie a median %.0f px from their nearest neighbour, under "
@@ -199,6 +200,29 @@ def unconfirmed_lines(consensus: ConsensusInfo) -> List[str]:
                 "binned micrographs, y flipped, another pixel size) or of other "
                 "micrographs?  Check them on a micrograph before using this run."
                 % (name, 100 * confirmed, count, over_chance))
+    return lines
+
+
+def coverage_lines(names: Sequence[str], coverages: Sequence[PickerCoverage]) -> List[str]:
+    """A warning for each picker (``names``) whose :class:`.PickerCoverage` has picks
+    outside their micrographs, or micrographs it left unpicked where another picker
+    picked: a stream's batch warns of its own, the run's record of all."""
+    lines = []
+    for name, coverage in zip(names, coverages):
+        if coverage.outside:
+            lines.append(
+                "%d picks of %s lie outside their micrograph (the first on %s): no particle "
+                "image can be cut there.  Coordinates outside the micrograph are in another "
+                "frame or pixel size (picked on binned micrographs?) or of other "
+                "micrographs: check them on a micrograph."
+                % (coverage.outside, name, coverage.outside_micrograph))
+        if coverage.unpicked:
+            lines.append(
+                "%s has no pick on %d micrograph%s that other pickers picked (the first: "
+                "%s): there its missing vote counts against every other pick.  If it was "
+                "not run on them, run Deep Consensus on the micrographs every picker saw."
+                % (name, coverage.unpicked, "" if coverage.unpicked == 1 else "s",
+                   coverage.unpicked_micrograph))
     return lines
 
 

@@ -45,10 +45,11 @@ from .pipeline import CoordinateTable
 from .run_folder import (MODEL_FINE_TUNE, MODEL_NEW, MODEL_SCORE_ONLY, MODEL_USES,
                          AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
                          ExtractionInfo, KnownParticles, Micrograph, ModelInfo, NegativesInfo,
-                         RankingInfo, RoundInfo, RunFolder, RotationalInfo, RunFolderError,
-                         SplitInfo, TrainingInfo)
+                         PickerCoverage, RankingInfo, RoundInfo, RunFolder, RotationalInfo,
+                         RunFolderError, SplitInfo, TrainingInfo)
 from .selection import Split, split_scores
-from .run_summary import crowded_advice, model_origin, nested_lines, unconfirmed_lines
+from .run_summary import (coverage_lines, crowded_advice, model_origin, nested_lines,
+                          unconfirmed_lines)
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
 
@@ -275,6 +276,7 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
                     BOX_PER_DIAMETER, coordinates_box)
     radius_px = params.radius * box
     counts = table_counts(table, n_pickers, min_votes, radius_px)
+    coverage = picker_coverage(inputs.micrographs, picks)
     run.write_table(run.CONSENSUS, table)
     run.write_micrographs(list(inputs.micrographs))
     info = ConsensusInfo(
@@ -285,12 +287,13 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
         **counts,
         ignored_micrograph_entries=int(inputs.ignored_micrograph_entries),
         other_box_sizes=[int(b) for b in inputs.other_box_sizes],
-        nested_pickers=[pair.row() for pair in nested],
+        nested_pickers=[pair.row() for pair in nested], coverage=coverage,
         rescaled_sets=list(inputs.rescaled_sets), seconds=time.perf_counter() - start)
     run.record_stage("consensus", info)
     logger.info("Consensus of %d pickers on %d micrographs: OR %d, AND (>= %d votes) %d",
                 n_pickers, info.n_micrographs, info.n_or, min_votes, info.n_and)
-    for line in nested_lines(info) + unconfirmed_lines(info):
+    for line in (nested_lines(info) + unconfirmed_lines(info)
+                 + coverage_lines(names, coverage)):
         logger.warning(line)
     if crowded_box(info):
         logger.warning("The AND coordinates lie a median %.0f px apart in a %d px box: %s",
@@ -310,6 +313,35 @@ def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
                 picker_counts=[int(c) for c in table.voters.sum(axis=0)],
                 and_spacing_px=and_spacing(table, min_votes),
                 confirmed_share=confirmed, agreement_over_chance=over_chance)
+
+
+def picker_coverage(micrographs: Sequence[Micrograph],
+                    picks: Sequence[Mapping[int, np.ndarray]]) -> List[PickerCoverage]:
+    """Per picker (``picks[p]``: micrograph id -> (n, 2) centres), its picks outside their
+    micrograph and the micrographs it left unpicked where another picker picked
+    (:class:`.PickerCoverage`).
+
+    Each micrograph's size comes from its header alone, so the check costs no image
+    read; a micrograph that cannot be read is left to the stages that read it, which
+    name it.  Pixel centres run from 0 to size - 1, so the pixels span -0.5 to
+    size - 0.5.
+    """
+    coverage = [PickerCoverage() for _ in picks]
+    for mic in micrographs:
+        centres = [np.asarray(p.get(mic.mic_id, np.empty((0, 2))),
+                              dtype=np.float64).reshape(-1, 2) for p in picks]
+        try:
+            rows, columns = extraction.micrograph_shape(mic.path)
+        except extraction.MicrographError:
+            rows = columns = None
+        picked = sum(len(xy) > 0 for xy in centres)
+        for index, xy in enumerate(centres):
+            outside = 0 if rows is None else int(np.count_nonzero(
+                (xy < -0.5).any(axis=1) | (xy[:, 0] > columns - 0.5) | (xy[:, 1] > rows - 0.5)))
+            unpicked = int(len(xy) == 0 and picked > 0)
+            coverage[index] = coverage[index].plus(PickerCoverage(
+                outside, mic.name if outside else "", unpicked, mic.name if unpicked else ""))
+    return coverage
 
 
 def negatives_stage(run: RunFolder, params: NegativeParams = NegativeParams(),

@@ -127,6 +127,9 @@ class StreamState:
     works in; None: the box the run was given."""
     box_spacing_px: Optional[float] = None
     """The first batch's AND spacing that set :attr:`fitted_box`."""
+    coverage: List[run_folder.PickerCoverage] = field(default_factory=list)
+    """The finished batches' :class:`.PickerCoverage` of each picker, so that the
+    consensus record covers the whole stream, as a batch run's covers its micrographs."""
 
     @property
     def done(self) -> Set[str]:
@@ -206,7 +209,9 @@ class StreamingRun:
             return StreamState()
         with open(self.run.file(STREAM_FILE)) as handle:
             data = json.load(handle)
-        state = StreamState(**{**data, "batches": [StreamBatch(**b) for b in data["batches"]]})
+        batches = [StreamBatch(**b) for b in data["batches"]]
+        coverage = [run_folder.PickerCoverage(**c) for c in data.get("coverage", [])]
+        state = StreamState(**{**data, "batches": batches, "coverage": coverage})
         if self.run.has(self.run.CONSENSUS) and len(self.run.consensus()) != state.n_rows:
             logger.info("Dropping the rows of a batch that did not finish")
             self._truncate(state)
@@ -262,6 +267,12 @@ class StreamingRun:
         nested = pipeline.require_different_pickers(overlaps, self.picker_names)
         for pair in nested:
             logger.warning(run_summary.nested_warning(pair, self.picker_names))
+        batch_coverage = stages.picker_coverage(micrographs, batch_picks)
+        for line in run_summary.coverage_lines(self.picker_names, batch_coverage):
+            logger.warning("Batch %d: %s", len(self.state.batches) + 1, line)
+        coverage = [before.plus(now) for before, now in
+                    zip(self.state.coverage or [run_folder.PickerCoverage()] * len(picks),
+                        batch_coverage)]
         fit = (not self.state.batches and self.settings.fit_box
                and self.coordinates_box is None)
         table, box, spacing = box_policy.fitted_consensus(
@@ -275,7 +286,7 @@ class StreamingRun:
         mics = list(self.run.micrographs().values()) if old is not None else []
         self.run.write_table(self.run.CONSENSUS, merged)
         self.run.write_micrographs(mics + list(micrographs))
-        self._record_consensus(merged, len(mics) + len(micrographs), nested)
+        self._record_consensus(merged, len(mics) + len(micrographs), nested, coverage)
         batch = StreamBatch(number=len(self.state.batches) + 1,
                             micrographs=[m.name for m in micrographs],
                             first_row=len(merged) - len(table), n_rows=len(table))
@@ -284,6 +295,7 @@ class StreamingRun:
         batch.seconds = time.perf_counter() - start
         self.state.batches.append(batch)
         self.state.pick_overlaps = [pair.row() for pair in overlaps]
+        self.state.coverage = coverage
         self._save()
         logger.info("Batch %d: %d micrographs, %d OR coordinates%s", batch.number,
                     len(micrographs), batch.n_rows,
@@ -316,7 +328,8 @@ class StreamingRun:
         return [pipeline.SharedPicks(i, j, 0, 0, 0) for i in range(n) for j in range(i + 1, n)]
 
     def _record_consensus(self, table: CoordinateTable, n_micrographs: int,
-                          nested: Sequence[pipeline.SharedPicks]) -> None:
+                          nested: Sequence[pipeline.SharedPicks],
+                          coverage: Sequence[run_folder.PickerCoverage]) -> None:
         """The consensus record of the table so far; before training a stage record (what
         it described is gone), after it an update that keeps the training's record."""
         radius_px = self.settings.consensus.radius * self.box
@@ -330,7 +343,8 @@ class StreamingRun:
                              min_votes=self.min_votes,
                              **stages.table_counts(table, len(self.picker_names),
                                                    self.min_votes, radius_px),
-                             nested_pickers=[pair.row() for pair in nested])
+                             nested_pickers=[pair.row() for pair in nested],
+                             coverage=list(coverage))
         if self.trained:
             self.run.update_info(consensus=info)
         else:
