@@ -10,6 +10,7 @@ import pytest
 import starfile
 from pyworkflow.tests import BaseTest, setupTestProject
 
+from deepconsensus_plugin import cli
 from deepconsensus_plugin.convert import coordinatesByMicrograph, micrographsByName
 from deepconsensus_plugin.core.centring import DEFAULT_SEARCH
 from deepconsensus_plugin.core.pick_outputs import VOTES_LABEL
@@ -445,6 +446,54 @@ def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):
     assert "mic.box" in lines[0] and "line 2" in lines[0]
     result = deepconsensus("split", "--out", str(tmp_path / "nothing"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_flags_out_of_range_are_refused_together_before_anything_is_read(tmp_path, capsys):
+    """Every flag outside its range (core.parameters, as the Scipion form checks them) in
+    one line, before the inputs are read or the run folder is touched: a negative radius
+    or no epoch would otherwise fail deep inside a stage, and a negative pixel size or a
+    learning rate of 0 run and mean nothing."""
+    out = tmp_path / "run"
+    bad = ["--radius", "-0.1", "--pixel-size", "-1", "--network-size", "7", "--max-epochs",
+           "0", "--batch-size", "0", "--learning-rate", "0", "--seed", "-1", "--min-distance",
+           "-5", "--amplitude-contrast", "1", "--threshold", "1.5"]
+    assert cli.main(["run", *demo_arguments(), *bad, "--out", str(out)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    for flag, value, text in [("--radius", "-0.1", "in (0, 1]"),
+                              ("--pixel-size", "-1", "positive (A per pixel)"),
+                              ("--network-size", "7", "in [16, 512] px"),
+                              ("--max-epochs", "0", "at least 1"),
+                              ("--batch-size", "0", "at least 2"),
+                              ("--learning-rate", "0", "in (0, 1)"),
+                              ("--seed", "-1", "at least 0"),
+                              ("--min-distance", "-5", "-1 (automatic) or at least 0 A"),
+                              ("--amplitude-contrast", "1", "in [0, 1)")]:
+        assert "%s %s: must be %s" % (flag, value, text) in error
+    assert "--threshold 1.5: a score must be in [0, 1]" in error
+    assert not out.exists()
+    # the other commands check the flags they take, before they look for the run folder
+    assert cli.main(["split", "--min-distance", "-5", "--out", str(out)]) == 1
+    assert "--min-distance -5: must be -1 (automatic)" in capsys.readouterr().err
+
+
+def test_every_range_is_a_flag_and_a_field_of_the_form():
+    """A range added to core.parameters reaches both front ends' checks, and both front
+    ends' defaults lie inside it."""
+    from deepconsensus_plugin.core import parameters
+    from deepconsensus_plugin.protocols import ProtDeepConsensus
+    from deepconsensus_plugin.protocols.validation import DeepConsensusValidation
+
+    args = vars(cli.build_parser().parse_args(
+        ["run", "--out", "run", "--micrographs", "*.mrc", "--picks", "a", "--picks", "b"]))
+    assert set(parameters.RANGES) | set(parameters.INPUT_RANGES) <= set(args)
+    assert parameters.out_of_range({name: args[name] for name in parameters.RANGES
+                                    if name != "threshold"}) == []
+    assert set(DeepConsensusValidation.RANGE_PARAMETERS) == set(parameters.RANGES)
+    form = ProtDeepConsensus()
+    defaults = {name: getattr(form, attribute).get()
+                for name, (attribute, _) in DeepConsensusValidation.RANGE_PARAMETERS.items()}
+    assert parameters.out_of_range(defaults) == []
 
 
 def test_resumed_stages_need_the_earlier_ones(tmp_path):

@@ -263,6 +263,24 @@ class TestValidation(BaseTest):
         prot = newDeepConsensus(self, self.protCoords[:1], threshold=2.0)
         self.assertError(prot, "at least two pickers", "Score threshold must be in [0, 1]")
 
+    def test_every_parameter_out_of_range_gets_its_own_message(self):
+        """The ranges are the core's (core.parameters, which the command line checks too);
+        the messages name each parameter in the form's words."""
+        bad = dict(consensusRadius=0, negativeRatio=0, negativeDistance=3, networkSize=8,
+                   maxEpochs=0, patience=0, learningRate=1, batchSize=1, threshold=-0.1,
+                   minDistance=-2, edgeMargin=-0.5, seed=-1)
+        errors = newDeepConsensus(self, self.protCoords, **bad).validate()
+        self.assertEqual(len(errors), len(bad), errors)
+        self.assertEqual(errors, [
+            "Consensus radius must be in (0, 1].", "Negatives per positive must be positive.",
+            "Exclusion distance must be in [0, 2] boxes.",
+            "Network box size must be in [16, 512] px.", "Maximum epochs must be at least 1.",
+            "Early-stopping patience must be at least 1.", "Learning rate must be in (0, 1).",
+            "Batch size must be at least 2.", "Score threshold must be in [0, 1].",
+            "Minimum distance between particles must be -1 (automatic) or at least 0 A.",
+            "Edge margin must be -1 (automatic) or at least 0 A.",
+            "Random seed must be at least 0."])
+
     def test_hidden_parameters_are_not_range_checked(self):
         """The fixed threshold and k are hidden (and unused) under other choices."""
         prot = newDeepConsensus(self, self.protCoords, threshold=2.0, minVotes=9,

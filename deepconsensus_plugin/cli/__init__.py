@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     from ..core.coordinate_files import CoordinateFileError
     from ..core.extraction import MicrographError
     from ..core.run_folder import RunFolderError
-    from .common import InputError
+    from .common import InputError, check_ranges
 
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     if not args.verbose:  # Keras' advice on tf.data pipelines is not for the user
         warnings.filterwarnings("ignore", category=UserWarning, module="keras")
     try:
+        check_ranges(args)  # before hours of training, not after
         args.handler(args)
     except (InputError, CoordinateFileError, MicrographError, RunFolderError,
             FileNotFoundError, ValueError) as error:

@@ -14,7 +14,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core import box_policy, centring, pipeline, run_folder, run_summary, stages
+from ..core import (box_policy, centring, parameters, pipeline, run_folder, run_summary,
+                    stages)
 from ..core.consensus import rescale
 from ..core.extraction import format_problem, is_tiff
 from ..core.model import ARCHITECTURES, DEFAULT_SIZE
@@ -236,9 +237,26 @@ def parse_threshold(text: str) -> Optional[float]:
         value = float(text)
     except ValueError:
         raise InputError("--threshold %r: give a score in [0, 1] or 'auto'" % text) from None
-    if not 0 <= value <= 1:
-        raise InputError("--threshold %s: a score must be in [0, 1]" % text)
+    for _, _, text_range in parameters.out_of_range({"threshold": value}):
+        raise InputError("--threshold %s: a score must be %s" % (text, text_range))
     return value
+
+
+def check_ranges(args) -> None:
+    """Refuse the flags outside their ranges (:mod:`.core.parameters`, which the Scipion
+    form checks too), all in one message, before the command reads or trains anything."""
+    problems = []
+    if getattr(args, "threshold", None) is not None:
+        try:
+            parse_threshold(args.threshold)
+        except InputError as error:
+            problems.append(str(error))
+    names = [n for n in (*parameters.RANGES, *parameters.INPUT_RANGES) if n != "threshold"]
+    values = {name: getattr(args, name, None) for name in names}
+    problems += ["--%s %g: must be %s" % (name.replace("_", "-"), value, text)
+                 for name, value, text in parameters.out_of_range(values)]
+    if problems:
+        raise InputError("; ".join(problems))
 
 
 def _resolve(path: str, root: str) -> str:

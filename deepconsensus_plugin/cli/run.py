@@ -21,7 +21,6 @@ def add_args(parser):
 
 def main(args):
     run = RunFolder(args.out)
-    common.parse_threshold(args.threshold)  # before hours of training, not after
     common.run_consensus(args, run)
     common.run_training(args, run)
     common.run_scoring(args, run)

@@ -14,7 +14,7 @@ from pwem.protocols import ProtParticles
 from pyworkflow import BETA
 from pyworkflow.utils import Message
 
-from ..core import run_summary
+from ..core import parameters, run_summary
 from ..results import RunResults
 from .outputs import POSSIBLE_OUTPUTS, registerSplit
 
@@ -90,9 +90,9 @@ class ProtDeepConsensusThreshold(ProtParticles):
             if RunResults(folder).autoThreshold is None:
                 return ["The deep-consensus run '%s' computed no automatic threshold: "
                         "give a value instead." % dcRun.getRunName()]
-        elif not 0 <= self.threshold.get() <= 1:
-            return ["Score threshold must be in [0, 1]."]
-        return []
+            return []
+        return ["Score threshold must be %s." % text for _, _, text in
+                parameters.out_of_range({"threshold": self.threshold.get()})]
 
     def _summary(self):
         summary = self.readThresholdSummary()

@@ -7,7 +7,7 @@ Where a check needs the box the run will work in, it asks the protocol
 The streaming parameters are checked by :class:`.DeepConsensusStreaming`.
 """
 from .. import convert
-from ..core import box_policy, extraction, stages
+from ..core import box_policy, extraction, parameters, stages
 from ..core.consensus import rescale
 from ..core.model_file import ModelFileError, read_spec
 from ..core.negatives import picker_particles
@@ -16,6 +16,22 @@ from ..core.negatives import picker_particles
 class DeepConsensusValidation:
     """The ``_validate`` half of ProtDeepConsensus (a mixin: it reads the protocol's params
     and uses its helpers)."""
+
+    RANGE_PARAMETERS = {
+        "radius": ("consensusRadius", "Consensus radius"),
+        "negative_ratio": ("negativeRatio", "Negatives per positive"),
+        "negative_distance": ("negativeDistance", "Exclusion distance"),
+        "network_size": ("networkSize", "Network box size"),
+        "max_epochs": ("maxEpochs", "Maximum epochs"),
+        "patience": ("patience", "Early-stopping patience"),
+        "learning_rate": ("learningRate", "Learning rate"),
+        "batch_size": ("batchSize", "Batch size"),
+        "threshold": ("threshold", "Score threshold"),
+        "min_distance": ("minDistance", "Minimum distance between particles"),
+        "edge_margin": ("edgeMargin", "Edge margin"),
+        "seed": ("seed", "Random seed")}
+    """The form's parameter (attribute, words) of each range :mod:`.core.parameters`
+    checks, by the core's name."""
 
     def _validate(self):
         errors = []
@@ -239,25 +255,15 @@ class DeepConsensusValidation:
         return picks
 
     def _validateRanges(self, nSets):
-        """One message per parameter out of range; a parameter hidden by its form
-        condition (k, the fixed threshold) is unused and not checked."""
-        checks = [
-            (0 < self.consensusRadius.get() <= 1, "Consensus radius must be in (0, 1]."),
-            (not self.evalParamCondition("minVotes") or 1 <= self.minVotes.get() <= nSets,
-             "k must be between 1 and the number of input sets (%d)." % nSets),
-            (self.negativeRatio.get() > 0, "Negatives per positive must be positive."),
-            (0 <= self.negativeDistance.get() <= 2,
-             "Exclusion distance must be in [0, 2] boxes."),
-            (16 <= self.networkSize.get() <= 512, "Network box size must be in [16, 512] px."),
-            (self.maxEpochs.get() >= 1, "Maximum epochs must be at least 1."),
-            (self.patience.get() >= 1, "Early-stopping patience must be at least 1."),
-            (0 < self.learningRate.get() < 1, "Learning rate must be in (0, 1)."),
-            (self.batchSize.get() >= 2, "Batch size must be at least 2."),
-            (not self.evalParamCondition("threshold") or 0 <= self.threshold.get() <= 1,
-             "Score threshold must be in [0, 1]."),
-            (self.minDistance.get() == -1 or self.minDistance.get() >= 0,
-             "Minimum distance between particles must be -1 (automatic) or at least 0 A."),
-            (self.edgeMargin.get() == -1 or self.edgeMargin.get() >= 0,
-             "Edge margin must be -1 (automatic) or at least 0 A."),
-        ]
-        return [message for ok, message in checks if not ok]
+        """One message per parameter out of its range (:mod:`.core.parameters`, which the
+        command line checks too); a parameter hidden by its form condition (k, the fixed
+        threshold) is unused and not checked."""
+        values = {name: getattr(self, attribute).get()
+                  for name, (attribute, _) in self.RANGE_PARAMETERS.items()}
+        if not self.evalParamCondition("threshold"):
+            values["threshold"] = None
+        errors = ["%s must be %s." % (self.RANGE_PARAMETERS[name][1], text)
+                  for name, _, text in parameters.out_of_range(values)]
+        if self.evalParamCondition("minVotes") and not 1 <= self.minVotes.get() <= nSets:
+            errors.append("k must be between 1 and the number of input sets (%d)." % nSets)
+        return errors
