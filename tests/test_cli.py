@@ -477,6 +477,24 @@ def test_flags_out_of_range_are_refused_together_before_anything_is_read(tmp_pat
     assert "--min-distance -5: must be -1 (automatic)" in capsys.readouterr().err
 
 
+def test_an_unquoted_glob_is_named_as_the_likely_cause(tmp_path, capsys):
+    """``--micrographs mics/*.mrc`` unquoted: the shell gives the flag the first file and
+    argparse the others; the error says why and how to quote it."""
+    micrographs = sorted(glob.glob(os.path.join(DEMO_DATA, "micrographs", "*.mrc")))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["run", "--micrographs", *micrographs, "--picks", "a", "--picks", "b",
+                  "--out", str(tmp_path / "run")])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert ("(%d files: the shell expanded a glob that was not quoted; quote it, e.g. "
+            "--micrographs '%s')" % (len(micrographs) - 1,
+                                     os.path.join(DEMO_DATA, "micrographs", "*.mrc"))) in error
+    with pytest.raises(SystemExit):
+        cli.main(["split", "--out", str(tmp_path), "--bogus", "3"])
+    error = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus 3" in error and "glob" not in error
+
+
 def test_every_range_is_a_flag_and_a_field_of_the_form():
     """A range added to core.parameters reaches both front ends' checks, and both front
     ends' defaults lie inside it."""

@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def unrecognized(extra) -> str:
+    """argparse's error for arguments no flag takes, with the likely cause where they are
+    files: a glob the shell expanded because it was not quoted (``--micrographs *.mrc``
+    gives the first file to the flag and the others to nobody)."""
+    message = "unrecognized arguments: %s" % " ".join(extra)
+    files = [e for e in extra if os.path.isfile(e)]
+    if files:
+        folder, name = os.path.split(files[0])
+        pattern = os.path.join(folder, "*" + os.path.splitext(name)[1])
+        message += (" (%d files: the shell expanded a glob that was not quoted; quote it, "
+                    "e.g. --micrographs '%s')" % (len(files), pattern))
+    return message
+
+
 def main(argv=None) -> int:
     """Run ``deepconsensus`` with ``argv`` (default: the command line); the exit status."""
     from ..core.coordinate_files import CoordinateFileError
@@ -54,7 +68,10 @@ def main(argv=None) -> int:
     from ..core.run_folder import RunFolderError
     from .common import InputError, check_ranges
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.error(unrecognized(extra))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # A job's log is the Scipion run's output log (what the user watches move); the
     # command's own log stays on stderr beside its progress bars.
