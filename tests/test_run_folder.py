@@ -1,4 +1,5 @@
 """The run folder and its typed record, and the stages that need no network, on synthetic data."""
+import glob
 import json
 import logging
 import os
@@ -128,6 +129,23 @@ def test_stages_up_to_extraction_and_from_ranking_to_star_files(tmp_path, datase
     assert len(retained) == len(split.retained) and len(pruned) == len(split.pruned)
     assert set(retained["rlnMicrographName"]) <= {m.label for m in dataset.micrographs}
     assert all(os.path.exists(f) for f in export.files)
+    # an earlier export's files of micrographs no longer in the run, and its RELION 3.1
+    # suffix file, go: RELION's Extract would read them for micrographs of those names
+    coordinates = run.file(run.COORDINATES)
+    stale = [os.path.join(coordinates, "Movies", "gone_deepconsensus.star"),
+             os.path.join(coordinates, "Old", "gone_deepconsensus.star"),
+             os.path.join(coordinates, "coords_suffix_deepconsensus.star")]
+    for path in stale:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write("data_\n")
+    kept = sorted(glob.glob(os.path.join(coordinates, "**", "*.star"), recursive=True))
+    assert stages.export_stage(run, split).files == export.files
+    assert not any(os.path.exists(path) for path in stale)
+    assert not os.path.exists(os.path.join(coordinates, "Old"))
+    assert sorted(glob.glob(os.path.join(coordinates, "**", "*.star"), recursive=True)) == [
+        path for path in kept if path not in stale]
+    assert len(kept) - len(stale) == len(dataset.micrographs) + 1  # and the list
     summary = "\n".join(run_summary.summary_lines(run.info()))
     assert summary.startswith("Kept {:,} of {:,}".format(len(retained), len(table)))
     # consensus again: everything recorded after it describes files of the old consensus

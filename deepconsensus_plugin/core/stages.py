@@ -40,7 +40,8 @@ from .model import DEFAULT_SIZE
 from .model_file import (ModelFileError, ModelSpec, compatibility_errors, read_spec,
                          same_extent, write_spec)
 from .pick_inputs import Optics
-from .pick_outputs import ScoredPicks, write_coordinate_stars, write_particle_star, write_picks_csv
+from .pick_outputs import (CoordinateStarFiles, ScoredPicks, write_coordinate_stars,
+                           write_particle_star, write_picks_csv)
 from .pipeline import CoordinateTable
 from .run_folder import (MODEL_FINE_TUNE, MODEL_NEW, MODEL_SCORE_ONLY, MODEL_USES,
                          AgreementInfo, ConsensusInfo, EvaluationInfo, ExportInfo,
@@ -877,6 +878,23 @@ def scored_picks(run: RunFolder, split: Split) -> List[ScoredPicks]:
     return picks
 
 
+def _remove_stale_coordinates(root: str, written: CoordinateStarFiles) -> None:
+    """Delete what an earlier export of this run left in its ``coordinates`` folder and this
+    one did not write (the files of micrographs no longer in the run, RELION 3.1's suffix
+    file of a micrographs STAR file no longer given): RELION's Extract reads the file of
+    every micrograph named in its input, so a stale one would bring back old particles.
+    The folder is the run's own; nothing else is kept there."""
+    keep = {os.path.abspath(path) for path in (written.coordinate_list, written.suffix_file,
+                                               *written.coordinate_files) if path is not None}
+    for folder, subfolders, names in os.walk(root, topdown=False):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.path.abspath(path) not in keep:
+                os.remove(path)
+        if folder != root and not os.listdir(folder):
+            os.rmdir(folder)
+
+
 def export_stage(run: RunFolder, split: Split) -> ExportInfo:
     """Write what RELION and cryoSPARC users import: ``retained.star`` and ``pruned.star``
     (RELION 3.1+ particle STAR files with the score in ``_rlnAutopickFigureOfMerit``),
@@ -898,6 +916,7 @@ def export_stage(run: RunFolder, split: Split) -> ExportInfo:
                         optics=optics, box_size=export.box)
     written = write_coordinate_stars(run.file(run.COORDINATES), retained,
                                      micrographs_star=export.micrographs_star)
+    _remove_stale_coordinates(run.file(run.COORDINATES), written)
     write_picks_csv(run.file(run.PICKS_CSV), picks)
     files = [run.file(run.RETAINED_STAR), run.file(run.PRUNED_STAR),
              os.fspath(written.coordinate_list)]
