@@ -132,6 +132,21 @@ def test_fourier_resize_same_size_is_identity_and_preserves_mean_of_random_image
     np.testing.assert_allclose(up.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-5)
 
 
+def test_a_box_resizes_to_the_same_bits_whatever_boxes_share_its_product():
+    """Alone, in a slice that straddles a chunk of the products, or among all the others:
+    the same float32 bits (a float32 product's last bit depends on how many rows BLAS
+    multiplies at once), so shards, slices and one piece give the same scores."""
+    from deepconsensus_plugin.core.extraction import RESIZE_CHUNK
+
+    images = np.random.default_rng(3).normal(size=(2 * RESIZE_CHUNK + 37, 90, 90))
+    whole = fourier_resize(images.astype(np.float32), 32)
+    assert whole.dtype == np.float32
+    for first, last in [(0, 1), (5, 18), (RESIZE_CHUNK - 3, RESIZE_CHUNK + 61),
+                        (len(images) - 7, len(images))]:
+        np.testing.assert_array_equal(fourier_resize(images[first:last].astype(np.float32), 32),
+                                      whole[first:last])
+
+
 def test_fourier_resize_down_then_up_of_band_limited_image_is_lossless():
     """An image holding only low frequencies survives 64 -> 32 -> 64 exactly."""
     yy, xx = np.mgrid[:64, :64]

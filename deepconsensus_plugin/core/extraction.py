@@ -237,22 +237,43 @@ def _resize_operator(box: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     dst = size // 2 - keep // 2
     cropped[dst:dst + keep] = spectrum[src:src + keep]
     operator = np.fft.ifft(np.fft.ifftshift(cropped, axes=0), axis=0) * (size / box)
-    return operator.real.astype(np.float32), operator.imag.astype(np.float32)
+    real, imag = operator.real.copy(), operator.imag.copy()
+    real.flags.writeable = imag.flags.writeable = False  # shared by every call (the cache)
+    return real, imag
+
+
+RESIZE_CHUNK = 128
+"""Boxes per matrix product in :func:`fourier_resize`: bounds its float64 copies (128
+boxes of 400 px: 160 MB) however many boxes a micrograph has."""
 
 
 def fourier_resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize a stack of square images to ``size`` by cropping or padding their spectra."""
+    """Resize a stack of square images to ``size`` by cropping or padding their spectra.
+
+    The products run in float64 and are rounded to float32 at the end.  In float32 a
+    box's last bit depends on how many rows BLAS multiplies at once (its kernels treat the
+    edges of their tiles differently, and differ between CPUs), so a box came out
+    differently alone, in a shard or beside the shifted boxes of the best-centred search.
+    A float64 product differs far below float32's resolution, so the boxes come out the
+    same however they are grouped: shards, slices and one piece give the same scores.
+    """
     n, box = images.shape[0], images.shape[-1]
-    images = images.astype(np.float32, copy=False)
     if box == size:
-        return images
+        return images.astype(np.float32, copy=False)
     real, imag = _resize_operator(box, size)
-    # Right factor for both parts in one product: (n * box, box) @ (box, 2 * size).
-    right = (images.reshape(n * box, box) @ np.hstack([real.T, imag.T])).reshape(n, box, 2 * size)
-    # Left factor as a product on the transposed images: T A = (A^T T^T)^T.
-    left_real = right[:, :, :size].transpose(0, 2, 1).reshape(n * size, box) @ real.T
-    left_imag = right[:, :, size:].transpose(0, 2, 1).reshape(n * size, box) @ imag.T
-    return (left_real - left_imag).reshape(n, size, size).transpose(0, 2, 1).copy()
+    both = np.hstack([real.T, imag.T])
+    resized = np.empty((n, size, size), dtype=np.float32)
+    for first in range(0, n, RESIZE_CHUNK):
+        chunk = images[first:first + RESIZE_CHUNK].astype(np.float64)
+        m = len(chunk)
+        # Right factor for both parts in one product: (m * box, box) @ (box, 2 * size).
+        right = (chunk.reshape(m * box, box) @ both).reshape(m, box, 2 * size)
+        # Left factor as a product on the transposed images: T A = (A^T T^T)^T.
+        left_real = right[:, :, :size].transpose(0, 2, 1).reshape(m * size, box) @ real.T
+        left_imag = right[:, :, size:].transpose(0, 2, 1).reshape(m * size, box) @ imag.T
+        resized[first:first + m] = (left_real - left_imag).reshape(m, size, size).transpose(
+            0, 2, 1)
+    return resized
 
 
 def normalise(images: np.ndarray, invert: bool = False) -> np.ndarray:
