@@ -350,7 +350,7 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
         pickers.append(stages.PickerInput(path, xy))
         sets.append(picks)
     box = args.box_size or box
-    if not box or box < 8:
+    if not box or box < box_policy.MIN_BOX:
         raise InputError("the box size is unknown: give --box-size (pixels, about 1.5-2 "
                          "particle diameters)")
     if args.diameter < 0 or (args.diameter and args.diameter / pixel > box):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from .box_policy import MIN_BOX
+
 
 @dataclass(frozen=True)
 class ParameterRange:
@@ -44,7 +46,7 @@ lengths in Å, fractions of the box where the text says boxes)."""
 
 INPUT_RANGES: Dict[str, ParameterRange] = {
     "pixel_size": ParameterRange(lambda v: v > 0, "positive (A per pixel)"),
-    "box_size": ParameterRange(lambda v: v >= 8, "at least 8 px"),
+    "box_size": ParameterRange(lambda v: v >= MIN_BOX, "at least %d px" % MIN_BOX),
     "voltage": ParameterRange(lambda v: v > 0, "positive (kV)"),
     "cs": ParameterRange(lambda v: v >= 0, "at least 0 mm"),
     "amplitude_contrast": ParameterRange(lambda v: 0 <= v < 1, "in [0, 1)"),
