@@ -10,6 +10,9 @@ Writes ``OUT/speed.json`` and prints a table:
   default network at its input size, their ratio, FLOPs per particle and the
   GFLOP/s achieved; time to 95% validation accuracy of both on one synthetic
   problem;
+* training loop: one epoch of 50 and of 500 batches read from on-disk stacks,
+  through the training's own loop and through ``model.fit`` on a
+  ``from_generator`` pipeline (how training ran before), and their ratio;
 * targets: each figure against the speed issue's CPU target, pass or fail.
 
 Ratios are taken within the same run: machines here are shared and noisy.
@@ -38,6 +41,9 @@ TARGET_ACCURACY = 0.95
 CONVERGENCE_EPOCHS = 8
 """Both networks pass the target accuracy within a few epochs on the convergence
 problem; the paper network at 128 px takes about a minute per epoch on 2 cores."""
+LOOP_BATCHES = (50, 500)
+"""Epoch lengths of the training-loop comparison: tenfold apart, so that a figure that
+does not grow with the work shows."""
 MICROGRAPH = (2048, 2048)
 BOX = 180
 
@@ -147,6 +153,61 @@ def bench_network(architecture: str, size: int, n_train: int, n_score: int) -> d
             "score_gflop_per_s": flops * score_rate / 1e9}
 
 
+def bench_training_loop(folder: str, size: int, batches: int, repeats: int = 3) -> dict:
+    """One training epoch fed from on-disk stacks: the training's own loop against
+    ``model.fit`` on a ``tf.data.Dataset.from_generator`` pipeline of the same batches,
+    the way training ran before, in alternation so that both meet the same load.
+
+    Both compute the same weights (``tests/test_model_training.py``); only the hand-over
+    of batches differs.  The fit path's time per batch is bimodal on some 2-core
+    machines, so each repeat is kept, and the medians are compared.
+    """
+    import keras
+    import tensorflow as tf
+
+    from deepconsensus_plugin.core.model import build_model
+    from deepconsensus_plugin.core.training import ParticleBatches, fit_batches
+
+    rng = np.random.default_rng(1)
+    n = batches * 64 // 2
+    stacks = []
+    for name in ("neg", "pos"):
+        stack = create_stack(os.path.join(folder, "loop_%s.npy" % name), n, size)
+        stack[0:n] = rng.normal(size=(n, size, size)).astype(np.float16)
+        stacks.append(stack)
+    samples = [np.column_stack([np.full(n, label), np.arange(n)]) for label in (0, 1)]
+    val_samples = [s[: max(1, n // 10)] for s in samples]
+    signature = (tf.TensorSpec((None, size, size, 1), tf.float32),
+                 tf.TensorSpec((None,), tf.float32))
+
+    def dataset(source: ParticleBatches):
+        return tf.data.Dataset.from_generator(lambda: iter(source),
+                                              output_signature=signature).prefetch(2)
+
+    def epoch(loop: str) -> float:
+        model = build_model("fast", size)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy",
+                      metrics=["accuracy"])
+        train = ParticleBatches(stacks, samples, 64, 0, augment=True)
+        val = ParticleBatches(stacks, val_samples, 256, 1, augment=False, balance=False)
+        start = time.perf_counter()
+        if loop == "fit":
+            model.fit(dataset(train), validation_data=dataset(val), epochs=1, verbose=0)
+        else:
+            fit_batches(model, train, val, 1, [])
+        return time.perf_counter() - start
+
+    times: dict = {"loop": [], "fit": []}
+    for _ in range(repeats):
+        for loop in times:
+            times[loop].append(epoch(loop))
+    medians = {loop: float(np.median(t)) for loop, t in times.items()}
+    return {"size": size, "batches": batches, "batch_size": 64,
+            "seconds": times, "median_seconds": medians,
+            "ms_per_batch": {loop: 1e3 * m / batches for loop, m in medians.items()},
+            "fit_over_loop": medians["fit"] / medians["loop"]}
+
+
 def bench_convergence(folder: str, architecture: str, size: int) -> dict:
     """Time to convergence of one network on a small synthetic problem.
 
@@ -229,6 +290,9 @@ def main(argv=None) -> int:
             "training": fast["train_images_per_s"] / paper["train_images_per_s"],
             "scoring": fast["score_particles_per_s"] / paper["score_particles_per_s"]}
         save()
+        results["training_loop"] = {str(b): bench_training_loop(folder, DEFAULT_SIZE, b)
+                                    for b in LOOP_BATCHES}
+        save()
         results["convergence"] = {}
         for name, architecture, size in (("fast_default", "fast", DEFAULT_SIZE),
                                          ("paper_128", "paper", 128)):
@@ -282,6 +346,12 @@ def print_table(r: dict) -> None:
     ratio = r["ratios_fast_vs_paper"]
     print("default vs paper (images/s): training x%.1f, scoring x%.1f"
           % (ratio["training"], ratio["scoring"]))
+    for batches, loop in r["training_loop"].items():
+        print("training loop, epoch of %4s batches: own loop %5.1f s (%3.0f ms/batch), "
+              "fit on from_generator %5.1f s (%3.0f ms/batch): x%.2f"
+              % (batches, loop["median_seconds"]["loop"], loop["ms_per_batch"]["loop"],
+                 loop["median_seconds"]["fit"], loop["ms_per_batch"]["fit"],
+                 loop["fit_over_loop"]))
     for name, c in r["convergence"].items():
         print("convergence %-13s %d epochs, %.0f s on %d particles, validation accuracy %.3f; "
               "%.2f reached after %s epochs (%s s)"

@@ -15,9 +15,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +150,43 @@ def split_validation(n: int, fraction: float,
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _as_dataset(batches: ParticleBatches, size: int):
-    import tensorflow as tf
+def fit_batches(model: "keras.Model", train: ParticleBatches, val: ParticleBatches,
+                max_epochs: int, callbacks: list) -> dict[str, list[float]]:
+    """Keras' own ``fit`` loop (its callbacks, metrics and validation), fed numpy batches.
 
-    signature = (tf.TensorSpec((None, size, size, 1), tf.float32),
-                 tf.TensorSpec((None,), tf.float32))
-    dataset = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
-    # The number of batches is known: told so, Keras ends each epoch there instead of
-    # running the generator dry and warning that "training was interrupted".
-    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches))).prefetch(2)
+    ``model.fit`` turns a Python generator into a ``tf.data`` pipeline
+    (``from_generator``) and runs each step in a graph loop over that pipeline.  On
+    a 2-core machine of this project that cost half or more of an epoch's time:
+    EMPIAR-10017's first round took 30 to 38 s an epoch that way and 15 s here, the
+    two alternating on the same machine (``benchmarks/README.md``, *Speed*).  Given the same
+    batches, both compute the same history and weights to the bit (a test holds
+    this).  Returns the per-epoch history.
+    """
+    import keras
+
+    callback_list = keras.callbacks.CallbackList(callbacks, add_history=True, model=model,
+                                                 epochs=max_epochs, steps=len(train))
+    model.stop_training = False
+    model.make_train_function()
+    model.make_test_function()
+    callback_list.on_train_begin()
+    logs: dict = {}
+    for epoch in range(max_epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        for batch in train:
+            model.train_function([batch])
+        logs = dict(model.get_metrics_result())
+        model.reset_metrics()
+        for batch in val:
+            model.test_function([batch])
+        logs.update({f"val_{name}": value for name, value in model.get_metrics_result().items()})
+        callback_list.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    model.optimizer.finalize_variable_values(model.trainable_weights)
+    callback_list.on_train_end(logs)
+    return model.history.history
 
 
 def _label_samples(sources: Sequence[Source], offset: int) -> np.ndarray:
@@ -227,13 +258,10 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
         _progress_callback(config.max_epochs, on_epoch),
     ]
     start = time.perf_counter()
-    # The batches come shuffled from the pipeline; Keras cannot shuffle a tf.data dataset
-    # and warns at every training when asked to, which its default does.
-    fit = model.fit(_as_dataset(train, size), validation_data=_as_dataset(val, size),
-                    epochs=config.max_epochs, callbacks=callbacks, verbose=0, shuffle=False)
+    fitted = fit_batches(model, train, val, config.max_epochs, callbacks)
     seconds = time.perf_counter() - start
     model.save(model_path)
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    history = {k: [float(v) for v in vals] for k, vals in fitted.items()}
     best = int(np.argmin(history["val_loss"]))
     logger.info("Training finished after %d epochs in %.0f s; best epoch %d: "
                 "validation loss %.4f, accuracy %.4f", len(history["val_loss"]), seconds,
