@@ -40,6 +40,9 @@ setup(
         "starfile>=0.5.13; python_version >= '3.9'",
         "starfile>=0.4.11; python_version < '3.9'",  # 0.5.13 on needs pandas 2.1 (3.9+)
         "tensorflow>=2.16; python_version >= '3.9'",
+        # core.training.fit_batches hands Keras' train function its batches as a Python
+        # iterable, which Keras' TensorFlow trainer takes from 3.7 on (3.6 calls next() on it)
+        "keras>=3.7; python_version >= '3.9'",
         "tqdm>=4.60",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "vermin>=1.9"]},

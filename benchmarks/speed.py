@@ -181,8 +181,9 @@ def bench_training_loop(folder: str, size: int, batches: int, repeats: int = 3) 
                  tf.TensorSpec((None,), tf.float32))
 
     def dataset(source: ParticleBatches):
-        return tf.data.Dataset.from_generator(lambda: iter(source),
-                                              output_signature=signature).prefetch(2)
+        pipeline = tf.data.Dataset.from_generator(lambda: iter(source),
+                                                  output_signature=signature)
+        return pipeline.apply(tf.data.experimental.assert_cardinality(len(source))).prefetch(2)
 
     def epoch(loop: str) -> float:
         model = build_model("fast", size)
@@ -192,7 +193,8 @@ def bench_training_loop(folder: str, size: int, batches: int, repeats: int = 3) 
         val = ParticleBatches(stacks, val_samples, 256, 1, augment=False, balance=False)
         start = time.perf_counter()
         if loop == "fit":
-            model.fit(dataset(train), validation_data=dataset(val), epochs=1, verbose=0)
+            model.fit(dataset(train), validation_data=dataset(val), epochs=1, verbose=0,
+                      shuffle=False)
         else:
             fit_batches(model, train, val, 1, [])
         return time.perf_counter() - start
