@@ -36,9 +36,10 @@ JOB_PYTHON_FLOOR = (3, 9)
 the Python scipion-installer still gives Scipion (tests/test_python_floor.py holds both)."""
 BASE_PYTHON = "DEEPCONSENSUS_BASE_PYTHON"
 """The Python (>= 3.9) the job environment is created from; default ``python3``."""
-JOB_REQUIREMENTS = ["numpy>=1.23", "scipy>=1.9", "mrcfile>=1.4", "starfile>=0.5.13",
-                    "tqdm>=4.60"]
-"""What the jobs need besides TensorFlow and this package (setup.py's, less Scipion's)."""
+JOB_REQUIREMENTS = ["numpy>=1.23", "scipy>=1.9", "mrcfile>=1.4", "tifffile>=2020.9",
+                    "starfile>=0.5.13", "keras>=3.7", "tqdm>=4.60"]
+"""What the jobs need besides TensorFlow and this package: setup.py's for Python >= 3.9,
+less Scipion's (tests/test_plugin.py holds the two lists together)."""
 TENSORFLOW = {"cpu": "tensorflow>=2.16", "gpu": "tensorflow[and-cuda]>=2.16"}
 """The two flavours of the job environment: the GPU one brings CUDA and cuDNN as wheels."""
 

@@ -1,5 +1,6 @@
 """The plugin's job environment (the Python the jobs run on, their environment variables,
 what 'scipion installb' installs) and the check of the GPUs TensorFlow sees there."""
+import ast
 import json
 import os
 import subprocess
@@ -9,7 +10,8 @@ import pwem
 import pytest
 
 import deepconsensus_plugin
-from deepconsensus_plugin import BASE_PYTHON, ENV_ACTIVATION, PYTHON, TENSORFLOW
+from deepconsensus_plugin import (BASE_PYTHON, ENV_ACTIVATION, JOB_REQUIREMENTS, PYTHON,
+                                  TENSORFLOW)
 from deepconsensus_plugin.core.runtime import GPU_CHECK, gpu_warning
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(deepconsensus_plugin.__file__)))
@@ -24,6 +26,29 @@ def plugin(monkeypatch):
     for name in (PYTHON, ENV_ACTIVATION, BASE_PYTHON):
         monkeypatch.setitem(Plugin._vars, name, Plugin.getVar(name))
     return Plugin
+
+
+def _install_requires() -> list:
+    """setup.py's install_requires, read from its source."""
+    with open(os.path.join(SOURCE, "setup.py")) as handle:
+        tree = ast.parse(handle.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "install_requires":
+            return [ast.literal_eval(item) for item in node.value.elts]
+    raise AssertionError("setup.py has no install_requires")
+
+
+def test_the_job_environment_installs_what_the_package_needs():
+    """The job environment installs this package without its dependencies (Scipion's
+    are not wanted there), so its list must hold every other one: a module the jobs
+    import (tifffile, by the extraction) missing there fails every job."""
+    wanted = set()
+    for requirement in _install_requires():
+        spec, _, marker = requirement.partition(";")
+        if "< '3.9'" in marker or spec.startswith(("scipion-", "tensorflow")):
+            continue
+        wanted.add(spec.strip())
+    assert wanted == set(JOB_REQUIREMENTS)
 
 
 def test_jobs_use_scipions_own_python_when_it_has_tensorflow(plugin):
