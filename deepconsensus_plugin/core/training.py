@@ -158,9 +158,10 @@ def fit_batches(model: "keras.Model", train: ParticleBatches, val: ParticleBatch
     (``from_generator``) and runs each step in a graph loop over that pipeline.  On
     a 2-core machine of this project that cost half or more of an epoch's time:
     EMPIAR-10017's first round took 30 to 38 s an epoch that way and 15 s here, the
-    two alternating on the same machine (``benchmarks/README.md``, *Speed*).  Given the same
-    batches, both compute the same history and weights to the bit (a test holds
-    this).  Returns the per-epoch history.
+    two alternating on the same machine (``benchmarks/README.md``, beside the
+    dataset figures of 2026-12-07; ``speed.py`` times the same comparison on
+    synthetic stacks).  Given the same batches, both compute the same history and
+    weights to the bit (a test holds this).  Returns the per-epoch history.
     """
     import keras
 
