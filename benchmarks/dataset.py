@@ -85,6 +85,8 @@ def parse_args(argv):
     parser.add_argument("--network-size", type=int, default=None)
     parser.add_argument("--architecture", choices=("fast", "paper"), default=None)
     parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--epoch-particles", type=int, default=None,
+                        help="at most this many boxes of each class an epoch (0: all)")
     parser.add_argument("--patience", type=int, default=None,
                         help="early-stopping patience in epochs (the learning rate drops "
                              "after half of it)")
@@ -154,6 +156,8 @@ def protocol_params(args, spec) -> dict:
         params["architecture"] = ("fast", "paper").index(args.architecture)
     if args.max_epochs is not None:
         params["maxEpochs"] = args.max_epochs
+    if args.epoch_particles is not None:
+        params["epochParticles"] = args.epoch_particles
     if args.patience is not None:
         params["patience"] = args.patience
     if args.learning_rate is not None:

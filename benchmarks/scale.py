@@ -26,12 +26,13 @@ process's high-water mark across ``exec`` (and Python's subprocess forks with
 1.7 GB parent reads at least 1.7 GB.
 
 Training is capped at ``--max-epochs`` (default 1): it trains on the AND set with
-early stopping, so its time is epochs x AND set / images per second, and memory is
-what the scale figures are about.  The run is one round (the published method's):
-the agreement method's second round repeats training and scoring at the same cost
-per box, and its final scoring looks for each pick's best-centred box
-(``--centring-search 0.05``: 9 boxes per pick, the 8 shifted ones cut from the
-micrographs while scoring).  ``--max-train-scale N`` trains only at scales up to N and
+early stopping, so its time is epochs x boxes an epoch / images per second, and memory
+is what the scale figures are about.  An epoch holds at most ``--epoch-particles`` boxes
+of each class (the run's default; 0: all, twice the AND set, as the paper's epoch).  The
+run is one round (the published method's): the agreement method's second round repeats
+training and scoring at the same cost per box, and its final scoring looks for each
+pick's best-centred box (``--centring-search 0.05``: 9 boxes per pick, the 8 shifted ones
+cut from the micrographs while scoring).  ``--max-train-scale N`` trains only at scales up to N and
 scores the larger ones with the network trained at the largest of those, for scales where
 even one epoch does not fit the time at hand (their training is then not measured).
 """
@@ -272,7 +273,8 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
     row: dict = {"requested_or": n_or, "micrographs": n_micrographs,
                  "micrograph_size": args.micrograph_size, "box": args.box,
                  "network_size": NETWORK_SIZE, "jobs": args.jobs,
-                 "max_epochs": args.max_epochs, "centring_search": args.centring_search,
+                 "max_epochs": args.max_epochs, "epoch_particles": args.epoch_particles,
+                 "centring_search": args.centring_search,
                  "data": {"seconds": data["seconds"],
                           "micrographs_written": data["micrographs_written"]},
                  "stages": {}}
@@ -333,13 +335,15 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
                         [["train", "--out", folder, *rounds, "--network", "fast",
                           "--max-epochs", args.max_epochs, "--patience", 4,
                           "--learning-rate", 1e-4, "--batch-size", 64, "--seed", args.seed,
-                          "--gpus", "cpu"]], args.max_epochs * 2 * n_positives, "images")
+                          "--epoch-particles", args.epoch_particles, "--gpus", "cpu"]],
+                        args.max_epochs * 2 * n_positives, "images")
         trained = run.info().training.last
-        # An epoch visits every AND particle and as many negatives (balanced batches).
-        figures.update(items=trained.epochs * 2 * n_positives,
-                       per_s=trained.epochs * 2 * n_positives / figures["seconds"])
+        # An epoch holds as many negatives as particles (balanced batches), at most
+        # --epoch-particles of each: the round records how many boxes.
+        figures.update(items=trained.epochs * trained.epoch_size,
+                       per_s=trained.epochs * trained.epoch_size / figures["seconds"])
         row["training"] = {"epochs": trained.epochs, "val_accuracy": trained.val_accuracy,
-                           "images_per_epoch": 2 * n_positives}
+                           "images_per_epoch": trained.epoch_size}
     for jobs in job_counts:
         stage("scoring_%djob" % jobs, "job",
               [["score", "--out", folder, *rounds, "--shard", k, "--shards", jobs, "--seed",
@@ -428,6 +432,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["child"]:
         return child_main(argv[1:])
+    from deepconsensus_plugin.core.stages import TrainingParams
+
     # ``kill`` ends the run like Ctrl-C: the running stages are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -446,6 +452,10 @@ def main(argv=None) -> int:
                              "%(default)s)")
     parser.add_argument("--max-epochs", type=int, default=1,
                         help="cap on training epochs (default: %(default)s)")
+    parser.add_argument("--epoch-particles", type=int,
+                        default=TrainingParams.epoch_particles,
+                        help="at most this many boxes of each class an epoch; 0: all of them "
+                             "(default: %(default)s)")
     parser.add_argument("--max-train-scale", type=float, default=None, metavar="N",
                         help="train only at scales up to N; larger ones score with the network "
                              "trained at the largest of those (their training is not measured)")

@@ -317,6 +317,7 @@ def test_command_defaults_are_the_protocol_defaults():
         "skip_bad_micrographs": form.skipBadMicrographs.get(),
         "network": ARCHITECTURES[form.architecture.get()],
         "no_self_training": not form.selfTraining.get(), "max_epochs": form.maxEpochs.get(),
+        "epoch_particles": form.epochParticles.get(),
         "patience": form.patience.get(), "learning_rate": form.learningRate.get(),
         "batch_size": form.batchSize.get(), "seed": form.seed.get(),
         "no_combine_votes": not form.combineVotes.get(),

@@ -3,6 +3,8 @@
 The expensive part, training a small network twice, is shared through a
 module-scoped fixture so that the file stays within about a minute on two cores.
 """
+import dataclasses
+import logging
 import os
 import warnings
 
@@ -107,6 +109,17 @@ def test_split_validation_sizes(n, fraction, n_val):
     assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)
 
 
+def test_split_validation_holds_out_at_most_the_bound():
+    """The bound a large dataset's validation keeps to; below it the split is unchanged."""
+    train, val = split_validation(10_000, 0.1, np.random.default_rng(0), most=300)
+    assert len(val) == 300 and len(train) == 9_700
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(10_000))
+    for most in (0, 1_000, 5_000):
+        np.testing.assert_array_equal(
+            split_validation(10_000, 0.1, np.random.default_rng(0), most=most)[1],
+            split_validation(10_000, 0.1, np.random.default_rng(0))[1])
+
+
 def test_split_validation_is_seeded_and_random():
     a = split_validation(50, 0.2, np.random.default_rng(3))
     b = split_validation(50, 0.2, np.random.default_rng(3))
@@ -189,6 +202,43 @@ def test_particle_batches_respect_index_subsets_and_unbalanced_mode():
     np.testing.assert_array_equal(again, images)
 
 
+def test_particle_batches_bounded_per_class_go_through_a_large_class_in_turn():
+    """At most ``per_class`` of each class an epoch: the larger class's boxes come in
+    turn, so that 3 epochs of 4 show each of its 12 boxes exactly once; the smaller class
+    is cycled to the bound as without one."""
+    pos, neg = _identity_stacks(3, 12)
+    batches = ParticleBatches([neg, pos], [_pairs(0, np.arange(12)), _pairs(1, np.arange(3))],
+                              batch_size=3, seed=0, augment=True, per_class=4)
+    assert batches.class_count == 4 and batches.epoch_size == 8 and len(batches) == 3
+    seen = []
+    for _ in range(3):
+        images, labels = (np.concatenate(a) for a in zip(*list(batches)))
+        values = images[:, 0, 0, 0]
+        assert len(labels) == 8 and labels.sum() == 4
+        np.testing.assert_array_equal(values > 0, labels == 1)
+        assert set(values[values > 0].tolist()) == {1.0, 2.0, 3.0}
+        seen += (-values[values < 0]).astype(int).tolist()
+    assert sorted(seen) == list(range(1, 13))
+    # a fourth epoch starts another turn, in another order
+    images, labels = (np.concatenate(a) for a in zip(*list(batches)))
+    assert len(set((-images[labels == 0, 0, 0, 0]).astype(int).tolist())) == 4
+
+
+def test_particle_batches_below_the_bound_are_those_without_one():
+    """A bound no class reaches changes nothing, to the order of the boxes: the
+    development datasets train as before it."""
+    pos, neg = _identity_stacks(7, 20)
+    samples = [_pairs(0, np.arange(20)), _pairs(1, np.arange(7))]
+    for bound in (20, 1_000):
+        bounded = ParticleBatches([neg, pos], samples, 8, 3, True, per_class=bound)
+        free = ParticleBatches([neg, pos], samples, 8, 3, True)
+        assert len(bounded) == len(free) == 5
+        for _ in range(2):
+            for (a, la), (b, lb) in zip(bounded, free):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_array_equal(la, lb)
+
+
 def test_particle_batches_seeded_shuffle():
     pos, neg = _identity_stacks(20, 20)
     samples = [_pairs(0, np.arange(20)), _pairs(1, np.arange(20))]
@@ -235,6 +285,7 @@ def test_train_classifier_learns_an_easy_problem(trained):
     assert isinstance(result, TrainingResult)
     assert result.val_accuracy >= 0.9
     assert 1 <= result.epochs <= CONFIG.max_epochs
+    assert result.epoch_size == 2 * 180  # every box (180 of each class), under the bound
     assert result.val_loss == pytest.approx(min(result.history["val_loss"]))
     assert result.seconds > 0
     assert os.path.getsize(trained["model_path"]) > 0
@@ -243,6 +294,19 @@ def test_train_classifier_learns_an_easy_problem(trained):
         assert len(result.history[key]) == result.epochs
     # the batches come shuffled from ParticleBatches, and Keras has nothing to warn about
     assert not [w for w in trained["warnings"] if "shuffl" in w or "interrupted" in w]
+
+
+def test_train_classifier_bounds_the_epoch_and_the_validation(data, tmp_path, caplog):
+    """``epoch_particles``: an epoch of 60 particles and 60 negatives out of 180 each, and
+    a fifth of that held out (12 of each, not 10% = 20)."""
+    config = dataclasses.replace(CONFIG, max_epochs=1, epoch_particles=60)
+    with caplog.at_level(logging.INFO, logger="deepconsensus_plugin.core.training"):
+        result = train_classifier([whole(data["pos"])], [whole(data["neg"])], config,
+                                  str(tmp_path / "model.keras"), str(tmp_path / "history.csv"))
+    assert result.epoch_size == 120 and result.epochs == 1
+    assert ("on 188 positive and 188 negative particles (12 + 12 held out for validation), "
+            "%d x %d px, 120 boxes an epoch (at most 60 of each class, the rest in turn in "
+            "later epochs)" % (SIZE, SIZE)) in caplog.text
 
 
 def test_history_csv(trained):

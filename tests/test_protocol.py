@@ -144,8 +144,11 @@ class TestDeepConsensus(BaseTest):
         self.assertIn("Kept", summary)
         self.assertIn("validation accuracy", summary)
         self.assertIn("round 2", summary)
-        self.assertIn("sensitivity / false-pick rate per input set", summary)
         info = RunFolder(self.prot._getExtraPath()).info()
+        for trained in info.training.rounds:  # the boxes each epoch showed, by round
+            self.assertIn("round %d: %d epochs of %d boxes, validation accuracy"
+                          % (trained.round, trained.epochs, trained.epoch_size), summary)
+        self.assertIn("sensitivity / false-pick rate per input set", summary)
         agreement = info.ranking.agreement
         for name, sensitivity, rate in zip(info.consensus.picker_names, agreement.sensitivity,
                                            agreement.false_pick_rate):

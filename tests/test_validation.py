@@ -267,7 +267,8 @@ class TestValidation(BaseTest):
         """The ranges are the core's (core.parameters, which the command line checks too);
         the messages name each parameter in the form's words."""
         bad = dict(consensusRadius=0, negativeRatio=0, negativeDistance=3, networkSize=8,
-                   maxEpochs=0, patience=0, learningRate=1, batchSize=1, threshold=-0.1,
+                   maxEpochs=0, epochParticles=50, patience=0, learningRate=1, batchSize=1,
+                   threshold=-0.1,
                    minDistance=-2, edgeMargin=-0.5, seed=-1)
         errors = newDeepConsensus(self, self.protCoords, **bad).validate()
         self.assertEqual(len(errors), len(bad), errors)
@@ -275,6 +276,7 @@ class TestValidation(BaseTest):
             "Consensus radius must be in (0, 1].", "Negatives per positive must be positive.",
             "Exclusion distance must be in [0, 2] boxes.",
             "Network box size must be in [16, 512] px.", "Maximum epochs must be at least 1.",
+            "Boxes of each class per epoch must be 0 (every box) or at least 100.",
             "Early-stopping patience must be at least 1.", "Learning rate must be in (0, 1).",
             "Batch size must be at least 2.", "Score threshold must be in [0, 1].",
             "Minimum distance between particles must be -1 (automatic) or at least 0 A.",

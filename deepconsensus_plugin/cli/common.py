@@ -162,6 +162,12 @@ def add_training(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-epochs", type=int, default=stages.TrainingParams.max_epochs,
                        help="upper bound on epochs per round; training stops earlier when "
                             "the validation loss stops improving (default: %(default)s)")
+    group.add_argument("--epoch-particles", type=int, metavar="N",
+                       default=stages.TrainingParams.epoch_particles,
+                       help="at most N particles and N negatives an epoch, the rest in turn "
+                            "in later epochs, and at most N/5 of each held out: bounds the "
+                            "time of a large dataset's epochs; 0: every box every epoch, as "
+                            "in the paper (default: %(default)s)")
     group.add_argument("--patience", type=int, default=stages.TrainingParams.patience,
                        help="stop after this many epochs without improvement; the learning "
                             "rate drops tenfold after half as many (default: %(default)s)")
@@ -484,7 +490,8 @@ def run_training(args, run: RunFolder) -> None:
     rounds = 2 if method.self_training else 1
     params = stages.TrainingParams(architecture=args.network, max_epochs=args.max_epochs,
                                    patience=args.patience, learning_rate=args.learning_rate,
-                                   batch_size=args.batch_size, seed=args.seed, rounds=rounds)
+                                   batch_size=args.batch_size, seed=args.seed, rounds=rounds,
+                                   epoch_particles=args.epoch_particles)
     stages.training_rounds(run, params, gpus=parse_gpus(args.gpus), progress=progress)
 
 

@@ -74,7 +74,7 @@ def add_args(parser) -> None:
     _round(train)
     train.add_argument("--network", choices=ARCHITECTURES, required=True)
     for flag, kind in (("--max-epochs", int), ("--patience", int), ("--learning-rate", float),
-                       ("--batch-size", int)):
+                       ("--batch-size", int), ("--epoch-particles", int)):
         train.add_argument(flag, type=kind, required=True)
     _computing(train)
     score = pieces.add_parser("score", help="score one shard of particles with a round's "
@@ -114,7 +114,8 @@ def main(args) -> None:
                                        patience=args.patience,
                                        learning_rate=args.learning_rate,
                                        batch_size=args.batch_size, seed=args.seed,
-                                       rounds=args.rounds)
+                                       rounds=args.rounds,
+                                       epoch_particles=args.epoch_particles)
         _warn_without_gpu(args.gpus)
         stages.training_stage(run, args.round_number, params, gpus=common.parse_gpus(args.gpus))
     elif args.piece == "score":

@@ -33,6 +33,8 @@ RANGES: Dict[str, ParameterRange] = {
     "negative_distance": ParameterRange(lambda v: 0 <= v <= 2, "in [0, 2] boxes"),
     "network_size": ParameterRange(lambda v: 16 <= v <= 512, "in [16, 512] px"),
     "max_epochs": ParameterRange(lambda v: v >= 1, "at least 1"),
+    "epoch_particles": ParameterRange(lambda v: v == 0 or v >= 100,
+                                      "0 (every box) or at least 100"),
     "patience": ParameterRange(lambda v: v >= 1, "at least 1"),
     "learning_rate": ParameterRange(lambda v: 0 < v < 1, "in (0, 1)"),
     "batch_size": ParameterRange(lambda v: v >= 2, "at least 2"),

@@ -227,6 +227,9 @@ class RoundInfo:
     centring_search: float = 0.0
     """How far around each pick its scoring looked for the best-centred box (share of the
     box; 0: the pick's own box only)."""
+    epoch_size: Optional[int] = None
+    """The boxes each epoch showed the network (None: a folder from before it was
+    recorded)."""
 
 
 @dataclass

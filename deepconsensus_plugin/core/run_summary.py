@@ -65,8 +65,9 @@ def summary_lines(info: RunInfo) -> List[str]:
                      % extracted.n_crossing_border)
     training = info.training
     for trained in (training.rounds if training else []):
-        line = ("Network '%s', round %d: %d epochs, validation accuracy %.3f"
+        line = ("Network '%s', round %d: %d epochs%s, validation accuracy %.3f"
                 % (training.architecture, trained.round, trained.epochs,
+                   "" if trained.epoch_size is None else " of %d boxes" % trained.epoch_size,
                    trained.val_accuracy))
         if trained.round > 1:
             line += (" (%d particles, %d hard negatives from the first round)"

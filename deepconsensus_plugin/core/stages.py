@@ -53,6 +53,7 @@ from .run_summary import (coverage_lines, crowded_advice, model_origin, nested_l
                           unconfirmed_lines)
 from .stack import create_stack, open_stack
 from .thresholds import automatic_threshold
+from .training import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -221,16 +222,17 @@ class TrainingParams:
     batch_size: int = 64
     seed: int = 0
     rounds: int = 2
+    epoch_particles: int = TrainingConfig.epoch_particles
+    """At most this many boxes of each class an epoch (0: all; :class:`.TrainingConfig`)."""
 
-    def config(self, round_number: int):
+    def config(self, round_number: int) -> TrainingConfig:
         """The :class:`.training.TrainingConfig` of one round (the policy above; the
         learning rate's patience is the training module's rule)."""
-        from .training import TrainingConfig
-
         return TrainingConfig(architecture=self.architecture, max_epochs=self.max_epochs,
                               patience=self.patience, learning_rate=self.learning_rate,
                               batch_size=self.batch_size,
-                              seed=self.seed + ROUND_SEED_STEP * (round_number - 1))
+                              seed=self.seed + ROUND_SEED_STEP * (round_number - 1),
+                              epoch_particles=self.epoch_particles)
 
 
 def _bar(progress: Optional[ProgressFactory], description: str, total: int, unit: str):
@@ -679,7 +681,7 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
     trained = RoundInfo(round=round_number, epochs=result.epochs,
                         val_accuracy=result.val_accuracy, val_loss=result.val_loss,
                         seconds=result.seconds, n_positives=len(positives),
-                        n_hard_negatives=len(hard))
+                        n_hard_negatives=len(hard), epoch_size=result.epoch_size)
     previous = run.info().training
     rounds = [r for r in (previous.rounds if previous else []) if r.round < round_number]
     run.record_stage("training", TrainingInfo(architecture=params.architecture,

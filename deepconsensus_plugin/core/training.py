@@ -45,6 +45,12 @@ class TrainingConfig:
     batch_size: int = 64
     validation_fraction: float = 0.1
     seed: int = 0
+    epoch_particles: int = 25_000
+    """At most this many boxes of each class an epoch, the rest in turn in later epochs, and
+    at most a fifth of it per class held out (0: every box every epoch, the paper's epoch).
+    The early stopping and the learning-rate drop count epochs, so the bound is what keeps
+    a large dataset's training time from growing with it; the development datasets' epochs
+    (at most about 17,000 negatives) are below it."""
 
     def __post_init__(self) -> None:
         if self.lr_patience is None:
@@ -61,6 +67,8 @@ class TrainingResult:
     val_accuracy: float
     val_loss: float
     seconds: float
+    epoch_size: int
+    """The boxes each epoch showed the network."""
 
 
 Source = Tuple[np.ndarray, np.ndarray]
@@ -80,26 +88,43 @@ class ParticleBatches:
     on several stacks (extracted negatives and user-given particles, say)
     without copying them.  Each epoch visits every particle of the larger
     class once and cycles the smaller class to the same count, so batches are
-    balanced without discarding data.  Each stack is asked once per batch for
-    all its rows (a :class:`.stack.ParticleStack` sorts them and reads runs of
-    neighbouring rows in one call).
+    balanced without discarding data.  With ``per_class`` > 0 an epoch holds at
+    most that many of each class: a larger class gives the next ones of a
+    shuffled order, so that successive epochs go through all of it in turn.
+    Each stack is asked once per batch for all its rows (a
+    :class:`.stack.ParticleStack` sorts them and reads runs of neighbouring rows
+    in one call).
     """
 
     def __init__(self, stacks: Sequence[np.ndarray], samples: Sequence[np.ndarray],
-                 batch_size: int, seed: int, augment: bool, balance: bool = True):
+                 batch_size: int, seed: int, augment: bool, balance: bool = True,
+                 per_class: int = 0):
         self.stacks = list(stacks)
         self.samples = [np.asarray(s, dtype=np.int64).reshape(-1, 2) for s in samples]
         self.batch_size = batch_size
         self.augment = augment
         self.balance = balance
+        self.per_class = per_class
         self.rng = np.random.default_rng(seed)
+        self._turns: dict[int, tuple[np.ndarray, int]] = {}
+
+    @property
+    def class_count(self) -> int:
+        """The boxes of each class an epoch holds when balanced."""
+        largest = max(len(s) for s in self.samples)
+        return min(largest, self.per_class) if self.per_class > 0 else largest
+
+    @property
+    def epoch_size(self) -> int:
+        """The boxes an epoch holds."""
+        return (2 * self.class_count if self.balance
+                else sum(len(s) for s in self.samples))
 
     def epoch_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """(labels, (source, row) pairs) of one epoch, shuffled when augmenting."""
         if self.balance:
-            per_class = max(len(s) for s in self.samples)
-            chosen = [s[np.resize(self.rng.permutation(len(s)), per_class)] if len(s) else s
-                      for s in self.samples]
+            count = self.class_count
+            chosen = [self._draw(label, s, count) for label, s in enumerate(self.samples)]
         else:
             chosen = self.samples
         labels = np.concatenate([np.full(len(c), lab, dtype=np.int64)
@@ -108,10 +133,26 @@ class ParticleBatches:
         order = self.rng.permutation(len(labels)) if self.augment else np.arange(len(labels))
         return labels[order], pairs[order]
 
+    def _draw(self, label: int, samples: np.ndarray, count: int) -> np.ndarray:
+        """``count`` of one class's samples: all of them, shuffled and cycled to the count,
+        where the class has no more; else the next ``count`` of a shuffled order, which is
+        shuffled again each time it runs out."""
+        if len(samples) <= count:
+            return (samples[np.resize(self.rng.permutation(len(samples)), count)]
+                    if len(samples) else samples)
+        order, start = self._turns.get(label, (np.empty(0, dtype=np.int64), 0))
+        taken = []
+        while count > 0:
+            if start == len(order):
+                order, start = self.rng.permutation(len(samples)), 0
+            step = min(count, len(order) - start)
+            taken.append(order[start:start + step])
+            start, count = start + step, count - step
+        self._turns[label] = (order, start)
+        return samples[np.concatenate(taken)]
+
     def __len__(self) -> int:
-        n = (2 * max(len(s) for s in self.samples) if self.balance
-             else sum(len(s) for s in self.samples))
-        return math.ceil(n / self.batch_size)
+        return math.ceil(self.epoch_size / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         labels, pairs = self.epoch_samples()
@@ -140,11 +181,14 @@ def dihedral_augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def split_validation(n: int, fraction: float,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random train / validation split of ``range(n)``, at least one of each when n >= 2."""
+def split_validation(n: int, fraction: float, rng: np.random.Generator,
+                     most: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random train / validation split of ``range(n)``, at least one of each when n >= 2,
+    and at most ``most`` held out when it is positive."""
     order = rng.permutation(n)
     n_val = int(round(n * fraction))
+    if most > 0:
+        n_val = min(n_val, most)
     if n >= 2:
         n_val = min(max(n_val, 1), n - 1)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
@@ -226,18 +270,22 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
         raise ValueError(f"cannot train on {len(pos)} positive and {len(neg)} negative particles")
     size = stacks[0].shape[-1]
     rng = np.random.default_rng(config.seed)
+    held_out = config.epoch_particles // 5
     pos_train, pos_val = (pos[i] for i in
-                          split_validation(len(pos), config.validation_fraction, rng))
+                          split_validation(len(pos), config.validation_fraction, rng, held_out))
     neg_train, neg_val = (neg[i] for i in
-                          split_validation(len(neg), config.validation_fraction, rng))
+                          split_validation(len(neg), config.validation_fraction, rng, held_out))
     train = ParticleBatches(stacks, [neg_train, pos_train], config.batch_size, config.seed + 1,
-                            augment=True)
+                            augment=True, per_class=config.epoch_particles)
     val = ParticleBatches(stacks, [neg_val, pos_val], max(config.batch_size, 256),
                           config.seed + 2, augment=False, balance=False)
     logger.info("Training a %s network on %d positive and %d negative particles "
-                "(%d + %d held out for validation), %d x %d px",
+                "(%d + %d held out for validation), %d x %d px, %d boxes an epoch%s",
                 config.architecture, len(pos_train), len(neg_train),
-                len(pos_val), len(neg_val), size, size)
+                len(pos_val), len(neg_val), size, size, train.epoch_size,
+                " (at most %d of each class, the rest in turn in later epochs)"
+                % config.epoch_particles if train.class_count < max(len(pos_train),
+                                                                    len(neg_train)) else "")
 
     if initial_model is None:
         model = build_model(config.architecture, size, n_train=len(pos_train) + len(neg_train))
@@ -270,7 +318,8 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
     return TrainingResult(model_path=model_path, history=history,
                           epochs=len(history["val_loss"]),
                           val_accuracy=history["val_accuracy"][best],
-                          val_loss=history["val_loss"][best], seconds=seconds)
+                          val_loss=history["val_loss"][best], seconds=seconds,
+                          epoch_size=train.epoch_size)
 
 
 def read_history(path: str) -> dict[str, list[float]]:

@@ -246,6 +246,17 @@ class ProtDeepConsensus(DeepConsensusValidation, DeepConsensusStreaming, ProtPar
                       label="Maximum epochs",
                       help="Upper bound on training epochs; training stops earlier when "
                            "the validation loss stops improving.")
+        form.addParam("epochParticles", params.IntParam,
+                      default=stages.TrainingParams.epoch_particles,
+                      expertLevel=params.LEVEL_ADVANCED, label="Boxes of each class per epoch",
+                      help="An epoch shows the network at most this many particles and as "
+                           "many negatives; on a larger dataset the next ones are taken in "
+                           "turn in later epochs, so that every box is used, and at most a "
+                           "fifth of this is held out per class for validation. The early "
+                           "stopping and the learning-rate drop count epochs, so this keeps "
+                           "the training time of a large dataset from growing with it. "
+                           "0: every box in every epoch, as in the paper (the time grows "
+                           "with the data).")
         form.addParam("patience", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED,
                       label="Early-stopping patience (epochs)",
                       help="Stop after this many epochs without a better validation loss "
@@ -441,7 +452,7 @@ class ProtDeepConsensus(DeepConsensusValidation, DeepConsensusStreaming, ProtPar
         for roundNumber in range(1, rounds + 1) if not self._scoreOnly() else ():
             training = (roundNumber, rounds, ARCHITECTURES[self.architecture.get()],
                         self.maxEpochs.get(), self.patience.get(), self.learningRate.get(),
-                        self.batchSize.get(), self.seed.get())
+                        self.batchSize.get(), self.seed.get(), self.epochParticles.get())
             trained = self._insertFunctionStep(self.trainStep, *training, upstream.key,
                                                prerequisites=[previous], needsGPU=gpu)
             previous = self._insertScoring(roundNumber, rounds, jobs,
@@ -515,12 +526,13 @@ class ProtDeepConsensus(DeepConsensusValidation, DeepConsensusStreaming, ProtPar
         stages.model_stage(self._runFolder(), use, source, sourceName, architecture)
 
     def trainStep(self, roundNumber, rounds, architecture, maxEpochs, patience, learningRate,
-                  batchSize, seed, upstream):
+                  batchSize, seed, epochParticles, upstream):
         """Train one round (core.stages.training_stage), as a job."""
         self._runStage("train", "--round", roundNumber, "--rounds", rounds,
                        "--network", architecture, "--max-epochs", maxEpochs,
                        "--patience", patience, "--learning-rate", repr(learningRate),
-                       "--batch-size", batchSize, "--seed", seed, *self._gpuArgs())
+                       "--batch-size", batchSize, "--seed", seed,
+                       "--epoch-particles", epochParticles, *self._gpuArgs())
 
     def scoreStep(self, roundNumber, rounds, shard, jobs, search, upstream):
         """Score one shard of particles (core.shards.scoring_shard_stage), as a job."""

@@ -270,7 +270,8 @@ class DeepConsensusStreaming:
                                            patience=self.patience.get(),
                                            learning_rate=self.learningRate.get(),
                                            batch_size=self.batchSize.get(), seed=self.seed.get(),
-                                           rounds=self._rounds()),
+                                           rounds=self._rounds(),
+                                           epoch_particles=self.epochParticles.get()),
             combine_votes=self._combine(),
             centring_search=self._centringSearch(),
             threshold=(None if self.thresholdMode.get() == self.THRESHOLD_AUTOMATIC

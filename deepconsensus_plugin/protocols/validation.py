@@ -23,6 +23,7 @@ class DeepConsensusValidation:
         "negative_distance": ("negativeDistance", "Exclusion distance"),
         "network_size": ("networkSize", "Network box size"),
         "max_epochs": ("maxEpochs", "Maximum epochs"),
+        "epoch_particles": ("epochParticles", "Boxes of each class per epoch"),
         "patience": ("patience", "Early-stopping patience"),
         "learning_rate": ("learningRate", "Learning rate"),
         "batch_size": ("batchSize", "Batch size"),
