@@ -46,7 +46,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -290,10 +290,12 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
     run = RunFolder(folder)
     stages_row = row["stages"]
 
-    def stage(name: str, kind: str, args_of: Sequence[Sequence[str]], items: int, unit: str
-              ) -> dict:
-        """Measure one stage (``len(args_of)`` processes at once), record it and print it."""
+    def stage(name: str, kind: str, args_of: Sequence[Sequence[str]],
+              items: Union[int, Callable[[], int]], unit: str) -> dict:
+        """Measure one stage (``len(args_of)`` processes at once), record it and print it;
+        ``items`` is how many it handled, or what counts them once it has run."""
         figures = measure(logs, name, kind, folder, args_of)
+        items = items() if callable(items) else items
         figures.update(items=items, unit=unit, per_s=items / figures["seconds"])
         stages_row[name] = figures
         save()
@@ -325,23 +327,21 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
     stage("merge_extraction", "job", [["merge-extraction", "--out", folder, "--shards",
                                        args.jobs] + size], boxes, "boxes")
     rounds = ["--round", 1, "--rounds", 1]
-    n_positives = consensus.n_and
     if model is not None:
         shutil.copy(model, run.file(run.MODEL))
         row["training"] = "not run at this scale (--max-train-scale): scored with the " \
                           "network trained at %s" % model
     else:
-        figures = stage("training", "job",
-                        [["train", "--out", folder, *rounds, "--network", "fast",
-                          "--max-epochs", args.max_epochs, "--patience", 4,
-                          "--learning-rate", 1e-4, "--batch-size", 64, "--seed", args.seed,
-                          "--epoch-particles", args.epoch_particles, "--gpus", "cpu"]],
-                        args.max_epochs * 2 * n_positives, "images")
+        stage("training", "job",
+              [["train", "--out", folder, *rounds, "--network", "fast",
+                "--max-epochs", args.max_epochs, "--patience", 4,
+                "--learning-rate", 1e-4, "--batch-size", 64, "--seed", args.seed,
+                "--epoch-particles", args.epoch_particles, "--gpus", "cpu"]],
+              # the boxes of the epochs trained: as many negatives as particles (balanced
+              # batches), at most --epoch-particles of each
+              lambda: run.info().training.last.epochs * run.info().training.last.epoch_size,
+              "images")
         trained = run.info().training.last
-        # An epoch holds as many negatives as particles (balanced batches), at most
-        # --epoch-particles of each: the round records how many boxes.
-        figures.update(items=trained.epochs * trained.epoch_size,
-                       per_s=trained.epochs * trained.epoch_size / figures["seconds"])
         row["training"] = {"epochs": trained.epochs, "val_accuracy": trained.val_accuracy,
                            "images_per_epoch": trained.epoch_size}
     for jobs in job_counts:

@@ -41,6 +41,9 @@ def test_every_stage_has_time_and_its_own_memory(scale_run):
     # inherited high-water mark (ru_maxrss across exec) would hide.
     assert row["stages"]["consensus"]["peak_mib"] < row["stages"]["training"]["peak_mib"] / 2
     assert set(row["speedup"]) == {"extraction", "scoring"}
+    # the images trained on are those of the epochs the run recorded, not an estimate
+    assert row["stages"]["training"]["items"] == \
+        row["training"]["epochs"] * row["training"]["images_per_epoch"]
     assert "training capped at 1 epoch" in results["note"]
 
 
@@ -62,5 +65,9 @@ def test_merged_results_cover_every_or_coordinate_once(scale_run):
 
 
 def test_prints_the_table(scale_run):
-    _, _, stdout = scale_run
+    _, results, stdout = scale_run
     assert "peak MiB per process" in stdout and "speed-up from 1 to 2 jobs" in stdout
+    training = results["scales"]["1000"]["stages"]["training"]
+    line = next(line for line in stdout.splitlines() if line.split()[:1] == ["training"]
+                and "images/s" in line)
+    assert "%.0f images/s" % training["per_s"] in line  # the figure the JSON keeps

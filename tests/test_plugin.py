@@ -42,13 +42,17 @@ def test_the_job_environment_installs_what_the_package_needs():
     """The job environment installs this package without its dependencies (Scipion's
     are not wanted there), so its list must hold every other one: a module the jobs
     import (tifffile, by the extraction) missing there fails every job."""
-    wanted = set()
+    wanted, tensorflow = set(), []
     for requirement in _install_requires():
         spec, _, marker = requirement.partition(";")
-        if "< '3.9'" in marker or spec.startswith(("scipion-", "tensorflow")):
-            continue
-        wanted.add(spec.strip())
+        if spec.startswith("tensorflow"):
+            tensorflow.append(spec.strip())
+        elif "< '3.9'" not in marker and not spec.startswith("scipion-"):
+            wanted.add(spec.strip())
     assert wanted == set(JOB_REQUIREMENTS)
+    # the job environment's TensorFlow has the package's floor, in both flavours
+    assert tensorflow == [TENSORFLOW["cpu"]]
+    assert TENSORFLOW["gpu"] == TENSORFLOW["cpu"].replace("tensorflow", "tensorflow[and-cuda]")
 
 
 def test_jobs_use_scipions_own_python_when_it_has_tensorflow(plugin):
