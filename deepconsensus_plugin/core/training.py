@@ -6,7 +6,9 @@ validation, random flips and 90-degree rotations (the symmetries of a square
 box, which change nothing a particle classifier should care about), the
 learning rate divided by 10 when the validation loss stalls, and early
 stopping that keeps the best weights.  Particles stream from the on-disk
-stacks in batches, so memory does not grow with the data.
+stacks in batches, so memory does not grow with the data, and an epoch holds
+at most ``TrainingConfig.epoch_particles`` of each class, so neither does an
+epoch's time.
 """
 from __future__ import annotations
 
@@ -279,13 +281,13 @@ def train_classifier(positives: Sequence[Source], negatives: Sequence[Source],
                             augment=True, per_class=config.epoch_particles)
     val = ParticleBatches(stacks, [neg_val, pos_val], max(config.batch_size, 256),
                           config.seed + 2, augment=False, balance=False)
+    bounded = train.class_count < max(len(pos_train), len(neg_train))
     logger.info("Training a %s network on %d positive and %d negative particles "
                 "(%d + %d held out for validation), %d x %d px, %d boxes an epoch%s",
                 config.architecture, len(pos_train), len(neg_train),
                 len(pos_val), len(neg_val), size, size, train.epoch_size,
                 " (at most %d of each class, the rest in turn in later epochs)"
-                % config.epoch_particles if train.class_count < max(len(pos_train),
-                                                                    len(neg_train)) else "")
+                % config.epoch_particles if bounded else "")
 
     if initial_model is None:
         model = build_model(config.architecture, size, n_train=len(pos_train) + len(neg_train))
