@@ -32,9 +32,10 @@ of each class (the run's default; 0: all, twice the AND set, as the paper's epoc
 run is one round (the published method's): the agreement method's second round repeats
 training and scoring at the same cost per box, and its final scoring looks for each
 pick's best-centred box (``--centring-search 0.05``: 9 boxes per pick, the 8 shifted ones
-cut from the micrographs while scoring).  ``--max-train-scale N`` trains only at scales up to N and
-scores the larger ones with the network trained at the largest of those, for scales where
-even one epoch does not fit the time at hand (their training is then not measured).
+cut from the micrographs while scoring).  ``--max-train-scale N`` trains only at scales up
+to N and scores the larger ones with the network trained at the largest of those, for
+scales where even one epoch does not fit the time at hand (their training is then not
+measured).
 """
 from __future__ import annotations
 
@@ -332,15 +333,18 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
         row["training"] = "not run at this scale (--max-train-scale): scored with the " \
                           "network trained at %s" % model
     else:
+        def trained_boxes() -> int:
+            """The boxes of the epochs trained, as the round recorded them: as many
+            negatives as particles (balanced batches), at most --epoch-particles of each."""
+            last = run.info().training.last
+            return last.epochs * last.epoch_size
+
         stage("training", "job",
               [["train", "--out", folder, *rounds, "--network", "fast",
                 "--max-epochs", args.max_epochs, "--patience", 4,
                 "--learning-rate", 1e-4, "--batch-size", 64, "--seed", args.seed,
                 "--epoch-particles", args.epoch_particles, "--gpus", "cpu"]],
-              # the boxes of the epochs trained: as many negatives as particles (balanced
-              # batches), at most --epoch-particles of each
-              lambda: run.info().training.last.epochs * run.info().training.last.epoch_size,
-              "images")
+              trained_boxes, "images")
         trained = run.info().training.last
         row["training"] = {"epochs": trained.epochs, "val_accuracy": trained.val_accuracy,
                            "images_per_epoch": trained.epoch_size}
