@@ -40,9 +40,12 @@ JOB_REQUIREMENTS = ["numpy>=1.23", "scipy>=1.9", "mrcfile>=1.4", "tifffile>=2020
                     "starfile>=0.5.13", "keras>=3.7", "tqdm>=4.60"]
 """What the jobs need besides TensorFlow and this package: setup.py's for Python >= 3.9,
 less Scipion's (tests/test_plugin.py holds the two lists together)."""
-TENSORFLOW = {"cpu": "tensorflow>=2.16", "gpu": "tensorflow[and-cuda]>=2.16"}
-"""The two flavours of the job environment: the GPU one brings CUDA and cuDNN as wheels.
-Both keep setup.py's floor (tests/test_plugin.py holds them to it)."""
+TENSORFLOW_VERSION = ">=2.16"
+"""setup.py's TensorFlow floor, which the job environment keeps (tests/test_plugin.py holds
+the two together)."""
+TENSORFLOW = {"cpu": "tensorflow" + TENSORFLOW_VERSION,
+              "gpu": "tensorflow[and-cuda]" + TENSORFLOW_VERSION}
+"""The two flavours of the job environment: the GPU one brings CUDA and cuDNN as wheels."""
 
 
 def _definePlugin():
