@@ -37,10 +37,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from deepconsensus_plugin import headless  # noqa: E402
 
-from empiar_data import (PICK_FILES, Dataset, audit_anchors, dataset_spec,  # noqa: E402
-                         evaluate_picks, evaluate_selection, load_dataset, or_labels,
-                         paired_f1_bootstrap, pattern_decisions, picker_confidences,
-                         picker_score_ceiling, score_quality, vote_pattern_ceiling)
+from empiar_data import (PICK_FILES, Dataset, add_dataset_arguments,  # noqa: E402
+                         audit_anchors, evaluate_picks, evaluate_selection, load_dataset,
+                         or_labels, paired_f1_bootstrap, pattern_decisions,
+                         picker_confidences, picker_score_ceiling, score_quality,
+                         spec_from_arguments, vote_pattern_ceiling)
 from label_probe import label_probe, label_probe_text  # noqa: E402
 
 from deepconsensus_plugin.core import box_policy, run_summary, stages  # noqa: E402
@@ -54,17 +55,8 @@ COLUMNS = (("one-to-one", None), ("lenient", "lenient"), ("labels audited", "aud
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True,
-                        help="a dataset folder (micrographs/, picks/<picker>/*.box, gt/*.csv)")
+    add_dataset_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--pixel-size", type=float, default=None,
-                        help="A/px of the micrographs (default: the known dataset's)")
-    parser.add_argument("--diameter", type=float, default=None,
-                        help="particle diameter in px (default: the known dataset's); the "
-                             "match radius is a quarter of it")
-    parser.add_argument("--flip-y", action=argparse.BooleanOptionalAction, default=None,
-                        help="the image rows run opposite to the picks' frame (default: the "
-                             "known dataset's; no for a new one)")
     parser.add_argument("--pickers", default=None,
                         help="comma-separated picker folders to run, in this input order "
                              "(default: every folder under picks/)")
@@ -606,7 +598,7 @@ def main(argv=None) -> int:
     args.model = args.model and os.path.abspath(args.model)  # the project is another folder
     os.makedirs(out, exist_ok=True)
     headless.configure(os.path.join(out, "scipion"))
-    spec = dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
+    spec = spec_from_arguments(args)
     chosen = tuple(p for p in args.pickers.split(",") if p) if args.pickers else None
     data = load_dataset(args.data, out, spec, chosen, args.labelled_only, args.box)
     dc, total = run_scipion(data, args)

@@ -20,6 +20,7 @@ layout gives them on the command line.
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 from dataclasses import dataclass, field, replace
@@ -83,6 +84,27 @@ def dataset_spec(data_dir: str, pixel_size: Optional[float] = None,
                                                ("diameter", diameter), ("flip_y", flip_y))
                  if value is not None}
     return replace(spec, **overrides)
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and the facts its files do not give (``--pixel-size``, ``--diameter``,
+    ``--flip-y``), as every script over a dataset folder takes them; read them back with
+    :func:`spec_from_arguments`."""
+    parser.add_argument("--data", required=True,
+                        help="a dataset folder (micrographs/, picks/<picker>/*.box, gt/*.csv)")
+    parser.add_argument("--pixel-size", type=float, default=None,
+                        help="A/px of the micrographs (default: the known dataset's)")
+    parser.add_argument("--diameter", type=float, default=None,
+                        help="particle diameter in px (default: the known dataset's); the "
+                             "match radius is a quarter of it")
+    parser.add_argument("--flip-y", action=argparse.BooleanOptionalAction, default=None,
+                        help="the image rows run opposite to the picks' frame (default: the "
+                             "known dataset's; no for a new one)")
+
+
+def spec_from_arguments(args: argparse.Namespace) -> DatasetSpec:
+    """The dataset facts of arguments that :func:`add_dataset_arguments` defined."""
+    return dataset_spec(args.data, args.pixel_size, args.diameter, args.flip_y)
 
 
 @dataclass
