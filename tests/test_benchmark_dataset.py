@@ -625,3 +625,47 @@ def test_the_method_flags_set_the_protocol_form():
             "modelSource": Prot.MODEL_FILE, "modelFile": "/m.keras", "modelUse": use}
     with pytest.raises(SystemExit):
         module.parse_args(["--data", "d", "--out", "o", "--score-only"])
+
+
+def test_picker_spacing_counts_the_picks_another_picker_left_beside_its_own(monkeypatch):
+    """Picker B never picks closer than 100 px; A's picks 20 to 60 px from a B pick lack
+    B's vote though they lie on labels, one 150 px away lies on none, and the bands say
+    so (counts and labelled shares)."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    from picker_spacing import bands, closest_spacing, nearest_other
+
+    b = np.array([[100.0, 100.0], [200.0, 100.0], [300.0, 100.0]])
+    a = np.array([[101.0, 100.0],      # confirmed (1 px)
+                  [200.0, 130.0],      # beside B's pick, on a label
+                  [300.0, 160.0],      # beside, on none
+                  [100.0, 250.0]])     # 150 px from the nearest B pick, on a label
+    truth = np.array([[100.0, 100.0], [200.0, 131.0], [100.0, 252.0]])
+    assert closest_spacing({"m": b, "empty": np.empty((0, 2))}) == 100.0
+    assert closest_spacing({"m": b[:1]}) == np.inf
+    distance, labelled = nearest_other({"m": a}, {"m": b}, {"m": truth}, match_radius=5.0)
+    assert np.allclose(distance, [1.0, 30.0, 60.0, 150.0])
+    assert labelled.tolist() == [True, True, False, True]
+    lone = distance > 10.0
+    assert bands(distance[lone], labelled[lone], 10.0, 100.0) == [
+        ("within its closest spacing", 2, 0.5), ("one to two spacings", 1, 1.0),
+        ("further, or none on the micrograph", 0, pytest.approx(np.nan, nan_ok=True))]
+    alone, on_label = nearest_other({"m": a}, {}, {"m": truth}, match_radius=5.0)
+    assert np.isinf(alone).all() and on_label.tolist() == [True, True, False, True]
+
+
+def test_picker_spacing_prints_the_counts_for_a_dataset_folder(monkeypatch, tmp_path, capsys):
+    """On the demo laid out as a dataset folder: one spacing line per picker, and the lone
+    picks split into the bands add up to the count it gives; an unknown picker is named."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))
+    import picker_spacing
+
+    data = demo_dataset(tmp_path)
+    facts = ["--data", str(data), "--pixel-size", "3.54", "--diameter", "54"]
+    picker_spacing.main(facts + ["--picker", "crYOLO", "--other", "topaz"])
+    lines = capsys.readouterr().out.splitlines()
+    pickers = [line.split(":")[0].strip() for line in lines[1:4]]
+    assert pickers == ["crYOLO", "deepPicker", "topaz"]
+    lone = int(lines[4].split("; ")[1].split()[0])
+    assert sum(int(line.split(": ")[1].split(",")[0]) for line in lines[5:8]) == lone > 0
+    with pytest.raises(SystemExit, match="has no picker 'cryolo'"):
+        picker_spacing.main(facts + ["--picker", "cryolo", "--other", "topaz"])
