@@ -31,8 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from empiar_data import add_dataset_arguments, load_dataset, spec_from_arguments  # noqa: E402
 
-#: The protocol's default consensus radius, a fraction of the box.
-CONSENSUS_RADIUS = 0.1
+from deepconsensus_plugin.core.metrics import match_to_truth  # noqa: E402
+from deepconsensus_plugin.core.stages import ConsensusParams  # noqa: E402
 
 
 def closest_spacing(picks: dict[str, np.ndarray]) -> float:
@@ -51,7 +51,7 @@ def nearest_other(picks: dict[str, np.ndarray], others: dict[str, np.ndarray],
                   match_radius: float) -> tuple[np.ndarray, np.ndarray]:
     """For each pick on a micrograph of ``truth``: the distance to the nearest pick of
     ``others`` (``inf`` where it has none there) and whether a label lies within
-    ``match_radius``."""
+    ``match_radius`` (the benchmark's lenient labels, :func:`.metrics.match_to_truth`)."""
     distance, labelled = [np.empty(0)], [np.empty(0, dtype=bool)]
     for name, labels in truth.items():
         xy = picks.get(name, np.empty((0, 2)))
@@ -60,8 +60,7 @@ def nearest_other(picks: dict[str, np.ndarray], others: dict[str, np.ndarray],
         other = others.get(name, np.empty((0, 2)))
         distance.append(cKDTree(other).query(xy)[0] if len(other)
                         else np.full(len(xy), np.inf))
-        labelled.append(cKDTree(labels).query(xy)[0] <= match_radius if len(labels)
-                        else np.zeros(len(xy), dtype=bool))
+        labelled.append(match_to_truth(xy, labels, match_radius)[0])
     return np.concatenate(distance), np.concatenate(labelled)
 
 
@@ -80,7 +79,7 @@ def bands(distance: np.ndarray, labelled: np.ndarray, radius: float,
               ("further, or none on the micrograph", 2 * spacing, np.inf)]
     rows = []
     for label, low, high in limits:
-        inside = (distance > low) & (distance <= high) if np.isfinite(high) else distance > low
+        inside = (distance > low) & (distance <= high)
         rows.append((label, int(inside.sum()), share(labelled[inside])))
     return rows
 
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     print("%s: box %d px, match radius %.1f px" % (data.name, data.box, data.match_radius))
     for picker in data.pickers:
         print("  %s: closest spacing %.1f px" % (picker, closest_spacing(data.picks[picker])))
-    radius = CONSENSUS_RADIUS * data.box
+    radius = ConsensusParams().radius * data.box
     spacing = closest_spacing(data.picks[args.other])
     distance, labelled = nearest_other(data.picks[args.picker], data.picks[args.other],
                                        data.truth, data.match_radius)
