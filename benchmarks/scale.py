@@ -5,13 +5,18 @@
 For each scale the synthetic dataset (cached under ``OUT/data``) goes through the
 core's stages, each stage a process of its own, as Scipion's protocol runs them:
 
-    consensus -> negatives -> extraction shards (1 job, then --jobs jobs at once)
-        -> merge-extraction -> training -> scoring shards (1 job, then --jobs jobs)
-        -> merge-scores -> ranking -> split
+    Scipion inputs -> consensus -> negatives -> extraction shards (1 job, then --jobs
+        jobs at once) -> merge-extraction -> training -> scoring shards (1 job, then
+        --jobs jobs) -> merge-scores -> ranking -> split -> Scipion outputs
 
 Extraction, merges, training and scoring run as the ``deepconsensus job ...``
 sub-commands the protocol runs; consensus, negatives, ranking and split (which
-the protocol runs in its own process) call the stage functions.  Per stage it
+the protocol runs in its own process) call the stage functions.  The two Scipion
+stages are what the protocol adds around the core, timed on the same picks: reading
+the pickers' ``SetOfCoordinates`` into the consensus input (``convert.consensusInput``,
+the first half of the consensus step; the sets are written to SQLite first, untimed, as
+the pickers' protocols would have) and filling the retained and pruned sets
+(``outputs.splitSets``, the output step's work per coordinate).  Per stage it
 reports the wall time, the throughput (coordinates or boxes per second) and the
 peak resident memory of each process, and per scale the speed-up of extraction
 and scoring from 1 to ``--jobs`` parallel jobs; it prints a table and writes
@@ -160,6 +165,7 @@ def child_main(argv: Sequence[str]) -> int:
     from deepconsensus_plugin.core.run_folder import RunFolder
 
     run = RunFolder(run_path)
+    count = None  # what a stage counts as it runs, where it reports that itself
     if stage == "job":
         from deepconsensus_plugin.cli import main as cli_main
 
@@ -175,10 +181,14 @@ def child_main(argv: Sequence[str]) -> int:
     elif stage == "split":
         box = run.info().consensus.box
         stages.split_stage(run, None, box_policy.length_px(-1, DEFAULT_MIN_DISTANCE, box, None))
+    elif stage == "scipion_inputs":
+        count = scipion_inputs_child(*rest)
+    elif stage == "scipion_outputs":
+        count = scipion_outputs_child(run_path, *rest)
     else:
         raise ValueError("unknown stage %r" % stage)
     with open(report, "w") as handle:
-        json.dump({"peak_mib": vm_hwm_mib()}, handle)
+        json.dump({"peak_mib": vm_hwm_mib(), "count": count}, handle)
     return 0
 
 
@@ -205,6 +215,83 @@ def consensus_child(run, picks_file: str, micrographs_json: str, box: str) -> No
                    for i, path in enumerate(paths)]
     stages.consensus_stage(run, stages.ConsensusInput(micrographs=micrographs, pickers=pickers,
                                                       box=int(box), sampling_rate=1.0))
+
+
+def scipion_sets(folder: str, picks_file: str, paths: Sequence[str], box: int) -> dict:
+    """The cached picks as Scipion would hold them: a ``SetOfMicrographs`` (ids 1, 2, ...
+    as the consensus child numbers them) and one ``SetOfCoordinates`` per picker, written
+    to SQLite in ``folder``.  The pickers' protocols pay this, not the run: timed apart."""
+    from pwem.objects import Coordinate, Micrograph, SetOfCoordinates, SetOfMicrographs
+
+    start = time.perf_counter()
+    os.makedirs(folder)
+    micrographs = SetOfMicrographs(filename=os.path.join(folder, "micrographs.sqlite"))
+    micrographs.setSamplingRate(1.0)
+    for path in paths:
+        micrograph = Micrograph(location=path)
+        micrograph.setMicName(os.path.basename(path))
+        micrographs.append(micrograph)
+    micrographs.write()
+    data = np.load(picks_file)
+    coordinate = Coordinate()
+    for p in range(PICKERS):
+        coordinates = SetOfCoordinates(filename=os.path.join(folder, "picker%d.sqlite" % (p + 1)))
+        coordinates.setBoxSize(box)  # the micrographs are set where the sets are read
+        mine = data["picker"] == p
+        for mic, (x, y) in zip(data["mic"][mine].tolist(), data["xy"][mine].tolist()):
+            coordinate.cleanObjId()
+            coordinate.setMicId(mic + 1)
+            coordinate.setPosition(int(round(x)), int(round(y)))
+            coordinates.append(coordinate)
+        coordinates.write()
+    return {"seconds": time.perf_counter() - start}
+
+
+def _set(kind, folder: str, name: str):
+    """A set written by :func:`scipion_sets` (or the output stage), its properties (pixel
+    size, box) read as a project's database gives them."""
+    loaded = kind(filename=os.path.join(folder, name + ".sqlite"))
+    loaded.loadAllProperties()
+    return loaded
+
+
+def scipion_inputs_child(folder: str) -> int:
+    """The consensus step's reading: the pickers' sets into the core's consensus input, as
+    the protocol gathers them (``convert.consensusInput``).  Returns the picks read."""
+    from pwem.objects import SetOfCoordinates, SetOfMicrographs
+
+    from deepconsensus_plugin import convert
+
+    sets = []
+    for p in range(PICKERS):
+        coordinates = _set(SetOfCoordinates, folder, "picker%d" % (p + 1))
+        coordinates.setMicrographs(_set(SetOfMicrographs, folder, "micrographs"))
+        sets.append(coordinates)
+    inputs = convert.consensusInput(sets, ["picker%d" % (p + 1) for p in range(PICKERS)])
+    return sum(len(xy) for picker in inputs.pickers for xy in picker.picks.values())
+
+
+def scipion_outputs_child(run_path: str, folder: str) -> int:
+    """The output step's work per coordinate: the run's split (at its threshold) into the
+    retained and pruned ``SetOfCoordinates``, filled and written as the protocols fill
+    them (``outputs.splitSets``).  Returns the coordinates written."""
+    from pwem.objects import SetOfCoordinates, SetOfMicrographs
+
+    from deepconsensus_plugin.protocols.outputs import splitSets
+    from deepconsensus_plugin.results import RunResults
+
+    results = RunResults(run_path)
+    micrographs = _set(SetOfMicrographs, folder, "micrographs")
+
+    def new_set(suffix: str) -> SetOfCoordinates:
+        coordinates = SetOfCoordinates(filename=os.path.join(folder, "%s.sqlite" % suffix))
+        coordinates.setMicrographs(micrographs)
+        return coordinates
+
+    outputs = splitSets(results, results.split(results.threshold), new_set)
+    for coordinates in outputs.values():
+        coordinates.write()
+    return sum(coordinates.getSize() for coordinates in outputs.values())
 
 
 class Process:
@@ -237,9 +324,12 @@ class Process:
                 tail = log.read()[-3000:]
             raise RuntimeError("%s failed (exit status %d):\n%s" % (self.name, status, tail))
         with open(self.report) as handle:
-            peak = json.load(handle)["peak_mib"]
-        return {"seconds": self.seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                "peak_mib": peak}
+            report = json.load(handle)
+        figures = {"seconds": self.seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                   "peak_mib": report["peak_mib"]}
+        if report.get("count") is not None:
+            figures["count"] = report["count"]
+        return figures
 
 
 def measure(folder: str, name: str, stage: str, run: str, args_of: Sequence[Sequence[str]]
@@ -297,6 +387,10 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
         ``items`` is how many it handled, or what counts them once it has run."""
         figures = measure(logs, name, kind, folder, args_of)
         items = items() if callable(items) else items
+        counted = [p["count"] for p in figures["processes"] if "count" in p]
+        if counted and sum(counted) != items:
+            raise RuntimeError("%s handled %d %s, not the %d it was given"
+                               % (name, sum(counted), unit, items))
         figures.update(items=items, unit=unit, per_s=items / figures["seconds"])
         stages_row[name] = figures
         save()
@@ -307,6 +401,10 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
         return figures
 
     n_picks = int(np.load(data["picks"])["mic"].size)
+    sets = os.path.join(folder, "scipion")
+    row["data"]["scipion_sets_seconds"] = scipion_sets(sets, data["picks"], data["micrographs"],
+                                                       args.box)["seconds"]
+    stage("scipion_inputs", "scipion_inputs", [[sets]], n_picks, "picks")
     stage("consensus", "consensus", [[data["picks"], micrographs_json, args.box]], n_picks,
           "picks")
     consensus = run.info().consensus
@@ -359,6 +457,8 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
     stage("ranking", "ranking", [[]], consensus.n_or, "coordinates")
     stage("split", "split", [[]], consensus.n_or, "coordinates")
     split = run.info().split
+    stage("scipion_outputs", "scipion_outputs", [[sets]], split.n_retained + split.n_pruned,
+          "coordinates")
     scores = run.scores()
     row["coverage"] = {"scores": int(len(scores)), "finite_scores": int(np.isfinite(scores).sum()),
                        "retained": split.n_retained, "pruned": split.n_pruned,
@@ -369,9 +469,9 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
             / stages_row["%s_%djob" % (what, args.jobs)]["seconds"]
             for what in ("extraction", "scoring")}
     save()
-    if not args.keep:  # the stacks of 10^6 boxes take gigabytes
-        for name in (run.OR_PARTICLES, run.NEG_PARTICLES, run.SHARDS):
-            path = run.file(name)
+    if not args.keep:  # the stacks of 10^6 boxes take gigabytes, the sets hundreds of MB
+        for path in [run.file(name) for name in (run.OR_PARTICLES, run.NEG_PARTICLES,
+                                                 run.SHARDS)] + [sets]:
             shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
     return row
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ("consensus", "negatives", "extraction_1job", "extraction_2job", "merge_extraction",
-          "training", "scoring_1job", "scoring_2job", "merge_scores", "ranking", "split")
+STAGES = ("scipion_inputs", "consensus", "negatives", "extraction_1job", "extraction_2job",
+          "merge_extraction", "training", "scoring_1job", "scoring_2job", "merge_scores",
+          "ranking", "split", "scipion_outputs")
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,31 @@ def test_merged_results_cover_every_or_coordinate_once(scale_run):
     rows = np.concatenate([np.arange(int(s["start"]), int(s["stop"])) for s in scored])
     assert np.array_equal(np.sort(rows), np.arange(n_or))
     assert len(np.load(out / "run_1000" / "or_particles.npy", mmap_mode="r")) == n_or
+
+
+def test_scipion_stages_read_every_pick_and_write_every_coordinate(scale_run):
+    """The Scipion stages' figures count what the child processes read and wrote (the
+    command stops where a count differs from what the stage was given), and the output
+    sets on disk hold the run's split."""
+    from pwem.objects import SetOfCoordinates
+
+    from deepconsensus_plugin.core.run_folder import RunFolder
+
+    out, results, _ = scale_run
+    row = results["scales"]["1000"]
+    stages = row["stages"]
+    assert stages["scipion_inputs"]["processes"][0]["count"] == row["n_picks"] \
+        == stages["scipion_inputs"]["items"]
+    assert stages["scipion_outputs"]["processes"][0]["count"] == row["n_or"]
+    assert row["data"]["scipion_sets_seconds"] > 0
+    sets = out / "run_1000" / "scipion"
+    retained = SetOfCoordinates(filename=str(sets / "retained.sqlite"))
+    pruned = SetOfCoordinates(filename=str(sets / "pruned.sqlite"))
+    assert retained.getSize() == row["coverage"]["retained"]
+    assert pruned.getSize() == row["coverage"]["pruned"]
+    threshold = RunFolder(str(out / "run_1000")).info().split.threshold
+    assert min(c._dcScore.get() for c in retained.iterItems()) >= threshold
+    assert max(c._dcScore.get() for c in pruned.iterItems() if not c._dcDuplicate) < threshold
 
 
 def test_prints_the_table(scale_run):

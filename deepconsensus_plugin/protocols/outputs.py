@@ -1,4 +1,6 @@
 """The DC-retained / DC-pruned outputs, shared by the deep-consensus and re-threshold protocols."""
+from typing import Callable, Dict
+
 from pwem.objects import SetOfCoordinates
 
 from .. import convert
@@ -15,24 +17,34 @@ POSSIBLE_OUTPUTS = {OUTPUT_RETAINED: SetOfCoordinates, OUTPUT_PRUNED: SetOfCoord
 def registerSplit(protocol, dcRun, results: RunResults, split: Split):
     """Register on ``protocol`` the retained and pruned sets of ``dcRun`` cut by ``split``.
 
-    Both sets point to the micrographs of the run's first input set and keep
-    its box size; every coordinate carries ``_dcScore``, ``_dcVotes``,
-    ``_dcDuplicate`` (pruned only because a better retained coordinate is
-    too close) and ``_dcAtEdge`` (pruned only because it lies too close to
-    the micrograph's edge); each set is related to every input set.
+    Both sets point to the micrographs of the run's first input set; each set is related
+    to every input set.
     """
-    table = results.table
     micsPointer = dcRun.inputCoordinates[0].get().getMicrographs(asPointer=True)
+    outputs = splitSets(results, split, lambda suffix: protocol._createSetOfCoordinates(
+        micsPointer, suffix=suffix))
+    protocol._defineOutputs(**outputs)
+    for pointer in dcRun.inputCoordinates:
+        for coordSet in outputs.values():
+            protocol._defineSourceRelation(pointer, coordSet)
+
+
+def splitSets(results: RunResults, split: Split,
+              newSet: Callable[[str], SetOfCoordinates]) -> Dict[str, SetOfCoordinates]:
+    """The retained and pruned sets (by output name), each made by ``newSet(suffix)`` and
+    filled: the input coordinates' box size, and on every coordinate ``_dcScore``,
+    ``_dcVotes``, ``_dcDuplicate`` (pruned only because a better retained coordinate is
+    too close) and ``_dcAtEdge`` (pruned only because it lies too close to the
+    micrograph's edge).  Apart from registering, this is all the protocols' output step
+    does per coordinate, so ``benchmarks/scale.py`` times it at scale."""
+    table = results.table
     outputs = {}
     for name, rows, suffix in ((OUTPUT_RETAINED, split.retained, "retained"),
                                (OUTPUT_PRUNED, split.pruned, "pruned")):
-        coordSet = protocol._createSetOfCoordinates(micsPointer, suffix=suffix)
+        coordSet = newSet(suffix)
         coordSet.setBoxSize(results.outputBox)
         convert.fillCoordinates(coordSet, rows, table.mic, table.xy, results.scores,
                                 table.votes, split.duplicate, split.at_edge,
                                 results.micrographs)
         outputs[name] = coordSet
-    protocol._defineOutputs(**outputs)
-    for pointer in dcRun.inputCoordinates:
-        for coordSet in outputs.values():
-            protocol._defineSourceRelation(pointer, coordSet)
+    return outputs
