@@ -59,8 +59,9 @@ def test_the_discriminant_finds_weak_particles_in_coloured_noise():
     rng = np.random.default_rng(2)
     train_p, train_b = faint_discs(rng, 400, 0.5), coloured_noise(rng, 400)
     power = radial.mean_power([(np.concatenate([train_p, train_b]), np.arange(800))])
-    fitted = radial.fit_discriminant(radial.rotational_averages(train_p, power),
-                                     radial.rotational_averages(train_b, power), power)
+    fitted = radial.fit_discriminant(radial.ClassMoments.of_stack(train_p, np.arange(400), power),
+                                     radial.ClassMoments.of_stack(train_b, np.arange(400), power),
+                                     power)
     test_p, test_b = faint_discs(rng, 300, 0.5), coloured_noise(rng, 300)
     llr = fitted.log_likelihood_ratio(radial.rotational_averages(
         np.concatenate([test_p, test_b]), power))
@@ -69,24 +70,53 @@ def test_the_discriminant_finds_weak_particles_in_coloured_noise():
     assert fitted.separation > 1
 
 
+def test_moments_gathered_chunk_by_chunk_are_those_of_all_the_averages(monkeypatch):
+    """The discriminant's moments are gathered a few boxes at a time (memory flat in the
+    stack's length): in any row order they equal the mean and covariance of every
+    average at once, and so does the fit."""
+    monkeypatch.setattr(radial, "CHUNK", 7)
+    rng = np.random.default_rng(3)
+    stack = faint_discs(rng, 50, 0.5) + 3.0  # an offset that a plain sum would cancel
+    power = radial.mean_power([(stack, np.arange(50))])
+    rows = rng.permutation(50)[:30]
+    moments = radial.ClassMoments.of_stack(stack, rows, power)
+    averages = radial.rotational_averages(stack[rows], power)
+    assert moments.n == 30
+    np.testing.assert_allclose(moments.mean, averages.mean(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(moments.covariance, np.cov(averages, rowvar=False), rtol=1e-10,
+                               atol=1e-14)
+    background = radial.ClassMoments.of_stack(stack, np.arange(30, 50), power)
+    fitted = radial.fit_discriminant(moments, background, power)
+    at_once = radial.fit_discriminant(radial.ClassMoments.of_stack(stack[rows], np.arange(30),
+                                                                   power),
+                                      radial.ClassMoments.of_stack(stack[30:], np.arange(20),
+                                                                   power), power)
+    np.testing.assert_allclose(fitted.weights, at_once.weights, rtol=1e-8)
+
+
 def test_a_stack_is_read_in_any_row_order_and_the_discriminant_survives_the_record():
     rng = np.random.default_rng(3)
     stack = faint_discs(rng, 50, 0.5)
     power = radial.mean_power([(stack, np.arange(50))])
     rows = rng.permutation(50)[:30]
-    np.testing.assert_allclose(radial.stack_averages(stack, rows, power),
-                               radial.rotational_averages(stack[rows], power))
-    fitted = radial.fit_discriminant(radial.rotational_averages(stack[:25], power),
-                                     radial.rotational_averages(stack[25:], power), power)
+    fitted = radial.fit_discriminant(radial.ClassMoments.of_stack(stack, np.arange(25), power),
+                                     radial.ClassMoments.of_stack(stack, np.arange(25, 50),
+                                                                  power), power)
+    np.testing.assert_allclose(fitted.score_stack(stack, rows),
+                               fitted.log_likelihood_ratio(radial.rotational_averages(
+                                   stack[rows], power)))
     again = RotationalInfo.of(fitted, 25, 25, 0.0).discriminant()  # through the run record
     np.testing.assert_array_equal(again.score_stack(stack, rows), fitted.score_stack(stack, rows))
 
 
 def test_too_few_boxes_to_fit_are_refused_with_the_counts():
-    averages = np.zeros((5, SIZE // 2 + 1))
+    boxes = np.random.default_rng(4).normal(size=(20, SIZE, SIZE))
+    power = np.ones(SIZE // 2 + 1)
     with pytest.raises(ValueError, match="at least 10 boxes of each class .got 5 particles, "
                                          "20 background"):
-        radial.fit_discriminant(averages, np.zeros((20, SIZE // 2 + 1)), np.ones(SIZE // 2 + 1))
+        radial.fit_discriminant(radial.ClassMoments.of_stack(boxes, np.arange(5), power),
+                                radial.ClassMoments.of_stack(boxes, np.arange(20), power),
+                                power)
 
 
 def test_extraction_fits_it_the_agreement_adds_it_and_it_can_be_switched_off(prepared):

@@ -111,9 +111,46 @@ def _per_box(stack, rows: np.ndarray, function) -> np.ndarray:
     return out
 
 
-def stack_averages(stack, rows: np.ndarray, power: np.ndarray) -> np.ndarray:
-    """:func:`rotational_averages` of the boxes of ``stack`` at ``rows``, in that order."""
-    return _per_box(stack, rows, lambda boxes: rotational_averages(boxes, power))
+@dataclass
+class ClassMoments:
+    """The count, mean and scatter (sum of squared deviations from the mean) of one
+    class's rotational averages: all the discriminant needs of them.  Gathered a chunk at
+    a time (merged as Chan et al. merge variances, from each chunk's own mean, so no large
+    sum is cancelled), so that a fit over a million boxes holds a few numbers, not a
+    million rows."""
+
+    n: int
+    mean: np.ndarray
+    scatter: np.ndarray
+
+    @classmethod
+    def of_stack(cls, stack, rows: np.ndarray, power: np.ndarray) -> ClassMoments:
+        """The moments of the rotational averages (:func:`rotational_averages` with
+        ``power``) of the boxes of ``stack`` at ``rows``, ``CHUNK`` boxes at a time."""
+        bins = int(stack.shape[-1]) // 2 + 1
+        moments = cls(0, np.zeros(bins), np.zeros((bins, bins)))
+        for boxes in _chunks(stack, np.sort(np.asarray(rows, dtype=np.int64))):
+            moments.add(rotational_averages(boxes, power))
+        return moments
+
+    def add(self, averages: np.ndarray) -> None:
+        """Take the rotational averages ``averages`` ((n, bins)) into the moments."""
+        count = len(averages)
+        if count == 0:
+            return
+        mean = averages.mean(axis=0)
+        centred = averages - mean
+        delta = mean - self.mean
+        total = self.n + count
+        self.scatter = self.scatter + centred.T @ centred \
+            + np.outer(delta, delta) * (self.n * count / total)
+        self.mean = self.mean + delta * (count / total)
+        self.n = total
+
+    @property
+    def covariance(self) -> np.ndarray:
+        """The unbiased covariance, as ``np.cov`` gives it."""
+        return self.scatter / (self.n - 1)
 
 
 @dataclass(frozen=True)
@@ -141,16 +178,16 @@ class RotationalDiscriminant:
             rotational_averages(boxes, self.power)))
 
 
-def fit_discriminant(particles: np.ndarray, background: np.ndarray,
+def fit_discriminant(particles: ClassMoments, background: ClassMoments,
                      power: np.ndarray) -> RotationalDiscriminant:
-    """The discriminant of the rotational averages ``particles`` against ``background``
-    ((n, bins) each, from :func:`rotational_averages` with ``power``)."""
-    if len(particles) < MIN_BOXES or len(background) < MIN_BOXES:
+    """The discriminant of the rotational averages of ``particles`` against
+    ``background`` (their :class:`ClassMoments`, of averages made with ``power``)."""
+    if particles.n < MIN_BOXES or background.n < MIN_BOXES:
         raise ValueError("the rotational-average discriminant needs at least %d boxes of each "
                          "class (got %d particles, %d background)"
-                         % (MIN_BOXES, len(particles), len(background)))
-    mean_1, mean_0 = particles.mean(axis=0), background.mean(axis=0)
-    pooled = 0.5 * (np.cov(particles, rowvar=False) + np.cov(background, rowvar=False))
+                         % (MIN_BOXES, particles.n, background.n))
+    mean_1, mean_0 = particles.mean, background.mean
+    pooled = 0.5 * (particles.covariance + background.covariance)
     pooled += RIDGE * np.trace(pooled) / len(pooled) * np.eye(len(pooled))
     difference = mean_1 - mean_0
     weights = np.linalg.solve(pooled, difference)

@@ -526,8 +526,8 @@ def _fit_rotational(run: RunFolder, extracted: ExtractionInfo) -> Optional[Rotat
             open_stack(run.file(run.NEG_PARTICLES)) as neg_stack:
         power = radial.mean_power([(or_stack, np.flatnonzero(usable))])
         discriminant = radial.fit_discriminant(
-            radial.stack_averages(or_stack, particles, power),
-            radial.stack_averages(neg_stack, background, power), power)
+            radial.ClassMoments.of_stack(or_stack, particles, power),
+            radial.ClassMoments.of_stack(neg_stack, background, power), power)
         evidence = discriminant.score_stack(or_stack, np.arange(len(or_stack)))
     evidence[~usable] = np.nan
     run.write_array(run.ROTATIONAL_LLR, evidence)
