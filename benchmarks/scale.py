@@ -262,10 +262,11 @@ def scipion_inputs_child(folder: str) -> int:
 
     from deepconsensus_plugin import convert
 
+    micrographs = _set(SetOfMicrographs, folder, "micrographs")
     sets = []
     for p in range(PICKERS):
         coordinates = _set(SetOfCoordinates, folder, "picker%d" % (p + 1))
-        coordinates.setMicrographs(_set(SetOfMicrographs, folder, "micrographs"))
+        coordinates.setMicrographs(micrographs)
         sets.append(coordinates)
     inputs = convert.consensusInput(sets, ["picker%d" % (p + 1) for p in range(PICKERS)])
     return sum(len(xy) for picker in inputs.pickers for xy in picker.picks.values())
