@@ -248,8 +248,8 @@ def scipion_sets(folder: str, picks_file: str, paths: Sequence[str], box: int) -
 
 
 def _set(kind, folder: str, name: str):
-    """A set written by :func:`scipion_sets` (or the output stage), its properties (pixel
-    size, box) read as a project's database gives them."""
+    """A set that :func:`scipion_sets` wrote, with its properties (pixel size, box) read
+    as a project's database gives them."""
     loaded = kind(filename=os.path.join(folder, name + ".sqlite"))
     loaded.loadAllProperties()
     return loaded
