@@ -153,6 +153,30 @@ def test_consensus_table_equals_micrograph_by_micrograph_consensus():
     assert sorted(set(table.mic.tolist())) == [0, 3, 4, 7]
 
 
+def test_consensus_table_in_chunks_is_the_one_plane_table_to_the_bit():
+    """Merging a few micrographs at a time bounds the consensus's memory; it must not
+    move a coordinate by a rounding step, nor change a vote or a row's place: the
+    micrographs come in no order, one picker lacks one, one has no picks, and one
+    holds more picks than a chunk."""
+    rng = np.random.default_rng(21)
+    pickers = [{}, {}, {}]
+    for m in (9, 2, 14, 5, 0, 11, 7):
+        truth = rng.uniform(-15, 700, size=(300 if m == 5 else 40, 2))
+        for p, picker in enumerate(pickers):
+            keep = rng.random(len(truth)) < 0.8
+            found = truth[keep] + rng.normal(scale=2.5, size=(keep.sum(), 2))
+            picker[m] = np.vstack([found, found[:3] + 1.0, rng.uniform(0, 700, (4 + p, 2))])
+    del pickers[2][11]
+    pickers[1][7] = np.empty((0, 2))
+    whole = consensus_table(pickers, radius=7.0, chunk_picks=10 ** 9)
+    assert sorted(set(whole.mic.tolist())) == [0, 2, 5, 7, 9, 11, 14]
+    for chunk_picks in (1, 150, 400):
+        chunked = consensus_table(pickers, radius=7.0, chunk_picks=chunk_picks)
+        np.testing.assert_array_equal(chunked.mic, whole.mic)
+        np.testing.assert_array_equal(chunked.xy, whole.xy)
+        np.testing.assert_array_equal(chunked.voters, whole.voters)
+
+
 def test_consensus_table_does_not_depend_on_the_order_of_the_input_sets():
     """The same rows in the same order whatever order the form lists the pickers in (box
     files hold whole pixels, so ties in distance are common): training, which draws its

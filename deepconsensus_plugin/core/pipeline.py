@@ -182,7 +182,16 @@ def _shared(first: Mapping[int, np.ndarray], second: Mapping[int, np.ndarray],
     return SharedPicks(i, j, shared, n_first, n_second)
 
 
-def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) -> CoordinateTable:
+CONSENSUS_CHUNK_PICKS = 100_000
+"""The consensus merges micrographs on one plane (:func:`consensus_table`) this many picks
+at a time, or one micrograph that has more.  The plane's k-d trees, pairs and groups take
+about 0.2 KB a pick while they work: for 2.2 million picks on 1,000 micrographs
+(``scale.py``'s), 420 MiB above the picks on one plane, 84 MiB a chunk at a time (the
+26 MiB table they leave included), and 4 to 5 s instead of 7 to 8."""
+
+
+def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float,
+                    chunk_picks: int = CONSENSUS_CHUNK_PICKS) -> CoordinateTable:
     """Consensus of several pickers over all micrographs at once.
 
     ``pickers[p][m]`` holds picker p's (n, 2) coordinates on micrograph m, all
@@ -190,35 +199,64 @@ def consensus_table(pickers: Sequence[Mapping[int, np.ndarray]], radius: float) 
     by it with no particles.
 
     Rather than looping over micrographs (thousands of small k-d trees), each
-    micrograph is moved to its own tile of one large plane, tiles further
-    apart than the radius, and the consensus runs once on the whole plane:
-    no pick can pair across tiles, so the result is that of micrograph-by-
-    micrograph matching, rows sorted by micrograph.
+    micrograph is moved to its own tile of a large plane, tiles further apart
+    than the radius, and the consensus runs on the plane a chunk of about
+    ``chunk_picks`` picks at a time: no pick can pair across tiles, so the result
+    is that of micrograph-by-micrograph matching, rows sorted by micrograph.  Every
+    chunk shares the plane's origin and tile spacing, so each coordinate goes through
+    the same arithmetic whatever the chunk size, and the table is the same to the bit.
     """
     mics = sorted(set().union(*(p.keys() for p in pickers)))
-    empty = np.empty((0, 2))
     tile = {m: i for i, m in enumerate(mics)}
     per_picker = [[(tile[m], np.asarray(xy, dtype=np.float64).reshape(-1, 2))
                    for m, xy in picker.items()] for picker in pickers]
-    every = [xy for picks in per_picker for _, xy in picks if len(xy)]
-    if not every:
-        return CoordinateTable(np.empty(0, dtype=np.int64), empty,
+    filled = [xy for picks in per_picker for _, xy in picks if len(xy)]
+    if not filled:
+        return CoordinateTable(np.empty(0, dtype=np.int64), np.empty((0, 2)),
                                np.empty((0, len(pickers)), dtype=bool))
-    every = np.concatenate(every)
-    origin = every.min(axis=0)
-    stride = float(np.ptp(every[:, 0])) + 4 * radius + 1.0
-    shifted = []
-    for picks in per_picker:
-        parts = [np.column_stack([xy[:, 0] - origin[0] + t * stride, xy[:, 1] - origin[1]])
-                 for t, xy in picks]
-        shifted.append(np.concatenate(parts) if parts else empty)
-    result = consensus(shifted, radius)
-    tiles = np.floor(result.xy[:, 0] / stride).astype(np.int64)
-    xy = np.column_stack([result.xy[:, 0] - tiles * stride + origin[0],
-                          result.xy[:, 1] + origin[1]])
+    origin = np.min([xy.min(axis=0) for xy in filled], axis=0)
+    stride = float(max(xy[:, 0].max() for xy in filled) - origin[0]) + 4 * radius + 1.0
+    chunk_of = _tile_chunks(per_picker, len(mics), chunk_picks)
+    chunks: list[list[list[tuple[int, np.ndarray]]]] = [
+        [[] for _ in pickers] for _ in range(int(chunk_of[-1]) + 1)]
+    for p, picks in enumerate(per_picker):
+        for t, xy in picks:
+            chunks[chunk_of[t]][p].append((t, xy))
+    tile_parts, xy_parts, voter_parts = [], [], []
+    for chunk in chunks:
+        shifted = [np.concatenate([np.column_stack([xy[:, 0] - origin[0] + t * stride,
+                                                    xy[:, 1] - origin[1]])
+                                   for t, xy in picks]) if picks else np.empty((0, 2))
+                   for picks in chunk]
+        result = consensus(shifted, radius)
+        tiles = np.floor(result.xy[:, 0] / stride).astype(np.int64)
+        tile_parts.append(tiles)
+        xy_parts.append(np.column_stack([result.xy[:, 0] - tiles * stride + origin[0],
+                                         result.xy[:, 1] + origin[1]]))
+        voter_parts.append(result.voters)
+    tiles = np.concatenate(tile_parts)
+    xy, voters = np.concatenate(xy_parts), np.concatenate(voter_parts)
     order = np.argsort(tiles, kind="stable")
     return CoordinateTable(mic=np.asarray(mics, dtype=np.int64)[tiles[order]], xy=xy[order],
-                           voters=result.voters[order])
+                           voters=voters[order])
+
+
+def _tile_chunks(per_picker: Sequence[Sequence[tuple[int, np.ndarray]]], n_tiles: int,
+                 chunk_picks: int) -> np.ndarray:
+    """The chunk of each tile: consecutive tiles, a new chunk wherever the picks would
+    pass ``chunk_picks`` (a tile with more is a chunk of its own)."""
+    counts = np.zeros(n_tiles, dtype=np.int64)
+    for picks in per_picker:
+        for t, xy in picks:
+            counts[t] += len(xy)
+    chunk_of = np.empty(n_tiles, dtype=np.int64)
+    chunk, held = 0, 0
+    for t, count in enumerate(counts.tolist()):
+        if held and held + count > chunk_picks:
+            chunk, held = chunk + 1, 0
+        chunk_of[t] = chunk
+        held += count
+    return chunk_of
 
 
 def median_spacing(table: CoordinateTable, min_neighbours: int = 10) -> Optional[float]:
