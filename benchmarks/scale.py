@@ -74,6 +74,11 @@ CONTRAST = 1.5
 NETWORK_SIZE = 32
 
 
+def picker_name(p: int) -> str:
+    """Picker ``p``'s name (from 0), as the consensus input and the Scipion sets give it."""
+    return "picker%d" % (p + 1)
+
+
 # ------------------------------------------------------------------ synthetic data
 
 def _atomic_mrc(path: str, image: np.ndarray) -> None:
@@ -208,7 +213,7 @@ def consensus_child(run, picks_file: str, micrographs_json: str, box: str) -> No
         mic_p, xy_p = mic[mine], xy[mine]
         cuts = np.flatnonzero(np.diff(mic_p)) + 1
         groups = dict(zip(mic_p[np.r_[0, cuts]].tolist(), np.split(xy_p, cuts)))
-        pickers.append(stages.PickerInput("picker%d" % (p + 1),
+        pickers.append(stages.PickerInput(picker_name(p),
                                           {i + 1: groups.get(i, np.empty((0, 2)))
                                            for i in range(len(paths))}))
     micrographs = [Micrograph(mic_id=i + 1, name="mic_%05d" % i, path=path, label=path)
@@ -217,10 +222,11 @@ def consensus_child(run, picks_file: str, micrographs_json: str, box: str) -> No
                                                       box=int(box), sampling_rate=1.0))
 
 
-def scipion_sets(folder: str, picks_file: str, paths: Sequence[str], box: int) -> dict:
+def scipion_sets(folder: str, picks_file: str, paths: Sequence[str], box: int) -> float:
     """The cached picks as Scipion would hold them: a ``SetOfMicrographs`` (ids 1, 2, ...
     as the consensus child numbers them) and one ``SetOfCoordinates`` per picker, written
-    to SQLite in ``folder``.  The pickers' protocols pay this, not the run: timed apart."""
+    to SQLite in ``folder``.  The pickers' protocols pay this, not the run: its seconds,
+    returned, are recorded apart."""
     from pwem.objects import Coordinate, Micrograph, SetOfCoordinates, SetOfMicrographs
 
     start = time.perf_counter()
@@ -235,7 +241,7 @@ def scipion_sets(folder: str, picks_file: str, paths: Sequence[str], box: int) -
     data = np.load(picks_file)
     coordinate = Coordinate()
     for p in range(PICKERS):
-        coordinates = SetOfCoordinates(filename=os.path.join(folder, "picker%d.sqlite" % (p + 1)))
+        coordinates = SetOfCoordinates(filename=os.path.join(folder, picker_name(p) + ".sqlite"))
         coordinates.setBoxSize(box)  # the micrographs are set where the sets are read
         mine = data["picker"] == p
         for mic, (x, y) in zip(data["mic"][mine].tolist(), data["xy"][mine].tolist()):
@@ -244,7 +250,7 @@ def scipion_sets(folder: str, picks_file: str, paths: Sequence[str], box: int) -
             coordinate.setPosition(int(round(x)), int(round(y)))
             coordinates.append(coordinate)
         coordinates.write()
-    return {"seconds": time.perf_counter() - start}
+    return time.perf_counter() - start
 
 
 def _set(kind, folder: str, name: str):
@@ -265,10 +271,10 @@ def scipion_inputs_child(folder: str) -> int:
     micrographs = _set(SetOfMicrographs, folder, "micrographs")
     sets = []
     for p in range(PICKERS):
-        coordinates = _set(SetOfCoordinates, folder, "picker%d" % (p + 1))
+        coordinates = _set(SetOfCoordinates, folder, picker_name(p))
         coordinates.setMicrographs(micrographs)
         sets.append(coordinates)
-    inputs = convert.consensusInput(sets, ["picker%d" % (p + 1) for p in range(PICKERS)])
+    inputs = convert.consensusInput(sets, [picker_name(p) for p in range(PICKERS)])
     return sum(len(xy) for picker in inputs.pickers for xy in picker.picks.values())
 
 
@@ -404,7 +410,7 @@ def run_scale(out: str, n_or: int, n_micrographs: int, args, results: dict, save
     n_picks = int(np.load(data["picks"])["mic"].size)
     sets = os.path.join(folder, "scipion")
     row["data"]["scipion_sets_seconds"] = scipion_sets(sets, data["picks"], data["micrographs"],
-                                                       args.box)["seconds"]
+                                                       args.box)
     stage("scipion_inputs", "scipion_inputs", [[sets]], n_picks, "picks")
     stage("consensus", "consensus", [[data["picks"], micrographs_json, args.box]], n_picks,
           "picks")
