@@ -41,6 +41,37 @@ def test_rotational_averages_do_not_change_with_the_view_of_the_box():
     assert reference.shape == (5, SIZE // 2 + 1)
 
 
+def whitened_ring_averages(boxes, power):
+    """The rotational averages spelt out: each box whitened through its spectrum,
+    normalised to zero mean and unit deviation, then averaged over each ring."""
+    size = boxes.shape[-1]
+    scale = 1.0 / np.sqrt(np.maximum(power, 1e-12 * power.max()))
+    scale[0] = 0.0
+    white = np.fft.irfft2(np.fft.rfft2(boxes) * scale[radial._frequency_bins(size)],
+                          s=(size, size))
+    white -= white.mean(axis=(1, 2), keepdims=True)
+    spread = white.std(axis=(1, 2), keepdims=True)
+    white /= np.where(spread > 0, spread, 1.0)
+    rings = radial._ring_bins(size).ravel()
+    return np.stack([white.reshape(len(white), -1)[:, rings == r].mean(axis=1)
+                     for r in range(size // 2 + 1)], axis=1)
+
+
+@pytest.mark.parametrize("size", [32, 48, 64])
+def test_the_ring_averager_is_the_whitened_boxes_ring_averages(size):
+    """One matrix product and the deviation from the power spectrum give what whitening
+    each box and averaging its rings gives, a box without contrast included."""
+    rng = np.random.default_rng(size)
+    boxes = faint_discs(rng, 40, 0.5, size=size) + 3.0
+    boxes[7] = 2.5
+    power = radial.mean_power([(boxes, np.arange(40))])
+    expected = whitened_ring_averages(boxes, power)
+    assert np.abs(expected).max() > 0.5
+    np.testing.assert_allclose(radial.RingAverager.of(power, size)(boxes), expected,
+                               rtol=0, atol=1e-12)
+    assert np.abs(radial.rotational_averages(boxes, power)[7]).max() < 1e-12
+
+
 def test_whitening_leaves_noise_equally_strong_at_every_frequency():
     rng = np.random.default_rng(1)
     boxes = coloured_noise(rng, 400)

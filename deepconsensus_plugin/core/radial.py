@@ -83,19 +83,61 @@ def mean_power(sources: Sequence[Tuple[object, np.ndarray]]) -> np.ndarray:
     return total / n
 
 
+@dataclass(frozen=True)
+class RingAverager:
+    """The rotational averages of boxes whitened by one power spectrum, as one matrix
+    product a box.
+
+    Whitening (a real, radially symmetric filter on the box's spectrum) and averaging
+    over rings are both linear, so together they are one (size x size, rings) matrix:
+    the filter is symmetric, so its columns are the rings' masks (each over its pixel
+    count) whitened.  Only dividing each whitened box by its own deviation is not
+    linear, and that deviation follows from the box's power spectrum (Parseval), so a
+    box costs one forward transform and a small product instead of a forward and an
+    inverse transform and sums over the whitened image: about a third of the time.
+    """
+
+    operator: np.ndarray
+    """(size * size, size // 2 + 1): each box's pixels to its whitened ring averages,
+    before the division by the whitened box's deviation."""
+    power_weights: np.ndarray
+    """(size, size // 2 + 1): the weights that turn the box's ``rfft2`` power into the
+    whitened box's mean square (the filter squared, half-spectrum columns other than
+    the first and the last counted twice, over the pixels squared)."""
+
+    @classmethod
+    def of(cls, power: np.ndarray, size: int) -> RingAverager:
+        """The averager of ``size`` px boxes whitened by ``power`` (:func:`mean_power`)."""
+        scale = 1.0 / np.sqrt(np.maximum(power, 1e-12 * power.max()))
+        scale[0] = 0.0  # the box mean carries no shape, and the whitened box has none
+        spectral_filter = scale[_frequency_bins(size)]
+        rings = _ring_bins(size)
+        masks = (rings[None] == np.arange(size // 2 + 1)[:, None, None]).astype(np.float64)
+        masks /= masks.sum(axis=(1, 2), keepdims=True)
+        whitened = scipy.fft.irfft2(scipy.fft.rfft2(masks) * spectral_filter, s=(size, size))
+        columns = np.full(size // 2 + 1, 2.0)
+        columns[0] = 1.0
+        if size % 2 == 0:
+            columns[-1] = 1.0
+        return cls(operator=whitened.reshape(len(masks), -1).T,
+                   power_weights=spectral_filter ** 2 * columns / float(size * size) ** 2)
+
+    def __call__(self, boxes: np.ndarray) -> np.ndarray:
+        """(n, size // 2 + 1) ring averages of each box, whitened and divided by the
+        whitened box's deviation (a box with none is left undivided)."""
+        boxes = np.asarray(boxes, dtype=np.float64)
+        power = np.abs(scipy.fft.rfft2(boxes, workers=-1)) ** 2
+        deviation = np.sqrt((power * self.power_weights).sum(axis=(1, 2)))
+        averages = boxes.reshape(len(boxes), -1) @ self.operator
+        return averages / np.where(deviation > 0, deviation, 1.0)[:, None]
+
+
 def rotational_averages(boxes: np.ndarray, power: np.ndarray) -> np.ndarray:
     """(n, size // 2 + 1) ring averages of each box, whitened by ``power`` (see
-    :func:`mean_power`) and normalised to zero mean and unit deviation first."""
+    :func:`mean_power`) and normalised to zero mean and unit deviation first
+    (:class:`RingAverager`, made for these boxes alone)."""
     boxes = np.asarray(boxes, dtype=np.float64)
-    size = boxes.shape[-1]
-    scale = 1.0 / np.sqrt(np.maximum(power, 1e-12 * power.max()))
-    scale[0] = 0.0  # the box mean carries no shape
-    spectrum = scipy.fft.rfft2(boxes, workers=-1) * scale[_frequency_bins(size)]
-    white = scipy.fft.irfft2(spectrum, s=(size, size), workers=-1)
-    white -= white.mean(axis=(1, 2), keepdims=True)
-    spread = white.std(axis=(1, 2), keepdims=True)
-    white /= np.where(spread > 0, spread, 1.0)
-    return _bin_means(white, _ring_bins(size))
+    return RingAverager.of(power, boxes.shape[-1])(boxes)
 
 
 def _per_box(stack, rows: np.ndarray, function) -> np.ndarray:
@@ -127,10 +169,11 @@ class ClassMoments:
     def of_stack(cls, stack, rows: np.ndarray, power: np.ndarray) -> ClassMoments:
         """The moments of the rotational averages (:func:`rotational_averages` with
         ``power``) of the boxes of ``stack`` at ``rows``, ``CHUNK`` boxes at a time."""
-        bins = int(stack.shape[-1]) // 2 + 1
-        moments = cls(0, np.zeros(bins), np.zeros((bins, bins)))
+        size = int(stack.shape[-1])
+        averager = RingAverager.of(power, size)
+        moments = cls(0, np.zeros(size // 2 + 1), np.zeros((size // 2 + 1, size // 2 + 1)))
         for boxes in _chunks(stack, np.sort(np.asarray(rows, dtype=np.int64))):
-            moments.add(rotational_averages(boxes, power))
+            moments.add(averager(boxes))
         return moments
 
     def add(self, averages: np.ndarray) -> None:
@@ -174,8 +217,9 @@ class RotationalDiscriminant:
     def score_stack(self, stack, rows: np.ndarray) -> np.ndarray:
         """The log-likelihood ratio of the boxes of ``stack`` at ``rows`` (memory: one
         number a box beyond a chunk's boxes)."""
-        return _per_box(stack, rows, lambda boxes: self.log_likelihood_ratio(
-            rotational_averages(boxes, self.power)))
+        averager = RingAverager.of(self.power, int(stack.shape[-1]))
+        return _per_box(stack, rows,
+                        lambda boxes: self.log_likelihood_ratio(averager(boxes)))
 
 
 def fit_discriminant(particles: ClassMoments, background: ClassMoments,
