@@ -94,7 +94,8 @@ class RingAverager:
     count) whitened.  Only dividing each whitened box by its own deviation is not
     linear, and that deviation follows from the box's power spectrum (Parseval), so a
     box costs one forward transform and a small product instead of a forward and an
-    inverse transform and sums over the whitened image: about a third of the time.
+    inverse transform and sums over the whitened image: the discriminant's fit over a
+    million boxes in half the time (``benchmarks/README.md``, *Scale*).
     """
 
     operator: np.ndarray
