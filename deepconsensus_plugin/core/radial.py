@@ -125,12 +125,17 @@ class RingAverager:
 
     def __call__(self, boxes: np.ndarray) -> np.ndarray:
         """(n, size // 2 + 1) ring averages of each box, whitened and divided by the
-        whitened box's deviation (a box with none is left undivided)."""
+        whitened box's deviation.  A box of one value throughout (a blank border) has
+        no deviation, only the transforms' rounding, which the division would blow up
+        to averages of order one: its averages are zeros."""
         boxes = np.asarray(boxes, dtype=np.float64)
+        flat = boxes.reshape(len(boxes), boxes.shape[-2] * boxes.shape[-1])
         power = np.abs(scipy.fft.rfft2(boxes, workers=-1)) ** 2
         deviation = np.sqrt((power * self.power_weights).sum(axis=(1, 2)))
-        averages = boxes.reshape(len(boxes), -1) @ self.operator
-        return averages / np.where(deviation > 0, deviation, 1.0)[:, None]
+        blank = flat.min(axis=1) == flat.max(axis=1)
+        averages = flat @ self.operator
+        averages[blank] = 0.0
+        return averages / np.where(blank | (deviation == 0), 1.0, deviation)[:, None]
 
 
 def rotational_averages(boxes: np.ndarray, power: np.ndarray) -> np.ndarray:
