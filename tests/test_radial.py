@@ -33,11 +33,10 @@ def test_rotational_averages_do_not_change_with_the_view_of_the_box():
     boxes = coloured_noise(rng, 5)
     power = radial.mean_power([(boxes, np.arange(5))])
     mirrored = np.roll(boxes[:, :, ::-1], 1, axis=2)  # column i -> (size - i) mod size
-    reference = radial.rotational_averages(boxes, power)
-    np.testing.assert_allclose(radial.rotational_averages(boxes.transpose(0, 2, 1), power),
-                               reference, atol=1e-10)
-    np.testing.assert_allclose(radial.rotational_averages(mirrored, power), reference,
-                               atol=1e-10)
+    averager = radial.RingAverager.of(power, SIZE)
+    reference = averager(boxes)
+    np.testing.assert_allclose(averager(boxes.transpose(0, 2, 1)), reference, atol=1e-10)
+    np.testing.assert_allclose(averager(mirrored), reference, atol=1e-10)
     assert reference.shape == (5, SIZE // 2 + 1)
 
 
@@ -68,14 +67,14 @@ def test_the_ring_averager_is_the_whitened_boxes_ring_averages(size):
     boxes = faint_discs(rng, 40, 0.5, size=size) + 3.0
     boxes[7] = 2.5
     power = radial.mean_power([(boxes, np.arange(40))])
-    averages = radial.RingAverager.of(power, size)(boxes)
+    averager = radial.RingAverager.of(power, size)
+    averages = averager(boxes)
     contrast = np.arange(40) != 7
     expected = whitened_ring_averages(boxes[contrast], power)
     assert np.abs(expected).max() > 0.5
     np.testing.assert_allclose(averages[contrast], expected, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(averages[7], 0.0)
-    np.testing.assert_array_equal(radial.rotational_averages(boxes, power), averages)
-    assert radial.RingAverager.of(power, size)(boxes[:0]).shape == (0, size // 2 + 1)
+    assert averager(boxes[:0]).shape == (0, size // 2 + 1)
 
 
 def test_whitening_leaves_noise_equally_strong_at_every_frequency():
@@ -100,8 +99,8 @@ def test_the_discriminant_finds_weak_particles_in_coloured_noise():
                                      radial.ClassMoments.of_stack(train_b, np.arange(400), power),
                                      power)
     test_p, test_b = faint_discs(rng, 300, 0.5), coloured_noise(rng, 300)
-    llr = fitted.log_likelihood_ratio(radial.rotational_averages(
-        np.concatenate([test_p, test_b]), power))
+    llr = fitted.log_likelihood_ratio(radial.RingAverager.of(power, SIZE)(
+        np.concatenate([test_p, test_b])))
     assert roc_auc(np.r_[np.ones(300), np.zeros(300)], llr) > 0.9
     assert np.median(llr[:300]) > 0 > np.median(llr[300:])
     assert fitted.separation > 1
@@ -117,7 +116,7 @@ def test_moments_gathered_chunk_by_chunk_are_those_of_all_the_averages(monkeypat
     power = radial.mean_power([(stack, np.arange(50))])
     rows = rng.permutation(50)[:30]
     moments = radial.ClassMoments.of_stack(stack, rows, power)
-    averages = radial.rotational_averages(stack[rows], power)
+    averages = radial.RingAverager.of(power, SIZE)(stack[rows])
     assert moments.n == 30
     np.testing.assert_allclose(moments.mean, averages.mean(axis=0), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(moments.covariance, np.cov(averages, rowvar=False), rtol=1e-10,
@@ -140,8 +139,8 @@ def test_a_stack_is_read_in_any_row_order_and_the_discriminant_survives_the_reco
                                      radial.ClassMoments.of_stack(stack, np.arange(25, 50),
                                                                   power), power)
     np.testing.assert_allclose(fitted.score_stack(stack, rows),
-                               fitted.log_likelihood_ratio(radial.rotational_averages(
-                                   stack[rows], power)))
+                               fitted.log_likelihood_ratio(radial.RingAverager.of(
+                                   power, SIZE)(stack[rows])))
     again = RotationalInfo.of(fitted, 25, 25, 0.0).discriminant()  # through the run record
     np.testing.assert_array_equal(again.score_stack(stack, rows), fitted.score_stack(stack, rows))
 

@@ -138,14 +138,6 @@ class RingAverager:
         return averages / np.where(blank | (deviation == 0), 1.0, deviation)[:, None]
 
 
-def rotational_averages(boxes: np.ndarray, power: np.ndarray) -> np.ndarray:
-    """(n, size // 2 + 1) ring averages of each box, whitened by ``power`` (see
-    :func:`mean_power`) and normalised to zero mean and unit deviation first
-    (:class:`RingAverager`, made for these boxes alone)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    return RingAverager.of(power, boxes.shape[-1])(boxes)
-
-
 def _per_box(stack, rows: np.ndarray, function) -> np.ndarray:
     """``function`` of the boxes of ``stack`` at ``rows``, in that order, read ``CHUNK``
     at a time in increasing row order."""
@@ -173,11 +165,11 @@ class ClassMoments:
 
     @classmethod
     def of_stack(cls, stack, rows: np.ndarray, power: np.ndarray) -> ClassMoments:
-        """The moments of the rotational averages (:func:`rotational_averages` with
-        ``power``) of the boxes of ``stack`` at ``rows``, ``CHUNK`` boxes at a time."""
-        size = int(stack.shape[-1])
-        averager = RingAverager.of(power, size)
-        moments = cls(0, np.zeros(size // 2 + 1), np.zeros((size // 2 + 1, size // 2 + 1)))
+        """The moments of the rotational averages (:class:`RingAverager` with ``power``)
+        of the boxes of ``stack`` at ``rows``, ``CHUNK`` boxes at a time."""
+        averager = RingAverager.of(power, int(stack.shape[-1]))
+        bins = averager.operator.shape[1]
+        moments = cls(0, np.zeros(bins), np.zeros((bins, bins)))
         for boxes in _chunks(stack, np.sort(np.asarray(rows, dtype=np.int64))):
             moments.add(averager(boxes))
         return moments
