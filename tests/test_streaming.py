@@ -211,6 +211,10 @@ def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, t
     assert [b.scored for b in stream.state.batches] == [True, True]
     later = [feed(stream, dataset, [4]), feed(stream, dataset, [5])]
     assert all(b.scored for b in later)
+    # a micrograph no picker picked comes as a batch once the sets close: no rows, scored
+    blank = Micrograph(stream.next_mic_id(), "blank", dataset[0][0].path, "blank.mrc")
+    empty = stream.add_batch([blank], [{} for _ in dataset[1]])
+    assert (empty.scored, empty.n_rows, empty.n_retained, empty.n_pruned) == (True, 0, 0, 0)
     scores = stream.run.scores()
     np.testing.assert_array_equal(scores[:len(handed_out)], handed_out)  # kept their scores
     assert len(scores) == len(stream.run.consensus())
@@ -231,7 +235,7 @@ def test_later_batches_are_scored_on_arrival_and_partition_the_or_set(dataset, t
     assert sorted(pruned) == whole.pruned.tolist()
     info = stream.run.info()
     assert info.split.n_retained + info.split.n_pruned == info.consensus.n_or
-    assert info.consensus.n_micrographs == N_MICROGRAPHS
+    assert info.consensus.n_micrographs == N_MICROGRAPHS + 1
     with pytest.raises(RunFolderError, match="mic5 are already in an earlier batch"):
         feed(stream, dataset, [5])
 
