@@ -314,7 +314,8 @@ def cut_boxes(micrograph: np.ndarray, xy: np.ndarray, box: int) -> tuple[np.ndar
         corner = corner + box
     corner = np.clip(corner, 0, np.array(micrograph.shape[::-1]) - box)
     windows = np.lib.stride_tricks.sliding_window_view(micrograph, (box, box))
-    return windows[corner[:, 1], corner[:, 0]].copy(), crossing
+    # Indexing with arrays gathers the boxes into a new array: no copy is needed after it.
+    return windows[corner[:, 1], corner[:, 0]], crossing
 
 
 def extract_particles(micrograph: np.ndarray, xy: np.ndarray, box: int, size: int,
