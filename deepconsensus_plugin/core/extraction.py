@@ -222,13 +222,16 @@ def read_micrograph(path: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _resize_operator(box: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real and imaginary parts of the 1-D Fourier crop/pad from ``box`` to ``size`` samples.
+def _resize_operator(box: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 1-D Fourier crop/pad from ``box`` to ``size`` samples as (R, u, v), the (size,
+    box) matrix T = R + i u v^T.
 
-    The 2-D resize (FFT, crop or zero-pad the centred spectrum, inverse FFT,
-    real part) is separable, so it equals ``Re(T X T^T)`` for this (size, box)
-    matrix T.  Applying it as matrix products costs a few BLAS calls per
-    micrograph instead of one FFT per box, and gives the same images.
+    The 2-D resize (FFT, crop or zero-pad the centred spectrum, inverse FFT, real part) is
+    separable, so it equals ``Re(T X T^T) = R X R^T - (v^T X v) u u^T``: a few BLAS calls
+    per micrograph instead of one FFT per box, and the same images.  T's imaginary part
+    comes from the one frequency kept without its mirror (the Nyquist frequency of an even
+    size), so it has rank one at most, and its share of a box is one number: half the
+    products of writing T in real and imaginary parts.
     """
     spectrum = np.fft.fftshift(np.fft.fft(np.eye(box), axis=0), axes=0)
     cropped = np.zeros((size, box), dtype=np.complex128)
@@ -237,9 +240,12 @@ def _resize_operator(box: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     dst = size // 2 - keep // 2
     cropped[dst:dst + keep] = spectrum[src:src + keep]
     operator = np.fft.ifft(np.fft.ifftshift(cropped, axes=0), axis=0) * (size / box)
-    real, imag = operator.real.copy(), operator.imag.copy()
-    real.flags.writeable = imag.flags.writeable = False  # shared by every call (the cache)
-    return real, imag
+    left, values, right = np.linalg.svd(operator.imag)
+    u, v = left[:, 0] * np.sqrt(values[0]), right[0] * np.sqrt(values[0])
+    real = operator.real.copy()
+    for shared in (real, u, v):
+        shared.flags.writeable = False  # shared by every call (the cache)
+    return real, u, v
 
 
 RESIZE_CHUNK = 128
@@ -260,19 +266,17 @@ def fourier_resize(images: np.ndarray, size: int) -> np.ndarray:
     n, box = images.shape[0], images.shape[-1]
     if box == size:
         return images.astype(np.float32, copy=False)
-    real, imag = _resize_operator(box, size)
-    both = np.hstack([real.T, imag.T])
+    real, u, v = _resize_operator(box, size)
+    nyquist = np.outer(u, u)
     resized = np.empty((n, size, size), dtype=np.float32)
     for first in range(0, n, RESIZE_CHUNK):
-        chunk = images[first:first + RESIZE_CHUNK].astype(np.float64)
-        m = len(chunk)
-        # Right factor for both parts in one product: (m * box, box) @ (box, 2 * size).
-        right = (chunk.reshape(m * box, box) @ both).reshape(m, box, 2 * size)
-        # Left factor as a product on the transposed images: T A = (A^T T^T)^T.
-        left_real = right[:, :, :size].transpose(0, 2, 1).reshape(m * size, box) @ real.T
-        left_imag = right[:, :, size:].transpose(0, 2, 1).reshape(m * size, box) @ imag.T
-        resized[first:first + m] = (left_real - left_imag).reshape(m, size, size).transpose(
-            0, 2, 1)
+        rows = images[first:first + RESIZE_CHUNK].astype(np.float64).reshape(-1, box)
+        m = len(rows) // box
+        right = (rows @ real.T).reshape(m, box, size)  # X R^T
+        # R (X R^T) as one product on the transposed images: R A = (A^T R^T)^T.
+        both = (right.transpose(0, 2, 1).reshape(m * size, box) @ real.T).reshape(m, size, size)
+        weight = (rows @ v).reshape(m, box) @ v  # v^T X v
+        resized[first:first + m] = both.transpose(0, 2, 1) - weight[:, None, None] * nyquist
     return resized
 
 
