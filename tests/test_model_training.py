@@ -343,6 +343,29 @@ def test_score_stack_batching_does_not_change_scores(trained):
     assert score_stack(trained["model_path"], trained["stack"][:0]).shape == (0,)
 
 
+def test_the_network_sees_every_batch_in_one_shape(trained, monkeypatch):
+    """The last batch is padded to the batch size and its padding's scores dropped: a
+    batch of another shape would make TensorFlow trace the network again."""
+    import keras
+
+    shapes = []
+    load = keras.models.load_model
+
+    class Recorder:
+        def __init__(self, model):
+            self.model = model
+
+        def predict_on_batch(self, batch):
+            shapes.append(batch.shape)
+            return self.model.predict_on_batch(batch)
+
+    monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: Recorder(load(*a, **k)))
+    odd = score_stack(trained["model_path"], trained["stack"][:37], batch_size=10)
+    size = trained["stack"].shape[-1]
+    assert shapes == [(10, size, size, 1)] * 4
+    np.testing.assert_allclose(odd, trained["scores"][:37], atol=1e-5)
+
+
 def test_scoring_split_over_several_devices_gives_the_same_scores(trained, caplog):
     """The multi-GPU path (one model copy and thread per device, contiguous parts),
     exercised with the CPU named three times."""

@@ -73,12 +73,22 @@ def score_on_devices(model_path: str, stack, devices: Sequence[str], batch_size:
     progress = _Progress(len(stack), log_every, on_progress)
 
     def score_part(part: int) -> None:
+        # Every batch has the same shape, the last one padded with blank boxes: a batch of
+        # another shape makes TensorFlow trace the network again (about a second, and a
+        # warning about retracing where a few small stacks are scored one after another).
+        batch = None
         with tf.device(devices[part]):
             for first in range(bounds[part], bounds[part + 1], batch_size):
                 last = min(first + batch_size, bounds[part + 1])
-                batch = np.asarray(stack[first:last], dtype=np.float32)[..., None]
-                scores[first:last] = np.asarray(models[part].predict_on_batch(batch)).reshape(-1)
-                progress.add(last - first)
+                n = last - first
+                images = np.asarray(stack[first:last], dtype=np.float32)
+                if batch is None:
+                    batch = np.zeros((batch_size,) + images.shape[1:] + (1,), dtype=np.float32)
+                batch[:n, ..., 0] = images
+                batch[n:] = 0.0
+                scores[first:last] = np.asarray(
+                    models[part].predict_on_batch(batch)).reshape(-1)[:n]
+                progress.add(n)
 
     if len(devices) == 1:
         score_part(0)
