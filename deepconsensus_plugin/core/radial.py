@@ -135,7 +135,7 @@ class RingAverager:
         blank = flat.min(axis=1) == flat.max(axis=1)
         averages = flat @ self.operator
         averages[blank] = 0.0
-        return averages / np.where(blank | (deviation == 0), 1.0, deviation)[:, None]
+        return averages / np.where(deviation > 0, deviation, 1.0)[:, None]
 
 
 def _per_box(stack, rows: np.ndarray, function) -> np.ndarray:
