@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from deepconsensus_plugin.core import centring, shards, stages
-from deepconsensus_plugin.core.extraction import extract_particles, read_micrograph
+from deepconsensus_plugin.core.extraction import (
+    blank_padding, extract_particles, read_micrograph)
 from deepconsensus_plugin.core.pipeline import CoordinateTable
 from deepconsensus_plugin.core.run_folder import Micrograph, RunFolder, RunFolderError
 from deepconsensus_plugin.core.stack import STACK_DTYPE, open_stack
@@ -69,6 +70,30 @@ def test_shifted_boxes_are_cut_as_the_or_stack_is(extracted):
     np.testing.assert_array_equal(every[1::2][on], expected.astype(STACK_DTYPE))
     assert not every[np.repeat(table.mic == 2, 2)].any()  # skipped: never read
     np.testing.assert_array_equal(boxes[5:37], every[5:37])
+
+
+def test_shifted_boxes_across_the_edge_are_those_extraction_cuts(tmp_path):
+    """Boxes that cross the micrograph's edge, or its padded border, come out as
+    ``extract_particles`` cuts them from the blanked micrograph (filled with its mean),
+    whichever other boxes share their slice."""
+    rng = np.random.default_rng(4)
+    data = rng.normal(5.0, 2.0, size=(70, 90)).astype(np.float32)
+    data[:, -6:] = data[:, -7:-6]  # a padded border: columns repeating their neighbour
+    path = str(tmp_path / "edge.mrc")
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+    xy = np.array([[3.0, 4.0], [45.0, 35.0], [88.0, 66.0], [-5.0, 30.0], [60.0, 2.5]])
+    table = CoordinateTable(mic=np.ones(len(xy), dtype=np.int64), xy=xy)
+    offsets = centring.search_offsets(4.0)
+    boxes = centring.ShiftedBoxes(table, {1: path}, offsets, 24, 12, True)
+    centres = (xy[:, None, :] + offsets[None]).reshape(-1, 2)
+    expected, crossing = extract_particles(blank_padding(read_micrograph(path)), centres, 24,
+                                           12, True)
+    assert crossing.sum() > len(xy) and not crossing.all()
+    np.testing.assert_array_equal(boxes[0:len(boxes)], expected.astype(STACK_DTYPE))
+    inside = np.flatnonzero(~crossing)[:3]  # a slice of boxes inside the edge alone
+    np.testing.assert_array_equal(boxes[inside[0]:inside[0] + 1],
+                                  expected[inside[:1]].astype(STACK_DTYPE))
 
 
 def centre_detector(size: int, path: str) -> None:

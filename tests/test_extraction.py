@@ -7,8 +7,8 @@ import tifffile
 from deepconsensus_plugin.core.extraction import (
     ExtractionReport, MicrographError, cut_boxes, extract_particles, extract_to_stack,
     blank_padding, format_problem, fourier_resize, micrograph_frame, micrograph_shape,
-    median_skewness, normalise, padded_borders, particle_box, read_micrograph,
-    read_particle_images)
+    median_skewness, normalise, pad_for_boxes, padded_borders, particle_box,
+    read_micrograph, read_particle_images)
 from deepconsensus_plugin.core.stack import STACK_DTYPE, create_stack, open_stack
 
 
@@ -219,6 +219,22 @@ def test_cut_boxes_centres_from_box_half_to_size_minus_box_half_are_inside(box):
     assert not crossing.any()
     _, crossing = cut_boxes(micrograph, [[box / 2 - 1.01, 20], [cols - box / 2 + 0.51, 20]], box)
     assert crossing.all()
+
+
+@pytest.mark.parametrize("box", [9, 10])
+def test_cut_boxes_from_a_micrograph_padded_once_are_the_same(box):
+    """Cut from the micrograph padded by a box (``pad_for_boxes``, ``margin``), the boxes
+    and the crossing mask are those cut from it alone: inside, across the edge, beyond
+    it, and on half pixels nudged by a rounding error (the margin must not round it off)."""
+    rng = np.random.default_rng(2)
+    micrograph = rng.normal(3.0, 1.0, size=(30, 40)).astype(np.float32)
+    xy = np.array([[20.0, 15.0], [1.0, 2.0], [39.5, 29.5], [-7.0, 12.0], [52.0, 40.0],
+                   [20.5 + 4e-16, 10.5], [7.5, 5.5 + 1e-15], [10.5 - 2e-15, 29.5]])
+    alone, crossing = cut_boxes(micrograph, xy, box)
+    padded, padded_crossing = cut_boxes(pad_for_boxes(micrograph, box), xy, box, margin=box)
+    np.testing.assert_array_equal(padded, alone)
+    np.testing.assert_array_equal(padded_crossing, crossing)
+    assert crossing.any() and not crossing.all()
 
 
 def test_cut_boxes_border_crossing_counted_filled_and_shaped():

@@ -22,7 +22,7 @@ from typing import Collection, Mapping
 
 import numpy as np
 
-from .extraction import blank_padding, extract_particles, read_micrograph
+from .extraction import blank_padding, extract_particles, pad_for_boxes, read_micrograph
 from .pipeline import CoordinateTable
 from .stack import STACK_DTYPE
 
@@ -85,16 +85,21 @@ class ShiftedBoxes:
             mine = mics == mic
             centres = self.table.xy[coordinate[mine]] + self.offsets[shift[mine]]
             boxes, _ = extract_particles(self._micrograph(int(mic)), centres, self.box,
-                                         self.size, self.invert)
+                                         self.size, self.invert, margin=self.box)
             images[mine] = boxes
         return images
 
     def _micrograph(self, mic: int) -> np.ndarray:
+        """The micrograph, its padded border blanked, with a box of its mean on every side
+        (:func:`.extraction.pad_for_boxes`): the same boxes as cut from the micrograph
+        alone, but padded once, where :func:`.extraction.cut_boxes` would pad the whole
+        micrograph again for every slice holding a box that crosses its edge."""
         with self._lock:
             if mic in self._kept:
                 self._kept.move_to_end(mic)
                 return self._kept[mic]
         data = blank_padding(read_micrograph(self.paths[mic]))
+        data = pad_for_boxes(data, self.box)
         with self._lock:
             self._kept[mic] = data
             while len(self._kept) > MICROGRAPHS_KEPT:

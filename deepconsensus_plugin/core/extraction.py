@@ -296,12 +296,16 @@ def normalise(images: np.ndarray, invert: bool = False) -> np.ndarray:
     return -out if invert else out
 
 
-def cut_boxes(micrograph: np.ndarray, xy: np.ndarray, box: int) -> tuple[np.ndarray, np.ndarray]:
+def cut_boxes(micrograph: np.ndarray, xy: np.ndarray, box: int,
+              margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``box`` x ``box`` images centred on ``xy`` (x = column, y = row).
 
     Returns the boxes and a boolean mask of those that crossed the micrograph
     border; their outside part is filled with the micrograph mean so that they
-    can still be scored.
+    can still be scored.  ``margin`` > 0 says that ``micrograph`` already carries
+    that many pixels of such filling on every side (:func:`pad_for_boxes`) and that
+    ``xy`` are coordinates of the micrograph inside it: a caller cutting many
+    slices of boxes from one micrograph pads it once instead of once a slice.
     """
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     rows, cols = micrograph.shape
@@ -309,23 +313,34 @@ def cut_boxes(micrograph: np.ndarray, xy: np.ndarray, box: int) -> tuple[np.ndar
     # Fourier centre that fourier_resize keeps.  (np.rint(xy - box / 2) rounds half to
     # even, which put it one pixel off for half of the integer coordinates when box is
     # odd.)  Ties down keep every centre in [box / 2, size - box / 2] wholly inside.
-    corner = np.ceil(xy - 0.5).astype(np.int64) - box // 2
-    crossing = ((corner[:, 0] < 0) | (corner[:, 1] < 0)
-                | (corner[:, 0] + box > cols) | (corner[:, 1] + box > rows))
-    if crossing.any():
-        micrograph = np.pad(micrograph, box, mode="constant",
-                            constant_values=float(micrograph.mean()))
-        corner = corner + box
+    # The margin is added after rounding: added to xy first, it would round away the
+    # last bits of a coordinate on a half pixel, and with them the tie's side.
+    corner = np.ceil(xy - 0.5).astype(np.int64) - box // 2 + margin
+    crossing = ((corner[:, 0] < margin) | (corner[:, 1] < margin)
+                | (corner[:, 0] + box > cols - margin) | (corner[:, 1] + box > rows - margin))
+    outside = ((corner[:, 0] < 0) | (corner[:, 1] < 0)
+               | (corner[:, 0] + box > cols) | (corner[:, 1] + box > rows))
+    if outside.any():
+        inner = micrograph[margin:rows - margin, margin:cols - margin]
+        micrograph = pad_for_boxes(inner, box)
+        corner = corner - margin + box
     corner = np.clip(corner, 0, np.array(micrograph.shape[::-1]) - box)
     windows = np.lib.stride_tricks.sliding_window_view(micrograph, (box, box))
     # Indexing with arrays gathers the boxes into a new array: no copy is needed after it.
     return windows[corner[:, 1], corner[:, 0]], crossing
 
 
+def pad_for_boxes(micrograph: np.ndarray, box: int) -> np.ndarray:
+    """The micrograph with ``box`` pixels of its mean on every side: what a box crossing
+    its edge is cut from (:func:`cut_boxes`, whose ``margin`` is then ``box``)."""
+    return np.pad(micrograph, box, mode="constant", constant_values=float(micrograph.mean()))
+
+
 def extract_particles(micrograph: np.ndarray, xy: np.ndarray, box: int, size: int,
-                      invert: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes of one micrograph, Fourier-resized to ``size`` and normalised."""
-    boxes, crossing = cut_boxes(micrograph, xy, box)
+                      invert: bool = False, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of one micrograph, Fourier-resized to ``size`` and normalised (``margin``: as
+    :func:`cut_boxes` takes it)."""
+    boxes, crossing = cut_boxes(micrograph, xy, box, margin)
     if len(boxes) == 0:
         return np.empty((0, size, size), dtype=np.float32), crossing
     return normalise(fourier_resize(boxes, size), invert), crossing
