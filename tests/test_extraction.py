@@ -136,12 +136,13 @@ def test_a_box_resizes_to_the_same_bits_whatever_boxes_share_its_product():
     """Alone, in a slice that straddles a chunk of the products, or among all the others:
     the same float32 bits (a float32 product's last bit depends on how many rows BLAS
     multiplies at once), so shards, slices and one piece give the same scores."""
-    from deepconsensus_plugin.core.extraction import RESIZE_CHUNK
+    from deepconsensus_plugin.core.extraction import resize_chunk
 
-    images = np.random.default_rng(3).normal(size=(2 * RESIZE_CHUNK + 37, 90, 90))
+    chunk = resize_chunk(90)
+    images = np.random.default_rng(3).normal(size=(2 * chunk + 37, 90, 90))
     whole = fourier_resize(images.astype(np.float32), 32)
     assert whole.dtype == np.float32
-    for first, last in [(0, 1), (5, 18), (RESIZE_CHUNK - 3, RESIZE_CHUNK + 61),
+    for first, last in [(0, 1), (5, 18), (chunk - 3, chunk + 61),
                         (len(images) - 7, len(images))]:
         np.testing.assert_array_equal(fourier_resize(images[first:last].astype(np.float32), 32),
                                       whole[first:last])
@@ -235,6 +236,25 @@ def test_cut_boxes_from_a_micrograph_padded_once_are_the_same(box):
     np.testing.assert_array_equal(padded, alone)
     np.testing.assert_array_equal(padded_crossing, crossing)
     assert crossing.any() and not crossing.all()
+
+
+def test_extracting_many_boxes_in_chunks_gives_each_box_as_alone():
+    """More boxes than a chunk (``resize_chunk``), some across the edge (the micrograph
+    then padded once for all the chunks): each box and its crossing flag are those it gets
+    extracted alone."""
+    from deepconsensus_plugin.core.extraction import resize_chunk
+
+    rng = np.random.default_rng(5)
+    micrograph = rng.normal(2.0, 1.0, size=(100, 120)).astype(np.float32)
+    n = resize_chunk(40) + 45
+    xy = np.column_stack([rng.uniform(-15, 135, n), rng.uniform(-15, 115, n)])
+    xy[::7] = np.round(xy[::7]) + 0.5  # ties on half pixels
+    images, crossing = extract_particles(micrograph, xy, 40, 16, invert=True)
+    assert crossing.any() and not crossing.all()
+    for i in range(0, n, 37):
+        alone, alone_crossing = extract_particles(micrograph, xy[i:i + 1], 40, 16, invert=True)
+        np.testing.assert_array_equal(images[i:i + 1], alone)
+        assert crossing[i] == alone_crossing[0]
 
 
 def test_cut_boxes_border_crossing_counted_filled_and_shaped():
