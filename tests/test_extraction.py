@@ -136,9 +136,9 @@ def test_a_box_resizes_to_the_same_bits_whatever_boxes_share_its_product():
     """Alone, in a slice that straddles a chunk of the products, or among all the others:
     the same float32 bits (a float32 product's last bit depends on how many rows BLAS
     multiplies at once), so shards, slices and one piece give the same scores."""
-    from deepconsensus_plugin.core.extraction import resize_chunk
+    from deepconsensus_plugin.core.stack import boxes_per_chunk
 
-    chunk = resize_chunk(90)
+    chunk = boxes_per_chunk(90)
     images = np.random.default_rng(3).normal(size=(2 * chunk + 37, 90, 90))
     whole = fourier_resize(images.astype(np.float32), 32)
     assert whole.dtype == np.float32
@@ -239,14 +239,14 @@ def test_cut_boxes_from_a_micrograph_padded_once_are_the_same(box):
 
 
 def test_extracting_many_boxes_in_chunks_gives_each_box_as_alone():
-    """More boxes than a chunk (``resize_chunk``), some across the edge (the micrograph
+    """More boxes than a chunk (``boxes_per_chunk``), some across the edge (the micrograph
     then padded once for all the chunks): each box and its crossing flag are those it gets
     extracted alone."""
-    from deepconsensus_plugin.core.extraction import resize_chunk
+    from deepconsensus_plugin.core.stack import boxes_per_chunk
 
     rng = np.random.default_rng(5)
     micrograph = rng.normal(2.0, 1.0, size=(100, 120)).astype(np.float32)
-    n = resize_chunk(40) + 45
+    n = boxes_per_chunk(40) + 45
     xy = np.column_stack([rng.uniform(-15, 135, n), rng.uniform(-15, 115, n)])
     xy[::7] = np.round(xy[::7]) + 0.5  # ties on half pixels
     images, crossing = extract_particles(micrograph, xy, 40, 16, invert=True)

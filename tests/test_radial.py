@@ -110,7 +110,7 @@ def test_moments_gathered_chunk_by_chunk_are_those_of_all_the_averages(monkeypat
     """The discriminant's moments are gathered a few boxes at a time (memory flat in the
     stack's length): in any row order they equal the mean and covariance of every
     average at once, and so does the fit."""
-    monkeypatch.setattr(radial, "CHUNK", 7)
+    monkeypatch.setattr(radial, "boxes_per_chunk", lambda size: 7)
     rng = np.random.default_rng(3)
     stack = faint_discs(rng, 50, 0.5) + 3.0  # an offset that a plain sum would cancel
     power = radial.mean_power([(stack, np.arange(50))])

@@ -29,7 +29,7 @@ import scipy.stats
 import tifffile
 
 from .selection import MicrographFrame
-from .stack import ParticleStack
+from .stack import ParticleStack, boxes_per_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -248,23 +248,6 @@ def _resize_operator(box: int, size: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return real, u, v
 
 
-RESIZE_CHUNK_BYTES = 8 << 20
-"""Bytes of a chunk of boxes in float64 (:func:`resize_chunk`)."""
-
-
-def resize_chunk(box: int) -> int:
-    """Boxes of ``box`` px per matrix product in :func:`fourier_resize`, and per cut in
-    :func:`extract_particles`: 32 boxes of 180 px, 6 of 400 px.
-
-    Small enough that the chunk's arrays come from the memory the process already holds:
-    numpy asks the C library for every array, which maps an array of more than 32 MB
-    fresh from the system each time and hands it back when it is freed, so the system
-    zeroes its pages again for the next.  With every box of a micrograph cut at once and
-    resized 128 at a time, extracting EMPIAR-10017's boxes spent about as long in the
-    system as in the arithmetic."""
-    return max(1, RESIZE_CHUNK_BYTES // (box * box * 8))
-
-
 def fourier_resize(images: np.ndarray, size: int) -> np.ndarray:
     """Resize a stack of square images to ``size`` by cropping or padding their spectra.
 
@@ -281,7 +264,7 @@ def fourier_resize(images: np.ndarray, size: int) -> np.ndarray:
     real, u, v = _resize_operator(box, size)
     nyquist = np.outer(u, u)
     resized = np.empty((n, size, size), dtype=np.float32)
-    chunk = resize_chunk(box)
+    chunk = boxes_per_chunk(box)
     for first in range(0, n, chunk):
         rows = images[first:first + chunk].astype(np.float64).reshape(-1, box)
         m = len(rows) // box
@@ -361,11 +344,11 @@ def pad_for_boxes(micrograph: np.ndarray, box: int) -> np.ndarray:
 def extract_particles(micrograph: np.ndarray, xy: np.ndarray, box: int, size: int,
                       invert: bool = False, margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Boxes of one micrograph, Fourier-resized to ``size`` and normalised (``margin``: as
-    :func:`cut_boxes` takes it).  They are cut a chunk at a time (:func:`resize_chunk`), so
-    that no full-sized copy of every box is made at once; where a box crosses the edge, the
-    micrograph is padded once for all the chunks."""
+    :func:`cut_boxes` takes it).  They are cut a chunk at a time
+    (:func:`.stack.boxes_per_chunk`), so that no full-sized copy of every box is made at
+    once; where a box crosses the edge, the micrograph is padded once for all the chunks."""
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    chunk = resize_chunk(box)
+    chunk = boxes_per_chunk(box)
     if margin == 0 and len(xy) > chunk:
         rows, cols = micrograph.shape
         if _crossing(_box_corners(xy, box), rows, cols, box).any():

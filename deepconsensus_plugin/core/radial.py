@@ -30,8 +30,8 @@ from typing import Iterable, Sequence, Tuple
 import numpy as np
 import scipy.fft
 
-CHUNK = 4096
-"""Boxes transformed at a time, so that memory stays bounded for any stack."""
+from .stack import boxes_per_chunk
+
 RIDGE = 1e-3
 """Added to the pooled covariance's diagonal, as a share of its mean variance, so that
 the discriminant stays defined when two rings' averages move together."""
@@ -62,9 +62,11 @@ def _bin_means(values: np.ndarray, bins: np.ndarray) -> np.ndarray:
 
 
 def _chunks(stack, rows: np.ndarray) -> Iterable[np.ndarray]:
-    """The boxes of ``stack`` at ``rows`` (sorted), ``CHUNK`` at a time, as float64."""
-    for start in range(0, len(rows), CHUNK):
-        yield np.asarray(stack[rows[start:start + CHUNK]], dtype=np.float64)
+    """The boxes of ``stack`` at ``rows`` (sorted), as float64, a chunk at a time
+    (:func:`.stack.boxes_per_chunk`), so that memory stays bounded for any stack."""
+    chunk = boxes_per_chunk(int(stack.shape[-1]))
+    for start in range(0, len(rows), chunk):
+        yield np.asarray(stack[rows[start:start + chunk]], dtype=np.float64)
 
 
 def mean_power(sources: Sequence[Tuple[object, np.ndarray]]) -> np.ndarray:
@@ -139,8 +141,8 @@ class RingAverager:
 
 
 def _per_box(stack, rows: np.ndarray, function) -> np.ndarray:
-    """``function`` of the boxes of ``stack`` at ``rows``, in that order, read ``CHUNK``
-    at a time in increasing row order."""
+    """``function`` of the boxes of ``stack`` at ``rows``, in that order, read a chunk at
+    a time in increasing row order."""
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     size = int(stack.shape[-1])
@@ -166,7 +168,7 @@ class ClassMoments:
     @classmethod
     def of_stack(cls, stack, rows: np.ndarray, power: np.ndarray) -> ClassMoments:
         """The moments of the rotational averages (:class:`RingAverager` with ``power``)
-        of the boxes of ``stack`` at ``rows``, ``CHUNK`` boxes at a time."""
+        of the boxes of ``stack`` at ``rows``, a chunk of boxes at a time."""
         averager = RingAverager.of(power, int(stack.shape[-1]))
         bins = averager.operator.shape[1]
         moments = cls(0, np.zeros(bins), np.zeros((bins, bins)))

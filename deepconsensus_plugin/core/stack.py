@@ -21,6 +21,24 @@ import numpy as np
 STACK_DTYPE = np.dtype(np.float16)
 """Normalised images need no more precision; half the bytes of float32 to read back."""
 
+CHUNK_BYTES = 8 << 20
+"""Bytes of float64 images that one step of a loop over many boxes works on."""
+
+
+def boxes_per_chunk(size: int) -> int:
+    """How many ``size`` x ``size`` float64 images make :data:`CHUNK_BYTES`: 32 boxes of
+    180 px, 1,024 of 32 px; the loops that cut, resize and transform boxes take them that
+    many at a time.
+
+    Small enough that a chunk's arrays come from the memory the process already holds:
+    numpy asks the C library for every array, and the C library maps an array of more
+    than 32 MB fresh from the system each time and hands it back when it is freed, so the
+    system zeroes its pages again for the next.  Cutting every box of a micrograph at once
+    and resizing 128 at a time, extracting EMPIAR-10017's boxes spent about as long in
+    the system as in the arithmetic (``benchmarks/README.md``, *Speed*)."""
+    return max(1, CHUNK_BYTES // (size * size * 8))
+
+
 Key = Union[int, slice, np.ndarray, list]
 MAX_READ = 1 << 30
 """Bytes asked of one read call."""
