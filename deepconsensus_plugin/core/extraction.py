@@ -348,11 +348,10 @@ def extract_particles(micrograph: np.ndarray, xy: np.ndarray, box: int, size: in
     (:func:`.stack.boxes_per_chunk`), so that no full-sized copy of every box is made at
     once; where a box crosses the edge, the micrograph is padded once for all the chunks."""
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    rows, cols = micrograph.shape
+    if margin == 0 and _crossing(_box_corners(xy, box), rows, cols, box).any():
+        micrograph, margin = pad_for_boxes(micrograph, box), box
     chunk = boxes_per_chunk(box)
-    if margin == 0 and len(xy) > chunk:
-        rows, cols = micrograph.shape
-        if _crossing(_box_corners(xy, box), rows, cols, box).any():
-            micrograph, margin = pad_for_boxes(micrograph, box), box
     images = np.empty((len(xy), size, size), dtype=np.float32)
     crossing = np.zeros(len(xy), dtype=bool)
     for first in range(0, len(xy), chunk):
