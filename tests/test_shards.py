@@ -8,7 +8,7 @@ import pytest
 
 from deepconsensus_plugin.core import run_summary, shards, stages
 from deepconsensus_plugin.core.run_folder import RunFolder, RunFolderError
-from deepconsensus_plugin.core.stack import open_stack
+from deepconsensus_plugin.core.stack import boxes_per_chunk, create_stack, open_stack
 
 PARAMS = stages.ExtractionParams(network_size=16)
 
@@ -67,6 +67,28 @@ def test_extraction_shards_merge_into_the_one_piece_stacks(prepared, tmp_path, n
     assert (info.n_crossing_border, info.skipped_micrographs) == \
         (expected.n_crossing_border, expected.skipped_micrographs)
     assert run.info().extraction.network_size == 16
+
+
+def test_rows_copied_in_chunks_land_where_the_shard_says(tmp_path):
+    """A shard's rows go to their places in the run's stack, a chunk of rows at a time:
+    runs of consecutive rows that cross a chunk's end, and single rows between gaps."""
+    size = 200
+    chunk = boxes_per_chunk(size)
+    assert chunk < 40  # several chunks below
+    rows = np.r_[np.arange(3, 3 + chunk + 5), chunk + 10, chunk + 12,
+                 np.arange(2 * chunk + 20, 3 * chunk + 21)]
+    values = np.random.default_rng(0).standard_normal((len(rows), size, size))
+    source = create_stack(str(tmp_path / "shard.npy"), len(rows), size)
+    source[0:len(rows)] = values
+    source.close()
+    target = create_stack(str(tmp_path / "run.npy"), int(rows[-1]) + 3, size)
+    with open_stack(str(tmp_path / "shard.npy")) as shard:
+        shards._copy_rows(shard, target, rows)
+    target.close()
+    with open_stack(str(tmp_path / "run.npy")) as merged:
+        np.testing.assert_array_equal(merged[rows], values.astype(np.float16))
+        others = np.setdiff1d(np.arange(len(merged)), rows)
+        assert not merged[others].any()
 
 
 def test_a_failed_shard_is_refused_and_runs_again_alone(prepared, tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import extraction, pipeline
 from .run_folder import ExtractionInfo, KnownParticles, RunFolder, RunFolderError
-from .stack import create_stack, open_stack
+from .stack import boxes_per_chunk, create_stack, open_stack
 from .stages import (SCORING_BATCH, ExtractionParams, add_known_particles, record_extraction,
                      record_scores, round_model, score_boxes)
 
@@ -127,9 +127,11 @@ def _rows_exactly_once(rows: Sequence[np.ndarray], n: int, what: str, run: RunFo
                                 (list(missing) + list(repeated))[0]))
 
 
-def _copy_rows(source, target, rows: np.ndarray, chunk: int = 8192) -> None:
+def _copy_rows(source, target, rows: np.ndarray) -> None:
     """Row i of the ``source`` stack to row ``rows[i]`` of ``target`` (rows increasing),
-    a chunk at a time and one write per run of consecutive rows."""
+    a chunk at a time (:func:`.stack.boxes_per_chunk`: a fixed count of rows grew to 64 MB
+    a read at a 64 px network input) and one write per run of consecutive rows."""
+    chunk = boxes_per_chunk(source.size)
     for first in range(0, len(rows), chunk):
         block = source[first:first + chunk]
         where = rows[first:first + chunk]
