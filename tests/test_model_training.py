@@ -6,7 +6,10 @@ module-scoped fixture so that the file stays within about a minute on two cores.
 import dataclasses
 import logging
 import os
+import shutil
+import threading
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from deepconsensus_plugin.core.metrics import roc_auc  # noqa: E402
 from deepconsensus_plugin.core.model import ARCHITECTURES, build_model, paper_width  # noqa: E402
+from deepconsensus_plugin.core import scoring  # noqa: E402
 from deepconsensus_plugin.core.scoring import score_on_devices, score_stack  # noqa: E402
 from deepconsensus_plugin.core.stack import create_stack  # noqa: E402
 from deepconsensus_plugin.core.training import (  # noqa: E402
@@ -359,11 +363,79 @@ def test_the_network_sees_every_batch_in_one_shape(trained, monkeypatch):
             shapes.append(batch.shape)
             return self.model.predict_on_batch(batch)
 
+    monkeypatch.setattr(scoring, "_IDLE_MODELS", OrderedDict())  # load through the recorder
     monkeypatch.setattr(keras.models, "load_model", lambda *a, **k: Recorder(load(*a, **k)))
     odd = score_stack(trained["model_path"], trained["stack"][:37], batch_size=10)
     size = trained["stack"].shape[-1]
     assert shapes == [(10, size, size, 1)] * 4
     np.testing.assert_allclose(odd, trained["scores"][:37], atol=1e-5)
+
+
+def _counting_loads(monkeypatch) -> list:
+    """Start with no network kept, and record the path of every network loaded."""
+    import keras
+
+    loads, load = [], keras.models.load_model
+    monkeypatch.setattr(scoring, "_IDLE_MODELS", OrderedDict())
+    monkeypatch.setattr(keras.models, "load_model",
+                        lambda path, **k: loads.append(path) or load(path, **k))
+    return loads
+
+
+def test_a_network_is_loaded_once_for_many_stacks_and_again_when_its_file_changes(
+        trained, tmp_path, monkeypatch):
+    """The best-centred search scores a stack twice with one network and a stream scores
+    every batch with it: the loaded network is kept.  A stream also retrains into the same
+    file, so what is kept is the file's content: the retrained network scores."""
+    loads = _counting_loads(monkeypatch)
+    path = str(tmp_path / "model.keras")
+    shutil.copyfile(trained["model_path"], path)
+    first = score_stack(path, trained["stack"], batch_size=64)
+    again = score_stack(path, trained["stack"][:50], batch_size=64)
+    assert loads == [path]
+    np.testing.assert_array_equal(first, trained["scores"])
+    np.testing.assert_array_equal(again, trained["scores"][:50])
+
+    build_model("fast", SIZE).save(path)  # retrained in place: another network, same name
+    other = score_stack(path, trained["stack"], batch_size=64)
+    assert loads == [path, path]
+    assert not np.allclose(other, trained["scores"], atol=1e-3)
+
+
+def test_scoring_at_the_same_time_never_shares_a_network(trained, tmp_path, monkeypatch):
+    """Two scorings of one network running together (scoring steps in threads of one
+    Scipion process) each hold a copy of their own; both copies are kept after."""
+    loads = _counting_loads(monkeypatch)
+    inside, release = threading.Barrier(2), threading.Event()
+    in_use = []
+
+    class Held(list):
+        """A stack that waits, at its first read, until both scorings are inside."""
+
+        def __getitem__(self, key):
+            if not release.is_set():
+                in_use.append(dict(scoring._IDLE_MODELS))
+                inside.wait(timeout=60)
+                release.set()
+            return trained["stack"][key]
+
+        def __len__(self):
+            return len(trained["stack"])
+
+    results = [None, None]
+
+    def run(i: int) -> None:
+        results[i] = score_stack(trained["model_path"], Held(), batch_size=64)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(loads) == 2 and in_use == [{}, {}]  # neither found the other's copy idle
+    for result in results:
+        np.testing.assert_array_equal(result, trained["scores"])
+    assert len(scoring._IDLE_MODELS) == 1  # one key: the later copy replaced the earlier
 
 
 def test_scoring_split_over_several_devices_gives_the_same_scores(trained, caplog):
