@@ -404,7 +404,8 @@ def test_a_network_is_loaded_once_for_many_stacks_and_again_when_its_file_change
 
 def test_scoring_at_the_same_time_never_shares_a_network(trained, tmp_path, monkeypatch):
     """Two scorings of one network running together (scoring steps in threads of one
-    Scipion process) each hold a copy of their own; both copies are kept after."""
+    Scipion process) each hold a copy of their own; one copy is kept after (the later
+    returned, under the same key)."""
     loads = _counting_loads(monkeypatch)
     inside, release = threading.Barrier(2), threading.Event()
     in_use = []
