@@ -301,7 +301,7 @@ def write_scores(path, results: RunResults, names: np.ndarray, retained: np.ndar
         writer.writerow(["micrograph", "x", "y", "score", "votes", "retained"])
         for name, (x, y), score, votes, kept in zip(names, table.xy, results.scores,
                                                     table.votes, retained):
-            writer.writerow([name, "%.1f" % x, "%.1f" % y, "%.4f" % score, int(votes),
+            writer.writerow([name, "%.1f" % x, "%.1f" % y, "%.6g" % score, int(votes),
                              int(kept)])
 
 
