@@ -83,6 +83,8 @@ def parse_args(argv):
                         help="early-stopping patience in epochs (the learning rate drops "
                              "after half of it)")
     parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="training batch size (boxes per step)")
     parser.add_argument("--threshold", default=None,
                         help="a number, or 'auto' for the automatic threshold")
     parser.add_argument("--method", choices=("agreement", "paper"), default=None,
@@ -154,6 +156,8 @@ def protocol_params(args, spec) -> dict:
         params["patience"] = args.patience
     if args.learning_rate is not None:
         params["learningRate"] = args.learning_rate
+    if args.batch_size is not None:
+        params["batchSize"] = args.batch_size
     if args.method is not None:
         params["method"] = ("agreement", "paper").index(args.method)
     for flag, name in (("self_training", "selfTraining"), ("off_centre", "offCentreNegatives"),

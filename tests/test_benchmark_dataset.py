@@ -614,6 +614,9 @@ def test_the_method_flags_set_the_protocol_form():
                                                   "selfTraining": True, "seed": 3,
                                                   "consensusRadius": 0.15}
     assert module.protocol_params(module.parse_args(["--data", "d", "--out", "o"]), spec) == {}
+    training = module.parse_args(["--data", "d", "--out", "o", "--batch-size", "128",
+                                  "--learning-rate", "2e-4"])
+    assert module.protocol_params(training, spec) == {"batchSize": 128, "learningRate": 2e-4}
     known = module.parse_args(["--data", "d", "--out", "o", "--particle-diameter", "known"])
     assert module.protocol_params(known, spec) == {"particleDiameter": 100.0}
     given = module.parse_args(["--data", "d", "--out", "o", "--particle-diameter", "180"])
