@@ -330,6 +330,23 @@ def test_command_defaults_are_the_protocol_defaults():
     assert {name: getattr(args, name) for name in expected} == expected
 
 
+def test_pickers_are_named_by_their_paths_below_the_folder_they_share(tmp_path, monkeypatch):
+    """The demo's absolute picker folders are named by their last part; RELION's relative
+    job paths stay whole; where one path is the shared folder, the paths stay as given."""
+    from deepconsensus_plugin.cli import build_parser
+    from deepconsensus_plugin.cli.common import gather, picker_names
+
+    inputs, _, _ = gather(build_parser().parse_args(["run", *demo_arguments(), "--out", "o"]))
+    assert [p.name for p in inputs.pickers] == list(PICKERS)
+    monkeypatch.chdir(tmp_path)
+    relion = ["AutoPick/job006/autopick.star", "External/job010/crYOLO_boxes/"]
+    assert picker_names(relion) == ["AutoPick/job006/autopick.star",
+                                    "External/job010/crYOLO_boxes"]
+    assert picker_names([str(tmp_path / "picks" / "a.star"), "picks/b.star"]) == [
+        "a.star", "b.star"]
+    assert picker_names(["picks/", "picks/b.star"]) == ["picks", "picks/b.star"]
+
+
 def test_a_particle_diameter_sets_the_box_the_run_works_in_and_the_export_keeps_the_picks():
     """``--diameter`` (Å): the run works in boxes of 1.5 diameters, the STAR files keep
     the pickers' box; a diameter wider than that box is refused as in other units."""

@@ -320,6 +320,20 @@ def header_pixel_size(path: str) -> Optional[float]:
     return size if size > 0 else None
 
 
+def picker_names(paths: Sequence[str]) -> List[str]:
+    """The name of each ``--picks`` path in the summary, the plots and the run record: the
+    path below the folder all of them share.  Relative paths in a RELION project keep
+    their job folders (``AutoPick/job006/autopick.star``); absolute ones, or files side by
+    side, lose the prefix that tells them nothing.  Where one path is that shared folder
+    itself, the paths are kept as given."""
+    full = [os.path.abspath(p) for p in paths]
+    shared = os.path.commonpath(full) if len(full) > 1 else os.path.dirname(full[0])
+    names = [os.path.relpath(f, shared) for f in full]
+    if os.curdir in names:
+        return [os.path.normpath(p) for p in paths]
+    return names
+
+
 def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
     """The consensus input, the export settings and notes for the user, from the flags."""
     micrographs, listing = read_micrographs(args.micrographs, args.relion_project)
@@ -353,8 +367,10 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
                              "micrographs?)" % (path, len(micrographs)))
         if picks.box_size and box is None:
             box = int(round(picks.box_size * factor))
-        pickers.append(stages.PickerInput(path, xy))
+        pickers.append(xy)
         sets.append(picks)
+    pickers = [stages.PickerInput(name, xy)
+               for name, xy in zip(picker_names(args.picks), pickers)]
     box = args.box_size or box
     if not box or box < box_policy.MIN_BOX:
         raise InputError("the box size is unknown: give --box-size (pixels, about 1.5-2 "
