@@ -3,6 +3,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.tests import BaseTest, setupTestProject
 
@@ -62,13 +63,26 @@ class TestTooFewPositives(BaseTest):
         cls.protMics, cls.protCoords, _ = importSynthetic(cls, nMicrographs=1, shape=(512, 512),
                                                           nParticles=30)
 
-    def test_a_small_and_set_fails_with_advice(self):
+    def test_a_small_and_set_fails_with_advice_before_anything_is_extracted(self):
         prot = runToEnd(self, newDeepConsensus(self, self.protCoords, **FAST))
         self.assertTrue(prot.isFailed())
         message = prot.getErrorMessage()
         self.assertIn("too few", message)
         self.assertIn("at least k pickers", message)
         self.assertIn("larger consensus radius", message)
+        run = RunFolder(prot._getExtraPath())
+        self.assertIsNotNone(run.info().consensus)  # the consensus ran and said so
+        self.assertIsNone(run.info().extraction)
+        self.assertFalse(run.has(RunFolder.OR_PARTICLES))
+
+
+def test_the_and_set_is_checked_against_what_training_needs():
+    from deepconsensus_plugin.core import stages
+
+    stages.require_training_set(consensusInfo(n_and=stages.MIN_POSITIVES))
+    with pytest.raises(ValueError, match="Only 99 coordinates were picked by at least 3 "
+                                         "pickers"):
+        stages.require_training_set(consensusInfo(n_and=stages.MIN_POSITIVES - 1))
 
 
 class TestOnePickerTwice(BaseTest):

@@ -450,6 +450,30 @@ def test_known_negatives_join_the_negatives_and_a_picker_s_picks_are_refused(tmp
         known(os.path.join(DEMO_DATA, "coordinates", "crYOLO"))
 
 
+def test_a_small_and_set_is_refused_before_anything_is_extracted(tmp_path):
+    """Two pickers that agree on 30 points: the command stops after the consensus, with
+    the advice, before the negatives and the extraction take their time."""
+    from deepconsensus_plugin.core.extraction import micrograph_shape
+
+    micrograph = sorted(glob.glob(os.path.join(DEMO_DATA, "micrographs", "*.mrc")))[0]
+    name = os.path.splitext(os.path.basename(micrograph))[0]
+    height, width = micrograph_shape(micrograph)
+    grid = np.stack(np.meshgrid(np.arange(100, width - 100, 100),
+                                np.arange(100, height - 100, 100)), -1).reshape(-1, 2)[:90]
+    writeCentresAsBoxFiles(str(tmp_path / "a"), {name: grid[:60]}, 90)
+    writeCentresAsBoxFiles(str(tmp_path / "b"), {name: grid[30:]}, 90)
+    out = tmp_path / "run"
+    result = deepconsensus("run", "--micrographs", micrograph, "--picks", str(tmp_path / "a"),
+                           "--picks", str(tmp_path / "b"), "--voltage", "300", "--cs", "2.7",
+                           *QUICK, "--out", str(out))
+    assert result.returncode == 1
+    assert "Only 30 coordinates were picked by at least 2 pickers" in result.stderr
+    assert "Traceback" not in result.stderr
+    run = RunFolder(out)
+    assert run.info().consensus.n_and == 30
+    assert run.info().negatives is None and not run.has(RunFolder.OR_PARTICLES)
+
+
 def test_bad_input_ends_with_one_line_naming_the_file(tmp_path):
     bad = tmp_path / "picks"
     bad.mkdir()

@@ -487,6 +487,8 @@ def run_training(args, run: RunFolder) -> None:
     """Negatives, extraction, the model (new or reused) and every training round (with the
     scoring a later round needs); no round when a reused model scores alone."""
     model = reused_model(args, run)
+    if model is None or not args.score_only:
+        stages.require_training_set(run.section("consensus"))
     method = method_info(args)
     run.update_info(method=method)
     progress = progress_bars()

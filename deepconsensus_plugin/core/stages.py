@@ -304,6 +304,23 @@ def consensus_stage(run: RunFolder, inputs: ConsensusInput,
     return info
 
 
+def require_training_set(consensus: ConsensusInfo) -> None:
+    """Refuse, right after the consensus, a run that will train on an AND set too small to
+    train on: before the negatives and the extraction take their time (hours on a large
+    dataset), not after.  Training checks again on the boxes it can use (a skipped
+    micrograph's are not)."""
+    if consensus.n_and < MIN_POSITIVES:
+        raise ValueError(_too_few_positives(consensus.n_and, consensus.min_votes))
+
+
+def _too_few_positives(n_and: int, min_votes: int) -> str:
+    return ("Only %d coordinates were picked by at least %d pickers (the AND set): too few "
+            "to train on (at least %d are needed). Use 'picked by at least k pickers' with a "
+            "lower k (command line: --and-rule at-least --k K), a larger consensus radius, "
+            "or check that the pickers' coordinates are on the same micrographs and pixel "
+            "size." % (n_and, min_votes, MIN_POSITIVES))
+
+
 def table_counts(table: CoordinateTable, n_pickers: int, min_votes: int,
                  radius_px: float) -> dict:
     """The counts a :class:`.ConsensusInfo` keeps of a consensus table made with
@@ -645,13 +662,7 @@ def training_stage(run: RunFolder, round_number: int, params: TrainingParams = T
     is_and = table.votes >= consensus.min_votes
     positives = np.flatnonzero(usable & is_and)
     if len(positives) < MIN_POSITIVES:
-        raise ValueError(
-            "Only %d coordinates were picked by at least %d pickers (the AND set): too few "
-            "to train on (at least %d are needed). Use 'picked by at least k pickers' with a "
-            "lower k (command line: --and-rule at-least --k K), a larger consensus radius, "
-            "or check that the pickers' coordinates are on the same micrographs and pixel "
-            "size."
-            % (len(positives), consensus.min_votes, MIN_POSITIVES))
+        raise ValueError(_too_few_positives(len(positives), consensus.min_votes))
     or_stack = open_stack(run.file(run.OR_PARTICLES))
     neg_stack = open_stack(run.file(run.NEG_PARTICLES))
     negative_sources = [(neg_stack, np.flatnonzero(neg_usable))]

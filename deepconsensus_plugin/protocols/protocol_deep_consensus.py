@@ -496,9 +496,12 @@ class ProtDeepConsensus(DeepConsensusValidation, DeepConsensusStreaming, ProtPar
         inputs = convert.consensusInput(self._inputSets(),
                                         [self._setName(p) for p in self.inputCoordinates],
                                         particleDiameter, fitBox, networkBox)
-        stages.consensus_stage(self._runFolder(), inputs,
-                               stages.ConsensusParams(radius=radiusFraction,
-                                                      and_rule=stages.AND_AT_LEAST, k=minVotes))
+        info = stages.consensus_stage(self._runFolder(), inputs,
+                                      stages.ConsensusParams(radius=radiusFraction,
+                                                             and_rule=stages.AND_AT_LEAST,
+                                                             k=minVotes))
+        if not self._scoreOnly():
+            stages.require_training_set(info)
 
     def negativesStep(self, ratio, distanceFraction, seed, negativeSignature, skipBad,
                       offCentre, upstream):
