@@ -346,7 +346,7 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
         raise InputError("the micrographs' pixel size is unknown: give --pixel-size")
     names = [m.name for m in micrographs]
     ids = {m.name: m.mic_id for m in micrographs}
-    pickers, box, rescaled, sets = [], None, [], []
+    centres, box, rescaled, sets = [], None, [], []
     for path in args.picks:
         if not os.path.exists(path):
             raise InputError("--picks %s: no such file or folder" % path)
@@ -367,10 +367,10 @@ def gather(args) -> Tuple[stages.ConsensusInput, ExportInfo, List[str]]:
                              "micrographs?)" % (path, len(micrographs)))
         if picks.box_size and box is None:
             box = int(round(picks.box_size * factor))
-        pickers.append(xy)
+        centres.append(xy)
         sets.append(picks)
     pickers = [stages.PickerInput(name, xy)
-               for name, xy in zip(picker_names(args.picks), pickers)]
+               for name, xy in zip(picker_names(args.picks), centres)]
     box = args.box_size or box
     if not box or box < box_policy.MIN_BOX:
         raise InputError("the box size is unknown: give --box-size (pixels, about 1.5-2 "
